@@ -1,0 +1,316 @@
+#include "shmstream/client.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+
+#include <fmt/format.h>
+
+#include "client/connection.hpp"
+#include "shm/naming.hpp"
+#include "shm/segment.hpp"
+
+namespace shmstream {
+namespace {
+
+Status from_proto(proto::Status::Reader status) {
+  if (status.getCode() == 0) return Status();
+  return Status(static_cast<ErrorCode>(status.getCode()),
+                std::string(status.getMessage().cStr(), status.getMessage().size()));
+}
+
+StreamState from_shm(shm::StreamState state) {
+  switch (state) {
+    case shm::StreamState::kOpen: return StreamState::kOpen;
+    case shm::StreamState::kClosed: return StreamState::kClosed;
+    case shm::StreamState::kAborted: return StreamState::kAborted;
+    case shm::StreamState::kCancelled: return StreamState::kCancelled;
+  }
+  return StreamState::kAborted;
+}
+
+StreamInfo from_proto(proto::StreamInfo::Reader in) {
+  StreamInfo out;
+  out.name = std::string(in.getName().cStr(), in.getName().size());
+  switch (in.getState()) {
+    case proto::StreamState::OPEN: out.state = StreamState::kOpen; break;
+    case proto::StreamState::CLOSED: out.state = StreamState::kClosed; break;
+    case proto::StreamState::ABORTED: out.state = StreamState::kAborted; break;
+    case proto::StreamState::CANCELLED: out.state = StreamState::kCancelled; break;
+  }
+  out.removing = in.getRemoving();
+  out.bytes = in.getBytes();
+  out.readers = in.getReaders();
+  out.producer_pid = in.getProducerPid();
+  out.producer_uid = in.getProducerUid();
+  out.max_bytes = in.getMaxBytes();
+  out.created_unix_ns = in.getCreatedUnixNs();
+  return out;
+}
+
+shm::Clock::time_point deadline_after(Timeout timeout) {
+  if (timeout == kForever) return shm::kNoDeadline;
+  auto now = shm::Clock::now();
+  if (timeout > shm::kNoDeadline - now) return shm::kNoDeadline;
+  return now + std::chrono::duration_cast<shm::Clock::duration>(timeout);
+}
+
+// A daemon's answer that is only a status (Result<Status> would be ambiguous).
+struct Answer {
+  Status status;
+};
+
+// A capability granted with a segment fd: the handle that keeps it and the fd that came with it.
+struct Grant {
+  Status status;
+  uint64_t handle = 0;
+  int fd = -1;
+};
+
+// Completes a create/open reply: keeps the capability, dups the fd that rode along with it.
+kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability::Client cap) {
+  if (!status.ok()) return Grant{status};
+  auto fd_promise = cap.getFd();
+  return fd_promise.then([&loop, cap = kj::mv(cap)](kj::Maybe<int> fd) mutable -> Grant {
+    KJ_IF_MAYBE (received, fd) {
+      // The received fd belongs to the RPC message; keep our own duplicate.
+      int own = fcntl(*received, F_DUPFD_CLOEXEC, 0);
+      if (own < 0) return Grant{Status(ErrorCode::kIo, "dup of the segment fd failed")};
+      return Grant{Status(), loop.hold(kj::mv(cap)), own};
+    }
+    return Grant{Status(ErrorCode::kProtocol, "the daemon's reply carried no segment fd")};
+  });
+}
+
+}  // namespace
+
+const char* to_string(StreamState state) {
+  switch (state) {
+    case StreamState::kOpen: return "open";
+    case StreamState::kClosed: return "closed";
+    case StreamState::kAborted: return "aborted";
+    case StreamState::kCancelled: return "cancelled";
+  }
+  return "invalid";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Producer
+
+struct Producer::Impl {
+  Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment)
+      : connection(std::move(c)), handle(h), name(std::move(n)), core(std::move(segment)) {}
+  ~Impl() {
+    if (!ended) core.abort();  // a producer that never said close() did not finish
+    connection->release(handle);
+  }
+  Status end(bool clean) {
+    Status local = clean ? core.close() : core.abort();
+    ended = true;
+    // Tell the daemon too, so that dropping the capability later is not taken for a death.
+    auto remote = connection->run<Answer>(clean ? "close" : "abort", [this, clean](LoopState& loop) {
+      auto cap = loop.capabilities.at(handle).castAs<proto::Producer>();
+      auto finish = [](auto response) { return Answer{from_proto(response.getStatus())}; };
+      if (clean) return cap.closeRequest().send().then(finish);
+      return cap.abortRequest().send().then(finish);
+    });
+    (void)remote;  // best effort: see below
+    if (!local.ok()) return local;
+    // The segment already says the stream ended; a lost daemon only loses the bookkeeping.
+    return Status();
+  }
+
+  std::shared_ptr<Connection> connection;
+  uint64_t handle;
+  std::string name;
+  shm::ProducerCore core;
+  bool ended = false;
+};
+
+Producer::Producer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Producer::Producer(Producer&&) noexcept = default;
+Producer& Producer::operator=(Producer&&) noexcept = default;
+Producer::~Producer() = default;
+
+const std::string& Producer::name() const { return impl_->name; }
+Status Producer::append(std::span<const std::byte> bytes) { return impl_->core.append(bytes); }
+Result<std::span<std::byte>> Producer::reserve(size_t size) { return impl_->core.reserve(size); }
+Status Producer::commit(size_t size) { return impl_->core.commit(size); }
+Status Producer::close() { return impl_->end(true); }
+Status Producer::abort() { return impl_->end(false); }
+uint64_t Producer::committed() const { return impl_->core.committed(); }
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+
+struct Reader::Impl {
+  Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment)
+      : connection(std::move(c)), handle(h), name(std::move(n)), core(std::move(segment)) {}
+  ~Impl() { close(); }
+  void close() {
+    core.close();
+    if (!released.exchange(true, std::memory_order_acq_rel)) connection->release(handle);
+  }
+
+  std::shared_ptr<Connection> connection;
+  uint64_t handle;
+  std::string name;
+  shm::ReaderCore core;
+  std::atomic<bool> released{false};
+};
+
+Reader::Reader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Reader::Reader(Reader&&) noexcept = default;
+Reader& Reader::operator=(Reader&&) noexcept = default;
+Reader::~Reader() = default;
+
+const std::string& Reader::name() const { return impl_->name; }
+
+Result<size_t> Reader::read(std::span<std::byte> buf, Timeout timeout,
+                            const Cancellation* cancel) {
+  return impl_->core.read(buf, deadline_after(timeout), cancel);
+}
+
+Result<size_t> Reader::read_at(uint64_t offset, std::span<std::byte> buf, Timeout timeout,
+                               const Cancellation* cancel) {
+  return impl_->core.read_at(offset, buf, deadline_after(timeout), cancel);
+}
+
+Result<std::span<const std::byte>> Reader::next(size_t max, Timeout timeout,
+                                                const Cancellation* cancel) {
+  return impl_->core.next(max, deadline_after(timeout), cancel);
+}
+
+Result<std::span<const std::byte>> Reader::view(uint64_t offset, size_t length) {
+  return impl_->core.view(offset, length);
+}
+
+Status Reader::wait_for(uint64_t length, Timeout timeout, const Cancellation* cancel) {
+  return impl_->core.wait_until(length, deadline_after(timeout), cancel);
+}
+
+Status Reader::seek(int64_t offset, Whence whence) {
+  shm::Whence w = whence == Whence::kStart     ? shm::Whence::kStart
+                  : whence == Whence::kCurrent ? shm::Whence::kCurrent
+                                               : shm::Whence::kEnd;
+  return impl_->core.seek(offset, w);
+}
+
+uint64_t Reader::position() const { return impl_->core.position(); }
+uint64_t Reader::committed() const { return impl_->core.committed(); }
+StreamState Reader::state() const { return from_shm(impl_->core.state()); }
+void Reader::close() { impl_->close(); }
+
+// ---------------------------------------------------------------------------------------------
+// Client
+
+Client::Client(std::shared_ptr<Connection> connection) : connection_(std::move(connection)) {}
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+Client::~Client() = default;
+
+std::string Client::default_socket_path() { return shm::default_socket_path(); }
+const std::string& Client::socket_path() const { return connection_->socket_path(); }
+
+Result<Client> Client::connect(const ClientOptions& options) {
+  std::string path = options.socket_path.empty() ? default_socket_path() : options.socket_path;
+  auto fd = connect_socket(path, options.autostart, options.daemon_path);
+  if (!fd.ok()) return fd.status();
+  auto connection = Connection::start(*fd, path);
+  if (!connection.ok()) return connection.status();
+  return Client(std::move(connection.value()));
+}
+
+Result<Producer> Client::create(std::string_view name, const CreateOptions& options) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  std::string owned(name);
+  auto grant = connection_->run<Grant>("create", [&](LoopState& loop) {
+    auto request = loop.control.createRequest();
+    request.setName(owned);
+    request.initOptions().setMaxBytes(options.max_bytes);
+    return request.send().then([&loop](auto response) {
+      return take_grant(loop, from_proto(response.getStatus()), response.getProducer());
+    });
+  });
+  if (!grant.ok()) return grant.status();
+  if (!grant->status.ok()) return grant->status;
+  auto segment = shm::Segment::map(grant->fd, shm::Access::kReadWrite, shm::MapExtent::kWhole,
+                                   fmt::format("stream \"{}\"", owned));
+  ::close(grant->fd);
+  if (!segment.ok()) {
+    connection_->release(grant->handle);
+    return segment.status();
+  }
+  return Producer(std::make_unique<Producer::Impl>(connection_, grant->handle, owned,
+                                                   std::move(segment.value())));
+}
+
+Result<Reader> Client::open(std::string_view name) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  std::string owned(name);
+  auto grant = connection_->run<Grant>("open", [&](LoopState& loop) {
+    auto request = loop.control.openRequest();
+    request.setName(owned);
+    return request.send().then([&loop](auto response) {
+      return take_grant(loop, from_proto(response.getStatus()), response.getReader());
+    });
+  });
+  if (!grant.ok()) return grant.status();
+  if (!grant->status.ok()) return grant->status;
+  // Read-only: the fd was opened O_RDONLY by the daemon, so this mapping cannot be made writable.
+  auto segment = shm::Segment::map(grant->fd, shm::Access::kReadOnly, shm::MapExtent::kWhole,
+                                   fmt::format("stream \"{}\"", owned));
+  ::close(grant->fd);
+  if (!segment.ok()) {
+    connection_->release(grant->handle);
+    return segment.status();
+  }
+  return Reader(std::make_unique<Reader::Impl>(connection_, grant->handle, owned,
+                                               std::move(segment.value())));
+}
+
+Result<std::vector<StreamInfo>> Client::list() {
+  return connection_->run<std::vector<StreamInfo>>("list", [](LoopState& loop) {
+    return loop.control.listRequest().send().then([](auto response) {
+      std::vector<StreamInfo> out;
+      for (auto info : response.getStreams()) out.push_back(from_proto(info));
+      return out;
+    });
+  });
+}
+
+Result<StreamInfo> Client::stat(std::string_view name) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  std::string owned(name);
+  struct Reply {
+    Status status;
+    StreamInfo info;
+  };
+  auto reply = connection_->run<Reply>("stat", [&](LoopState& loop) {
+    auto request = loop.control.statRequest();
+    request.setName(owned);
+    return request.send().then([](auto response) {
+      Status status = from_proto(response.getStatus());
+      return Reply{status, status.ok() ? from_proto(response.getInfo()) : StreamInfo{}};
+    });
+  });
+  if (!reply.ok()) return reply.status();
+  if (!reply->status.ok()) return reply->status;
+  return reply->info;
+}
+
+Status Client::remove(std::string_view name, bool force) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  std::string owned(name);
+  auto reply = connection_->run<Answer>("remove", [&](LoopState& loop) {
+    auto request = loop.control.removeRequest();
+    request.setName(owned);
+    request.setForce(force);
+    return request.send().then(
+        [](auto response) { return Answer{from_proto(response.getStatus())}; });
+  });
+  return reply.ok() ? reply->status : reply.status();
+}
+
+}  // namespace shmstream

@@ -1,0 +1,195 @@
+#include "client/connection.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+extern char** environ;
+
+namespace shmstream {
+namespace {
+
+// Where to find shmstreamd when autostarting: explicit, $SHMSTREAMD, beside this program,
+// the install prefix, then PATH.
+std::string find_daemon(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  if (const char* env = std::getenv("SHMSTREAMD"); env != nullptr && *env != '\0') return env;
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    auto sibling = self.parent_path() / "shmstreamd";
+    if (access(sibling.c_str(), X_OK) == 0) return sibling.string();
+  }
+#ifdef SHMSTREAM_INSTALL_BINDIR
+  std::string installed = std::string(SHMSTREAM_INSTALL_BINDIR) + "/shmstreamd";
+  if (access(installed.c_str(), X_OK) == 0) return installed;
+#endif
+  return "shmstreamd";
+}
+
+// One connect attempt; returns the fd or -errno.
+int try_connect(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) return -ENAMETOOLONG;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd;
+}
+
+// Runs `shmstreamd --socket PATH`, which returns once its socket listens (it forks to serve).
+Status start_daemon(const std::string& daemon, const std::string& socket_path) {
+  std::string arg0 = "shmstreamd";
+  std::string flag = "--socket";
+  std::string path = socket_path;
+  char* argv[] = {arg0.data(), flag.data(), path.data(), nullptr};
+  pid_t pid = 0;
+  int rc = daemon.find('/') == std::string::npos
+               ? posix_spawnp(&pid, daemon.c_str(), nullptr, nullptr, argv, environ)
+               : posix_spawn(&pid, daemon.c_str(), nullptr, nullptr, argv, environ);
+  if (rc != 0) {
+    return Status(ErrorCode::kUnavailable,
+                  fmt::format("no daemon at {}, and starting {} failed: {}", socket_path, daemon,
+                              std::strerror(rc)));
+  }
+  int wstatus = 0;
+  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  // Exit 3: another daemon won the race to start; it serves the socket, so connecting works.
+  if (WIFEXITED(wstatus) && (WEXITSTATUS(wstatus) == 0 || WEXITSTATUS(wstatus) == 3)) {
+    return Status();
+  }
+  return Status(ErrorCode::kUnavailable,
+                fmt::format("no daemon at {}, and {} failed to start (status {:#x}); see {}.log",
+                            socket_path, daemon, wstatus, socket_path));
+}
+
+}  // namespace
+
+Result<int> connect_socket(const std::string& socket_path, bool autostart,
+                           const std::string& daemon_path) {
+  int fd = try_connect(socket_path);
+  if (fd >= 0) return fd;
+  bool absent = fd == -ENOENT || fd == -ECONNREFUSED;
+  if (!absent || !autostart) {
+    return Status(ErrorCode::kUnavailable,
+                  fmt::format("no daemon answers at {}: {}{}", socket_path, std::strerror(-fd),
+                              absent ? " (autostart disabled)" : ""));
+  }
+  if (Status s = start_daemon(find_daemon(daemon_path), socket_path); !s.ok()) return s;
+  // The daemon listens before its launcher exits; retries only cover losing a start race to a
+  // daemon that has locked the socket but not bound it yet.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (auto pause = std::chrono::milliseconds(1);; pause *= 2) {
+    fd = try_connect(socket_path);
+    if (fd >= 0) return fd;
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::min(pause, std::chrono::milliseconds(100)));
+  }
+  return Status(ErrorCode::kUnavailable, fmt::format("started shmstreamd, but {} still refuses: {}",
+                                                     socket_path, std::strerror(-fd)));
+}
+
+Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket_path) {
+  std::shared_ptr<Connection> connection(new Connection());
+  connection->socket_path_ = std::move(socket_path);
+  std::promise<void> ready;
+  auto ready_future = ready.get_future();
+  connection->thread_main_ready_ = &ready;
+  connection->thread_ = std::thread([c = connection.get(), fd]() {
+    try {
+      c->thread_main(fd);
+    } catch (...) {
+      // Before the loop was ready, the starter is still waiting: hand it the failure.
+      if (c->loop_ == nullptr) c->thread_main_ready_->set_exception(std::current_exception());
+    }
+  });
+  try {
+    ready_future.get();
+  } catch (const kj::Exception& e) {
+    connection->thread_.join();
+    return Status(ErrorCode::kUnavailable, fmt::format("connecting to {}: {}",
+                                                       connection->socket_path_,
+                                                       e.getDescription().cStr()));
+  } catch (const std::exception& e) {
+    connection->thread_.join();
+    return Status(ErrorCode::kUnavailable,
+                  fmt::format("connecting to {}: {}", connection->socket_path_, e.what()));
+  }
+  return connection;
+}
+
+void Connection::thread_main(int fd) {
+  auto io = kj::setupAsyncIo();
+  auto stream = io.lowLevelProvider->wrapUnixSocketFd(
+      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+              kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+  // Up to 4 fds per message: replies carry a segment fd with each Producer or Reader.
+  capnp::TwoPartyVatNetwork network(*stream, 4, capnp::rpc::twoparty::Side::CLIENT);
+  auto rpc = capnp::makeRpcClient(network);
+  LoopState state;
+  {
+    capnp::MallocMessageBuilder message;
+    auto host = message.initRoot<capnp::rpc::twoparty::VatId>();
+    host.setSide(capnp::rpc::twoparty::Side::SERVER);
+    state.control = rpc.bootstrap(host).castAs<proto::Control>();
+  }
+  auto stop = kj::newPromiseAndFulfiller<void>();
+  state.stop = kj::mv(stop.fulfiller);
+  executor_ = kj::getCurrentThreadExecutor().addRef();
+  loop_ = &state;
+  thread_main_ready_->set_value();
+  stop.promise.wait(io.waitScope);
+  // Capabilities die on their own thread, before the connection they belong to.
+  state.capabilities.clear();
+  state.control = nullptr;
+}
+
+Connection::~Connection() {
+  if (executor_.get() == nullptr) return;
+  try {
+    executor_->executeSync([this]() { loop_->stop->fulfill(); });
+  } catch (const kj::Exception&) {
+    // The loop already ended.
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Connection::release(uint64_t handle) {
+  try {
+    executor_->executeSync([this, handle]() { loop_->capabilities.erase(handle); });
+  } catch (const kj::Exception&) {
+  }
+}
+
+Status Connection::exception_status(const char* what, const kj::Exception& e) const {
+  ErrorCode code = e.getType() == kj::Exception::Type::DISCONNECTED ? ErrorCode::kUnavailable
+                                                                     : ErrorCode::kProtocol;
+  return Status(code, fmt::format("{} via {}: {}", what, socket_path_,
+                                  code == ErrorCode::kUnavailable
+                                      ? "connection to shmstreamd lost"
+                                      : e.getDescription().cStr()));
+}
+
+}  // namespace shmstream

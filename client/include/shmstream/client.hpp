@@ -1,0 +1,172 @@
+// shmstream/client.hpp — the shmstream client library: create, read, list and remove streams.
+//
+// A stream is an append-only byte sequence in shared memory. One Producer appends; any number
+// of Readers, in any processes, read it zero-copy from a read-only mapping, each at its own
+// offset, blocking until the bytes they want are committed. Streams are named and managed by
+// the daemon shmstreamd (started for you if none answers); data never passes through it.
+//
+//   auto client = shmstream::Client::connect().value();
+//   auto producer = client.create("cam0").value();
+//   producer.append("hello");
+//   producer.close();
+//   auto reader = client.open("cam0").value();
+//   char buf[64];
+//   size_t n = reader.read(std::as_writable_bytes(std::span(buf))).value();  // 5
+//
+// Thread-safety: a Client is safe for concurrent use from many threads. A Producer or Reader is
+// used by one thread at a time, except Reader::close(), which any thread may call to wake a read
+// blocked in another. Producers and Readers keep their Client's connection alive.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shmstream/cancellation.hpp"
+#include "shmstream/status.hpp"
+
+namespace shmstream {
+
+using Timeout = std::chrono::nanoseconds;
+// Wait as long as it takes.
+inline constexpr Timeout kForever = Timeout::max();
+
+enum class StreamState {
+  kOpen,       // the producer may append
+  kClosed,     // ended cleanly: readers reach a clean end
+  kAborted,    // the producer died or gave up: readers get kProducerDied past the end
+  kCancelled,  // removed by force: every read fails with kCancelled
+};
+const char* to_string(StreamState state);  // "open", "closed", "aborted", "cancelled"
+
+enum class Whence { kStart, kCurrent, kEnd };
+
+struct StreamInfo {
+  std::string name;
+  StreamState state = StreamState::kOpen;
+  bool removing = false;  // removed, but still held by its producer or readers
+  uint64_t bytes = 0;     // committed length
+  uint32_t readers = 0;
+  uint32_t producer_pid = 0;
+  uint32_t producer_uid = 0;
+  uint64_t max_bytes = 0;
+  uint64_t created_unix_ns = 0;
+};
+
+struct CreateOptions {
+  uint64_t max_bytes = 0;  // longest the stream may grow; 0 = the daemon's default (16 GiB)
+};
+
+struct ClientOptions {
+  std::string socket_path;  // empty: $SHMSTREAM_SOCKET, else a per-user default
+  bool autostart = true;    // start shmstreamd if none answers
+  std::string daemon_path;  // empty: $SHMSTREAMD, beside this program, or on PATH
+};
+
+class Connection;  // internal
+
+// Appends to one stream. Obtained from Client::create(). Move-only.
+// Destroying an open Producer without close() aborts the stream (readers see producer_died).
+class Producer {
+ public:
+  Producer(Producer&&) noexcept;
+  Producer& operator=(Producer&&) noexcept;
+  ~Producer();
+
+  const std::string& name() const;
+  // Copies `bytes` to the end of the stream and publishes them to readers.
+  Status append(std::span<const std::byte> bytes);
+  Status append(std::string_view text) { return append(std::as_bytes(std::span(text))); }
+  // Zero-copy: a writable span at the end of the stream. Fill it, then commit(n <= size).
+  Result<std::span<std::byte>> reserve(size_t size);
+  Status commit(size_t size);
+  // Ends the stream cleanly; readers reach its end.
+  Status close();
+  // Ends the stream as failed; readers get kProducerDied past the committed bytes.
+  Status abort();
+  uint64_t committed() const;
+
+ private:
+  friend class Client;
+  struct Impl;
+  explicit Producer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Reads one stream from a read-only mapping, at its own position. Obtained from Client::open().
+// Move-only. Views it returns stay valid until the Reader is closed or destroyed.
+class Reader {
+ public:
+  Reader(Reader&&) noexcept;
+  Reader& operator=(Reader&&) noexcept;
+  ~Reader();
+
+  const std::string& name() const;
+  // Blocks until bytes at the position are committed, copies up to buf.size() of them and
+  // advances. Returns 0 at the clean end of the stream. Errors: kTimeout, kInterrupted (the
+  // Cancellation fired or the reader was closed), kProducerDied, kCancelled.
+  Result<size_t> read(std::span<std::byte> buf, Timeout timeout = kForever,
+                      const Cancellation* cancel = nullptr);
+  // As read(), at `offset`, leaving the position alone.
+  Result<size_t> read_at(uint64_t offset, std::span<std::byte> buf, Timeout timeout = kForever,
+                         const Cancellation* cancel = nullptr);
+  // Zero-copy read: a view of up to `max` bytes at the position, which then advances past them.
+  // Empty at the clean end of the stream.
+  Result<std::span<const std::byte>> next(size_t max, Timeout timeout = kForever,
+                                          const Cancellation* cancel = nullptr);
+  // Zero-copy view of committed bytes [offset, offset + length); never blocks.
+  Result<std::span<const std::byte>> view(uint64_t offset, size_t length);
+  // Blocks until the stream's committed length reaches `length`; kEndOfStream if it closed
+  // shorter.
+  Status wait_for(uint64_t length, Timeout timeout = kForever,
+                  const Cancellation* cancel = nullptr);
+
+  Status seek(int64_t offset, Whence whence = Whence::kStart);
+  uint64_t position() const;
+  uint64_t committed() const;
+  StreamState state() const;
+  // Any thread: wakes reads blocked in other threads (they return kInterrupted), then
+  // releases the mapping and stops counting as a reader.
+  void close();
+
+ private:
+  friend class Client;
+  struct Impl;
+  explicit Reader(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// A connection to shmstreamd. Cheap to share; thread-safe.
+class Client {
+ public:
+  static Result<Client> connect(const ClientOptions& options = {});
+  // The socket used when none is named: $SHMSTREAM_SOCKET, $XDG_RUNTIME_DIR/shmstream/...,
+  // or /tmp/shmstream-<uid>/control.sock.
+  static std::string default_socket_path();
+
+  Client(Client&&) noexcept;
+  Client& operator=(Client&&) noexcept;
+  ~Client();
+
+  // Creates a new, empty stream; the caller becomes its producer. kAlreadyExists if taken.
+  Result<Producer> create(std::string_view name, const CreateOptions& options = {});
+  // Opens a stream for reading from offset 0. kNotFound if there is none (or it was removed).
+  Result<Reader> open(std::string_view name);
+  Result<std::vector<StreamInfo>> list();
+  Result<StreamInfo> stat(std::string_view name);
+  // Removes a stream. Without force, current readers may finish; with force, everyone using it
+  // fails at once with kCancelled.
+  Status remove(std::string_view name, bool force = false);
+  const std::string& socket_path() const;
+
+ private:
+  explicit Client(std::shared_ptr<Connection> connection);
+  std::shared_ptr<Connection> connection_;
+};
+
+}  // namespace shmstream

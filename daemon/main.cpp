@@ -1,0 +1,152 @@
+// shmstreamd — the shmstream daemon: names streams, hands out their segments, watches
+// producers and readers. See `shmstreamd --help`.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "daemon/registry.hpp"
+#include "daemon/server.hpp"
+#include "shm/naming.hpp"
+
+namespace {
+
+[[noreturn]] void die(const std::string& message, int code = 1) {
+  std::fprintf(stderr, "shmstreamd: %s\n", message.c_str());
+  std::exit(code);
+}
+
+int listen_on(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) {
+    die("socket path too long (" + std::to_string(path.size()) + " bytes, limit " +
+        std::to_string(sizeof(addr.sun_path) - 1) + "): " + path);
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) die(std::string("socket: ") + std::strerror(errno));
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size());
+  unlink(path.c_str());  // stale: we hold the lock, so no live daemon serves it
+  mode_t old = umask(077);
+  int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  umask(old);
+  if (rc != 0) die("bind " + path + ": " + std::strerror(errno));
+  if (listen(fd, 512) != 0) die("listen " + path + ": " + std::strerror(errno));
+  return fd;
+}
+
+void raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"shmstreamd: the shmstream daemon. Serves the control socket through which\n"
+               "streams are created, opened, listed and removed."};
+  std::string socket_path = shmstream::shm::default_socket_path();
+  std::string segment_dir = shmstream::shm::kDefaultSegmentDir;
+  std::string log_level = "info";
+  bool foreground = false;
+  int ready_fd = -1;
+  uint64_t default_max_bytes = shmstream::shm::kDefaultMaxDataSize;
+  app.add_option("--socket", socket_path, "Control socket path (env SHMSTREAM_SOCKET)")
+      ->capture_default_str();
+  app.add_flag("--foreground", foreground, "Stay in the foreground, log to stderr");
+  app.add_option("--segment-dir", segment_dir, "Directory for segment files")
+      ->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  app.add_option("--ready-fd", ready_fd, "Write one byte to this fd once serving, then close it");
+  app.add_option("--default-max-bytes", default_max_bytes,
+                 "Maximum length of a stream whose creator names none")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  spdlog::set_default_logger(spdlog::stderr_color_mt("shmstreamd"));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+
+  std::filesystem::path socket_fs(socket_path);
+  socket_path = std::filesystem::absolute(socket_fs).lexically_normal().string();
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(socket_path).parent_path(), ec);
+  if (ec) die("creating " + std::filesystem::path(socket_path).parent_path().string() + ": " +
+              ec.message());
+
+  // One daemon per socket: the lock is held for the daemon's whole life.
+  std::string lock_path = socket_path + ".lock";
+  int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0) die("opening " + lock_path + ": " + std::strerror(errno));
+  if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    die("another shmstreamd already serves " + socket_path, 3);
+  }
+  int listen_fd = listen_on(socket_path);
+
+  if (!foreground) {
+    pid_t pid = fork();
+    if (pid < 0) die(std::string("fork: ") + std::strerror(errno));
+    if (pid > 0) _exit(0);  // the socket already listens: clients may connect now
+    setsid();
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    std::string log_path = socket_path + ".log";
+    int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    dup2(null_fd, STDIN_FILENO);
+    dup2(null_fd, STDOUT_FILENO);
+    dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
+  }
+
+  kj::UnixEventPort::captureSignal(SIGTERM);
+  kj::UnixEventPort::captureSignal(SIGINT);
+  auto io = kj::setupAsyncIo();
+  shmstream::daemon::RegistryConfig config;
+  config.segment_dir = segment_dir;
+  config.instance = shmstream::shm::instance_tag(socket_path);
+  config.default_max_bytes = default_max_bytes;
+  try {
+    shmstream::daemon::Registry registry(config);
+    {
+      shmstream::daemon::Server server(io, registry, listen_fd);
+      spdlog::info("serving {} (pid {}, segments in {} as {}*)", socket_path, getpid(),
+                   segment_dir, shmstream::shm::segment_file_prefix(config.instance));
+      if (ready_fd >= 0) {
+        char byte = 1;
+        if (write(ready_fd, &byte, 1) != 1) spdlog::warn("--ready-fd: {}", std::strerror(errno));
+        close(ready_fd);
+      }
+      auto stop = io.unixEventPort.onSignal(SIGTERM)
+                      .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
+                      .then([](siginfo_t info) { return info.si_signo; });
+      int signo = server.run().then([]() { return 0; }).exclusiveJoin(kj::mv(stop)).wait(
+          io.waitScope);
+      spdlog::info("signal {}: shutting down; streams stay for the next daemon", signo);
+      registry.set_shutting_down();
+      unlink(socket_path.c_str());
+    }
+  } catch (const std::exception& e) {
+    die(e.what());
+  }
+  close(listen_fd);
+  return 0;
+}

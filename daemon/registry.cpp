@@ -1,0 +1,252 @@
+#include "daemon/registry.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "shm/naming.hpp"
+
+namespace shmstream::daemon {
+namespace {
+
+Status errno_status(int err, const std::string& what) {
+  ErrorCode code = ErrorCode::kIo;
+  if (err == ENOSPC || err == ENOMEM) code = ErrorCode::kNoSpace;
+  if (err == EACCES || err == EPERM) code = ErrorCode::kPermissionDenied;
+  return Status(code, fmt::format("{}: {}", what, std::strerror(err)));
+}
+
+uint64_t random_id() {
+  static std::mt19937_64 rng{std::random_device{}()};
+  uint64_t id = 0;
+  while (id == 0) id = rng();
+  return id;
+}
+
+bool process_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+
+}  // namespace
+
+OwnedFd& OwnedFd::operator=(OwnedFd&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = other.release();
+  }
+  return *this;
+}
+
+OwnedFd::~OwnedFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Registry::Registry(RegistryConfig config) : config_(std::move(config)) {
+  dir_fd_ = ::open(config_.segment_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd_ < 0) {
+    throw std::runtime_error(fmt::format("segment directory {}: {}", config_.segment_dir,
+                                         std::strerror(errno)));
+  }
+  adopt_existing_segments();
+}
+
+Registry::~Registry() {
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+// Segments left by an earlier daemon on the same socket come back into the table, so that
+// committed data stays readable; a corrupt or foreign file with our prefix is unlinked.
+void Registry::adopt_existing_segments() {
+  int scan_fd = fcntl(dir_fd_, F_DUPFD_CLOEXEC, 0);
+  DIR* dir = fdopendir(scan_fd);
+  if (dir == nullptr) return;
+  std::string prefix = shm::segment_file_prefix(config_.instance);
+  while (dirent* entry = readdir(dir)) {
+    std::string file = entry->d_name;
+    if (file.rfind(prefix, 0) != 0) continue;
+    OwnedFd fd(openat(dir_fd_, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.get() < 0) continue;
+    auto segment = shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly,
+                                     file);
+    if (!segment.ok()) {
+      spdlog::warn("unlinking unusable segment {}: {}", file, segment.status().message());
+      unlinkat(dir_fd_, file.c_str(), 0);
+      continue;
+    }
+    auto stream = std::make_shared<Stream>();
+    stream->name = segment->name();
+    stream->id = segment->header().stream_id;
+    stream->file_name = file;
+    stream->header = std::move(segment.value());
+    if (live_.count(stream->name) != 0 ||
+        file != shm::segment_file_name(config_.instance, stream->id)) {
+      spdlog::warn("unlinking duplicate or misnamed segment {} (stream \"{}\")", file,
+                   stream->name);
+      unlinkat(dir_fd_, file.c_str(), 0);
+      continue;
+    }
+    shm::SegmentHeader& h = stream->header.mutable_header();
+    if (shm::load_state(h) == shm::StreamState::kOpen && !process_alive(h.producer_pid)) {
+      shm::end_stream(h, shm::StreamState::kAborted);
+      spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
+                   stream->name, h.producer_pid);
+    }
+    spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name,
+                 h.committed_length.load(std::memory_order_acquire),
+                 shm::state_name(shm::load_state(h)));
+    live_.emplace(stream->name, std::move(stream));
+  }
+  closedir(dir);
+}
+
+Status Registry::create(const std::string& name, uint64_t max_bytes, const Peer& peer,
+                        std::shared_ptr<Stream>* out, OwnedFd* out_fd) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  if (live_.count(name) != 0) {
+    return Status(ErrorCode::kAlreadyExists, fmt::format("stream \"{}\": already exists", name));
+  }
+  if (max_bytes == 0) max_bytes = config_.default_max_bytes;
+  if (max_bytes > shm::kMaxDataSizeLimit) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": maximum size {} exceeds the limit {}", name,
+                              max_bytes, shm::kMaxDataSizeLimit));
+  }
+  auto stream = std::make_shared<Stream>();
+  stream->name = name;
+  stream->id = random_id();
+  stream->file_name = shm::segment_file_name(config_.instance, stream->id);
+  std::string what = fmt::format("stream \"{}\"", name);
+  OwnedFd fd(openat(dir_fd_, stream->file_name.c_str(),
+                    O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd.get() < 0) return errno_status(errno, what + ": creating segment");
+  shm::SegmentParams params;
+  params.name = name;
+  params.max_data_size = max_bytes;
+  params.stream_id = stream->id;
+  params.producer_pid = static_cast<uint32_t>(peer.pid);
+  params.producer_uid = static_cast<uint32_t>(peer.uid);
+  Status s = shm::format_segment(fd.get(), params);
+  Result<shm::Segment> segment =
+      s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly,
+                                 what)
+             : Result<shm::Segment>(s);
+  if (!segment.ok()) {
+    unlinkat(dir_fd_, stream->file_name.c_str(), 0);
+    return segment.status();
+  }
+  stream->header = std::move(segment.value());
+  stream->producer_attached = true;
+  live_.emplace(name, stream);
+  spdlog::info("stream \"{}\": created by pid {} uid {} (segment {})", name, peer.pid, peer.uid,
+               stream->file_name);
+  *out = std::move(stream);
+  *out_fd = std::move(fd);
+  return Status();
+}
+
+Status Registry::open(const std::string& name, std::shared_ptr<Stream>* out, OwnedFd* out_fd) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  auto it = live_.find(name);
+  if (it == live_.end()) {
+    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
+  }
+  const auto& stream = it->second;
+  // A fresh read-only open: the reader cannot gain write access through it, even by mprotect.
+  OwnedFd fd(openat(dir_fd_, stream->file_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) return errno_status(errno, fmt::format("stream \"{}\": opening", name));
+  ++stream->readers;
+  *out = stream;
+  *out_fd = std::move(fd);
+  return Status();
+}
+
+Status Registry::remove(const std::string& name, bool force) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  auto it = live_.find(name);
+  if (it == live_.end()) {
+    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
+  }
+  std::shared_ptr<Stream> stream = it->second;
+  live_.erase(it);
+  if (force) shm::end_stream(stream->header.mutable_header(), shm::StreamState::kCancelled);
+  // Unlinked now: nobody can open it any more; mappings held keep the memory until released.
+  if (unlinkat(dir_fd_, stream->file_name.c_str(), 0) != 0 && errno != ENOENT) {
+    spdlog::warn("stream \"{}\": unlinking {}: {}", name, stream->file_name, std::strerror(errno));
+  }
+  stream->removed = true;
+  spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name,
+               force ? " by force" : "", stream->readers,
+               stream->producer_attached ? "attached" : "gone");
+  removing_.insert(stream);
+  release_if_unheld(stream);
+  return Status();
+}
+
+void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly) {
+  stream->producer_attached = false;
+  if (!closed_cleanly && !shutting_down_ &&
+      shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
+    spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted",
+                 stream->name, stream->header.header().producer_pid);
+  }
+  release_if_unheld(stream);
+}
+
+void Registry::reader_detached(const std::shared_ptr<Stream>& stream) {
+  if (stream->readers > 0) --stream->readers;
+  release_if_unheld(stream);
+}
+
+void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
+  if (stream->removed && stream->readers == 0 && !stream->producer_attached) {
+    if (removing_.erase(stream) != 0) {
+      spdlog::info("stream \"{}\": released (segment {})", stream->name, stream->file_name);
+    }
+  }
+}
+
+StreamSnapshot Registry::snapshot(const Stream& stream) const {
+  const shm::SegmentHeader& h = stream.header.header();
+  StreamSnapshot s;
+  s.name = stream.name;
+  s.state = shm::load_state(h);
+  s.removing = stream.removed;
+  // Acquire: pairs with the producer's release store in commit().
+  s.bytes = h.committed_length.load(std::memory_order_acquire);
+  s.readers = stream.readers;
+  s.producer_pid = h.producer_pid;
+  s.producer_uid = h.producer_uid;
+  s.max_bytes = h.max_data_size;
+  s.created_unix_ns = h.created_unix_ns;
+  s.stream_id = h.stream_id;
+  return s;
+}
+
+std::vector<StreamSnapshot> Registry::list() const {
+  std::vector<StreamSnapshot> out;
+  out.reserve(live_.size() + removing_.size());
+  for (const auto& [name, stream] : live_) out.push_back(snapshot(*stream));
+  for (const auto& stream : removing_) out.push_back(snapshot(*stream));
+  std::stable_sort(out.begin(), out.end(),
+                   [](const auto& a, const auto& b) { return a.name < b.name; });
+  return out;
+}
+
+Status Registry::stat(const std::string& name, StreamSnapshot* out) const {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  auto it = live_.find(name);
+  if (it == live_.end()) {
+    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
+  }
+  *out = snapshot(*it->second);
+  return Status();
+}
+
+}  // namespace shmstream::daemon

@@ -1,0 +1,114 @@
+// daemon/registry.hpp — the daemon's table of streams.
+//
+// Each stream is one segment file in the segment directory. The registry creates them, hands
+// out descriptors (read-write to the producer, read-only to readers), counts who holds each
+// stream, ends streams whose producer went away, and unlinks removed streams, dropping them
+// from the table once nobody holds them (the kernel frees the memory with the last mapping).
+//
+// Not thread-safe: used only from the daemon's event-loop thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "shm/segment.hpp"
+#include "shmstream/status.hpp"
+
+namespace shmstream::daemon {
+
+struct RegistryConfig {
+  std::string segment_dir = "/dev/shm";
+  std::string instance;  // see shm::instance_tag()
+  uint64_t default_max_bytes = shm::kDefaultMaxDataSize;
+};
+
+// Who is on the other end of a control connection (from SO_PEERCRED).
+struct Peer {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+struct Stream {
+  std::string name;
+  uint64_t id = 0;
+  std::string file_name;   // in the segment directory
+  shm::Segment header;     // the daemon's read-write mapping of the header page only
+  uint32_t readers = 0;    // live Reader capabilities
+  bool producer_attached = false;
+  bool removed = false;    // unlinked; kept only while held
+};
+
+struct StreamSnapshot {
+  std::string name;
+  shm::StreamState state;
+  bool removing;
+  uint64_t bytes;
+  uint32_t readers;
+  uint32_t producer_pid;
+  uint32_t producer_uid;
+  uint64_t max_bytes;
+  uint64_t created_unix_ns;
+  uint64_t stream_id;
+};
+
+// An open descriptor; closes on destruction.
+class OwnedFd {
+ public:
+  OwnedFd() = default;
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  OwnedFd(OwnedFd&& other) noexcept : fd_(other.release()) {}
+  OwnedFd& operator=(OwnedFd&& other) noexcept;
+  ~OwnedFd();
+  int get() const { return fd_; }
+  int release() {
+    int fd = fd_;
+    fd_ = -1;
+    return fd;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+class Registry {
+ public:
+  explicit Registry(RegistryConfig config);
+  ~Registry();
+
+  // Creates the segment, returns the stream and a read-write fd for its producer.
+  Status create(const std::string& name, uint64_t max_bytes, const Peer& peer,
+                std::shared_ptr<Stream>* stream, OwnedFd* fd);
+  // Opens for reading: a read-only fd, and the reader counted.
+  Status open(const std::string& name, std::shared_ptr<Stream>* stream, OwnedFd* fd);
+  Status remove(const std::string& name, bool force);
+  std::vector<StreamSnapshot> list() const;
+  Status stat(const std::string& name, StreamSnapshot* out) const;
+
+  // A producer's capability went away: closed_cleanly false ends the stream as aborted.
+  void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly);
+  void reader_detached(const std::shared_ptr<Stream>& stream);
+  // While shutting down, detached producers do not abort their streams (they keep writing).
+  void set_shutting_down() { shutting_down_ = true; }
+
+  size_t live_count() const { return live_.size(); }
+
+ private:
+  void release_if_unheld(const std::shared_ptr<Stream>& stream);
+  void adopt_existing_segments();
+  StreamSnapshot snapshot(const Stream& stream) const;
+
+  RegistryConfig config_;
+  int dir_fd_ = -1;
+  bool shutting_down_ = false;
+  std::map<std::string, std::shared_ptr<Stream>> live_;  // by name
+  std::set<std::shared_ptr<Stream>> removing_;           // removed, still held
+};
+
+}  // namespace shmstream::daemon

@@ -1,0 +1,256 @@
+#include "daemon/server.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "proto/control.capnp.h"
+
+namespace shmstream::daemon {
+namespace {
+
+void set_status(proto::Status::Builder out, const Status& status) {
+  out.setCode(static_cast<uint16_t>(status.code()));
+  if (!status.ok()) out.setMessage(status.message());
+}
+
+proto::StreamState to_proto(shm::StreamState state) {
+  switch (state) {
+    case shm::StreamState::kOpen: return proto::StreamState::OPEN;
+    case shm::StreamState::kClosed: return proto::StreamState::CLOSED;
+    case shm::StreamState::kAborted: return proto::StreamState::ABORTED;
+    case shm::StreamState::kCancelled: return proto::StreamState::CANCELLED;
+  }
+  return proto::StreamState::ABORTED;
+}
+
+void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
+  out.setName(s.name);
+  out.setState(to_proto(s.state));
+  out.setRemoving(s.removing);
+  out.setBytes(s.bytes);
+  out.setReaders(s.readers);
+  out.setProducerPid(s.producer_pid);
+  out.setProducerUid(s.producer_uid);
+  out.setMaxBytes(s.max_bytes);
+  out.setCreatedUnixNs(s.created_unix_ns);
+  out.setStreamId(s.stream_id);
+}
+
+std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
+
+// Runs a request handler; an exception escaping it becomes an internal-error status, so no
+// exception from our code crosses request handling.
+template <typename Fn>
+Status guarded(const char* what, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    spdlog::error("{}: {}", what, e.what());
+    return Status(ErrorCode::kInternal, fmt::format("{}: internal error: {}", what, e.what()));
+  }
+}
+
+class ProducerImpl final : public proto::Producer::Server {
+ public:
+  ProducerImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd)
+      : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)) {}
+  ~ProducerImpl() noexcept(false) { registry_.producer_detached(stream_, closed_); }
+
+  kj::Maybe<int> getFd() override { return fd_.get(); }
+
+  kj::Promise<void> close(CloseContext context) override { return end(context, true); }
+  kj::Promise<void> abort(AbortContext context) override { return end(context, false); }
+
+ private:
+  template <typename Context>
+  kj::Promise<void> end(Context& context, bool clean) {
+    auto& header = stream_->header.mutable_header();
+    shm::end_stream(header, clean ? shm::StreamState::kClosed : shm::StreamState::kAborted);
+    shm::StreamState state = shm::load_state(header);
+    closed_ = true;  // either way the producer said goodbye: dropping it later is no death
+    Status status;
+    if (clean && state != shm::StreamState::kClosed) {
+      status = Status(state == shm::StreamState::kCancelled ? ErrorCode::kCancelled
+                                                            : ErrorCode::kStreamClosed,
+                      fmt::format("stream \"{}\": cannot close, it is {}", stream_->name,
+                                  shm::state_name(state)));
+    }
+    spdlog::info("stream \"{}\": {} by its producer", stream_->name, clean ? "closed" : "aborted");
+    set_status(context.getResults().initStatus(), status);
+    return kj::READY_NOW;
+  }
+
+  Registry& registry_;
+  std::shared_ptr<Stream> stream_;
+  OwnedFd fd_;
+  bool closed_ = false;
+};
+
+class ReaderImpl final : public proto::Reader::Server {
+ public:
+  ReaderImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd)
+      : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)) {}
+  ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_); }
+
+  kj::Maybe<int> getFd() override { return fd_.get(); }
+  kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
+
+ private:
+  Registry& registry_;
+  std::shared_ptr<Stream> stream_;
+  OwnedFd fd_;
+};
+
+class ControlImpl final : public proto::Control::Server {
+ public:
+  ControlImpl(Registry& registry, Peer peer) : registry_(registry), peer_(peer) {}
+
+  kj::Promise<void> create(CreateContext context) override {
+    auto params = context.getParams();
+    std::string name = text(params.getName());
+    std::shared_ptr<Stream> stream;
+    OwnedFd fd;
+    Status status = guarded("create", [&] {
+      return registry_.create(name, params.getOptions().getMaxBytes(), peer_, &stream, &fd);
+    });
+    auto results = context.getResults();
+    set_status(results.initStatus(), status);
+    if (status.ok()) {
+      results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> open(OpenContext context) override {
+    std::string name = text(context.getParams().getName());
+    std::shared_ptr<Stream> stream;
+    OwnedFd fd;
+    Status status = guarded("open", [&] { return registry_.open(name, &stream, &fd); });
+    auto results = context.getResults();
+    set_status(results.initStatus(), status);
+    if (status.ok()) {
+      results.setReader(kj::heap<ReaderImpl>(registry_, std::move(stream), std::move(fd)));
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> list(ListContext context) override {
+    auto streams = registry_.list();
+    auto out = context.getResults().initStreams(static_cast<unsigned>(streams.size()));
+    for (size_t i = 0; i < streams.size(); ++i) fill_info(out[i], streams[i]);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> stat(StatContext context) override {
+    std::string name = text(context.getParams().getName());
+    StreamSnapshot snapshot;
+    Status status = guarded("stat", [&] { return registry_.stat(name, &snapshot); });
+    auto results = context.getResults();
+    set_status(results.initStatus(), status);
+    if (status.ok()) fill_info(results.initInfo(), snapshot);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> remove(RemoveContext context) override {
+    auto params = context.getParams();
+    std::string name = text(params.getName());
+    Status status = guarded("remove", [&] { return registry_.remove(name, params.getForce()); });
+    set_status(context.getResults().initStatus(), status);
+    return kj::READY_NOW;
+  }
+
+ private:
+  Registry& registry_;
+  Peer peer_;
+};
+
+}  // namespace
+
+struct Server::Connection {
+  Connection(kj::Own<kj::AsyncCapabilityStream> stream_in, Registry& registry, Peer peer,
+             capnp::ReaderOptions options)
+      : stream(kj::mv(stream_in)),
+        // One fd per message is enough: clients never need to send us more.
+        network(*stream, 1, capnp::rpc::twoparty::Side::SERVER, options),
+        rpc(capnp::makeRpcServer(network, kj::heap<ControlImpl>(registry, peer))) {}
+
+  kj::Own<kj::AsyncCapabilityStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, ServerLimits limits)
+    : io_(io),
+      registry_(registry),
+      listen_fd_(listen_fd),
+      limits_(limits),
+      listen_observer_(io.unixEventPort, listen_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ),
+      tasks_(*this) {}
+
+Server::~Server() noexcept(false) {}
+
+kj::Promise<void> Server::run() {
+  return listen_observer_.whenBecomesReadable().then([this]() -> kj::Promise<void> {
+    for (;;) {
+      int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+          spdlog::warn("accept: {}", std::strerror(errno));
+        }
+        break;
+      }
+      serve(fd);
+    }
+    return run();
+  });
+}
+
+void Server::serve(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    spdlog::warn("SO_PEERCRED: {}; dropping connection", std::strerror(errno));
+    ::close(fd);
+    return;
+  }
+  Peer peer{cred.pid, cred.uid, cred.gid};
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords = limits_.max_message_words;
+  options.nestingLimit = 16;
+  uint64_t id = next_connection_id_++;
+  auto stream = io_.lowLevelProvider->wrapUnixSocketFd(
+      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+              kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
+              kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+  auto connection = kj::heap<Connection>(kj::mv(stream), registry_, peer, options);
+  ++connections_;
+  spdlog::debug("connection {} from pid {} uid {}", id, peer.pid, peer.uid);
+  auto done = connection->network.onDisconnect();
+  tasks_.add(done.then(
+      [this, id, peer, connection = kj::mv(connection)]() mutable {
+        // Dropping the connection drops its capabilities: producers detach, readers uncount.
+        connection = nullptr;
+        --connections_;
+        spdlog::debug("connection {} (pid {}) closed", id, peer.pid);
+      },
+      [this, id, peer](kj::Exception&& e) {
+        --connections_;
+        spdlog::warn("connection {} (pid {}) dropped: {}", id, peer.pid, e.getDescription().cStr());
+      }));
+}
+
+void Server::taskFailed(kj::Exception&& exception) {
+  spdlog::warn("connection task failed: {}", exception.getDescription().cStr());
+}
+
+}  // namespace shmstream::daemon

@@ -1,0 +1,47 @@
+// daemon/server.hpp — serves the control protocol (proto/control.capnp) on a listening Unix
+// socket: one Cap'n Proto two-party RPC connection per client, with fd passing.
+//
+// A connection that sends garbage, or dies, costs only itself: its capabilities are dropped
+// (a producer's stream aborts, a reader stops counting) and every other connection goes on.
+// Not thread-safe: runs on the daemon's event-loop thread.
+#pragma once
+
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+
+#include <cstdint>
+
+#include "daemon/registry.hpp"
+
+namespace shmstream::daemon {
+
+struct ServerLimits {
+  // Largest control message accepted, in 8-byte words (guards the daemon's memory).
+  uint64_t max_message_words = 1 << 20;
+};
+
+class Server : private kj::TaskSet::ErrorHandler {
+ public:
+  Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, ServerLimits limits = {});
+  ~Server() noexcept(false);
+
+  // Accepts connections until the returned promise is dropped.
+  kj::Promise<void> run();
+  size_t connection_count() const { return connections_; }
+
+ private:
+  struct Connection;
+  void serve(int fd);
+  void taskFailed(kj::Exception&& exception) override;
+
+  kj::AsyncIoContext& io_;
+  Registry& registry_;
+  int listen_fd_;
+  ServerLimits limits_;
+  kj::UnixEventPort::FdObserver listen_observer_;
+  size_t connections_ = 0;
+  uint64_t next_connection_id_ = 1;
+  kj::TaskSet tasks_;
+};
+
+}  // namespace shmstream::daemon

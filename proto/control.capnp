@@ -1,0 +1,87 @@
+# The control protocol between shmstreamd and its clients, over a Unix stream socket carrying
+# Cap'n Proto two-party RPC with file-descriptor passing. The daemon's bootstrap capability is
+# a Control. Data never crosses this socket: streams are shared-memory segments whose file
+# descriptors ride along with the Producer and Reader capabilities.
+@0x8d157951b88925ff;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("shmstream::proto");
+
+struct Status {
+  # The outcome of a request. Every fallible method returns one instead of throwing, so that a
+  # refused request is an answer, not a broken connection.
+  code @0 :UInt16;
+  # A shmstream::ErrorCode value (shm/include/shmstream/status.hpp); 0 = ok.
+  message @1 :Text;
+  # Names the object and the cause, e.g. `stream "cam0": already exists`.
+}
+
+enum StreamState {
+  open @0;       # the producer may append
+  closed @1;     # ended cleanly
+  aborted @2;    # the producer died or gave up without closing
+  cancelled @3;  # removed by force
+}
+
+struct StreamInfo {
+  name @0 :Text;
+  state @1 :StreamState;
+  removing @2 :Bool;
+  # Removed, but a producer or reader still holds it; it cannot be opened any more.
+  bytes @3 :UInt64;
+  # Committed length.
+  readers @4 :UInt32;
+  # Readers holding it now (each open Reader capability counts once).
+  producerPid @5 :UInt32;
+  producerUid @6 :UInt32;
+  maxBytes @7 :UInt64;
+  # The stream's maximum length (its mapping reservation).
+  createdUnixNs @8 :UInt64;
+  streamId @9 :UInt64;
+  # Unique per segment; a name re-created after removal gets a new id.
+}
+
+struct CreateOptions {
+  maxBytes @0 :UInt64;
+  # Maximum length of the stream; 0 = the daemon's default.
+}
+
+interface Control {
+  # One per connection; the daemon learns the caller's pid and uid from the socket
+  # (SO_PEERCRED), never from the request.
+
+  create @0 (name :Text, options :CreateOptions) -> (status :Status, producer :Producer);
+  # Creates an empty open stream owned by the caller, who becomes its producer.
+
+  open @1 (name :Text) -> (status :Status, reader :Reader);
+  # Opens a stream for reading; counts as a reader until the capability is dropped.
+
+  list @2 () -> (streams :List(StreamInfo));
+  # Every stream, live or removing, sorted by name.
+
+  stat @3 (name :Text) -> (status :Status, info :StreamInfo);
+
+  remove @4 (name :Text, force :Bool) -> (status :Status);
+  # Removes the name at once. Without force, current readers may read to the end and the
+  # producer may write until it closes; memory is released when the last of them lets go.
+  # With force, the stream is cancelled: every reader and the producer fail from now on.
+}
+
+interface Producer {
+  # Carries the segment's read-write file descriptor (Capability::getFd()).
+  # Dropping it without close() aborts the stream: readers see "producer died".
+
+  close @0 () -> (status :Status);
+  # Ends the stream cleanly at its committed length.
+
+  abort @1 () -> (status :Status);
+  # Ends the stream as aborted.
+}
+
+interface Reader {
+  # Carries the segment's read-only file descriptor (Capability::getFd()).
+  # Holding it counts as one reader; drop it to stop counting.
+
+  ping @0 () -> ();
+  # Round trip; lets a client check the daemon still serves this reader.
+}

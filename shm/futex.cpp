@@ -1,0 +1,46 @@
+#include "shm/futex.hpp"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <ctime>
+
+namespace shmstream::shm {
+
+FutexWaitResult futex_wait(std::span<const FutexWatch> watches, Clock::time_point deadline) {
+  futex_waitv waiters[FUTEX_WAITV_MAX] = {};
+  size_t n = 0;
+  for (const FutexWatch& w : watches) {
+    if (n == FUTEX_WAITV_MAX) break;
+    waiters[n].val = w.expected;
+    waiters[n].uaddr = reinterpret_cast<uintptr_t>(w.word);
+    waiters[n].flags = FUTEX_32 | (w.shared ? 0 : FUTEX_PRIVATE_FLAG);
+    ++n;
+  }
+  timespec abs{};
+  timespec* timeout = nullptr;
+  if (deadline != kNoDeadline) {
+    // steady_clock is CLOCK_MONOTONIC on Linux.
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline.time_since_epoch());
+    if (ns.count() < 0) ns = std::chrono::nanoseconds(0);
+    abs.tv_sec = static_cast<time_t>(ns.count() / 1'000'000'000);
+    abs.tv_nsec = static_cast<long>(ns.count() % 1'000'000'000);
+    timeout = &abs;
+  }
+  long rc = syscall(SYS_futex_waitv, waiters, static_cast<unsigned>(n), 0u, timeout,
+                    CLOCK_MONOTONIC);
+  if (rc >= 0) return FutexWaitResult::kWoken;
+  if (errno == ETIMEDOUT) return FutexWaitResult::kTimedOut;
+  return FutexWaitResult::kValueChanged;  // EAGAIN, or EINTR: the caller re-checks
+}
+
+void futex_wake_all(const std::atomic<uint32_t>* word, bool shared) {
+  syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word),
+          FUTEX_WAKE | (shared ? 0 : FUTEX_PRIVATE_FLAG), INT_MAX, nullptr, nullptr, 0);
+}
+
+}  // namespace shmstream::shm

@@ -1,0 +1,35 @@
+// shm/futex.hpp — futex waits and wakes on 32-bit words.
+//
+// Shared futexes (no FUTEX_PRIVATE_FLAG) work across processes, also on a read-only mapping
+// (the kernel keys them by file and offset), so readers sleep on a word they cannot write.
+// A wait can watch several words at once (futex_waitv, Linux >= 5.16): the stream's shared
+// word plus process-private cancellation words.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <span>
+
+namespace shmstream::shm {
+
+using Clock = std::chrono::steady_clock;
+// No deadline: wait until woken.
+inline constexpr Clock::time_point kNoDeadline = Clock::time_point::max();
+
+// One word to watch: sleep only while *word == expected.
+struct FutexWatch {
+  const std::atomic<uint32_t>* word;
+  uint32_t expected;
+  bool shared;  // true for a word in a shared mapping, false for process-private memory
+};
+
+enum class FutexWaitResult { kWoken, kValueChanged, kTimedOut };
+
+// Sleeps while every watched word holds its expected value, until one is woken or `deadline`
+// (CLOCK_MONOTONIC) passes. Spurious returns are possible: callers re-check their condition.
+FutexWaitResult futex_wait(std::span<const FutexWatch> watches, Clock::time_point deadline);
+// Wakes every process and thread sleeping on `word`.
+void futex_wake_all(const std::atomic<uint32_t>* word, bool shared);
+
+}  // namespace shmstream::shm

@@ -1,0 +1,122 @@
+// shm/layout.hpp — the segment layout: the one place it is written down.
+//
+// A segment is one file (in /dev/shm, or a directory for persistent streams) holding a 4 KiB
+// header followed by the data region. The producer maps it read-write; readers map it
+// read-only (their fd is opened O_RDONLY, so they cannot write it even with mprotect).
+//
+//   +----------------------------+ 0
+//   | header (SegmentHeader)     |   immutable identity | checksum | producer hot line |
+//   |                            |   lifecycle line | name
+//   +----------------------------+ 4096 = kHeaderSize
+//   | data: stream offset 0 ...  |   the file grows (fallocate) as the producer appends;
+//   |                            |   mappings reserve max_data_size up front (MAP_NORESERVE)
+//   +----------------------------+ kHeaderSize + data_file_size
+//
+// Header fields (offset, size, writer, ordering):
+//   0   8  magic            creator, before the segment is handed out  plain (see below)
+//   8   4  layout_version   creator                                    plain
+//   12  4  header_size      creator                                    plain
+//   16  8  max_data_size    creator: mapping reservation, stream limit plain
+//   24  8  retention_bytes  creator: 0 = unbounded (ring: later)       plain
+//   32  8  stream_id        creator: random, also the file name suffix plain
+//   40  8  created_unix_ns  creator                                    plain
+//   48  4  producer_pid     creator (daemon, from SO_PEERCRED)         plain
+//   52  4  producer_uid     creator (daemon, from SO_PEERCRED)         plain
+//   56  4  name_length      creator                                    plain
+//   60  4  flags            creator (reserved, 0)                      plain
+//   64  8  header_checksum  creator: FNV-1a of [0,64) and the name     plain
+//   128 8  committed_length producer                release store / reader acquire load
+//   136 4  wait_word        producer, daemon        fetch_add(release) after any change a
+//                                                   reader may wait on; readers FUTEX_WAIT
+//   192 4  state            producer, daemon        CAS (acq_rel) / reader acquire load
+//   200 8  oldest_offset    producer (rings, later) release store / reader acquire load
+//   208 8  data_file_size   producer                release store after the file grew
+//   256 256 name            creator                 plain, NUL-padded
+//
+// The plain (immutable) fields are written before the creator passes the fd to anyone; the
+// fd's passage over the control socket orders those writes before any other process's reads.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace shmstream::shm {
+
+inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", little-endian
+// Bump on any change to this file's layout or to the meaning of a field.
+inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kHeaderSize = 4096;
+inline constexpr uint32_t kMaxNameLength = 255;
+inline constexpr size_t kCacheLine = 64;
+
+// Lifecycle of a stream, in SegmentHeader::state. Only kOpen ever changes; kCancelled may
+// also replace kClosed or kAborted (a forced removal ends every reader at once).
+enum class StreamState : uint32_t {
+  kOpen = 1,       // the producer may append
+  kClosed = 2,     // the producer closed it: a clean end at committed_length
+  kAborted = 3,    // the producer died (or went away) without closing
+  kCancelled = 4,  // removed by force: every reader gets kCancelled, even on committed bytes
+};
+
+struct alignas(kCacheLine) SegmentHeader {
+  // Identity: written once by the creator, covered by header_checksum.
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t header_size;
+  uint64_t max_data_size;
+  uint64_t retention_bytes;
+  uint64_t stream_id;
+  uint64_t created_unix_ns;
+  uint32_t producer_pid;
+  uint32_t producer_uid;
+  uint32_t name_length;
+  uint32_t flags;
+
+  uint64_t header_checksum;
+  std::byte pad1_[kCacheLine - 8];
+
+  // Producer's hot line: written on every commit, read by every reader.
+  std::atomic<uint64_t> committed_length;
+  std::atomic<uint32_t> wait_word;
+  std::byte pad2_[kCacheLine - 12];
+
+  // Lifecycle line: written rarely (close, abort, cancel, file growth).
+  std::atomic<uint32_t> state;
+  uint32_t reserved3_;
+  std::atomic<uint64_t> oldest_offset;
+  std::atomic<uint64_t> data_file_size;
+  std::byte pad3_[kCacheLine - 24];
+
+  char name[kMaxNameLength + 1];
+  std::byte reserved_[kHeaderSize - 512];
+};
+
+static_assert(sizeof(SegmentHeader) == kHeaderSize);
+static_assert(offsetof(SegmentHeader, magic) == 0);
+static_assert(offsetof(SegmentHeader, layout_version) == 8);
+static_assert(offsetof(SegmentHeader, header_size) == 12);
+static_assert(offsetof(SegmentHeader, max_data_size) == 16);
+static_assert(offsetof(SegmentHeader, retention_bytes) == 24);
+static_assert(offsetof(SegmentHeader, stream_id) == 32);
+static_assert(offsetof(SegmentHeader, created_unix_ns) == 40);
+static_assert(offsetof(SegmentHeader, producer_pid) == 48);
+static_assert(offsetof(SegmentHeader, producer_uid) == 52);
+static_assert(offsetof(SegmentHeader, name_length) == 56);
+static_assert(offsetof(SegmentHeader, flags) == 60);
+static_assert(offsetof(SegmentHeader, header_checksum) == 64);
+static_assert(offsetof(SegmentHeader, committed_length) == 128);
+static_assert(offsetof(SegmentHeader, wait_word) == 136);
+static_assert(offsetof(SegmentHeader, state) == 192);
+static_assert(offsetof(SegmentHeader, oldest_offset) == 200);
+static_assert(offsetof(SegmentHeader, data_file_size) == 208);
+static_assert(offsetof(SegmentHeader, name) == 256);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+// The futex syscall operates on the 32-bit word itself.
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+
+// FNV-1a over the identity fields [0, 64) and the name: detects a corrupt or foreign header.
+uint64_t header_checksum(const SegmentHeader& header);
+
+}  // namespace shmstream::shm

@@ -1,0 +1,29 @@
+// shm/naming.hpp — stream names, segment file names and the default control-socket path.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "shmstream/status.hpp"
+
+namespace shmstream::shm {
+
+// A stream name: 1 to 255 bytes, no '/', not "." or "..", no control characters.
+Status validate_stream_name(std::string_view name);
+
+// Directory holding shared-memory segments.
+inline constexpr const char* kDefaultSegmentDir = "/dev/shm";
+
+// Segment files are named "shmstream.<instance>.<stream id>"; the instance (16 hex digits) is
+// derived from the daemon's socket path, so daemons on different sockets never collide.
+std::string instance_tag(std::string_view socket_path);
+std::string segment_file_name(std::string_view instance, uint64_t stream_id);
+// "shmstream.<instance>." — the prefix of all of one daemon's segment files.
+std::string segment_file_prefix(std::string_view instance);
+
+// $SHMSTREAM_SOCKET, else $XDG_RUNTIME_DIR/shmstream/control.sock, else
+// /tmp/shmstream-<uid>/control.sock.
+std::string default_socket_path();
+
+}  // namespace shmstream::shm
