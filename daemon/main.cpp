@@ -117,6 +117,13 @@ int main(int argc, char** argv) {
     dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
   }
 
+  // The lock file names the daemon that holds it (for operators and tests).
+  std::string pid_text = std::to_string(getpid()) + "\n";
+  if (ftruncate(lock_fd, 0) != 0 ||
+      pwrite(lock_fd, pid_text.data(), pid_text.size(), 0) != static_cast<ssize_t>(pid_text.size())) {
+    spdlog::warn("writing pid to {}: {}", lock_path, std::strerror(errno));
+  }
+
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
   auto io = kj::setupAsyncIo();

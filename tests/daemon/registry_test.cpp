@@ -1,0 +1,140 @@
+// Unit tests of the daemon's stream table, without RPC: names, counting, removal, adoption.
+#include "daemon/registry.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "shm/naming.hpp"
+
+namespace shmstream::daemon {
+namespace {
+
+class RegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/dev/shm/shmstream-registry-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    config_.segment_dir = tmpl;
+    config_.instance = shm::instance_tag(tmpl);
+    peer_ = Peer{getpid(), getuid(), getgid()};
+  }
+  void TearDown() override { std::filesystem::remove_all(config_.segment_dir); }
+
+  size_t files() const {
+    size_t n = 0;
+    for (auto& e : std::filesystem::directory_iterator(config_.segment_dir)) n += !e.is_directory();
+    return n;
+  }
+
+  RegistryConfig config_;
+  Peer peer_;
+};
+
+TEST_F(RegistryTest, RefusesBadNamesWithClearErrors) {
+  Registry registry(config_);
+  std::shared_ptr<Stream> stream;
+  OwnedFd fd;
+  for (std::string bad : {std::string(), std::string(300, 'x'), std::string("a/b"),
+                          std::string(".."), std::string("tab\there"), std::string("\x7f")}) {
+    Status s = registry.create(bad, 0, peer_, &stream, &fd);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("bad stream name"), std::string::npos) << s.message();
+  }
+  EXPECT_EQ(files(), 0u);
+}
+
+TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
+  Registry registry(config_);
+  std::shared_ptr<Stream> producer_side, reader_side;
+  OwnedFd rw, ro;
+  ASSERT_TRUE(registry.create("s", 0, peer_, &producer_side, &rw).ok());
+  EXPECT_EQ(registry.create("s", 0, peer_, &producer_side, &rw).code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(registry.open("nope", &reader_side, &ro).code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(registry.open("s", &reader_side, &ro).ok());
+  // The reader's fd is read-only.
+  EXPECT_EQ(fcntl(ro.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
+  StreamSnapshot snap;
+  ASSERT_TRUE(registry.stat("s", &snap).ok());
+  EXPECT_EQ(snap.readers, 1u);
+  EXPECT_EQ(snap.producer_pid, static_cast<uint32_t>(getpid()));
+  registry.reader_detached(reader_side);
+  ASSERT_TRUE(registry.stat("s", &snap).ok());
+  EXPECT_EQ(snap.readers, 0u);
+}
+
+TEST_F(RegistryTest, ProducerThatGoesAwayWithoutClosingAbortsTheStream) {
+  Registry registry(config_);
+  std::shared_ptr<Stream> stream;
+  OwnedFd fd;
+  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &fd).ok());
+  registry.producer_detached(stream, /*closed_cleanly=*/false);
+  StreamSnapshot snap;
+  ASSERT_TRUE(registry.stat("s", &snap).ok());
+  EXPECT_EQ(snap.state, shm::StreamState::kAborted);
+}
+
+TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLetsGo) {
+  Registry registry(config_);
+  std::shared_ptr<Stream> stream, reading;
+  OwnedFd rw, ro, ro2;
+  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &rw).ok());
+  ASSERT_TRUE(registry.open("s", &reading, &ro).ok());
+  ASSERT_TRUE(registry.remove("s", /*force=*/false).ok());
+  EXPECT_EQ(files(), 0u);  // unlinked: nobody can open it by name, not even around the daemon
+  EXPECT_EQ(registry.open("s", &reading, &ro2).code(), ErrorCode::kNotFound);
+  auto list = registry.list();
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_TRUE(list[0].removing);
+  EXPECT_EQ(list[0].state, shm::StreamState::kOpen);  // the producer may keep writing
+  registry.reader_detached(reading);
+  EXPECT_EQ(registry.list().size(), 1u);  // the producer still holds it
+  registry.producer_detached(stream, /*closed_cleanly=*/true);
+  EXPECT_TRUE(registry.list().empty());
+  // The name is free again, for a new segment.
+  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &rw).ok());
+}
+
+TEST_F(RegistryTest, ForcedRemovalCancels) {
+  Registry registry(config_);
+  std::shared_ptr<Stream> stream;
+  OwnedFd fd;
+  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &fd).ok());
+  ASSERT_TRUE(registry.remove("s", /*force=*/true).ok());
+  EXPECT_EQ(shm::load_state(stream->header.header()), shm::StreamState::kCancelled);
+  EXPECT_EQ(registry.remove("s", true).code(), ErrorCode::kNotFound);
+}
+
+TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ASSERT_EQ(waitpid(dead, nullptr, 0), dead);  // a pid that no longer runs
+  {
+    Registry registry(config_);
+    std::shared_ptr<Stream> stream;
+    OwnedFd fd;
+    ASSERT_TRUE(registry.create("alive", 0, peer_, &stream, &fd).ok());
+    ASSERT_TRUE(registry.create("orphan", 0, Peer{dead, getuid(), getgid()}, &stream, &fd).ok());
+    registry.set_shutting_down();  // as on SIGTERM: producers keep their streams open
+  }
+  std::string junk = config_.segment_dir + "/" + shm::segment_file_prefix(config_.instance) + "junk";
+  int fd = open(junk.c_str(), O_CREAT | O_WRONLY, 0600);
+  ASSERT_EQ(write(fd, "garbage", 7), 7);
+  close(fd);
+  Registry restarted(config_);
+  auto list = restarted.list();
+  ASSERT_EQ(list.size(), 2u);
+  EXPECT_EQ(list[0].name, "alive");
+  EXPECT_EQ(list[0].state, shm::StreamState::kOpen);
+  EXPECT_EQ(list[1].name, "orphan");
+  EXPECT_EQ(list[1].state, shm::StreamState::kAborted);
+  EXPECT_FALSE(std::filesystem::exists(junk));
+}
+
+}  // namespace
+}  // namespace shmstream::daemon

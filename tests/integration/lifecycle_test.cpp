@@ -1,0 +1,384 @@
+// Multi-process lifecycle tests through the daemon: resume, zero-copy views, read-only mappings,
+// corrupt segments, producer death, removal, forced removal, reader counting, the CLI.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "shm/layout.hpp"
+#include "shmstream/client.hpp"
+#include "support/harness.hpp"
+
+namespace shmstream::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+class Lifecycle : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ClientOptions options;
+    options.socket_path = daemon_.socket_path();
+    options.autostart = false;
+    client_ = std::make_unique<Client>(Client::connect(options).value());
+  }
+
+  // Runs the CLI against our daemon; returns {wait status, stdout}.
+  std::pair<int, std::string> cli(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {bin_dir() + "/shmstream"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child child = Child::spawn(argv, false, true, daemon_.env());
+    std::string out;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(child.stdout_fd(), buf, sizeof(buf))) > 0) out.append(buf, n);
+    return {child.wait(30s), out};
+  }
+
+  std::string segment_path() {
+    auto files = daemon_.segment_files();
+    return files.size() == 1 ? std::string("/dev/shm/") + files[0] : std::string();
+  }
+
+  // Starts a thread that blocks in `fn` and waits until it sleeps in the futex.
+  std::thread blocked_thread(std::function<void()> fn) {
+    std::atomic<pid_t> tid{0};
+    std::thread t([&tid, fn = std::move(fn)] {
+      tid = static_cast<pid_t>(syscall(SYS_gettid));
+      fn();
+    });
+    EXPECT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
+    return t;
+  }
+
+  TestDaemon daemon_;
+  std::unique_ptr<Client> client_;
+};
+
+std::string str(std::span<const std::byte> b) {
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+TEST_F(Lifecycle, AReaderResumesFromAnOffset) {
+  constexpr uint64_t kBytes = 1 << 20;
+  constexpr uint64_t kSplit = 300'001;
+  auto producer = client_->create("resume").value();
+  std::vector<std::byte> data(kBytes);
+  fill_random(9, 0, data.data(), data.size());
+  ASSERT_TRUE(producer.append(data).ok());
+  ASSERT_TRUE(producer.close().ok());
+
+  Digest joined;
+  {
+    auto first = client_->open("resume").value();
+    std::vector<std::byte> buf(kSplit);
+    size_t got = 0;
+    while (got < kSplit) got += first.read(std::span(buf).subspan(got), 1s).value();
+    joined.update(buf.data(), got);
+    EXPECT_EQ(first.position(), kSplit);
+  }  // the first reader goes away
+  auto second = client_->open("resume").value();
+  ASSERT_TRUE(second.seek(static_cast<int64_t>(kSplit)).ok());
+  for (;;) {
+    auto view = second.next(64 << 10, 1s).value();
+    if (view.empty()) break;
+    joined.update(view.data(), view.size());
+  }
+  Digest whole;
+  whole.update(data.data(), data.size());
+  EXPECT_EQ(joined.value(), whole.value());
+
+  auto [status, out] = cli({"cat", "resume", "--offset", std::to_string(kSplit), "--no-follow"});
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  ASSERT_EQ(out.size(), kBytes - kSplit);
+  EXPECT_EQ(std::memcmp(out.data(), data.data() + kSplit, out.size()), 0);
+}
+
+TEST_F(Lifecycle, TheZeroCopyViewPointsIntoTheReadOnlySharedMapping) {
+  auto producer = client_->create("view").value();
+  ASSERT_TRUE(producer.append("zero-copy").ok());
+  auto reader = client_->open("view").value();
+  auto view = reader.view(0, 9).value();
+  EXPECT_EQ(str(view), "zero-copy");
+  auto address = reinterpret_cast<uintptr_t>(view.data());
+  std::string file = segment_path();
+  ASSERT_FALSE(file.empty());
+  // Find the mapping that holds the view in /proc/self/maps: it must be our segment file,
+  // read-only and shared ("r--s").
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  bool found = false;
+  while (std::getline(maps, line)) {
+    uintptr_t lo = 0, hi = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &lo, &hi, perms) != 3) continue;
+    if (address >= lo && address < hi) {
+      found = true;
+      EXPECT_NE(line.find(file), std::string::npos) << line;
+      EXPECT_EQ(std::string(perms), "r--s") << line;
+    }
+  }
+  EXPECT_TRUE(found);
+  ASSERT_TRUE(producer.close().ok());
+}
+
+TEST_F(Lifecycle, AReaderCannotWriteItsMapping) {
+  auto producer = client_->create("ro").value();
+  ASSERT_TRUE(producer.append("read only").ok());
+  auto reader = client_->open("ro").value();
+  auto view = reader.view(0, 9).value();
+  void* page = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(view.data()) & ~uintptr_t{4095});
+  EXPECT_NE(mprotect(page, 4096, PROT_READ | PROT_WRITE), 0);
+  EXPECT_EQ(errno, EACCES);
+  // Going around the mapping does not help either: the fd behind it is read-only.
+  std::string file = segment_path();
+  pid_t child = fork();
+  if (child == 0) {
+    *const_cast<volatile std::byte*>(view.data()) = std::byte{'X'};
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV) << status;
+  EXPECT_EQ(str(reader.view(0, 9).value()), "read only");
+  ASSERT_TRUE(producer.close().ok());
+}
+
+TEST_F(Lifecycle, ACorruptSegmentIsRefusedWithAClearError) {
+  auto producer = client_->create("corrupt").value();
+  ASSERT_TRUE(producer.append("payload").ok());
+  ASSERT_TRUE(producer.close().ok());
+  std::string file = segment_path();
+  ASSERT_FALSE(file.empty());
+  {
+    int fd = open(file.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    char x = '#';  // flip the first byte of the name, which the header checksum covers
+    ASSERT_EQ(pwrite(fd, &x, 1, offsetof(shm::SegmentHeader, name)), 1);
+    close(fd);
+  }
+  auto reader = client_->open("corrupt");
+  ASSERT_FALSE(reader.ok());
+  EXPECT_EQ(reader.status().code(), ErrorCode::kCorrupt);
+  EXPECT_NE(reader.status().message().find("stream \"corrupt\""), std::string::npos);
+  EXPECT_NE(reader.status().message().find("checksum"), std::string::npos)
+      << reader.status().message();
+  auto [status, out] = cli({"cat", "corrupt"});
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  EXPECT_TRUE(out.empty());
+  // Truncated behind the daemon's back: refused as well, no crash.
+  ASSERT_EQ(truncate(file.c_str(), 10), 0);
+  auto truncated = client_->open("corrupt");
+  EXPECT_EQ(truncated.status().code(), ErrorCode::kCorrupt) << truncated.status().to_string();
+  EXPECT_TRUE(daemon_.alive());
+}
+
+TEST_F(Lifecycle, KillingTheProducerWakesABlockedReaderWithinOneSecond) {
+  Child producer = Child::spawn({bin_dir() + "/producer_helper", daemon_.socket_path(), "victim",
+                                 "4096", "3", "4096", "hold"},
+                                true, true);
+  ASSERT_EQ(producer.read_line(20s), "created");
+  ASSERT_EQ(write(producer.stdin_fd(), "\n", 1), 1);
+  ASSERT_TRUE(producer.wait_for_line("written", 20s));
+  auto reader = client_->open("victim").value();
+  ASSERT_TRUE(reader.wait_for(4096, 5s).ok());
+  ASSERT_TRUE(reader.seek(4096).ok());
+  Status status;
+  std::chrono::steady_clock::time_point woke;
+  std::thread t = blocked_thread([&] {
+    char buf[16];
+    status = reader.read(std::as_writable_bytes(std::span(buf)), 20s).status();
+    woke = std::chrono::steady_clock::now();
+  });
+  auto killed = std::chrono::steady_clock::now();
+  producer.kill(SIGKILL);
+  t.join();
+  auto latency = woke - killed;
+  EXPECT_EQ(status.code(), ErrorCode::kProducerDied) << status.to_string();
+  EXPECT_NE(status.message().find("producer died (pid " + std::to_string(producer.pid()) + ")"),
+            std::string::npos)
+      << status.message();
+  EXPECT_LT(latency, 1s) << std::chrono::duration_cast<std::chrono::milliseconds>(latency).count();
+  producer.wait(10s);
+  // Committed data stays readable by a late joiner, which then sees the same error.
+  auto late = client_->open("victim").value();
+  std::vector<std::byte> buf(8192);
+  EXPECT_EQ(late.read(buf, 1s).value(), 4096u);
+  EXPECT_EQ(late.read(buf, 1s).status().code(), ErrorCode::kProducerDied);
+  EXPECT_EQ(client_->stat("victim")->state, StreamState::kAborted);
+}
+
+TEST_F(Lifecycle, ARemovedStreamCannotBeOpenedWhileItsReadersReadToTheEnd) {
+  constexpr uint64_t kBytes = 1 << 20;
+  Child producer = Child::spawn({bin_dir() + "/producer_helper", daemon_.socket_path(), "going",
+                                 std::to_string(kBytes), "11", "65536", "hold"},
+                                true, true);
+  ASSERT_EQ(producer.read_line(20s), "created");
+  auto reader = client_->open("going").value();
+  ASSERT_EQ(write(producer.stdin_fd(), "\n", 1), 1);
+
+  auto [rm_status, rm_out] = cli({"rm", "going"});
+  ASSERT_TRUE(WIFEXITED(rm_status) && WEXITSTATUS(rm_status) == 0);
+  EXPECT_TRUE(daemon_.segment_files().empty());  // unlinked at once
+  auto again = client_->open("going");
+  EXPECT_EQ(again.status().code(), ErrorCode::kNotFound) << again.status().to_string();
+  auto [ls_status, ls_out] = cli({"ls", "--json"});
+  EXPECT_NE(ls_out.find("\"state\":\"removing\""), std::string::npos) << ls_out;
+
+  // The producer may go on writing and close; the reader reads all of it, to a clean end.
+  ASSERT_TRUE(producer.wait_for_line("written", 60s));
+  producer.close_stdin();
+  ASSERT_EQ(producer.read_line(20s), "closed");
+  Digest got;
+  for (;;) {
+    auto view = reader.next(1 << 16, 10s);
+    ASSERT_TRUE(view.ok()) << view.status().to_string();
+    if (view->empty()) break;
+    got.update(view->data(), view->size());
+  }
+  EXPECT_EQ(got.bytes(), kBytes);
+  EXPECT_EQ(got.value(), digest_of_random(11, kBytes));
+  reader.close();
+  // Once the last holder let go, the daemon forgets it.
+  EXPECT_TRUE(eventually([&] { return client_->list()->empty(); }));
+}
+
+TEST_F(Lifecycle, ForcedRemovalCancelsBlockedAndIdleReadersAtOnce) {
+  auto producer = client_->create("doomed").value();
+  ASSERT_TRUE(producer.append("0123456789").ok());
+  auto blocked = client_->open("doomed").value();
+  auto idle = client_->open("doomed").value();
+  ASSERT_TRUE(blocked.seek(10).ok());
+  Status status;
+  std::chrono::steady_clock::time_point woke;
+  std::thread t = blocked_thread([&] {
+    status = blocked.next(16, 30s).status();
+    woke = std::chrono::steady_clock::now();
+  });
+  auto start = std::chrono::steady_clock::now();
+  auto [rm_status, out] = cli({"rm", "--force", "doomed"});
+  ASSERT_TRUE(WIFEXITED(rm_status) && WEXITSTATUS(rm_status) == 0);
+  t.join();
+  EXPECT_EQ(status.code(), ErrorCode::kCancelled) << status.to_string();
+  EXPECT_LT(woke - start, 1s);
+  EXPECT_EQ(idle.view(0, 10).status().code(), ErrorCode::kCancelled);
+  char buf[4];
+  EXPECT_EQ(idle.read(std::as_writable_bytes(std::span(buf)), 1s).status().code(),
+            ErrorCode::kCancelled);
+  EXPECT_EQ(producer.append("more").code(), ErrorCode::kCancelled);
+}
+
+TEST_F(Lifecycle, AKilledReaderProcessNoLongerCounts) {
+  auto producer = client_->create("counted").value();
+  Child cat = Child::spawn({bin_dir() + "/shmstream", "cat", "counted"}, false, true,
+                           daemon_.env());
+  ASSERT_TRUE(producer.append("x").ok());
+  char c = 0;
+  ASSERT_EQ(::read(cat.stdout_fd(), &c, 1), 1);  // it has opened and read
+  EXPECT_EQ(client_->stat("counted")->readers, 1u);
+  cat.kill(SIGKILL);
+  cat.wait(10s);
+  EXPECT_TRUE(eventually([&] { return client_->stat("counted")->readers == 0; }));
+  ASSERT_TRUE(producer.close().ok());
+}
+
+TEST_F(Lifecycle, CliWriteCatLsStatAndErrors) {
+  constexpr size_t kBytes = 16 << 20;
+  std::vector<std::byte> data(kBytes);
+  fill_random(21, 0, data.data(), data.size());
+  Child writer = Child::spawn({bin_dir() + "/shmstream", "write", "cli"}, true, false,
+                              daemon_.env());
+  const pid_t writer_pid = writer.pid();
+  ASSERT_TRUE(eventually([&] { return client_->stat("cli").ok(); }));  // created: cat may start
+  Child cat = Child::spawn({bin_dir() + "/shmstream", "cat", "cli"}, false, true, daemon_.env());
+  std::string out;
+  std::thread drain([&] {
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(cat.stdout_fd(), buf, sizeof(buf))) > 0) out.append(buf, n);
+  });
+  size_t off = 0;
+  while (off < kBytes) {
+    ssize_t n = ::write(writer.stdin_fd(), data.data() + off, kBytes - off);
+    ASSERT_GT(n, 0);
+    off += static_cast<size_t>(n);
+  }
+  writer.close_stdin();
+  int ws = writer.wait(30s);
+  ASSERT_TRUE(WIFEXITED(ws) && WEXITSTATUS(ws) == 0) << ws;
+  int cs = cat.wait(30s);
+  drain.join();
+  ASSERT_TRUE(WIFEXITED(cs) && WEXITSTATUS(cs) == 0) << cs;
+  ASSERT_EQ(out.size(), kBytes);
+  EXPECT_EQ(std::memcmp(out.data(), data.data(), kBytes), 0);
+  // After the writing, cat replays the whole stream.
+  auto [s1, replay] = cli({"cat", "cli"});
+  ASSERT_TRUE(WIFEXITED(s1) && WEXITSTATUS(s1) == 0);
+  ASSERT_EQ(replay.size(), kBytes);
+  EXPECT_EQ(std::memcmp(replay.data(), data.data(), kBytes), 0);
+
+  auto [s2, ls] = cli({"ls", "--json"});
+  EXPECT_NE(ls.find("\"name\":\"cli\""), std::string::npos) << ls;
+  EXPECT_NE(ls.find("\"state\":\"closed\""), std::string::npos) << ls;
+  EXPECT_NE(ls.find("\"bytes\":" + std::to_string(kBytes)), std::string::npos) << ls;
+  EXPECT_NE(ls.find("\"readers\":"), std::string::npos);
+  EXPECT_NE(ls.find("\"producer_pid\":" + std::to_string(writer_pid)), std::string::npos) << ls;
+  auto [s3, stat] = cli({"stat", "cli", "--json"});
+  EXPECT_NE(stat.find("\"bytes\":" + std::to_string(kBytes)), std::string::npos) << stat;
+
+  for (auto args : std::vector<std::vector<std::string>>{{"write", "cli"},
+                                                         {"cat", "missing"},
+                                                         {"cat", "a/b"},
+                                                         {"stat", ".."},
+                                                         {"rm", "missing"},
+                                                         {"frobnicate"}}) {
+    auto [status, ignored] = cli(args);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << args[0];
+  }
+  auto [help_status, help] = cli({"--help"});
+  EXPECT_TRUE(WIFEXITED(help_status) && WEXITSTATUS(help_status) == 0);
+  EXPECT_NE(help.find("write"), std::string::npos);
+}
+
+TEST(Autostart, TheCliStartsADaemonWhenNoneAnswers) {
+  char tmpl[] = "/tmp/shmstream-autostart-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  std::string socket = std::string(tmpl) + "/ctl.sock";
+  std::vector<std::string> env = {"SHMSTREAM_SOCKET=" + socket};
+  {
+    Child refused = Child::spawn({bin_dir() + "/shmstream", "--no-autostart", "ls"}, false, false,
+                                 env);
+    int status = refused.wait(30s);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+  }
+  Child ls = Child::spawn({bin_dir() + "/shmstream", "ls"}, false, true, env);
+  int status = ls.wait(30s);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  std::ifstream lock(socket + ".lock");
+  pid_t daemon = 0;
+  lock >> daemon;
+  ASSERT_GT(daemon, 0);
+  EXPECT_EQ(::kill(daemon, 0), 0);
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, daemon, 0));
+  ASSERT_GE(pidfd, 0);
+  ASSERT_EQ(::kill(daemon, SIGTERM), 0);
+  pollfd p{pidfd, POLLIN, 0};
+  EXPECT_EQ(poll(&p, 1, 10000), 1) << "the autostarted daemon did not stop on SIGTERM";
+  close(pidfd);
+  std::filesystem::remove_all(tmpl);
+}
+
+}  // namespace
+}  // namespace shmstream::test

@@ -1,0 +1,372 @@
+// Unit tests of the segment core: producer and reader on one segment (a memfd), in one process.
+#include "shm/segment.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "shm/naming.hpp"
+#include "support/harness.hpp"
+
+namespace shmstream::shm {
+namespace {
+
+using namespace std::chrono_literals;
+using test::eventually;
+using test::thread_sleeps_in_futex;
+
+std::span<const std::byte> bytes_of(std::string_view s) { return std::as_bytes(std::span(s)); }
+std::string text_of(std::span<const std::byte> b) {
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+Clock::time_point in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
+
+// A fresh segment in a memfd (nothing to clean up in /dev/shm).
+class SegmentTest : public ::testing::Test {
+ protected:
+  void SetUp() override { fd_ = memfd_create("segment_test", MFD_CLOEXEC); }
+  void TearDown() override { close(fd_); }
+
+  void format(uint64_t max = kDefaultMaxDataSize) {
+    SegmentParams params;
+    params.name = "unit";
+    params.max_data_size = max;
+    params.stream_id = 42;
+    params.producer_pid = static_cast<uint32_t>(getpid());
+    ASSERT_TRUE(format_segment(fd_, params).ok());
+  }
+  ProducerCore producer() {
+    return ProducerCore(Segment::map(fd_, Access::kReadWrite, MapExtent::kWhole, "unit").value());
+  }
+  // A reader maps through a read-only fd, as the daemon hands out.
+  Result<Segment> map_readonly() {
+    int ro = open(("/proc/self/fd/" + std::to_string(fd_)).c_str(), O_RDONLY | O_CLOEXEC);
+    auto segment = Segment::map(ro, Access::kReadOnly, MapExtent::kWhole, "stream \"unit\"");
+    close(ro);
+    return segment;
+  }
+  ReaderCore reader() { return ReaderCore(map_readonly().value()); }
+  SegmentHeader& raw_header() {
+    if (raw_ == nullptr) {
+      raw_ = mmap(nullptr, kHeaderSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    }
+    return *static_cast<SegmentHeader*>(raw_);
+  }
+  void reseal() { raw_header().header_checksum = header_checksum(raw_header()); }
+
+  int fd_ = -1;
+  void* raw_ = nullptr;
+};
+
+TEST_F(SegmentTest, FormatWritesAValidHeader) {
+  format();
+  auto segment = Segment::map(fd_, Access::kReadOnly, MapExtent::kHeaderOnly, "unit");
+  ASSERT_TRUE(segment.ok()) << segment.status().to_string();
+  const SegmentHeader& h = segment->header();
+  EXPECT_EQ(h.magic, kMagic);
+  EXPECT_EQ(h.layout_version, kLayoutVersion);
+  EXPECT_EQ(h.stream_id, 42u);
+  EXPECT_EQ(segment->name(), "unit");
+  EXPECT_EQ(load_state(h), StreamState::kOpen);
+  EXPECT_EQ(h.committed_length.load(), 0u);
+}
+
+TEST_F(SegmentTest, AppendThenReadToCleanEnd) {
+  format();
+  auto p = producer();
+  ASSERT_TRUE(p.append(bytes_of("hello ")).ok());
+  ASSERT_TRUE(p.append(bytes_of("world")).ok());
+  ASSERT_TRUE(p.close().ok());
+  auto r = reader();
+  char buf[64];
+  auto n = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  ASSERT_TRUE(n.ok()) << n.status().to_string();
+  EXPECT_EQ(std::string(buf, *n), "hello world");
+  auto end = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  ASSERT_TRUE(end.ok());
+  EXPECT_EQ(*end, 0u);  // clean end
+  EXPECT_EQ(r.wait_until(100, in(1s), nullptr).code(), ErrorCode::kEndOfStream);
+}
+
+TEST_F(SegmentTest, ReserveCommitIsZeroCopyAndPartialCommitsPublishOnlyWhatIsCommitted) {
+  format();
+  auto p = producer();
+  auto span = p.reserve(10);
+  ASSERT_TRUE(span.ok());
+  std::memcpy(span->data(), "0123456789", 10);
+  ASSERT_TRUE(p.commit(4).ok());
+  auto r = reader();
+  EXPECT_EQ(r.committed(), 4u);
+  auto view = r.view(0, 4);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(text_of(*view), "0123");
+  EXPECT_EQ(r.view(0, 5).status().code(), ErrorCode::kInvalidArgument);
+  EXPECT_EQ(p.commit(1).code(), ErrorCode::kInvalidArgument);  // nothing reserved any more
+}
+
+TEST_F(SegmentTest, ReadBlocksUntilTheProducerCommits) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  std::atomic<pid_t> tid{0};
+  std::string got;
+  std::thread t([&] {
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    char buf[16];
+    auto n = r.read(std::as_writable_bytes(std::span(buf)), in(10s), nullptr);
+    if (n.ok()) got.assign(buf, *n);
+  });
+  ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
+  ASSERT_TRUE(p.append(bytes_of("wake")).ok());
+  t.join();
+  EXPECT_EQ(got, "wake");
+}
+
+TEST_F(SegmentTest, ReadTimesOut) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  char buf[4];
+  auto start = Clock::now();
+  auto n = r.read(std::as_writable_bytes(std::span(buf)), in(50ms), nullptr);
+  EXPECT_EQ(n.status().code(), ErrorCode::kTimeout);
+  EXPECT_GE(Clock::now() - start, 50ms);
+}
+
+TEST_F(SegmentTest, CancellationWakesABlockedRead) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  Cancellation cancel;
+  std::atomic<pid_t> tid{0};
+  Status status;
+  std::thread t([&] {
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    char buf[4];
+    status = r.read(std::as_writable_bytes(std::span(buf)), in(30s), &cancel).status();
+  });
+  ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
+  auto start = Clock::now();
+  cancel.cancel();
+  t.join();
+  EXPECT_EQ(status.code(), ErrorCode::kInterrupted) << status.to_string();
+  EXPECT_LT(Clock::now() - start, 1s);
+}
+
+TEST_F(SegmentTest, ClosingTheReaderWakesABlockedReadInAnotherThread) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  std::atomic<pid_t> tid{0};
+  Status status;
+  std::thread t([&] {
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    status = r.next(16, kNoDeadline, nullptr).status();
+  });
+  ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
+  r.close();
+  t.join();
+  EXPECT_EQ(status.code(), ErrorCode::kInterrupted) << status.to_string();
+  EXPECT_FALSE(r.segment().valid());  // unmapped once the blocked read left
+  EXPECT_EQ(r.view(0, 0).status().code(), ErrorCode::kInterrupted);
+}
+
+TEST_F(SegmentTest, AbortKeepsCommittedBytesReadableThenReportsProducerDied) {
+  format();
+  auto p = producer();
+  ASSERT_TRUE(p.append(bytes_of("kept")).ok());
+  auto r = reader();
+  ASSERT_TRUE(p.abort().ok());
+  char buf[16];
+  auto n = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(buf, *n), "kept");
+  auto died = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  EXPECT_EQ(died.status().code(), ErrorCode::kProducerDied);
+  EXPECT_NE(died.status().message().find("producer died"), std::string::npos);
+  EXPECT_EQ(p.append(bytes_of("x")).code(), ErrorCode::kStreamClosed);
+}
+
+TEST_F(SegmentTest, CancelFailsEveryReadEvenOfCommittedBytes) {
+  format();
+  auto p = producer();
+  ASSERT_TRUE(p.append(bytes_of("data")).ok());
+  auto r = reader();
+  ASSERT_TRUE(end_stream(raw_header(), StreamState::kCancelled));
+  EXPECT_EQ(r.view(0, 4).status().code(), ErrorCode::kCancelled);
+  char buf[4];
+  EXPECT_EQ(r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr).status().code(),
+            ErrorCode::kCancelled);
+  EXPECT_EQ(p.append(bytes_of("x")).code(), ErrorCode::kCancelled);
+  EXPECT_FALSE(end_stream(raw_header(), StreamState::kCancelled));  // only once
+  EXPECT_FALSE(end_stream(raw_header(), StreamState::kClosed));
+}
+
+TEST_F(SegmentTest, SeekAndReadAt) {
+  format();
+  auto p = producer();
+  ASSERT_TRUE(p.append(bytes_of("abcdefghij")).ok());
+  auto r = reader();
+  char buf[3];
+  ASSERT_TRUE(r.seek(2, Whence::kStart).ok());
+  ASSERT_TRUE(r.seek(3, Whence::kCurrent).ok());
+  EXPECT_EQ(r.position(), 5u);
+  auto n = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  EXPECT_EQ(std::string(buf, *n), "fgh");
+  ASSERT_TRUE(r.seek(-1, Whence::kEnd).ok());
+  EXPECT_EQ(r.position(), 9u);
+  EXPECT_EQ(r.seek(-11, Whence::kEnd).code(), ErrorCode::kInvalidArgument);
+  auto at = r.read_at(1, std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  EXPECT_EQ(std::string(buf, *at), "bcd");
+  EXPECT_EQ(r.position(), 9u);  // read_at leaves the position alone
+}
+
+TEST_F(SegmentTest, GrowsToGibibytesWhileEarlierViewsStayValid) {
+  format();
+  auto p = producer();
+  ASSERT_TRUE(p.append(bytes_of("first")).ok());
+  auto r = reader();
+  auto first = r.view(0, 5);
+  ASSERT_TRUE(first.ok());
+  const std::byte* first_address = first->data();
+  // 3 GiB in 64 MiB reservations, marking the first and last byte of each; nobody declared a
+  // size, and the reader never remaps.
+  constexpr uint64_t kChunk = 64ULL << 20;
+  constexpr uint64_t kTotal = 3ULL << 30;
+  for (uint64_t done = 5; done < kTotal; done += kChunk) {
+    auto span = p.reserve(kChunk);
+    ASSERT_TRUE(span.ok()) << span.status().to_string();
+    (*span)[0] = std::byte{0xA5};
+    (*span)[kChunk - 1] = std::byte{0x5A};
+    ASSERT_TRUE(p.commit(kChunk).ok());
+  }
+  EXPECT_GE(r.committed(), kTotal);
+  auto last = r.view(r.committed() - 1, 1);
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ((*last)[0], std::byte{0x5A});
+  EXPECT_EQ(text_of(std::span(first_address, 5)), "first");
+  EXPECT_EQ(r.view(0, 5)->data(), first_address);
+}
+
+TEST_F(SegmentTest, AppendBeyondMaximumFailsAndKeepsData) {
+  format(1 << 20);
+  auto p = producer();
+  std::vector<std::byte> big(700 << 10, std::byte{1});
+  ASSERT_TRUE(p.append(big).ok());
+  Status s = p.append(big);
+  EXPECT_EQ(s.code(), ErrorCode::kTooLarge) << s.to_string();
+  auto r = reader();
+  EXPECT_EQ(r.committed(), big.size());
+}
+
+TEST_F(SegmentTest, ReaderMappingCannotBeMadeWritable) {
+  format();
+  auto p = producer();
+  ASSERT_TRUE(p.append(bytes_of("ro")).ok());
+  auto r = reader();
+  auto view = r.view(0, 2);
+  ASSERT_TRUE(view.ok());
+  auto* page = const_cast<std::byte*>(r.segment().mapping().data());
+  EXPECT_NE(mprotect(page, 4096, PROT_READ | PROT_WRITE), 0);
+  EXPECT_EQ(errno, EACCES);
+  pid_t child = fork();
+  if (child == 0) {
+    *const_cast<volatile std::byte*>(view->data()) = std::byte{'X'};  // must fault
+    _exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFSIGNALED(status)) << "a write through the reader's mapping succeeded";
+  EXPECT_EQ(WTERMSIG(status), SIGSEGV);
+  EXPECT_EQ(text_of(*view), "ro");
+}
+
+TEST_F(SegmentTest, RefusesABadMagic) {
+  format();
+  raw_header().magic = 0x1234;
+  auto s = map_readonly();
+  EXPECT_EQ(s.status().code(), ErrorCode::kCorrupt);
+  EXPECT_NE(s.status().message().find("not a shmstream segment"), std::string::npos);
+}
+
+TEST_F(SegmentTest, RefusesAnotherLayoutVersion) {
+  format();
+  raw_header().layout_version = kLayoutVersion + 1;
+  reseal();
+  EXPECT_EQ(map_readonly().status().code(), ErrorCode::kVersionMismatch);
+}
+
+TEST_F(SegmentTest, RefusesAChecksumMismatch) {
+  format();
+  raw_header().name[0] = 'X';
+  auto s = map_readonly();
+  EXPECT_EQ(s.status().code(), ErrorCode::kCorrupt);
+  EXPECT_NE(s.status().message().find("checksum"), std::string::npos) << s.status().message();
+}
+
+TEST_F(SegmentTest, RefusesATruncatedFile) {
+  format();
+  ASSERT_EQ(ftruncate(fd_, 100), 0);
+  auto s = map_readonly();
+  EXPECT_EQ(s.status().code(), ErrorCode::kCorrupt);
+  EXPECT_NE(s.status().message().find("truncated"), std::string::npos) << s.status().message();
+}
+
+TEST_F(SegmentTest, RefusesCommittedBytesTheFileDoesNotHold) {
+  format();
+  {
+    auto p = producer();
+    ASSERT_TRUE(p.append(bytes_of("abc")).ok());
+  }
+  ASSERT_EQ(ftruncate(fd_, kHeaderSize + 1), 0);  // data cut short behind the header's back
+  auto s = map_readonly();
+  EXPECT_EQ(s.status().code(), ErrorCode::kCorrupt);
+  raw_header();  // keep the header mapping valid for the next check
+  ASSERT_EQ(ftruncate(fd_, kHeaderSize + (1 << 20)), 0);
+  raw_header().state.store(99);
+  EXPECT_EQ(map_readonly().status().code(), ErrorCode::kCorrupt);
+}
+
+TEST(SegmentValidation, RandomHeadersNeverCrashAndAreRefused) {
+  std::mt19937_64 rng(7);
+  alignas(SegmentHeader) std::byte raw[sizeof(SegmentHeader)];
+  for (int i = 0; i < 20000; ++i) {
+    for (auto& b : raw) b = static_cast<std::byte>(rng());
+    auto* h = reinterpret_cast<SegmentHeader*>(raw);
+    if (i % 2 == 0) h->magic = kMagic;  // get past the first check half the time
+    if (i % 4 == 0) h->layout_version = kLayoutVersion;
+    EXPECT_FALSE(validate_header(*h, rng()).ok());
+  }
+}
+
+TEST(StreamNames, ValidationGivesClearErrors) {
+  EXPECT_TRUE(validate_stream_name("cam0").ok());
+  EXPECT_TRUE(validate_stream_name("market.data-1 (eu)").ok());
+  EXPECT_TRUE(validate_stream_name(std::string(255, 'a')).ok());
+  auto expect_bad = [](std::string_view name, std::string_view why) {
+    Status s = validate_stream_name(name);
+    EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << name;
+    EXPECT_NE(s.message().find(why), std::string::npos) << s.message();
+  };
+  expect_bad("", "empty");
+  expect_bad(std::string(256, 'a'), "256 bytes");
+  expect_bad("a/b", "'/'");
+  expect_bad("..", "reserved");
+  expect_bad(".", "reserved");
+  expect_bad(std::string("a\nb"), "control character");
+  expect_bad(std::string("a\0b", 3), "control character");
+}
+
+}  // namespace
+}  // namespace shmstream::shm

@@ -1,0 +1,99 @@
+// tests/support/harness.hpp — helpers for multi-process tests: a private shmstreamd per test,
+// child processes with pipes, deterministic data, and waits with deadlines (never bare sleeps).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace shmstream::test {
+
+// Directory of the built executables (shmstream, shmstreamd, test helpers).
+std::string bin_dir();
+
+// A running child process; killed (SIGKILL) and reaped on destruction if still running.
+class Child {
+ public:
+  Child() = default;
+  Child(Child&& other) noexcept;
+  Child& operator=(Child&& other) noexcept;
+  ~Child();
+
+  // Starts argv[0] (a path) with stdin/stdout connected to pipes of ours (or /dev/null when the
+  // flag is false); stderr is inherited.
+  // `fd3`, if not -1, is passed to the child as its fd 3.
+  static Child spawn(const std::vector<std::string>& argv, bool pipe_stdin, bool pipe_stdout,
+                     const std::vector<std::string>& extra_env = {}, int fd3 = -1);
+
+  pid_t pid() const { return pid_; }
+  int stdin_fd() const { return stdin_fd_; }    // write end, -1 if not piped
+  int stdout_fd() const { return stdout_fd_; }  // read end, -1 if not piped
+  void close_stdin();
+  // Reads one '\n'-terminated line from stdout, or "" at EOF / deadline.
+  std::string read_line(std::chrono::milliseconds timeout);
+  // Reads lines until one equals `want` (true) or EOF / deadline (false).
+  bool wait_for_line(const std::string& want, std::chrono::milliseconds timeout);
+  // Waits for exit; returns the wait status, or -1 on timeout.
+  int wait(std::chrono::milliseconds timeout);
+  void kill(int signo);
+
+ private:
+  pid_t pid_ = -1;
+  int pidfd_ = -1;
+  int stdin_fd_ = -1;
+  int stdout_fd_ = -1;
+  std::string pending_;  // bytes read past the last line
+};
+
+// A private shmstreamd on a fresh socket in a fresh directory. Stops it on destruction and
+// checks that no segment file of it is left in /dev/shm.
+class TestDaemon {
+ public:
+  TestDaemon();
+  ~TestDaemon();
+  const std::string& socket_path() const { return socket_path_; }
+  const std::string& dir() const { return dir_; }
+  pid_t pid() const { return child_.pid(); }
+  bool alive();
+  // Segment files of this daemon now in /dev/shm.
+  std::vector<std::string> segment_files() const;
+  // Environment that points the CLI at this daemon.
+  std::vector<std::string> env() const;
+  // Stops the daemon (SIGTERM); returns its wait status.
+  int stop();
+
+ private:
+  std::string dir_;
+  std::string socket_path_;
+  Child child_;
+};
+
+// Deterministic pseudo-random bytes (splitmix64) and a fast 64-bit digest.
+void fill_random(uint64_t seed, uint64_t offset, std::byte* out, size_t length);
+class Digest {
+ public:
+  void update(const void* data, size_t length);
+  uint64_t value() const;
+  uint64_t bytes() const { return bytes_; }
+
+ private:
+  uint64_t state_ = 0x9e3779b97f4a7c15ULL;
+  uint64_t bytes_ = 0;
+  unsigned char tail_[8] = {};
+  size_t tail_len_ = 0;
+};
+uint64_t digest_of_random(uint64_t seed, uint64_t length);
+
+// Polls `condition` until true or the deadline; each poll is a real query (not a timed guess).
+bool eventually(const std::function<bool()>& condition,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+// True once thread `tid` of this process sleeps in the futex_waitv system call.
+bool thread_sleeps_in_futex(pid_t tid);
+
+}  // namespace shmstream::test
