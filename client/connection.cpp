@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -9,6 +10,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
+#include <kj/async-unix.h>
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -114,17 +116,15 @@ Result<int> connect_socket(const std::string& socket_path, bool autostart,
 Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket_path) {
   std::shared_ptr<Connection> connection(new Connection());
   connection->socket_path_ = std::move(socket_path);
+  connection->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (connection->wake_fd_ < 0) {
+    ::close(fd);
+    return Status(ErrorCode::kIo, fmt::format("eventfd: {}", std::strerror(errno)));
+  }
   std::promise<void> ready;
   auto ready_future = ready.get_future();
-  connection->thread_main_ready_ = &ready;
-  connection->thread_ = std::thread([c = connection.get(), fd]() {
-    try {
-      c->thread_main(fd);
-    } catch (...) {
-      // Before the loop was ready, the starter is still waiting: hand it the failure.
-      if (c->loop_ == nullptr) c->thread_main_ready_->set_exception(std::current_exception());
-    }
-  });
+  connection->thread_ =
+      std::thread([c = connection.get(), fd, &ready]() { c->thread_main(fd, &ready); });
   try {
     ready_future.get();
   } catch (const kj::Exception& e) {
@@ -140,47 +140,88 @@ Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket
   return connection;
 }
 
-void Connection::thread_main(int fd) {
-  auto io = kj::setupAsyncIo();
-  auto stream = io.lowLevelProvider->wrapUnixSocketFd(
-      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-              kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
-  // Up to 4 fds per message: replies carry a segment fd with each Producer or Reader.
-  capnp::TwoPartyVatNetwork network(*stream, 4, capnp::rpc::twoparty::Side::CLIENT);
-  auto rpc = capnp::makeRpcClient(network);
-  LoopState state;
-  {
-    capnp::MallocMessageBuilder message;
-    auto host = message.initRoot<capnp::rpc::twoparty::VatId>();
-    host.setSide(capnp::rpc::twoparty::Side::SERVER);
-    state.control = rpc.bootstrap(host).castAs<proto::Control>();
+void Connection::thread_main(int fd, std::promise<void>* ready) {
+  bool started = false;
+  try {
+    auto io = kj::setupAsyncIo();
+    auto stream = io.lowLevelProvider->wrapUnixSocketFd(
+        fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+    // Up to 4 fds per message: replies carry a segment fd with each Producer or Reader.
+    capnp::TwoPartyVatNetwork network(*stream, 4, capnp::rpc::twoparty::Side::CLIENT);
+    auto rpc = capnp::makeRpcClient(network);
+    LoopState state;
+    {
+      capnp::MallocMessageBuilder message;
+      auto host = message.initRoot<capnp::rpc::twoparty::VatId>();
+      host.setSide(capnp::rpc::twoparty::Side::SERVER);
+      state.control = rpc.bootstrap(host).castAs<proto::Control>();
+    }
+    kj::UnixEventPort::FdObserver wake(io.unixEventPort, wake_fd_,
+                                       kj::UnixEventPort::FdObserver::OBSERVE_READ);
+    struct Ignore : kj::TaskSet::ErrorHandler {
+      void taskFailed(kj::Exception&&) override {}  // run() already stored the error
+    } ignore;
+    kj::TaskSet tasks(ignore);
+    started = true;
+    ready->set_value();
+    // Runs queued jobs whenever the eventfd fires, until stopping_ is set.
+    std::function<kj::Promise<void>()> pump = [&]() -> kj::Promise<void> {
+      return wake.whenBecomesReadable().then([&]() -> kj::Promise<void> {
+        uint64_t count;
+        while (::read(wake_fd_, &count, sizeof(count)) > 0) {
+        }
+        std::deque<Job> batch;
+        bool stopping;
+        {
+          std::lock_guard lock(mutex_);
+          batch.swap(jobs_);
+          stopping = stopping_;
+        }
+        for (auto& job : batch) tasks.add(job(state));
+        if (stopping) return kj::READY_NOW;
+        return pump();
+      });
+    };
+    pump().wait(io.waitScope);
+    // Capabilities die on their own thread, before the connection they belong to.
+    state.capabilities.clear();
+    state.control = nullptr;
+  } catch (...) {
+    if (!started) ready->set_exception(std::current_exception());
   }
-  auto stop = kj::newPromiseAndFulfiller<void>();
-  state.stop = kj::mv(stop.fulfiller);
-  executor_ = kj::getCurrentThreadExecutor().addRef();
-  loop_ = &state;
-  thread_main_ready_->set_value();
-  stop.promise.wait(io.waitScope);
-  // Capabilities die on their own thread, before the connection they belong to.
-  state.capabilities.clear();
-  state.control = nullptr;
+  std::lock_guard lock(mutex_);
+  stopping_ = true;  // in case the loop died on its own: later submits fail fast
+}
+
+bool Connection::submit(Job job) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return false;
+    jobs_.push_back(std::move(job));
+  }
+  uint64_t one = 1;
+  return ::write(wake_fd_, &one, sizeof(one)) == sizeof(one);
 }
 
 Connection::~Connection() {
-  if (executor_.get() == nullptr) return;
-  try {
-    executor_->executeSync([this]() { loop_->stop->fulfill(); });
-  } catch (const kj::Exception&) {
-    // The loop already ended.
+  if (thread_.joinable()) {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    uint64_t one = 1;
+    (void)!::write(wake_fd_, &one, sizeof(one));
+    thread_.join();
   }
-  if (thread_.joinable()) thread_.join();
+  if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
 void Connection::release(uint64_t handle) {
-  try {
-    executor_->executeSync([this, handle]() { loop_->capabilities.erase(handle); });
-  } catch (const kj::Exception&) {
-  }
+  submit([handle](LoopState& loop) {
+    loop.capabilities.erase(handle);
+    return kj::Promise<void>(kj::READY_NOW);
+  });
 }
 
 Status Connection::exception_status(const char* what, const kj::Exception& e) const {

@@ -1,15 +1,21 @@
 // client/connection.hpp — one Cap'n Proto RPC connection to shmstreamd, served by a private
-// event-loop thread. Other threads run work on that thread with run(); capabilities live there
-// and are referred to by handle.
+// event-loop thread. Other threads hand it jobs through a mutex-guarded queue and an eventfd
+// that wakes the loop, and wait for their results on a condition variable. (Not kj::Executor:
+// its synchronisation lives in uninstrumented libkj, invisible to ThreadSanitizer.)
+// Capabilities live on the loop thread and are referred to by handle.
 #pragma once
 
 #include <sys/types.h>
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -25,7 +31,6 @@ namespace shmstream {
 struct LoopState {
   proto::Control::Client control{nullptr};
   std::map<uint64_t, capnp::Capability::Client> capabilities;
-  kj::Own<kj::PromiseFulfiller<void>> stop;  // fulfilled to end the loop
   uint64_t next_handle = 1;
   uint64_t hold(capnp::Capability::Client cap) {
     capabilities.emplace(next_handle, kj::mv(cap));
@@ -46,29 +51,47 @@ class Connection {
   template <typename T>
   Result<T> run(const char* what, std::function<kj::Promise<T>(LoopState&)> fn);
   // Drops a capability held by handle (its server-side effects: reader uncounted, etc.).
+  // Does not wait.
   void release(uint64_t handle);
   const std::string& socket_path() const { return socket_path_; }
 
  private:
+  using Job = std::function<kj::Promise<void>(LoopState&)>;
   Connection() = default;
   Status exception_status(const char* what, const kj::Exception& e) const;
-  void thread_main(int fd);
+  // Queues a job for the loop thread; false if the loop has ended.
+  bool submit(Job job);
+  void thread_main(int fd, std::promise<void>* ready);
 
   std::string socket_path_;
+  int wake_fd_ = -1;  // eventfd: written after queueing, watched by the loop
   std::thread thread_;
-  kj::Own<const kj::Executor> executor_;
-  LoopState* loop_ = nullptr;
-  std::promise<void>* thread_main_ready_ = nullptr;  // set while the loop thread starts
+  std::mutex mutex_;                // guards jobs_, stopping_ and every job's result slot
+  std::condition_variable done_;    // signalled when a job's result is stored
+  std::deque<Job> jobs_;
+  bool stopping_ = false;
 };
 
 template <typename T>
 Result<T> Connection::run(const char* what, std::function<kj::Promise<T>(LoopState&)> fn) {
-  try {
-    LoopState* loop = loop_;
-    return executor_->executeSync([&]() { return fn(*loop); });
-  } catch (const kj::Exception& e) {
-    return exception_status(what, e);
+  std::optional<Result<T>> slot;  // guarded by mutex_
+  auto store = [this, &slot](Result<T> value) {
+    std::lock_guard lock(mutex_);
+    slot.emplace(std::move(value));
+    done_.notify_all();
+  };
+  bool queued = submit([&](LoopState& loop) {
+    return kj::evalNow([&] { return fn(loop); })
+        .then([&](T value) { store(Result<T>(std::move(value))); },
+              [&](kj::Exception&& e) { store(Result<T>(exception_status(what, e))); });
+  });
+  if (!queued) {
+    return Status(ErrorCode::kUnavailable,
+                  std::string(what) + " via " + socket_path_ + ": connection closed");
   }
+  std::unique_lock lock(mutex_);
+  done_.wait(lock, [&] { return slot.has_value(); });
+  return std::move(*slot);
 }
 
 // Connects to the daemon at `socket_path`, starting one if allowed and none answers.

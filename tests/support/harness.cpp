@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,19 +78,7 @@ Child Child::spawn(const std::vector<std::string>& argv, bool pipe_stdin, bool p
   int out[2] = {-1, -1};
   if (pipe_stdin && pipe2(in, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
   if (pipe_stdout && pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  if (pipe_stdin) {
-    posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
-  } else {
-    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  }
-  if (pipe_stdout) {
-    posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  } else {
-    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  }
-  if (fd3 >= 0) posix_spawn_file_actions_adddup2(&actions, fd3, 3);
+  // Everything the child needs is built before fork: after it, only async-signal-safe calls.
   std::vector<std::string> env_strings;
   for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
   for (const auto& e : extra_env) env_strings.push_back(e);
@@ -101,16 +89,25 @@ Child Child::spawn(const std::vector<std::string>& argv, bool pipe_stdin, bool p
   std::vector<char*> args_p;
   for (auto& a : args) args_p.push_back(a.data());
   args_p.push_back(nullptr);
+  pid_t parent = getpid();
 
   Child child;
-  int rc = posix_spawn(&child.pid_, args[0].c_str(), &actions, nullptr, args_p.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
+  child.pid_ = fork();
+  if (child.pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (child.pid_ == 0) {
+    // Dies with the test process, so a crashed or timed-out test leaves no daemon behind.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    int null_fd = open("/dev/null", O_RDWR);
+    dup2(pipe_stdin ? in[0] : null_fd, STDIN_FILENO);
+    dup2(pipe_stdout ? out[1] : null_fd, STDOUT_FILENO);
+    if (fd3 == 3) fcntl(3, F_SETFD, 0);  // dup2 onto itself would keep close-on-exec
+    if (fd3 >= 0 && fd3 != 3) dup2(fd3, 3);  // dup2 clears close-on-exec on the copy
+    execve(args_p[0], args_p.data(), envp.data());
+    _exit(127);
+  }
   if (pipe_stdin) ::close(in[0]);
   if (pipe_stdout) ::close(out[1]);
-  if (rc != 0) {
-    child.pid_ = -1;
-    throw std::runtime_error("spawn " + args[0] + ": " + std::strerror(rc));
-  }
   child.stdin_fd_ = pipe_stdin ? in[1] : -1;
   child.stdout_fd_ = pipe_stdout ? out[0] : -1;
   child.pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, child.pid_, 0));
