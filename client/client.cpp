@@ -1,11 +1,10 @@
 #include "shmstream/client.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <atomic>
-
-#include <fmt/format.h>
 
 #include "client/connection.hpp"
 #include "shm/naming.hpp"
@@ -20,24 +19,32 @@ Status from_proto(proto::Status::Reader status) {
                 std::string(status.getMessage().cStr(), status.getMessage().size()));
 }
 
-StreamState from_shm(shm::StreamState state) {
-  switch (state) {
-    case shm::StreamState::kOpen: return StreamState::kOpen;
-    case shm::StreamState::kClosed: return StreamState::kClosed;
-    case shm::StreamState::kAborted: return StreamState::kAborted;
-    case shm::StreamState::kCancelled: return StreamState::kCancelled;
-  }
-  return StreamState::kAborted;
-}
+// The public StreamState mirrors the segment's values one to one.
+static_assert(static_cast<int>(StreamState::kOpen) == static_cast<int>(shm::StreamState::kOpen));
+static_assert(static_cast<int>(StreamState::kClosed) ==
+              static_cast<int>(shm::StreamState::kClosed));
+static_assert(static_cast<int>(StreamState::kAborted) ==
+              static_cast<int>(shm::StreamState::kAborted));
+static_assert(static_cast<int>(StreamState::kCancelled) ==
+              static_cast<int>(shm::StreamState::kCancelled));
+StreamState from_shm(shm::StreamState state) { return static_cast<StreamState>(state); }
 
 StreamInfo from_proto(proto::StreamInfo::Reader in) {
   StreamInfo out;
   out.name = std::string(in.getName().cStr(), in.getName().size());
   switch (in.getState()) {
-    case proto::StreamState::OPEN: out.state = StreamState::kOpen; break;
-    case proto::StreamState::CLOSED: out.state = StreamState::kClosed; break;
-    case proto::StreamState::ABORTED: out.state = StreamState::kAborted; break;
-    case proto::StreamState::CANCELLED: out.state = StreamState::kCancelled; break;
+    case proto::StreamState::OPEN:
+      out.state = StreamState::kOpen;
+      break;
+    case proto::StreamState::CLOSED:
+      out.state = StreamState::kClosed;
+      break;
+    case proto::StreamState::ABORTED:
+      out.state = StreamState::kAborted;
+      break;
+    case proto::StreamState::CANCELLED:
+      out.state = StreamState::kCancelled;
+      break;
   }
   out.removing = in.getRemoving();
   out.bytes = in.getBytes();
@@ -86,13 +93,7 @@ kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability:
 }  // namespace
 
 const char* to_string(StreamState state) {
-  switch (state) {
-    case StreamState::kOpen: return "open";
-    case StreamState::kClosed: return "closed";
-    case StreamState::kAborted: return "aborted";
-    case StreamState::kCancelled: return "cancelled";
-  }
-  return "invalid";
+  return shm::state_name(static_cast<shm::StreamState>(state));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,12 +110,13 @@ struct Producer::Impl {
     Status local = clean ? core.close() : core.abort();
     ended = true;
     // Tell the daemon too, so that dropping the capability later is not taken for a death.
-    auto remote = connection->run<Answer>(clean ? "close" : "abort", [this, clean](LoopState& loop) {
-      auto cap = loop.capabilities.at(handle).castAs<proto::Producer>();
-      auto finish = [](auto response) { return Answer{from_proto(response.getStatus())}; };
-      if (clean) return cap.closeRequest().send().then(finish);
-      return cap.abortRequest().send().then(finish);
-    });
+    auto remote =
+        connection->run<Answer>(clean ? "close" : "abort", [this, clean](LoopState& loop) {
+          auto cap = loop.capabilities.at(handle).castAs<proto::Producer>();
+          auto finish = [](auto response) { return Answer{from_proto(response.getStatus())}; };
+          if (clean) return cap.closeRequest().send().then(finish);
+          return cap.abortRequest().send().then(finish);
+        });
     (void)remote;  // best effort: see below
     if (!local.ok()) return local;
     // The segment already says the stream ended; a lost daemon only loses the bookkeeping.
@@ -150,6 +152,7 @@ struct Reader::Impl {
   ~Impl() { close(); }
   void close() {
     core.close();
+    // Only the first close() releases the capability (close may race the destructor's).
     if (!released.exchange(true, std::memory_order_acq_rel)) connection->release(handle);
   }
 
@@ -167,8 +170,7 @@ Reader::~Reader() = default;
 
 const std::string& Reader::name() const { return impl_->name; }
 
-Result<size_t> Reader::read(std::span<std::byte> buf, Timeout timeout,
-                            const Cancellation* cancel) {
+Result<size_t> Reader::read(std::span<std::byte> buf, Timeout timeout, const Cancellation* cancel) {
   return impl_->core.read(buf, deadline_after(timeout), cancel);
 }
 
@@ -222,52 +224,65 @@ Result<Client> Client::connect(const ClientOptions& options) {
   return Client(std::move(connection.value()));
 }
 
+namespace {
+
+// A stream granted by the daemon: the capability's handle and our validated mapping.
+struct Granted {
+  uint64_t handle;
+  shm::Segment segment;
+};
+
+// Sends a create or open request (built by `send`), keeps the capability of the reply and maps
+// the segment fd that came with it.
+template <typename Send>
+Result<Granted> acquire(Connection& connection, const char* what, const std::string& name,
+                        shm::Access access, Send send) {
+  auto grant = connection.run<Grant>(what, [&](LoopState& loop) { return send(loop); });
+  if (!grant.ok()) return grant.status();
+  if (!grant->status.ok()) return grant->status;
+  auto segment = shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole,
+                                   fmt::format("stream \"{}\"", name));
+  ::close(grant->fd);
+  if (!segment.ok()) {
+    connection.release(grant->handle);
+    return segment.status();
+  }
+  return Granted{grant->handle, std::move(segment.value())};
+}
+
+}  // namespace
+
 Result<Producer> Client::create(std::string_view name, const CreateOptions& options) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   std::string owned(name);
-  auto grant = connection_->run<Grant>("create", [&](LoopState& loop) {
-    auto request = loop.control.createRequest();
-    request.setName(owned);
-    request.initOptions().setMaxBytes(options.max_bytes);
-    return request.send().then([&loop](auto response) {
-      return take_grant(loop, from_proto(response.getStatus()), response.getProducer());
-    });
-  });
-  if (!grant.ok()) return grant.status();
-  if (!grant->status.ok()) return grant->status;
-  auto segment = shm::Segment::map(grant->fd, shm::Access::kReadWrite, shm::MapExtent::kWhole,
-                                   fmt::format("stream \"{}\"", owned));
-  ::close(grant->fd);
-  if (!segment.ok()) {
-    connection_->release(grant->handle);
-    return segment.status();
-  }
-  return Producer(std::make_unique<Producer::Impl>(connection_, grant->handle, owned,
-                                                   std::move(segment.value())));
+  auto granted =
+      acquire(*connection_, "create", owned, shm::Access::kReadWrite, [&](LoopState& loop) {
+        auto request = loop.control.createRequest();
+        request.setName(owned);
+        request.initOptions().setMaxBytes(options.max_bytes);
+        return request.send().then([&loop](auto response) {
+          return take_grant(loop, from_proto(response.getStatus()), response.getProducer());
+        });
+      });
+  if (!granted.ok()) return granted.status();
+  return Producer(std::make_unique<Producer::Impl>(connection_, granted->handle, owned,
+                                                   std::move(granted->segment)));
 }
 
 Result<Reader> Client::open(std::string_view name) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   std::string owned(name);
-  auto grant = connection_->run<Grant>("open", [&](LoopState& loop) {
+  // Read-only: the daemon opened the fd O_RDONLY, so this mapping cannot be made writable.
+  auto granted = acquire(*connection_, "open", owned, shm::Access::kReadOnly, [&](LoopState& loop) {
     auto request = loop.control.openRequest();
     request.setName(owned);
     return request.send().then([&loop](auto response) {
       return take_grant(loop, from_proto(response.getStatus()), response.getReader());
     });
   });
-  if (!grant.ok()) return grant.status();
-  if (!grant->status.ok()) return grant->status;
-  // Read-only: the fd was opened O_RDONLY by the daemon, so this mapping cannot be made writable.
-  auto segment = shm::Segment::map(grant->fd, shm::Access::kReadOnly, shm::MapExtent::kWhole,
-                                   fmt::format("stream \"{}\"", owned));
-  ::close(grant->fd);
-  if (!segment.ok()) {
-    connection_->release(grant->handle);
-    return segment.status();
-  }
-  return Reader(std::make_unique<Reader::Impl>(connection_, grant->handle, owned,
-                                               std::move(segment.value())));
+  if (!granted.ok()) return granted.status();
+  return Reader(std::make_unique<Reader::Impl>(connection_, granted->handle, owned,
+                                               std::move(granted->segment)));
 }
 
 Result<std::vector<StreamInfo>> Client::list() {

@@ -1,17 +1,16 @@
 #include "client/connection.hpp"
 
+#include <capnp/rpc-twoparty.h>
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <capnp/rpc-twoparty.h>
-#include <kj/async-io.h>
-#include <kj/async-unix.h>
-#include <fmt/format.h>
 
 #include <cerrno>
 #include <chrono>
@@ -129,9 +128,9 @@ Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket
     ready_future.get();
   } catch (const kj::Exception& e) {
     connection->thread_.join();
-    return Status(ErrorCode::kUnavailable, fmt::format("connecting to {}: {}",
-                                                       connection->socket_path_,
-                                                       e.getDescription().cStr()));
+    return Status(
+        ErrorCode::kUnavailable,
+        fmt::format("connecting to {}: {}", connection->socket_path_, e.getDescription().cStr()));
   } catch (const std::exception& e) {
     connection->thread_.join();
     return Status(ErrorCode::kUnavailable,
@@ -144,9 +143,9 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
   bool started = false;
   try {
     auto io = kj::setupAsyncIo();
-    auto stream = io.lowLevelProvider->wrapUnixSocketFd(
-        fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-                kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+    auto stream =
+        io.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                                                      kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
     // Up to 4 fds per message: replies carry a segment fd with each Producer or Reader.
     capnp::TwoPartyVatNetwork network(*stream, 4, capnp::rpc::twoparty::Side::CLIENT);
     auto rpc = capnp::makeRpcClient(network);
@@ -226,11 +225,10 @@ void Connection::release(uint64_t handle) {
 
 Status Connection::exception_status(const char* what, const kj::Exception& e) const {
   ErrorCode code = e.getType() == kj::Exception::Type::DISCONNECTED ? ErrorCode::kUnavailable
-                                                                     : ErrorCode::kProtocol;
+                                                                    : ErrorCode::kProtocol;
   return Status(code, fmt::format("{} via {}: {}", what, socket_path_,
-                                  code == ErrorCode::kUnavailable
-                                      ? "connection to shmstreamd lost"
-                                      : e.getDescription().cStr()));
+                                  code == ErrorCode::kUnavailable ? "connection to shmstreamd lost"
+                                                                  : e.getDescription().cStr()));
 }
 
 }  // namespace shmstream

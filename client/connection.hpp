@@ -5,6 +5,8 @@
 // Capabilities live on the loop thread and are referred to by handle.
 #pragma once
 
+#include <capnp/capability.h>
+#include <kj/async.h>
 #include <sys/types.h>
 
 #include <condition_variable>
@@ -18,9 +20,6 @@
 #include <optional>
 #include <string>
 #include <thread>
-
-#include <capnp/capability.h>
-#include <kj/async.h>
 
 #include "proto/control.capnp.h"
 #include "shmstream/status.hpp"
@@ -66,8 +65,8 @@ class Connection {
   std::string socket_path_;
   int wake_fd_ = -1;  // eventfd: written after queueing, watched by the loop
   std::thread thread_;
-  std::mutex mutex_;                // guards jobs_, stopping_ and every job's result slot
-  std::condition_variable done_;    // signalled when a job's result is stored
+  std::mutex mutex_;              // guards jobs_, stopping_ and every job's result slot
+  std::condition_variable done_;  // signalled when a job's result is stored
   std::deque<Job> jobs_;
   bool stopping_ = false;
 };

@@ -1,7 +1,11 @@
 // shmstreamd — the shmstream daemon: names streams, hands out their segments, watches
 // producers and readers. See `shmstreamd --help`.
 #include <fcntl.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -10,11 +14,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <kj/async-io.h>
-#include <kj/async-unix.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -62,8 +61,9 @@ void raise_fd_limit() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"shmstreamd: the shmstream daemon. Serves the control socket through which\n"
-               "streams are created, opened, listed and removed."};
+  CLI::App app{
+      "shmstreamd: the shmstream daemon. Serves the control socket through which\n"
+      "streams are created, opened, listed and removed."};
   std::string socket_path = shmstream::shm::default_socket_path();
   std::string segment_dir = shmstream::shm::kDefaultSegmentDir;
   std::string log_level = "info";
@@ -92,8 +92,9 @@ int main(int argc, char** argv) {
   socket_path = std::filesystem::absolute(socket_fs).lexically_normal().string();
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(socket_path).parent_path(), ec);
-  if (ec) die("creating " + std::filesystem::path(socket_path).parent_path().string() + ": " +
-              ec.message());
+  if (ec)
+    die("creating " + std::filesystem::path(socket_path).parent_path().string() + ": " +
+        ec.message());
 
   // One daemon per socket: the lock is held for the daemon's whole life.
   std::string lock_path = socket_path + ".lock";
@@ -119,8 +120,8 @@ int main(int argc, char** argv) {
 
   // The lock file names the daemon that holds it (for operators and tests).
   std::string pid_text = std::to_string(getpid()) + "\n";
-  if (ftruncate(lock_fd, 0) != 0 ||
-      pwrite(lock_fd, pid_text.data(), pid_text.size(), 0) != static_cast<ssize_t>(pid_text.size())) {
+  if (ftruncate(lock_fd, 0) != 0 || pwrite(lock_fd, pid_text.data(), pid_text.size(), 0) !=
+                                        static_cast<ssize_t>(pid_text.size())) {
     spdlog::warn("writing pid to {}: {}", lock_path, std::strerror(errno));
   }
 
@@ -135,8 +136,8 @@ int main(int argc, char** argv) {
     shmstream::daemon::Registry registry(config);
     {
       shmstream::daemon::Server server(io, registry, listen_fd);
-      spdlog::info("serving {} (pid {}, segments in {} as {}*)", socket_path, getpid(),
-                   segment_dir, shmstream::shm::segment_file_prefix(config.instance));
+      spdlog::info("serving {} (pid {}, segments in {} as {}*)", socket_path, getpid(), segment_dir,
+                   shmstream::shm::segment_file_prefix(config.instance));
       if (ready_fd >= 0) {
         char byte = 1;
         if (write(ready_fd, &byte, 1) != 1) spdlog::warn("--ready-fd: {}", std::strerror(errno));
@@ -145,8 +146,8 @@ int main(int argc, char** argv) {
       auto stop = io.unixEventPort.onSignal(SIGTERM)
                       .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
                       .then([](siginfo_t info) { return info.si_signo; });
-      int signo = server.run().then([]() { return 0; }).exclusiveJoin(kj::mv(stop)).wait(
-          io.waitScope);
+      int signo =
+          server.run().then([]() { return 0; }).exclusiveJoin(kj::mv(stop)).wait(io.waitScope);
       spdlog::info("signal {}: shutting down; streams stay for the next daemon", signo);
       registry.set_shutting_down();
       unlink(socket_path.c_str());

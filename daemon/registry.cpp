@@ -2,16 +2,15 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <random>
-
-#include <fmt/format.h>
-#include <spdlog/spdlog.h>
 
 #include "shm/naming.hpp"
 
@@ -51,8 +50,8 @@ OwnedFd::~OwnedFd() {
 Registry::Registry(RegistryConfig config) : config_(std::move(config)) {
   dir_fd_ = ::open(config_.segment_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir_fd_ < 0) {
-    throw std::runtime_error(fmt::format("segment directory {}: {}", config_.segment_dir,
-                                         std::strerror(errno)));
+    throw std::runtime_error(
+        fmt::format("segment directory {}: {}", config_.segment_dir, std::strerror(errno)));
   }
   adopt_existing_segments();
 }
@@ -73,8 +72,8 @@ void Registry::adopt_existing_segments() {
     if (file.rfind(prefix, 0) != 0) continue;
     OwnedFd fd(openat(dir_fd_, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (fd.get() < 0) continue;
-    auto segment = shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly,
-                                     file);
+    auto segment =
+        shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly, file);
     if (!segment.ok()) {
       spdlog::warn("unlinking unusable segment {}: {}", file, segment.status().message());
       unlinkat(dir_fd_, file.c_str(), 0);
@@ -95,8 +94,8 @@ void Registry::adopt_existing_segments() {
     shm::SegmentHeader& h = stream->header.mutable_header();
     if (shm::load_state(h) == shm::StreamState::kOpen && !process_alive(h.producer_pid)) {
       shm::end_stream(h, shm::StreamState::kAborted);
-      spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
-                   stream->name, h.producer_pid);
+      spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted", stream->name,
+                   h.producer_pid);
     }
     spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name,
                  h.committed_length.load(std::memory_order_acquire),
@@ -133,10 +132,9 @@ Status Registry::create(const std::string& name, uint64_t max_bytes, const Peer&
   params.producer_pid = static_cast<uint32_t>(peer.pid);
   params.producer_uid = static_cast<uint32_t>(peer.uid);
   Status s = shm::format_segment(fd.get(), params);
-  Result<shm::Segment> segment =
-      s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly,
-                                 what)
-             : Result<shm::Segment>(s);
+  Result<shm::Segment> segment = s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite,
+                                                            shm::MapExtent::kHeaderOnly, what)
+                                        : Result<shm::Segment>(s);
   if (!segment.ok()) {
     unlinkat(dir_fd_, stream->file_name.c_str(), 0);
     return segment.status();
@@ -181,9 +179,8 @@ Status Registry::remove(const std::string& name, bool force) {
     spdlog::warn("stream \"{}\": unlinking {}: {}", name, stream->file_name, std::strerror(errno));
   }
   stream->removed = true;
-  spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name,
-               force ? " by force" : "", stream->readers,
-               stream->producer_attached ? "attached" : "gone");
+  spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name, force ? " by force" : "",
+               stream->readers, stream->producer_attached ? "attached" : "gone");
   removing_.insert(stream);
   release_if_unheld(stream);
   return Status();
@@ -193,8 +190,8 @@ void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool clo
   stream->producer_attached = false;
   if (!closed_cleanly && !shutting_down_ &&
       shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
-    spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted",
-                 stream->name, stream->header.header().producer_pid);
+    spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted", stream->name,
+                 stream->header.header().producer_pid);
   }
   release_if_unheld(stream);
 }

@@ -38,11 +38,11 @@ struct Peer {
 struct Stream {
   std::string name;
   uint64_t id = 0;
-  std::string file_name;   // in the segment directory
-  shm::Segment header;     // the daemon's read-write mapping of the header page only
-  uint32_t readers = 0;    // live Reader capabilities
+  std::string file_name;  // in the segment directory
+  shm::Segment header;    // the daemon's read-write mapping of the header page only
+  uint32_t readers = 0;   // live Reader capabilities
   bool producer_attached = false;
-  bool removed = false;    // unlinked; kept only while held
+  bool removed = false;  // unlinked; kept only while held
 };
 
 struct StreamSnapshot {

@@ -1,12 +1,11 @@
 #include "daemon/server.hpp"
 
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <capnp/rpc-twoparty.h>
 #include <capnp/rpc.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -25,10 +24,14 @@ void set_status(proto::Status::Builder out, const Status& status) {
 
 proto::StreamState to_proto(shm::StreamState state) {
   switch (state) {
-    case shm::StreamState::kOpen: return proto::StreamState::OPEN;
-    case shm::StreamState::kClosed: return proto::StreamState::CLOSED;
-    case shm::StreamState::kAborted: return proto::StreamState::ABORTED;
-    case shm::StreamState::kCancelled: return proto::StreamState::CANCELLED;
+    case shm::StreamState::kOpen:
+      return proto::StreamState::OPEN;
+    case shm::StreamState::kClosed:
+      return proto::StreamState::CLOSED;
+    case shm::StreamState::kAborted:
+      return proto::StreamState::ABORTED;
+    case shm::StreamState::kCancelled:
+      return proto::StreamState::CANCELLED;
   }
   return proto::StreamState::ABORTED;
 }
@@ -80,10 +83,10 @@ class ProducerImpl final : public proto::Producer::Server {
     closed_ = true;  // either way the producer said goodbye: dropping it later is no death
     Status status;
     if (clean && state != shm::StreamState::kClosed) {
-      status = Status(state == shm::StreamState::kCancelled ? ErrorCode::kCancelled
-                                                            : ErrorCode::kStreamClosed,
-                      fmt::format("stream \"{}\": cannot close, it is {}", stream_->name,
-                                  shm::state_name(state)));
+      status = Status(
+          state == shm::StreamState::kCancelled ? ErrorCode::kCancelled : ErrorCode::kStreamClosed,
+          fmt::format("stream \"{}\": cannot close, it is {}", stream_->name,
+                      shm::state_name(state)));
     }
     spdlog::info("stream \"{}\": {} by its producer", stream_->name, clean ? "closed" : "aborted");
     set_status(context.getResults().initStatus(), status);
@@ -228,10 +231,10 @@ void Server::serve(int fd) {
   options.traversalLimitInWords = limits_.max_message_words;
   options.nestingLimit = 16;
   uint64_t id = next_connection_id_++;
-  auto stream = io_.lowLevelProvider->wrapUnixSocketFd(
-      fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-              kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
-              kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+  auto stream =
+      io_.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                                                     kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
+                                                     kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
   auto connection = kj::heap<Connection>(kj::mv(stream), registry_, peer, options);
   ++connections_;
   spdlog::debug("connection {} from pid {} uid {}", id, peer.pid, peer.uid);

@@ -31,8 +31,8 @@ FutexWaitResult futex_wait(std::span<const FutexWatch> watches, Clock::time_poin
     abs.tv_nsec = static_cast<long>(ns.count() % 1'000'000'000);
     timeout = &abs;
   }
-  long rc = syscall(SYS_futex_waitv, waiters, static_cast<unsigned>(n), 0u, timeout,
-                    CLOCK_MONOTONIC);
+  long rc =
+      syscall(SYS_futex_waitv, waiters, static_cast<unsigned>(n), 0u, timeout, CLOCK_MONOTONIC);
   if (rc >= 0) return FutexWaitResult::kWoken;
   if (errno == ETIMEDOUT) return FutexWaitResult::kTimedOut;
   return FutexWaitResult::kValueChanged;  // EAGAIN, or EINTR: the caller re-checks

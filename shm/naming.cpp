@@ -1,10 +1,9 @@
 #include "shm/naming.hpp"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cstdlib>
-
-#include <fmt/format.h>
 
 #include "shm/layout.hpp"
 

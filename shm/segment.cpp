@@ -1,8 +1,7 @@
 #include "shm/segment.hpp"
 
-#include <fmt/format.h>
-
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,7 +15,7 @@
 namespace shmstream::shm {
 namespace {
 
-constexpr uint64_t kMinGrowth = 1ULL << 20;  // file grows by at least 1 MiB
+constexpr uint64_t kMinGrowth = 1ULL << 20;   // file grows by at least 1 MiB
 constexpr uint64_t kMaxGrowth = 64ULL << 20;  // and by at most 64 MiB beyond what is needed
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -46,10 +45,14 @@ uint64_t header_checksum(const SegmentHeader& header) {
 
 const char* state_name(StreamState state) {
   switch (state) {
-    case StreamState::kOpen: return "open";
-    case StreamState::kClosed: return "closed";
-    case StreamState::kAborted: return "aborted";
-    case StreamState::kCancelled: return "cancelled";
+    case StreamState::kOpen:
+      return "open";
+    case StreamState::kClosed:
+      return "closed";
+    case StreamState::kAborted:
+      return "aborted";
+    case StreamState::kCancelled:
+      return "cancelled";
   }
   return "invalid";
 }
@@ -67,9 +70,9 @@ Status format_segment(int fd, const SegmentParams& params) {
   }
   if (ftruncate(fd, kHeaderSize) != 0) {
     int err = errno;
-    return Status(err == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
-                  fmt::format("stream \"{}\": sizing the segment: {}", params.name,
-                              errno_text(err)));
+    return Status(
+        err == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
+        fmt::format("stream \"{}\": sizing the segment: {}", params.name, errno_text(err)));
   }
   void* base = mmap(nullptr, kHeaderSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
@@ -84,10 +87,10 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->max_data_size = params.max_data_size;
   header->retention_bytes = 0;
   header->stream_id = params.stream_id;
-  header->created_unix_ns = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(
-          std::chrono::system_clock::now().time_since_epoch())
-          .count());
+  header->created_unix_ns =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
   header->producer_pid = params.producer_pid;
   header->producer_uid = params.producer_uid;
   header->name_length = static_cast<uint32_t>(params.name.size());
@@ -105,6 +108,11 @@ Status format_segment(int fd, const SegmentParams& params) {
 }
 
 Status validate_header(const SegmentHeader& header, uint64_t file_size) {
+  if (file_size < kHeaderSize) {
+    return Status(ErrorCode::kCorrupt,
+                  fmt::format("truncated segment: {} bytes, smaller than the {}-byte header",
+                              file_size, kHeaderSize));
+  }
   if (header.magic != kMagic) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("not a shmstream segment (magic {:#018x})", header.magic));
@@ -237,8 +245,7 @@ bool end_stream(SegmentHeader& header, StreamState to) {
     if (!allowed) return false;
     // acq_rel: publishes every commit before the end (pairs with load_state's acquire).
     if (header.state.compare_exchange_weak(current, static_cast<uint32_t>(to),
-                                           std::memory_order_acq_rel,
-                                           std::memory_order_relaxed)) {
+                                           std::memory_order_acq_rel, std::memory_order_relaxed)) {
       break;
     }
   }
@@ -260,7 +267,8 @@ ProducerCore::ProducerCore(Segment segment) : segment_(std::move(segment)) {
 
 Status ProducerCore::check_open() const {
   switch (state()) {
-    case StreamState::kOpen: return Status();
+    case StreamState::kOpen:
+      return Status();
     case StreamState::kClosed:
       return Status(ErrorCode::kStreamClosed, segment_.describe() + ": already closed");
     case StreamState::kAborted:
@@ -290,9 +298,9 @@ Status ProducerCore::ensure_file_size(uint64_t data_end) {
   }
   if (rc != 0) {
     int err = errno;
-    return Status(err == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
-                  fmt::format("{}: growing to {} bytes: {}", segment_.describe(), target,
-                              errno_text(err)));
+    return Status(
+        err == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
+        fmt::format("{}: growing to {} bytes: {}", segment_.describe(), target, errno_text(err)));
   }
   file_size_ = target;
   // Release: pairs with the acquire load in validate_header(); the file is already this big.
@@ -382,6 +390,7 @@ void ReaderCore::close() {
   if (closing_.exchange(1, std::memory_order_seq_cst) == 0) {
     futex_wake_all(&closing_, /*shared=*/false);
   }
+  // Acquire: pairs with OpGuard's release decrement; after 0, no operation touches the mapping.
   for (int n = active_.load(std::memory_order_acquire); n != 0;
        n = active_.load(std::memory_order_acquire)) {
     active_.wait(n, std::memory_order_acquire);
@@ -403,12 +412,12 @@ Status ReaderCore::ended_status(StreamState state) const {
     case StreamState::kClosed:
       return Status(ErrorCode::kEndOfStream, describe_ + ": end of stream");
     case StreamState::kAborted:
-      return Status(ErrorCode::kProducerDied,
-                    fmt::format("{}: producer died (pid {})", describe_,
-                                segment_.header().producer_pid));
+      return Status(ErrorCode::kProducerDied, fmt::format("{}: producer died (pid {})", describe_,
+                                                          segment_.header().producer_pid));
     case StreamState::kCancelled:
       return Status(ErrorCode::kCancelled, describe_ + ": cancelled (removed by force)");
-    case StreamState::kOpen: break;
+    case StreamState::kOpen:
+      break;
   }
   return Status();
 }

@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -49,10 +48,18 @@ std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -119,7 +126,8 @@ int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset,
   check(reader.seek(static_cast<int64_t>(offset)));
   uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
   while (reader.position() < stop_at) {
-    auto view = reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
+    auto view =
+        reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
     if (!view.ok()) fail(view.status().message());
     if (view->empty()) break;  // clean end of stream
     if (!write_all(STDOUT_FILENO, *view)) {
@@ -157,19 +165,21 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
   time_t created = static_cast<time_t>(info.created_unix_ns / 1'000'000'000);
   char when[64];
   std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&created));
-  std::printf("name:          %s\nstate:         %s\nbytes:         %llu\nreaders:       %u\n"
-              "producer pid:  %u\nproducer uid:  %u\nmax bytes:     %llu\ncreated:       %s\n",
-              info.name.c_str(), state_of(info).c_str(),
-              static_cast<unsigned long long>(info.bytes), info.readers, info.producer_pid,
-              info.producer_uid, static_cast<unsigned long long>(info.max_bytes), when);
+  std::printf(
+      "name:          %s\nstate:         %s\nbytes:         %llu\nreaders:       %u\n"
+      "producer pid:  %u\nproducer uid:  %u\nmax bytes:     %llu\ncreated:       %s\n",
+      info.name.c_str(), state_of(info).c_str(), static_cast<unsigned long long>(info.bytes),
+      info.readers, info.producer_pid, info.producer_uid,
+      static_cast<unsigned long long>(info.max_bytes), when);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"shmstream: shared-memory streams. One producer appends; any number of readers\n"
-               "read the same bytes zero-copy, each at its own offset, live or replayed."};
+  CLI::App app{
+      "shmstream: shared-memory streams. One producer appends; any number of readers\n"
+      "read the same bytes zero-copy, each at its own offset, live or replayed."};
   app.require_subcommand(1);
   std::string socket = shmstream::Client::default_socket_path();
   bool no_autostart = false;

@@ -2,11 +2,10 @@
 #include "daemon/registry.hpp"
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <filesystem>
 
@@ -122,7 +121,8 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
     ASSERT_TRUE(registry.create("orphan", 0, Peer{dead, getuid(), getgid()}, &stream, &fd).ok());
     registry.set_shutting_down();  // as on SIGTERM: producers keep their streams open
   }
-  std::string junk = config_.segment_dir + "/" + shm::segment_file_prefix(config_.instance) + "junk";
+  std::string junk =
+      config_.segment_dir + "/" + shm::segment_file_prefix(config_.instance) + "junk";
   int fd = open(junk.c_str(), O_CREAT | O_WRONLY, 0600);
   ASSERT_EQ(write(fd, "garbage", 7), 7);
   close(fd);

@@ -1,10 +1,9 @@
 // The control socket under abuse: garbage, truncated frames and silent half-messages cost only
 // their own connection; the daemon keeps serving everyone else.
+#include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cstring>
 #include <random>

@@ -1,8 +1,7 @@
 // One producer process, eight `shmstream cat` reader processes over 256 MiB of random data:
 // readers start before, during and after the writing; every reader's digest equals the input's.
-#include <unistd.h>
-
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <thread>

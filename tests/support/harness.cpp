@@ -2,14 +2,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -101,7 +100,7 @@ Child Child::spawn(const std::vector<std::string>& argv, bool pipe_stdin, bool p
     int null_fd = open("/dev/null", O_RDWR);
     dup2(pipe_stdin ? in[0] : null_fd, STDIN_FILENO);
     dup2(pipe_stdout ? out[1] : null_fd, STDOUT_FILENO);
-    if (fd3 == 3) fcntl(3, F_SETFD, 0);  // dup2 onto itself would keep close-on-exec
+    if (fd3 == 3) fcntl(3, F_SETFD, 0);      // dup2 onto itself would keep close-on-exec
     if (fd3 >= 0 && fd3 != 3) dup2(fd3, 3);  // dup2 clears close-on-exec on the copy
     execve(args_p[0], args_p.data(), envp.data());
     _exit(127);
@@ -197,7 +196,10 @@ TestDaemon::~TestDaemon() {
     }
     bool released = eventually([&] { return segment_files().empty(); });
     EXPECT_TRUE(released) << "segment files left in /dev/shm after the test";
-    stop();
+    // A clean exit: no crash, and (in sanitizer builds) no leak or error report.
+    int status = stop();
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        << "shmstreamd exit status " << status;
   }
   for (const auto& f : segment_files()) {
     ADD_FAILURE() << "leftover segment " << f;
@@ -231,9 +233,7 @@ std::vector<std::string> TestDaemon::segment_files() const {
   return out;
 }
 
-std::vector<std::string> TestDaemon::env() const {
-  return {"SHMSTREAM_SOCKET=" + socket_path_};
-}
+std::vector<std::string> TestDaemon::env() const { return {"SHMSTREAM_SOCKET=" + socket_path_}; }
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -304,6 +304,18 @@ bool eventually(const std::function<bool()>& condition, std::chrono::millisecond
     if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::sleep_for(pause);
   }
+}
+
+bool write_faults(const std::byte* address) {
+  pid_t child = fork();
+  if (child == 0) {
+    signal(SIGSEGV, SIG_DFL);  // the kernel's verdict, not a sanitizer's handler
+    *const_cast<volatile std::byte*>(address) = std::byte{'X'};
+    _exit(0);
+  }
+  int status = 0;
+  if (child < 0 || waitpid(child, &status, 0) != child) return false;
+  return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
 }
 
 bool thread_sleeps_in_futex(pid_t tid) {

@@ -93,6 +93,9 @@ uint64_t digest_of_random(uint64_t seed, uint64_t length);
 bool eventually(const std::function<bool()>& condition,
                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
+// Forks a child that writes one byte at `address`; true if the kernel killed it with SIGSEGV.
+bool write_faults(const std::byte* address);
+
 // True once thread `tid` of this process sleeps in the futex_waitv system call.
 bool thread_sleeps_in_futex(pid_t tid);
 

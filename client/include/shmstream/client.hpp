@@ -37,10 +37,10 @@ using Timeout = std::chrono::nanoseconds;
 inline constexpr Timeout kForever = Timeout::max();
 
 enum class StreamState {
-  kOpen,       // the producer may append
-  kClosed,     // ended cleanly: readers reach a clean end
-  kAborted,    // the producer died or gave up: readers get kProducerDied past the end
-  kCancelled,  // removed by force: every read fails with kCancelled
+  kOpen = 1,       // the producer may append
+  kClosed = 2,     // ended cleanly: readers reach a clean end
+  kAborted = 3,    // the producer died or gave up: readers get kProducerDied past the end
+  kCancelled = 4,  // removed by force: every read fails with kCancelled
 };
 const char* to_string(StreamState state);  // "open", "closed", "aborted", "cancelled"
 

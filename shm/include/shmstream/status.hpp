@@ -29,11 +29,11 @@ enum class ErrorCode : int {
   kCorrupt = 9,           // a segment whose header or size does not validate
   kVersionMismatch = 10,  // a segment of another layout version
   kPermissionDenied = 11,
-  kNoSpace = 12,        // the shared-memory (or disk) file system is full
-  kTooLarge = 13,       // beyond the stream's maximum size
-  kUnavailable = 14,    // no daemon answers on the control socket
-  kProtocol = 15,       // the control connection carried something malformed
-  kIo = 16,             // a system call failed unexpectedly
+  kNoSpace = 12,      // the shared-memory (or disk) file system is full
+  kTooLarge = 13,     // beyond the stream's maximum size
+  kUnavailable = 14,  // no daemon answers on the control socket
+  kProtocol = 15,     // the control connection carried something malformed
+  kIo = 16,           // a system call failed unexpectedly
   kInternal = 17,
   kEndOfStream = 18,  // the stream closed cleanly before the wanted offset: a normal end
 };
@@ -63,7 +63,8 @@ class Status {
 // Thrown only by Result<T>::value() on an error.
 class Error : public std::runtime_error {
  public:
-  explicit Error(Status status) : std::runtime_error(status.message()), status_(std::move(status)) {}
+  explicit Error(Status status)
+      : std::runtime_error(status.message()), status_(std::move(status)) {}
   const Status& status() const { return status_; }
 
  private:
@@ -74,7 +75,7 @@ class Error : public std::runtime_error {
 template <typename T>
 class Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: implicit by design
 
   bool ok() const { return v_.index() == 0; }
