@@ -196,6 +196,24 @@ void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool clo
   release_if_unheld(stream);
 }
 
+void Registry::producer_exited(const std::shared_ptr<Stream>& stream) {
+  if (shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
+    spdlog::warn("stream \"{}\": producer pid {} exited without closing; aborted", stream->name,
+                 stream->header.header().producer_pid);
+  }
+}
+
+std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
+  std::vector<std::shared_ptr<Stream>> out;
+  for (const auto& [name, stream] : live_) {
+    if (!stream->producer_attached &&
+        shm::load_state(stream->header.header()) == shm::StreamState::kOpen) {
+      out.push_back(stream);
+    }
+  }
+  return out;
+}
+
 void Registry::reader_detached(const std::shared_ptr<Stream>& stream) {
   if (stream->readers > 0) --stream->readers;
   release_if_unheld(stream);

@@ -94,6 +94,11 @@ class Registry {
   // A producer's capability went away: closed_cleanly false ends the stream as aborted.
   void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly);
   void reader_detached(const std::shared_ptr<Stream>& stream);
+  // The producer's process exited (seen through its pidfd): an open stream is aborted.
+  void producer_exited(const std::shared_ptr<Stream>& stream);
+  // Open streams whose producer runs but is not connected to this daemon (adopted after a
+  // restart): the server watches their pids.
+  std::vector<std::shared_ptr<Stream>> unattached_open_streams() const;
   // While shutting down, detached producers do not abort their streams (they keep writing).
   void set_shutting_down() { shutting_down_ = true; }
 

@@ -3,8 +3,10 @@
 #include <capnp/rpc-twoparty.h>
 #include <capnp/rpc.h>
 #include <fmt/format.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -114,9 +116,12 @@ class ReaderImpl final : public proto::Reader::Server {
   OwnedFd fd_;
 };
 
+}  // namespace
+
 class ControlImpl final : public proto::Control::Server {
  public:
-  ControlImpl(Registry& registry, Peer peer) : registry_(registry), peer_(peer) {}
+  ControlImpl(daemon::Server& server, Registry& registry, Peer peer)
+      : server_(server), registry_(registry), peer_(peer) {}
 
   kj::Promise<void> create(CreateContext context) override {
     auto params = context.getParams();
@@ -129,6 +134,7 @@ class ControlImpl final : public proto::Control::Server {
     auto results = context.getResults();
     set_status(results.initStatus(), status);
     if (status.ok()) {
+      server_.watch_producer(stream, peer_.pid);
       results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
     }
     return kj::READY_NOW;
@@ -173,19 +179,18 @@ class ControlImpl final : public proto::Control::Server {
   }
 
  private:
+  daemon::Server& server_;
   Registry& registry_;
   Peer peer_;
 };
 
-}  // namespace
-
 struct Server::Connection {
-  Connection(kj::Own<kj::AsyncCapabilityStream> stream_in, Registry& registry, Peer peer,
-             capnp::ReaderOptions options)
+  Connection(kj::Own<kj::AsyncCapabilityStream> stream_in, Server& server, Registry& registry,
+             Peer peer, capnp::ReaderOptions options)
       : stream(kj::mv(stream_in)),
         // One fd per message is enough: clients never need to send us more.
         network(*stream, 1, capnp::rpc::twoparty::Side::SERVER, options),
-        rpc(capnp::makeRpcServer(network, kj::heap<ControlImpl>(registry, peer))) {}
+        rpc(capnp::makeRpcServer(network, kj::heap<ControlImpl>(server, registry, peer))) {}
 
   kj::Own<kj::AsyncCapabilityStream> stream;
   capnp::TwoPartyVatNetwork network;
@@ -198,7 +203,53 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
       listen_fd_(listen_fd),
       limits_(limits),
       listen_observer_(io.unixEventPort, listen_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ),
-      tasks_(*this) {}
+      tasks_(*this) {
+  for (const auto& stream : registry_.unattached_open_streams()) {
+    watch_producer(stream, static_cast<pid_t>(stream->header.header().producer_pid));
+  }
+}
+
+void Server::watch_producer(const std::shared_ptr<Stream>& stream, pid_t pid) {
+  if (auto it = watches_.find(pid); it != watches_.end()) {
+    pollfd p{it->second->pidfd.get(), POLLIN, 0};
+    if (::poll(&p, 1, 0) == 0) {  // still the same live process: one pidfd serves all
+      auto& streams = it->second->streams;
+      std::erase_if(streams, [](const auto& w) { return w.expired(); });
+      streams.push_back(stream);
+      return;
+    }
+    // That process exited and its pid was reused before we handled the exit: handle it now.
+    producer_process_exited(pid, it->second);
+  }
+  int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    if (errno == ESRCH) {
+      registry_.producer_exited(stream);  // already gone: no live producer
+    } else {
+      spdlog::warn("pidfd_open({}): {}", pid, std::strerror(errno));
+    }
+    return;
+  }
+  auto watch = std::make_shared<ProcessWatch>();
+  watch->pidfd = OwnedFd(pidfd);
+  watch->streams.push_back(stream);
+  watches_[pid] = watch;
+  auto observer = kj::heap<kj::UnixEventPort::FdObserver>(
+      io_.unixEventPort, pidfd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
+  auto exited = observer->whenBecomesReadable();
+  tasks_.add(exited.then([this, pid, watch]() { producer_process_exited(pid, watch); })
+                 .attach(kj::mv(observer)));
+}
+
+void Server::producer_process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch) {
+  if (auto it = watches_.find(pid); it != watches_.end() && it->second == watch) {
+    watches_.erase(it);
+  }
+  for (const auto& weak : watch->streams) {
+    if (auto stream = weak.lock()) registry_.producer_exited(stream);
+  }
+  watch->streams.clear();
+}
 
 Server::~Server() noexcept(false) {}
 
@@ -235,7 +286,7 @@ void Server::serve(int fd) {
       io_.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
                                                      kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
                                                      kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
-  auto connection = kj::heap<Connection>(kj::mv(stream), registry_, peer, options);
+  auto connection = kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options);
   ++connections_;
   spdlog::debug("connection {} from pid {} uid {}", id, peer.pid, peer.uid);
   auto done = connection->network.onDisconnect();

@@ -10,6 +10,9 @@
 #include <kj/async-unix.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
 
 #include "daemon/registry.hpp"
 
@@ -28,9 +31,19 @@ class Server : private kj::TaskSet::ErrorHandler {
   // Accepts connections until the returned promise is dropped.
   kj::Promise<void> run();
   size_t connection_count() const { return connections_; }
+  // Aborts the stream when process `pid` exits, even if its connection lives on elsewhere
+  // (a forked child) or it never connected to this daemon (a stream adopted after a restart).
+  void watch_producer(const std::shared_ptr<Stream>& stream, pid_t pid);
 
  private:
   struct Connection;
+  // One pidfd per producer process, shared by all the streams it created.
+  struct ProcessWatch {
+    OwnedFd pidfd;
+    std::vector<std::weak_ptr<Stream>> streams;
+  };
+  void producer_process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch);
+
   void serve(int fd);
   void taskFailed(kj::Exception&& exception) override;
 
@@ -39,6 +52,7 @@ class Server : private kj::TaskSet::ErrorHandler {
   int listen_fd_;
   ServerLimits limits_;
   kj::UnixEventPort::FdObserver listen_observer_;
+  std::map<pid_t, std::shared_ptr<ProcessWatch>> watches_;
   size_t connections_ = 0;
   uint64_t next_connection_id_ = 1;
   kj::TaskSet tasks_;

@@ -210,6 +210,36 @@ TEST_F(Lifecycle, KillingTheProducerWakesABlockedReaderWithinOneSecond) {
   EXPECT_EQ(client_->stat("victim")->state, StreamState::kAborted);
 }
 
+TEST_F(Lifecycle, AfterADaemonRestartAnAdoptedStreamStillAbortsWhenItsProducerDies) {
+  Child producer = Child::spawn({bin_dir() + "/producer_helper", daemon_.socket_path(), "adopted",
+                                 "4096", "5", "4096", "hold"},
+                                true, true);
+  ASSERT_EQ(producer.read_line(20s), "created");
+  ASSERT_EQ(write(producer.stdin_fd(), "\n", 1), 1);
+  ASSERT_TRUE(producer.wait_for_line("written", 20s));
+  client_.reset();
+  daemon_.restart();  // the producer's connection breaks; its stream stays, open
+  SetUp();
+  auto info = client_->stat("adopted");
+  ASSERT_TRUE(info.ok()) << info.status().to_string();
+  EXPECT_EQ(info->state, StreamState::kOpen);
+  EXPECT_EQ(info->bytes, 4096u);
+  auto reader = client_->open("adopted").value();
+  ASSERT_TRUE(reader.seek(4096).ok());
+  Status status;
+  std::chrono::steady_clock::time_point woke;
+  std::thread t = blocked_thread([&] {
+    char buf[16];
+    status = reader.read(std::as_writable_bytes(std::span(buf)), 20s).status();
+    woke = std::chrono::steady_clock::now();
+  });
+  auto killed = std::chrono::steady_clock::now();
+  producer.kill(SIGKILL);
+  t.join();
+  EXPECT_EQ(status.code(), ErrorCode::kProducerDied) << status.to_string();
+  EXPECT_LT(woke - killed, 1s);
+}
+
 TEST_F(Lifecycle, ARemovedStreamCannotBeOpenedWhileItsReadersReadToTheEnd) {
   constexpr uint64_t kBytes = 1 << 20;
   Child producer = Child::spawn({bin_dir() + "/producer_helper", daemon_.socket_path(), "going",

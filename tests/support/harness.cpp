@@ -169,6 +169,16 @@ TestDaemon::TestDaemon() {
   if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
   dir_ = tmpl;
   socket_path_ = dir_ + "/ctl.sock";
+  start();
+}
+
+void TestDaemon::restart() {
+  int status = stop();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "shmstreamd exit " << status;
+  start();
+}
+
+void TestDaemon::start() {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
   child_ = Child::spawn({bin_dir() + "/shmstreamd", "--foreground", "--socket", socket_path_,

@@ -66,8 +66,12 @@ class TestDaemon {
   std::vector<std::string> env() const;
   // Stops the daemon (SIGTERM); returns its wait status.
   int stop();
+  // Stops it and starts a new one on the same socket (which adopts the old one's streams).
+  void restart();
 
  private:
+  void start();
+
   std::string dir_;
   std::string socket_path_;
   Child child_;
