@@ -181,6 +181,7 @@ int main(int argc, char** argv) {
       "shmstream: shared-memory streams. One producer appends; any number of readers\n"
       "read the same bytes zero-copy, each at its own offset, live or replayed."};
   app.require_subcommand(1);
+  app.fallthrough();  // global options may also follow the subcommand
   std::string socket = shmstream::Client::default_socket_path();
   bool no_autostart = false;
   app.add_option("--socket", socket, "Control socket of shmstreamd (env SHMSTREAM_SOCKET)")
