@@ -108,7 +108,6 @@ class ReaderImpl final : public proto::Reader::Server {
   ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_); }
 
   kj::Maybe<int> getFd() override { return fd_.get(); }
-  kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
  private:
   Registry& registry_;

@@ -80,8 +80,5 @@ interface Producer {
 
 interface Reader {
   # Carries the segment's read-only file descriptor (Capability::getFd()).
-  # Holding it counts as one reader; drop it to stop counting.
-
-  ping @0 () -> ();
-  # Round trip; lets a client check the daemon still serves this reader.
+  # Holding it counts as one reader; drop it to stop counting. No methods yet.
 }

@@ -449,6 +449,11 @@ Status ReaderCore::wait_until(uint64_t target, Clock::time_point deadline,
                               const Cancellation* cancel) {
   OpGuard guard(this);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
+  return wait_admitted(target, deadline, cancel);
+}
+
+Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
+                                 const Cancellation* cancel) {
   const SegmentHeader& h = segment_.header();
   for (;;) {
     // Acquire: pairs with the release fetch_add in commit()/end_stream(); loaded before the
@@ -483,7 +488,7 @@ Result<size_t> ReaderCore::read_at(uint64_t offset, std::span<std::byte> buf,
   if (buf.empty()) return Status(ErrorCode::kInvalidArgument, describe_ + ": empty buffer");
   OpGuard guard(this);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
-  Status s = wait_until(offset + 1, deadline, cancel);
+  Status s = wait_admitted(offset + 1, deadline, cancel);
   if (s.code() == ErrorCode::kEndOfStream) return size_t{0};
   if (!s.ok()) return s;
   size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), committed() - offset));
@@ -502,7 +507,7 @@ Result<std::span<const std::byte>> ReaderCore::next(size_t max, Clock::time_poin
                                                     const Cancellation* cancel) {
   OpGuard guard(this);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
-  Status s = wait_until(position_ + 1, deadline, cancel);
+  Status s = wait_admitted(position_ + 1, deadline, cancel);
   if (s.code() == ErrorCode::kEndOfStream) return std::span<const std::byte>();
   if (!s.ok()) return s;
   size_t n = static_cast<size_t>(std::min<uint64_t>(max, committed() - position_));

@@ -155,6 +155,8 @@ class ReaderCore {
 
  private:
   class OpGuard;
+  // wait_until() for a caller that already holds an admitted OpGuard.
+  Status wait_admitted(uint64_t target, Clock::time_point deadline, const Cancellation* cancel);
   Status ended_status(StreamState state) const;
   Status check_readable(uint64_t offset, StreamState state) const;
 
