@@ -231,13 +231,12 @@ void Server::watch_producer(const std::shared_ptr<Stream>& stream, pid_t pid) {
   }
   auto watch = std::make_shared<ProcessWatch>();
   watch->pidfd = OwnedFd(pidfd);
+  watch->observer = kj::heap<kj::UnixEventPort::FdObserver>(
+      io_.unixEventPort, pidfd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
   watch->streams.push_back(stream);
   watches_[pid] = watch;
-  auto observer = kj::heap<kj::UnixEventPort::FdObserver>(
-      io_.unixEventPort, pidfd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  auto exited = observer->whenBecomesReadable();
-  tasks_.add(exited.then([this, pid, watch]() { producer_process_exited(pid, watch); })
-                 .attach(kj::mv(observer)));
+  tasks_.add(watch->observer->whenBecomesReadable().then(
+      [this, pid, watch]() { producer_process_exited(pid, watch); }));
 }
 
 void Server::producer_process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch) {

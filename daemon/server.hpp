@@ -40,6 +40,8 @@ class Server : private kj::TaskSet::ErrorHandler {
   // One pidfd per producer process, shared by all the streams it created.
   struct ProcessWatch {
     OwnedFd pidfd;
+    // Declared after pidfd, so destroyed first: it unregisters the fd from epoll while open.
+    kj::Own<kj::UnixEventPort::FdObserver> observer;
     std::vector<std::weak_ptr<Stream>> streams;
   };
   void producer_process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch);
