@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
+#include <cstring>
 
 #include "client/connection.hpp"
 #include "shm/naming.hpp"
@@ -68,7 +70,7 @@ struct Answer {
   Status status;
 };
 
-// A capability granted with a segment fd: the handle that keeps it and the fd that came with it.
+// A capability granted with a segment fd.
 struct Grant {
   Status status;
   uint64_t handle = 0;
@@ -90,6 +92,26 @@ kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability:
   });
 }
 
+// Opens the wait page beside the segment behind `segment_fd` ("<segment file>.w").
+Result<int> open_wait_page(int segment_fd, const std::string& what) {
+  char path[PATH_MAX] = {};
+  std::string link = "/proc/self/fd/" + std::to_string(segment_fd);
+  ssize_t n = readlink(link.c_str(), path, sizeof(path) - 3);
+  constexpr std::string_view kDeleted = " (deleted)";
+  std::string_view target(path, n > 0 ? static_cast<size_t>(n) : 0);
+  if (target.empty() || target.ends_with(kDeleted)) {
+    return Status(ErrorCode::kNotFound, what + ": removed while opening");
+  }
+  std::string wait_path = std::string(target) + ".w";
+  int fd = ::open(wait_path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return Status(
+        errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+        fmt::format("{}: opening its wait page {}: {}", what, wait_path, std::strerror(errno)));
+  }
+  return fd;
+}
+
 }  // namespace
 
 const char* to_string(StreamState state) {
@@ -100,8 +122,12 @@ const char* to_string(StreamState state) {
 // Producer
 
 struct Producer::Impl {
-  Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment)
-      : connection(std::move(c)), handle(h), name(std::move(n)), core(std::move(segment)) {}
+  Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
+       shm::WaitPageMap wait)
+      : connection(std::move(c)),
+        handle(h),
+        name(std::move(n)),
+        core(std::move(segment), std::move(wait)) {}
   ~Impl() {
     if (!ended) core.abort();  // a producer that never said close() did not finish
     connection->release(handle);
@@ -147,8 +173,12 @@ uint64_t Producer::committed() const { return impl_->core.committed(); }
 // Reader
 
 struct Reader::Impl {
-  Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment)
-      : connection(std::move(c)), handle(h), name(std::move(n)), core(std::move(segment)) {}
+  Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
+       shm::WaitPageMap wait)
+      : connection(std::move(c)),
+        handle(h),
+        name(std::move(n)),
+        core(std::move(segment), std::move(wait)) {}
   ~Impl() { close(); }
   void close() {
     core.close();
@@ -230,6 +260,7 @@ namespace {
 struct Granted {
   uint64_t handle;
   shm::Segment segment;
+  shm::WaitPageMap wait;
 };
 
 // Sends a create or open request (built by `send`), keeps the capability of the reply and maps
@@ -240,14 +271,19 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
   auto grant = connection.run<Grant>(what, [&](LoopState& loop) { return send(loop); });
   if (!grant.ok()) return grant.status();
   if (!grant->status.ok()) return grant->status;
-  auto segment = shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole,
-                                   fmt::format("stream \"{}\"", name));
+  std::string described = fmt::format("stream \"{}\"", name);
+  auto segment = shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described);
+  auto wait_fd =
+      segment.ok() ? open_wait_page(grant->fd, described) : Result<int>(segment.status());
+  auto wait = wait_fd.ok() ? shm::WaitPageMap::map(*wait_fd, segment->header().stream_id, described)
+                           : Result<shm::WaitPageMap>(wait_fd.status());
   ::close(grant->fd);
-  if (!segment.ok()) {
+  if (wait_fd.ok()) ::close(*wait_fd);
+  if (!wait.ok()) {
     connection.release(grant->handle);
-    return segment.status();
+    return wait.status();
   }
-  return Granted{grant->handle, std::move(segment.value())};
+  return Granted{grant->handle, std::move(segment.value()), std::move(wait.value())};
 }
 
 }  // namespace
@@ -265,8 +301,8 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
         });
       });
   if (!granted.ok()) return granted.status();
-  return Producer(std::make_unique<Producer::Impl>(connection_, granted->handle, owned,
-                                                   std::move(granted->segment)));
+  return Producer(std::make_unique<Producer::Impl>(
+      connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait)));
 }
 
 Result<Reader> Client::open(std::string_view name) {
@@ -281,8 +317,8 @@ Result<Reader> Client::open(std::string_view name) {
     });
   });
   if (!granted.ok()) return granted.status();
-  return Reader(std::make_unique<Reader::Impl>(connection_, granted->handle, owned,
-                                               std::move(granted->segment)));
+  return Reader(std::make_unique<Reader::Impl>(
+      connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait)));
 }
 
 Result<std::vector<StreamInfo>> Client::list() {

@@ -67,9 +67,14 @@ void Registry::adopt_existing_segments() {
   DIR* dir = fdopendir(scan_fd);
   if (dir == nullptr) return;
   std::string prefix = shm::segment_file_prefix(config_.instance);
+  std::vector<std::string> wait_files;
   while (dirent* entry = readdir(dir)) {
     std::string file = entry->d_name;
     if (file.rfind(prefix, 0) != 0) continue;
+    if (file.size() > 2 && file.compare(file.size() - 2, 2, ".w") == 0) {
+      wait_files.push_back(file);  // handled with its segment, below
+      continue;
+    }
     OwnedFd fd(openat(dir_fd_, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (fd.get() < 0) continue;
     auto segment =
@@ -91,6 +96,11 @@ void Registry::adopt_existing_segments() {
       unlinkat(dir_fd_, file.c_str(), 0);
       continue;
     }
+    if (Status s = ensure_wait_page(*stream, /*reuse=*/true); !s.ok()) {
+      spdlog::warn("stream \"{}\": {}; unlinking it", stream->name, s.message());
+      unlink_files(*stream);
+      continue;
+    }
     shm::SegmentHeader& h = stream->header.mutable_header();
     if (shm::load_state(h) == shm::StreamState::kOpen && !process_alive(h.producer_pid)) {
       shm::end_stream(h, shm::StreamState::kAborted);
@@ -103,6 +113,39 @@ void Registry::adopt_existing_segments() {
     live_.emplace(stream->name, std::move(stream));
   }
   closedir(dir);
+  for (const auto& file : wait_files) {
+    std::string segment = file.substr(0, file.size() - 2);
+    bool used = false;
+    for (const auto& [name, stream] : live_) used = used || stream->file_name == segment;
+    if (!used) {
+      spdlog::warn("unlinking orphan wait page {}", file);
+      unlinkat(dir_fd_, file.c_str(), 0);
+    }
+  }
+}
+
+Status Registry::ensure_wait_page(const Stream& stream, bool reuse) {
+  std::string file = stream.wait_file_name();
+  std::string what = fmt::format("stream \"{}\"", stream.name);
+  if (reuse) {
+    OwnedFd fd(openat(dir_fd_, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.get() >= 0 && shm::WaitPageMap::map(fd.get(), stream.id, what).ok()) return Status();
+    // Missing or unusable: a fresh one (a live producer keeps waking through its old mapping
+    // only what it can reach; readers opening from now on use the new page).
+    unlinkat(dir_fd_, file.c_str(), 0);
+  }
+  OwnedFd fd(
+      openat(dir_fd_, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd.get() < 0) return errno_status(errno, what + ": creating the wait page");
+  return shm::format_wait_page(fd.get(), stream.id);
+}
+
+void Registry::unlink_files(const Stream& stream) {
+  for (const std::string& file : {stream.file_name, stream.wait_file_name()}) {
+    if (unlinkat(dir_fd_, file.c_str(), 0) != 0 && errno != ENOENT) {
+      spdlog::warn("stream \"{}\": unlinking {}: {}", stream.name, file, std::strerror(errno));
+    }
+  }
 }
 
 Status Registry::create(const std::string& name, uint64_t max_bytes, const Peer& peer,
@@ -132,11 +175,12 @@ Status Registry::create(const std::string& name, uint64_t max_bytes, const Peer&
   params.producer_pid = static_cast<uint32_t>(peer.pid);
   params.producer_uid = static_cast<uint32_t>(peer.uid);
   Status s = shm::format_segment(fd.get(), params);
+  if (s.ok()) s = ensure_wait_page(*stream, /*reuse=*/false);
   Result<shm::Segment> segment = s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite,
                                                             shm::MapExtent::kHeaderOnly, what)
                                         : Result<shm::Segment>(s);
   if (!segment.ok()) {
-    unlinkat(dir_fd_, stream->file_name.c_str(), 0);
+    unlink_files(*stream);
     return segment.status();
   }
   stream->header = std::move(segment.value());
@@ -175,9 +219,7 @@ Status Registry::remove(const std::string& name, bool force) {
   live_.erase(it);
   if (force) shm::end_stream(stream->header.mutable_header(), shm::StreamState::kCancelled);
   // Unlinked now: nobody can open it any more; mappings held keep the memory until released.
-  if (unlinkat(dir_fd_, stream->file_name.c_str(), 0) != 0 && errno != ENOENT) {
-    spdlog::warn("stream \"{}\": unlinking {}: {}", name, stream->file_name, std::strerror(errno));
-  }
+  unlink_files(*stream);
   stream->removed = true;
   spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name, force ? " by force" : "",
                stream->readers, stream->producer_attached ? "attached" : "gone");

@@ -39,8 +39,9 @@ struct Stream {
   std::string name;
   uint64_t id = 0;
   std::string file_name;  // in the segment directory
-  shm::Segment header;    // the daemon's read-write mapping of the header page only
-  uint32_t readers = 0;   // live Reader capabilities
+  std::string wait_file_name() const { return file_name + ".w"; }
+  shm::Segment header;   // the daemon's read-write mapping of the header page only
+  uint32_t readers = 0;  // live Reader capabilities
   bool producer_attached = false;
   bool removed = false;  // unlinked; kept only while held
 };
@@ -82,10 +83,11 @@ class Registry {
   explicit Registry(RegistryConfig config);
   ~Registry();
 
-  // Creates the segment, returns the stream and a read-write fd for its producer.
+  // Creates the segment and its wait page (beside it, "<segment>.w", which clients open by
+  // that path); returns the stream and a read-write segment fd for its producer.
   Status create(const std::string& name, uint64_t max_bytes, const Peer& peer,
                 std::shared_ptr<Stream>* stream, OwnedFd* fd);
-  // Opens for reading: a read-only fd, and the reader counted.
+  // Opens for reading: a read-only segment fd; the reader is counted.
   Status open(const std::string& name, std::shared_ptr<Stream>* stream, OwnedFd* fd);
   Status remove(const std::string& name, bool force);
   std::vector<StreamSnapshot> list() const;
@@ -107,6 +109,9 @@ class Registry {
  private:
   void release_if_unheld(const std::shared_ptr<Stream>& stream);
   void adopt_existing_segments();
+  // Creates (or, with reuse, validates and keeps) the wait page of `stream`.
+  Status ensure_wait_page(const Stream& stream, bool reuse);
+  void unlink_files(const Stream& stream);
   StreamSnapshot snapshot(const Stream& stream) const;
 
   RegistryConfig config_;

@@ -2,6 +2,7 @@
 
 #include <capnp/rpc-twoparty.h>
 #include <capnp/rpc.h>
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>

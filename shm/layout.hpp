@@ -26,8 +26,8 @@
 //   60  4  flags            creator (reserved, 0)                      plain
 //   64  8  header_checksum  creator: FNV-1a of [0,64) and the name     plain
 //   128 8  committed_length producer                release store / reader acquire load
-//   136 4  wait_word        producer, daemon        fetch_add(release) after any change a
-//                                                   reader may wait on; readers FUTEX_WAIT
+//   136 4  wait_word        producer, daemon        fetch_add(release) before a wake-up of
+//                                                   readers; readers FUTEX_WAIT on it
 //   192 4  state            producer, daemon        CAS (acq_rel) / reader acquire load
 //   200 8  oldest_offset    producer (rings, later) release store / reader acquire load
 //   208 8  data_file_size   producer                release store after the file grew
@@ -35,6 +35,22 @@
 //
 // The plain (immutable) fields are written before the creator passes the fd to anyone; the
 // fd's passage over the control socket orders those writes before any other process's reads.
+//
+// Beside each segment lives its wait page, "<segment file>.w": one page that readers map
+// read-write (the segment itself they map read-only). It tells the producer whether a wake-up
+// is needed, so that a commit costs no system call while no reader sleeps:
+//
+//   0   8  magic            creator                                    plain
+//   8   4  layout_version   creator                                    plain
+//   16  8  stream_id        creator: the segment's                     plain
+//   64  8  min_wanted       readers: CAS to min(min_wanted, the offset they will sleep for),
+//                           then a seq_cst fence, then re-check committed_length, then sleep.
+//                           producer: after storing committed_length, a seq_cst fence, then a
+//                           load; if min_wanted <= committed_length, exchange it to kNobody,
+//                           bump wait_word and wake. (Dekker: either the reader sees the new
+//                           length or the producer sees the reader's offset.)
+//
+// Ending a stream (close, abort, cancel) always wakes every reader, whatever min_wanted says.
 #pragma once
 
 #include <atomic>
@@ -44,8 +60,9 @@
 namespace shmstream::shm {
 
 inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", little-endian
-// Bump on any change to this file's layout or to the meaning of a field.
-inline constexpr uint32_t kLayoutVersion = 1;
+// Bump on any change to this file's layouts or to the meaning of a field.
+// v2: wait page; the producer wakes readers only when one sleeps for what it committed.
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
 inline constexpr size_t kCacheLine = 64;
@@ -115,6 +132,28 @@ static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 // The futex syscall operates on the 32-bit word itself.
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+
+inline constexpr uint64_t kWaitMagic = 0x5449415753534853ULL;  // "SHSSWAIT", little-endian
+inline constexpr uint32_t kWaitPageSize = 4096;
+// min_wanted when no reader sleeps.
+inline constexpr uint64_t kNobody = ~uint64_t{0};
+
+struct alignas(kCacheLine) WaitPage {
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t reserved0_;
+  uint64_t stream_id;
+  std::byte pad0_[kCacheLine - 24];
+  std::atomic<uint64_t> min_wanted;  // on its own line: written by readers, read per commit
+  std::byte pad1_[kCacheLine - 8];
+  std::byte reserved_[kWaitPageSize - 2 * kCacheLine];  // per-reader slots: later
+};
+
+static_assert(sizeof(WaitPage) == kWaitPageSize);
+static_assert(offsetof(WaitPage, magic) == 0);
+static_assert(offsetof(WaitPage, layout_version) == 8);
+static_assert(offsetof(WaitPage, stream_id) == 16);
+static_assert(offsetof(WaitPage, min_wanted) == 64);
 
 // FNV-1a over the identity fields [0, 64) and the name: detects a corrupt or foreign header.
 uint64_t header_checksum(const SegmentHeader& header);

@@ -255,10 +255,64 @@ bool end_stream(SegmentHeader& header, StreamState to) {
   return true;
 }
 
+Status format_wait_page(int fd, uint64_t stream_id) {
+  if (ftruncate(fd, kWaitPageSize) != 0) {
+    return Status(ErrorCode::kIo, fmt::format("sizing the wait page: {}", errno_text(errno)));
+  }
+  void* base = mmap(nullptr, kWaitPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    return Status(ErrorCode::kIo, fmt::format("mapping the wait page: {}", errno_text(errno)));
+  }
+  // New and not handed out yet: plain initialisation; the fd's hand-over publishes it.
+  auto* page = new (base) WaitPage{};
+  page->magic = kWaitMagic;
+  page->layout_version = kLayoutVersion;
+  page->stream_id = stream_id;
+  page->min_wanted.store(kNobody, std::memory_order_relaxed);
+  munmap(base, kWaitPageSize);
+  return Status();
+}
+
+Result<WaitPageMap> WaitPageMap::map(int fd, uint64_t stream_id, std::string_view what) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kWaitPageSize) {
+    return Status(ErrorCode::kCorrupt, fmt::format("{}: truncated wait page", what));
+  }
+  void* base = mmap(nullptr, kWaitPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    return Status(ErrorCode::kIo,
+                  fmt::format("{}: mapping the wait page: {}", what, errno_text(errno)));
+  }
+  WaitPageMap out;
+  out.page_ = static_cast<WaitPage*>(base);
+  const WaitPage& page = out.page();
+  if (page.magic != kWaitMagic || page.layout_version != kLayoutVersion ||
+      page.stream_id != stream_id) {
+    return Status(ErrorCode::kCorrupt,
+                  fmt::format("{}: wait page does not belong to this segment (magic {:#x}, "
+                              "version {}, stream id {:#x})",
+                              what, page.magic, page.layout_version, page.stream_id));
+  }
+  return out;
+}
+
+WaitPageMap& WaitPageMap::operator=(WaitPageMap&& other) noexcept {
+  if (this != &other) {
+    if (page_ != nullptr) munmap(page_, kWaitPageSize);
+    page_ = std::exchange(other.page_, nullptr);
+  }
+  return *this;
+}
+
+WaitPageMap::~WaitPageMap() {
+  if (page_ != nullptr) munmap(page_, kWaitPageSize);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Producer
 
-ProducerCore::ProducerCore(Segment segment) : segment_(std::move(segment)) {
+ProducerCore::ProducerCore(Segment segment, WaitPageMap wait)
+    : segment_(std::move(segment)), wait_(std::move(wait)) {
   const SegmentHeader& h = segment_.header();
   // Relaxed: only this producer writes these fields.
   committed_ = h.committed_length.load(std::memory_order_relaxed);
@@ -332,8 +386,16 @@ Status ProducerCore::commit(size_t size) {
   // Release: publishes the bytes written into the reservation; pairs with readers' acquire
   // loads of committed_length.
   h.committed_length.store(committed_, std::memory_order_release);
-  // Release RMW, after the store above: a reader that loaded the old wait_word before checking
-  // committed_length either sees the new length or sleeps on a word that has changed.
+  // Dekker with the reader's fence in wait_admitted(): orders the store above before the load
+  // of min_wanted below, so a reader about to sleep either sees the new length or is seen here.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
+  if (min_wanted.load(std::memory_order_relaxed) > committed_) return Status();  // none to wake
+  // acq_rel: every registration this erases (also those wanting more than we committed: they
+  // wake below and register again) happened-before it, so those readers loaded wait_word
+  // before the increment below, and their futex waits cannot sleep through it.
+  min_wanted.exchange(kNobody, std::memory_order_acq_rel);
+  // Release: a reader that acquire-loads the new value sees the committed length above.
   h.wait_word.fetch_add(1, std::memory_order_release);
   futex_wake_all(&h.wait_word, /*shared=*/true);
   return Status();
@@ -381,8 +443,9 @@ class ReaderCore::OpGuard {
   bool admitted_;
 };
 
-ReaderCore::ReaderCore(Segment segment)
+ReaderCore::ReaderCore(Segment segment, WaitPageMap wait)
     : segment_(std::move(segment)),
+      wait_(std::move(wait)),
       describe_(segment_.describe()),
       max_data_size_(segment_.header().max_data_size) {}
 
@@ -479,6 +542,18 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
                     fmt::format("{}: timed out waiting for offset {} (committed {})", describe_,
                                 target, committed));
     }
+    // Tell the producer the offset we sleep for: min_wanted = min(min_wanted, target).
+    std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
+    uint64_t wanted = min_wanted.load(std::memory_order_relaxed);
+    while (target < wanted &&
+           !min_wanted.compare_exchange_weak(wanted, target, std::memory_order_seq_cst,
+                                             std::memory_order_relaxed)) {
+    }
+    // Dekker with the producer's fence in commit(): our registration is ordered before the
+    // re-check below, so either we see its new length or it sees our offset and wakes us.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // Acquire: pairs with commit()'s release store.
+    if (h.committed_length.load(std::memory_order_acquire) >= target) continue;
     FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
     size_t count = 2;
     if (cancel != nullptr) watches[count++] = {cancel->word(), 0, false};

@@ -4,8 +4,8 @@
 // The producer appends at the end and publishes with a release store of committed_length;
 // readers acquire-load committed_length and may then read every byte below it, for as long as
 // they keep their mapping. A reader sleeps on the header's wait_word (a futex) when it wants
-// bytes that are not committed yet; whoever changes committed_length or state increments
-// wait_word afterwards and wakes it.
+// bytes that are not committed yet, after telling the producer through the wait page (see
+// layout.hpp); the producer wakes sleepers only when one waits for what it committed.
 //
 // Thread-safety: a ProducerCore is used by one thread at a time. A ReaderCore is used by one
 // thread at a time, except close(), which any thread may call while another is blocked in it.
@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "shm/futex.hpp"
 #include "shm/layout.hpp"
@@ -81,6 +82,23 @@ class Segment {
   int fd_ = -1;
 };
 
+// Makes an empty file (fd open read-write) the wait page of segment `stream_id`.
+Status format_wait_page(int fd, uint64_t stream_id);
+
+// A validated read-write mapping of a wait page. Owns the mapping.
+class WaitPageMap {
+ public:
+  static Result<WaitPageMap> map(int fd, uint64_t stream_id, std::string_view what);
+  WaitPageMap() = default;
+  WaitPageMap(WaitPageMap&& other) noexcept : page_(std::exchange(other.page_, nullptr)) {}
+  WaitPageMap& operator=(WaitPageMap&& other) noexcept;
+  ~WaitPageMap();
+  WaitPage& page() const { return *page_; }
+
+ private:
+  WaitPage* page_ = nullptr;
+};
+
 // Ends the stream: kOpen -> to (kClosed or kAborted); any state but kCancelled -> kCancelled.
 // Wakes every reader. Returns false when the state did not allow it (already ended).
 bool end_stream(SegmentHeader& header, StreamState to);
@@ -89,7 +107,7 @@ StreamState load_state(const SegmentHeader& header);
 // The producer side of one segment.
 class ProducerCore {
  public:
-  explicit ProducerCore(Segment segment);
+  ProducerCore(Segment segment, WaitPageMap wait);
 
   // A writable span of `size` bytes at the end of the stream; fill it, then commit(n <= size).
   // Valid until the next reserve/append/commit.
@@ -112,6 +130,7 @@ class ProducerCore {
   Status ensure_file_size(uint64_t data_end);
 
   Segment segment_;
+  WaitPageMap wait_;
   uint64_t committed_ = 0;  // our own copy of header.committed_length
   uint64_t reserved_ = 0;   // bytes reserved past committed_
   uint64_t file_size_ = 0;  // data bytes backed by the file
@@ -122,7 +141,7 @@ enum class Whence { kStart, kCurrent, kEnd };
 // The reader side of one segment: a read-only mapping and a private position.
 class ReaderCore {
  public:
-  explicit ReaderCore(Segment segment);
+  ReaderCore(Segment segment, WaitPageMap wait);
   ~ReaderCore();
 
   uint64_t position() const { return position_; }
@@ -161,6 +180,7 @@ class ReaderCore {
   Status check_readable(uint64_t offset, StreamState state) const;
 
   Segment segment_;
+  WaitPageMap wait_;
   std::string describe_;
   uint64_t max_data_size_ = 0;
   uint64_t position_ = 0;

@@ -56,8 +56,10 @@ TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   EXPECT_EQ(registry.create("s", 0, peer_, &producer_side, &rw).code(), ErrorCode::kAlreadyExists);
   EXPECT_EQ(registry.open("nope", &reader_side, &ro).code(), ErrorCode::kNotFound);
   ASSERT_TRUE(registry.open("s", &reader_side, &ro).ok());
-  // The reader's fd is read-only.
+  // The reader's segment fd is read-only; the wait page beside it is writable.
   EXPECT_EQ(fcntl(ro.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
+  OwnedFd wait(open((config_.segment_dir + "/" + producer_side->wait_file_name()).c_str(), O_RDWR));
+  EXPECT_TRUE(shm::WaitPageMap::map(wait.get(), producer_side->id, "s").ok());
   StreamSnapshot snap;
   ASSERT_TRUE(registry.stat("s", &snap).ok());
   EXPECT_EQ(snap.readers, 1u);
@@ -83,6 +85,7 @@ TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLet
   std::shared_ptr<Stream> stream, reading;
   OwnedFd rw, ro, ro2;
   ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &rw).ok());
+  EXPECT_EQ(files(), 2u);  // the segment and its wait page
   ASSERT_TRUE(registry.open("s", &reading, &ro).ok());
   ASSERT_TRUE(registry.remove("s", /*force=*/false).ok());
   EXPECT_EQ(files(), 0u);  // unlinked: nobody can open it by name, not even around the daemon
@@ -134,6 +137,7 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
   EXPECT_EQ(list[1].name, "orphan");
   EXPECT_EQ(list[1].state, shm::StreamState::kAborted);
   EXPECT_FALSE(std::filesystem::exists(junk));
+  EXPECT_EQ(files(), 4u);  // two segments, two wait pages: kept and reused
 }
 
 }  // namespace

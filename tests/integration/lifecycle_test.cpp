@@ -46,9 +46,13 @@ class Lifecycle : public ::testing::Test {
     return {child.wait(30s), out};
   }
 
+  // The one stream's segment file (not its ".w" wait page).
   std::string segment_path() {
-    auto files = daemon_.segment_files();
-    return files.size() == 1 ? std::string("/dev/shm/") + files[0] : std::string();
+    std::vector<std::string> segments;
+    for (const auto& f : daemon_.segment_files()) {
+      if (!f.ends_with(".w")) segments.push_back(f);
+    }
+    return segments.size() == 1 ? std::string("/dev/shm/") + segments[0] : std::string();
   }
 
   // Starts a thread that blocks in `fn` and waits until it sleeps in the futex.

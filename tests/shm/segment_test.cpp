@@ -34,8 +34,14 @@ Clock::time_point in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
 // A fresh segment in a memfd (nothing to clean up in /dev/shm).
 class SegmentTest : public ::testing::Test {
  protected:
-  void SetUp() override { fd_ = memfd_create("segment_test", MFD_CLOEXEC); }
-  void TearDown() override { close(fd_); }
+  void SetUp() override {
+    fd_ = memfd_create("segment_test", MFD_CLOEXEC);
+    wait_fd_ = memfd_create("segment_test.w", MFD_CLOEXEC);
+  }
+  void TearDown() override {
+    close(fd_);
+    close(wait_fd_);
+  }
 
   void format(uint64_t max = kDefaultMaxDataSize) {
     SegmentParams params;
@@ -44,9 +50,12 @@ class SegmentTest : public ::testing::Test {
     params.stream_id = 42;
     params.producer_pid = static_cast<uint32_t>(getpid());
     ASSERT_TRUE(format_segment(fd_, params).ok());
+    ASSERT_TRUE(format_wait_page(wait_fd_, 42).ok());
   }
+  WaitPageMap wait_page() { return WaitPageMap::map(wait_fd_, 42, "unit").value(); }
   ProducerCore producer() {
-    return ProducerCore(Segment::map(fd_, Access::kReadWrite, MapExtent::kWhole, "unit").value());
+    return ProducerCore(Segment::map(fd_, Access::kReadWrite, MapExtent::kWhole, "unit").value(),
+                        wait_page());
   }
   // A reader maps through a read-only fd, as the daemon hands out.
   Result<Segment> map_readonly() {
@@ -55,7 +64,8 @@ class SegmentTest : public ::testing::Test {
     close(ro);
     return segment;
   }
-  ReaderCore reader() { return ReaderCore(map_readonly().value()); }
+  ReaderCore reader() { return ReaderCore(map_readonly().value(), wait_page()); }
+  uint32_t wait_word() { return raw_header().wait_word.load(); }
   SegmentHeader& raw_header() {
     if (raw_ == nullptr) {
       raw_ = mmap(nullptr, kHeaderSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
@@ -65,6 +75,7 @@ class SegmentTest : public ::testing::Test {
   void reseal() { raw_header().header_checksum = header_checksum(raw_header()); }
 
   int fd_ = -1;
+  int wait_fd_ = -1;
   void* raw_ = nullptr;
 };
 
@@ -130,6 +141,71 @@ TEST_F(SegmentTest, ReadBlocksUntilTheProducerCommits) {
   ASSERT_TRUE(p.append(bytes_of("wake")).ok());
   t.join();
   EXPECT_EQ(got, "wake");
+}
+
+TEST_F(SegmentTest, CommitsWakeNobodyWhileNoReaderSleeps) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  uint32_t before = wait_word();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(p.append(bytes_of("x")).ok());
+  EXPECT_EQ(wait_word(), before);  // the wake path (bump + FUTEX_WAKE) was never taken
+  EXPECT_EQ(wait_page().page().min_wanted.load(), kNobody);
+  EXPECT_EQ(r.committed(), 100u);
+}
+
+TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  std::atomic<pid_t> tid{0};
+  Status status;
+  std::thread t([&] {
+    tid = static_cast<pid_t>(syscall(SYS_gettid));
+    status = r.wait_until(1000, in(30s), nullptr);
+  });
+  ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
+  EXPECT_EQ(wait_page().page().min_wanted.load(), 1000u);
+  uint32_t before = wait_word();
+  std::vector<std::byte> some(100);
+  for (int i = 0; i < 9; ++i) ASSERT_TRUE(p.append(some).ok());  // 900 < 1000
+  EXPECT_EQ(wait_word(), before);
+  EXPECT_TRUE(thread_sleeps_in_futex(tid));
+  ASSERT_TRUE(p.append(some).ok());  // 1000: now
+  t.join();
+  EXPECT_TRUE(status.ok()) << status.to_string();
+  EXPECT_EQ(wait_page().page().min_wanted.load(), kNobody);
+}
+
+// Many tiny commits racing readers that sleep between them: a lost wake-up shows as a timeout.
+TEST_F(SegmentTest, NoWakeUpIsLostUnderRacingCommits) {
+  format();
+  auto p = producer();
+  constexpr int kReaders = 3;
+  constexpr uint64_t kCommits = 100'000;
+  std::vector<std::unique_ptr<ReaderCore>> readers;
+  for (int i = 0; i < kReaders; ++i) {
+    readers.push_back(std::make_unique<ReaderCore>(map_readonly().value(), wait_page()));
+  }
+  std::vector<Status> results(kReaders);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReaders; ++i) {
+    threads.emplace_back([&, i] {
+      uint64_t seen = 0;
+      while (seen < kCommits) {
+        auto view = readers[i]->next(1 << 20, in(20s), nullptr);
+        if (!view.ok()) {
+          results[i] = view.status();
+          return;
+        }
+        seen += view->size();
+      }
+    });
+  }
+  std::byte one{1};
+  for (uint64_t i = 0; i < kCommits; ++i) ASSERT_TRUE(p.append(std::span(&one, 1)).ok());
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kReaders; ++i) EXPECT_TRUE(results[i].ok()) << results[i].to_string();
 }
 
 TEST_F(SegmentTest, ReadTimesOut) {
