@@ -203,9 +203,17 @@ TEST_F(SegmentTest, NoWakeUpIsLostUnderRacingCommits) {
     });
   }
   std::byte one{1};
-  for (uint64_t i = 0; i < kCommits; ++i) ASSERT_TRUE(p.append(std::span(&one, 1)).ok());
+  uint32_t wakes_before = wait_word();
+  for (uint64_t i = 0; i < kCommits; ++i) {
+    ASSERT_TRUE(p.append(std::span(&one, 1)).ok());
+    if (i % 16 == 0) std::this_thread::yield();  // let readers catch up and go to sleep
+  }
   for (auto& t : threads) t.join();
   for (int i = 0; i < kReaders; ++i) EXPECT_TRUE(results[i].ok()) << results[i].to_string();
+  // The race under test happened: readers slept and were woken many times.
+  EXPECT_GT(wait_word() - wakes_before, 10u);
+  std::printf("%u wake-ups over %llu commits\n", wait_word() - wakes_before,
+              static_cast<unsigned long long>(kCommits));
 }
 
 TEST_F(SegmentTest, ReadTimesOut) {
