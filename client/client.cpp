@@ -229,6 +229,9 @@ Status Reader::seek(int64_t offset, Whence whence) {
   return impl_->core.seek(offset, w);
 }
 
+void Reader::set_wait_strategy(WaitStrategy strategy) {
+  impl_->core.set_spin(strategy == WaitStrategy::kSpin);
+}
 uint64_t Reader::position() const { return impl_->core.position(); }
 uint64_t Reader::committed() const { return impl_->core.committed(); }
 StreamState Reader::state() const { return from_shm(impl_->core.state()); }

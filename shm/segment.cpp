@@ -29,6 +29,15 @@ uint64_t fnv1a(uint64_t hash, const void* bytes, size_t length) {
   return hash;
 }
 
+// Tells the CPU we are spinning (saves power, yields to a hyper-thread sibling).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
 bool valid_state(uint32_t raw) {
   return raw >= static_cast<uint32_t>(StreamState::kOpen) &&
          raw <= static_cast<uint32_t>(StreamState::kCancelled);
@@ -541,6 +550,15 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
       return Status(ErrorCode::kTimeout,
                     fmt::format("{}: timed out waiting for offset {} (committed {})", describe_,
                                 target, committed));
+    }
+    if (spin_) {
+      // Busy-poll: re-read the length (acquire, as above) until it moves, checking state,
+      // cancellation, close and the deadline (in the outer loop) every 4096 polls.
+      for (int i = 0; i < 4096; ++i) {
+        if (h.committed_length.load(std::memory_order_acquire) >= target) break;
+        cpu_relax();
+      }
+      continue;
     }
     // Tell the producer the offset we sleep for: min_wanted = min(min_wanted, target).
     std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;

@@ -168,6 +168,8 @@ class ReaderCore {
   uint64_t committed() const;
   StreamState state() const;
   const Segment& segment() const { return segment_; }
+  // Busy-poll instead of sleeping in the futex (and never register on the wait page).
+  void set_spin(bool spin) { spin_ = spin; }
 
   // Any thread: wakes blocked waits with kInterrupted, waits for them to return, unmaps.
   void close();
@@ -184,6 +186,7 @@ class ReaderCore {
   std::string describe_;
   uint64_t max_data_size_ = 0;
   uint64_t position_ = 0;
+  bool spin_ = false;
   std::atomic<uint32_t> closing_{0};  // private futex word: 1 once close() began
   std::atomic<int> active_{0};        // operations in progress (close() waits for 0)
 };

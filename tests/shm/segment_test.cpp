@@ -216,6 +216,37 @@ TEST_F(SegmentTest, NoWakeUpIsLostUnderRacingCommits) {
               static_cast<unsigned long long>(kCommits));
 }
 
+TEST_F(SegmentTest, ASpinningReaderSeesCommitsWithoutAnyWakeUpAndStillTimesOutAndCancels) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  r.set_spin(true);
+  uint32_t before = wait_word();
+  std::string got;
+  std::thread t([&] {
+    char buf[8];
+    auto n = r.read(std::as_writable_bytes(std::span(buf)), in(10s), nullptr);
+    if (n.ok()) got.assign(buf, *n);
+  });
+  ASSERT_TRUE(p.append(bytes_of("spun")).ok());
+  t.join();
+  EXPECT_EQ(got, "spun");
+  EXPECT_EQ(wait_word(), before);  // it never slept, so nobody had to wake it
+  EXPECT_EQ(wait_page().page().min_wanted.load(), kNobody);
+  char buf[8];
+  EXPECT_EQ(r.read(std::as_writable_bytes(std::span(buf)), in(30ms), nullptr).status().code(),
+            ErrorCode::kTimeout);
+  Cancellation cancel;
+  Status status;
+  std::thread c(
+      [&] { status = r.read(std::as_writable_bytes(std::span(buf)), in(10s), &cancel).status(); });
+  cancel.cancel();
+  c.join();
+  EXPECT_EQ(status.code(), ErrorCode::kInterrupted);
+  ASSERT_TRUE(p.close().ok());
+  EXPECT_EQ(r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr).value(), 0u);
+}
+
 TEST_F(SegmentTest, ReadTimesOut) {
   format();
   auto p = producer();

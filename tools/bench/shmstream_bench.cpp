@@ -499,7 +499,7 @@ std::vector<double> recv_samples(int fd, size_t count) {
   return out;
 }
 
-std::vector<double> stream_pingpong(const Options& o) {
+std::vector<double> stream_pingpong(const Options& o, bool spin) {
   int samples[2], created[2];
   if (pipe(samples) != 0 || pipe(created) != 0) die("pipe");
   const int n = o.latency_samples;
@@ -512,6 +512,7 @@ std::vector<double> stream_pingpong(const Options& o) {
     char byte;
     if (read(created[0], &byte, 1) != 1) die("pong side failed");  // "bench-pong" exists
     auto pong = take(client.open("bench-pong"), "open");
+    if (spin) pong.set_wait_strategy(shmstream::WaitStrategy::kSpin);
     ready_and_wait(go_fd);
     std::vector<double> rtt;
     rtt.reserve(n);
@@ -544,6 +545,7 @@ std::vector<double> stream_pingpong(const Options& o) {
         std::this_thread::yield();
       }
     }();
+    if (spin) ping.set_wait_strategy(shmstream::WaitStrategy::kSpin);
     ready_and_wait(go_fd);
     for (int i = 0; i < n; ++i) {
       auto v = take(ping.next(8), "read");
@@ -614,9 +616,58 @@ std::vector<double> futex_pingpong(const Options& o) {
   return out;
 }
 
+// Baseline for busy-polling: two processes bounce a counter through two shared cache lines.
+std::vector<double> spin_pingpong(const Options& o) {
+  void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  auto* ping = new (page) std::atomic<uint64_t>{0};
+  auto* pong = new (static_cast<char*>(page) + 128) std::atomic<uint64_t>{0};
+  int samples[2];
+  if (pipe(samples) != 0) die("pipe");
+  const int n = o.latency_samples;
+  std::vector<std::function<double(int)>> bodies;
+  bodies.push_back([&](int go_fd) {
+    close(samples[0]);
+    ready_and_wait(go_fd);
+    std::vector<double> rtt;
+    rtt.reserve(n);
+    for (uint64_t i = 1; i <= static_cast<uint64_t>(n); ++i) {
+      auto t0 = Clock::now();
+      ping->store(i, std::memory_order_release);
+      while (pong->load(std::memory_order_acquire) != i) __builtin_ia32_pause();
+      rtt.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2);
+    }
+    send_samples(samples[1], rtt);
+    return 0.0;
+  });
+  bodies.push_back([&](int go_fd) {
+    close(samples[0]);
+    close(samples[1]);
+    ready_and_wait(go_fd);
+    for (uint64_t i = 1; i <= static_cast<uint64_t>(n); ++i) {
+      while (ping->load(std::memory_order_acquire) != i) __builtin_ia32_pause();
+      pong->store(i, std::memory_order_release);
+    }
+    return 0.0;
+  });
+  run_parties(bodies, [&] { close(samples[1]); });
+  auto out = recv_samples(samples[0], n);
+  munmap(page, 4096);
+  return out;
+}
+
+void scenario_latency_spin(const Options& o) {
+  std::string params = "\"samples\":" + std::to_string(o.latency_samples) + ",\"message\":8";
+  auto shm = percentiles(stream_pingpong(o, /*spin=*/true));
+  auto raw = percentiles(spin_pingpong(o));
+  report(o, {"latency_busy_poll", "one_way_p50", "us", shm.p50 / 1e3, "cacheline_pingpong",
+             raw.p50 / 1e3, false, params});
+  report(o, {"latency_busy_poll", "one_way_p99", "us", shm.p99 / 1e3, "cacheline_pingpong",
+             raw.p99 / 1e3, false, params});
+}
+
 void scenario_latency(const Options& o) {
   std::string params = "\"samples\":" + std::to_string(o.latency_samples) + ",\"message\":8";
-  auto shm = percentiles(stream_pingpong(o));
+  auto shm = percentiles(stream_pingpong(o, /*spin=*/false));
   auto raw = percentiles(futex_pingpong(o));
   report(o, {"latency_blocked", "one_way_p50", "us", shm.p50 / 1e3, "futex_pingpong", raw.p50 / 1e3,
              false, params});
@@ -624,6 +675,68 @@ void scenario_latency(const Options& o) {
              false, params});
   report(o, {"latency_blocked", "one_way_p99.9", "us", shm.p999 / 1e3, "futex_pingpong",
              raw.p999 / 1e3, false, params});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario: a reader reading a long stream keeps its private memory small (it never copies).
+
+// This process's anonymous (private) resident memory, in MiB, from /proc/self/status.
+double rss_anon_mib() {
+  FILE* f = std::fopen("/proc/self/status", "r");
+  char line[256];
+  double kb = -1;
+  while (f != nullptr && std::fgets(line, sizeof(line), f) != nullptr) {
+    if (std::sscanf(line, "RssAnon: %lf kB", &kb) == 1) break;
+  }
+  if (f != nullptr) std::fclose(f);
+  return kb / 1024;
+}
+
+void scenario_memory(const Options& o) {
+  const uint64_t bytes = o.quick ? (512ULL << 20) : (4ULL << 30);
+  const std::string name = "bench-memory";
+  int created[2];
+  if (pipe(created) != 0) die("pipe");
+  std::vector<std::function<double(int)>> bodies;
+  bodies.push_back([&](int go_fd) {
+    close(created[0]);
+    auto client = connect_client(o);
+    auto producer = take(client.create(name), "create");
+    if (write(created[1], "c", 1) != 1) _exit(1);
+    close(created[1]);
+    ready_and_wait(go_fd);
+    for (uint64_t off = 0; off < bytes; off += 1 << 20) {
+      auto span = take(producer.reserve(1 << 20), "reserve");
+      std::memcpy(span.data(), chunk_at(off, 1 << 20).data(), 1 << 20);
+      check(producer.commit(1 << 20), "commit");
+    }
+    check(producer.close(), "close");
+    return 0.0;
+  });
+  bodies.push_back([&](int go_fd) {
+    close(created[1]);
+    char byte;
+    if (read(created[0], &byte, 1) != 1) die("the producer failed to create the stream");
+    auto client = connect_client(o);
+    auto reader = take(client.open(name), "open");
+    ready_and_wait(go_fd);
+    uint64_t acc = 0, total = 0;
+    for (;;) {
+      auto view = take(reader.next(1 << 20), "read");
+      if (view.empty()) break;
+      acc = consume(view.data(), view.size(), acc);
+      total += view.size();
+    }
+    if (total != bytes || acc == 0) die("the memory reader missed bytes");
+    return rss_anon_mib();
+  });
+  RunResult r = run_parties(bodies, [&] {
+    close(created[0]);
+    close(created[1]);
+  });
+  remove_stream(o, name);
+  report(o, {"reader_memory", "rss_anon", "MiB", r.results[1], "limit", 16.0, false,
+             "\"stream_bytes\":" + std::to_string(bytes)});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -666,7 +779,8 @@ int main(int argc, char** argv) {
   app.add_flag("--quick", o.quick, "Small volumes: the whole run in well under a minute (CI)");
   app.add_option("--repeat", o.repeat, "Runs per figure (the median is reported)")
       ->capture_default_str();
-  app.add_option("--scenario", only, "Run only these: throughput, fanout, idle, latency");
+  app.add_option("--scenario", only,
+                 "Run only these: throughput, fanout, idle, latency, spin, memory");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
     o.bytes = 128ULL << 20;
@@ -683,6 +797,8 @@ int main(int argc, char** argv) {
   if (wanted("fanout")) scenario_fanout(o);
   if (wanted("idle")) scenario_idle_readers(o);
   if (wanted("latency")) scenario_latency(o);
+  if (wanted("spin")) scenario_latency_spin(o);
+  if (wanted("memory")) scenario_memory(o);
   kill(daemon, SIGTERM);
   waitpid(daemon, nullptr, 0);
   std::filesystem::remove_all(dir);

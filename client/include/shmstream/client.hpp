@@ -46,6 +46,12 @@ const char* to_string(StreamState state);  // "open", "closed", "aborted", "canc
 
 enum class Whence { kStart, kCurrent, kEnd };
 
+// How a Reader waits for bytes not committed yet.
+enum class WaitStrategy {
+  kBlock,  // sleep in the kernel (futex) until the producer wakes it: no CPU while idle
+  kSpin,   // busy-poll the committed length: lowest latency, burns a core while waiting
+};
+
 struct StreamInfo {
   std::string name;
   StreamState state = StreamState::kOpen;
@@ -127,6 +133,8 @@ class Reader {
                   const Cancellation* cancel = nullptr);
 
   Status seek(int64_t offset, Whence whence = Whence::kStart);
+  // kBlock by default. Timeouts, cancellation, close() and the stream's end work with both.
+  void set_wait_strategy(WaitStrategy strategy);
   uint64_t position() const;
   uint64_t committed() const;
   StreamState state() const;
