@@ -546,7 +546,7 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
     if (closing_.load(std::memory_order_acquire) != 0) {
       return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
     }
-    if (Clock::now() >= deadline) {
+    if (deadline != kNoDeadline && Clock::now() >= deadline) {
       return Status(ErrorCode::kTimeout,
                     fmt::format("{}: timed out waiting for offset {} (committed {})", describe_,
                                 target, committed));

@@ -480,33 +480,33 @@ Percentiles percentiles(std::vector<double> v) {
   return {at(0.50), at(0.99), at(0.999)};
 }
 
-// Writes samples (ns) to fd as raw doubles.
-void send_samples(int fd, const std::vector<double>& samples) {
-  write_all(fd, std::as_bytes(std::span(samples)));
-  close(fd);
-}
-
-std::vector<double> recv_samples(int fd, size_t count) {
-  std::vector<double> out(count);
-  auto bytes = std::as_writable_bytes(std::span(out));
-  size_t got = 0;
-  while (got < bytes.size()) {
-    ssize_t n = read(fd, bytes.data() + got, bytes.size() - got);
-    if (n <= 0) die("latency samples lost");
-    got += static_cast<size_t>(n);
+// Latency samples (ns) written by a child into memory shared with the parent (a pipe would
+// fill up and block the child while the parent waits for it to finish).
+class SharedSamples {
+ public:
+  explicit SharedSamples(size_t count) : count_(count) {
+    void* p = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) die("mmap");
+    data_ = static_cast<double*>(p);
   }
-  close(fd);
-  return out;
-}
+  ~SharedSamples() { munmap(data_, bytes()); }
+  double* data() { return data_; }
+  std::vector<double> take() const { return std::vector<double>(data_, data_ + count_); }
+
+ private:
+  size_t bytes() const { return count_ * sizeof(double); }
+  size_t count_;
+  double* data_;
+};
 
 std::vector<double> stream_pingpong(const Options& o, bool spin) {
-  int samples[2], created[2];
-  if (pipe(samples) != 0 || pipe(created) != 0) die("pipe");
   const int n = o.latency_samples;
+  SharedSamples samples(n);
+  int created[2];
+  if (pipe(created) != 0) die("pipe");
   std::vector<std::function<double(int)>> bodies;
   // Pinger: produces "ping", reads "pong".
   bodies.push_back([&](int go_fd) {
-    close(samples[0]);
     auto client = connect_client(o);
     auto ping = take(client.create("bench-ping"), "create");
     char byte;
@@ -514,25 +514,20 @@ std::vector<double> stream_pingpong(const Options& o, bool spin) {
     auto pong = take(client.open("bench-pong"), "open");
     if (spin) pong.set_wait_strategy(shmstream::WaitStrategy::kSpin);
     ready_and_wait(go_fd);
-    std::vector<double> rtt;
-    rtt.reserve(n);
     uint64_t msg = 0;
     for (int i = 0; i < n; ++i) {
       auto t0 = Clock::now();
       check(ping.append(std::as_bytes(std::span(&msg, 1))), "append");
       auto v = take(pong.next(8), "read");
       if (v.size() != 8) die("short pong");
-      rtt.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2);
+      samples.data()[i] = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2;
       ++msg;
     }
     check(ping.close(), "close");
-    send_samples(samples[1], rtt);
     return 0.0;
   });
   // Ponger: produces "pong", reads "ping".
   bodies.push_back([&](int go_fd) {
-    close(samples[0]);
-    close(samples[1]);
     auto client = connect_client(o);
     auto pong = take(client.create("bench-pong"), "create");
     char byte = 1;
@@ -555,12 +550,11 @@ std::vector<double> stream_pingpong(const Options& o, bool spin) {
     check(pong.close(), "close");
     return 0.0;
   });
-  RunResult r = run_parties(bodies, [&] {
-    close(samples[1]);
+  run_parties(bodies, [&] {
     close(created[0]);
     close(created[1]);
   });
-  auto out = recv_samples(samples[0], n);
+  auto out = samples.take();
   remove_stream(o, "bench-ping");
   remove_stream(o, "bench-pong");
   return out;
@@ -574,32 +568,25 @@ std::vector<double> futex_pingpong(const Options& o) {
   // Two words on a shared page: each side waits on its own word, wakes the other's.
   void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* words = new (page) std::atomic<uint32_t>[2] {};
-  int samples[2];
-  if (pipe(samples) != 0) die("pipe");
   const int n = o.latency_samples;
+  SharedSamples samples(n);
   auto wait_for_change = [](std::atomic<uint32_t>* w, uint32_t seen) {
     while (w->load(std::memory_order_acquire) == seen) futex(w, FUTEX_WAIT, seen);
   };
   std::vector<std::function<double(int)>> bodies;
   bodies.push_back([&](int go_fd) {
-    close(samples[0]);
     ready_and_wait(go_fd);
-    std::vector<double> rtt;
-    rtt.reserve(n);
     for (int i = 0; i < n; ++i) {
       auto t0 = Clock::now();
       uint32_t seen = words[1].load(std::memory_order_acquire);
       words[0].fetch_add(1, std::memory_order_release);
       futex(&words[0], FUTEX_WAKE, 1);
       wait_for_change(&words[1], seen);
-      rtt.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2);
+      samples.data()[i] = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2;
     }
-    send_samples(samples[1], rtt);
     return 0.0;
   });
   bodies.push_back([&](int go_fd) {
-    close(samples[0]);
-    close(samples[1]);
     ready_and_wait(go_fd);
     uint32_t seen = 0;
     for (int i = 0; i < n; ++i) {
@@ -610,8 +597,8 @@ std::vector<double> futex_pingpong(const Options& o) {
     }
     return 0.0;
   });
-  run_parties(bodies, [&] { close(samples[1]); });
-  auto out = recv_samples(samples[0], n);
+  run_parties(bodies);
+  auto out = samples.take();
   munmap(page, 4096);
   return out;
 }
@@ -621,27 +608,21 @@ std::vector<double> spin_pingpong(const Options& o) {
   void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* ping = new (page) std::atomic<uint64_t>{0};
   auto* pong = new (static_cast<char*>(page) + 128) std::atomic<uint64_t>{0};
-  int samples[2];
-  if (pipe(samples) != 0) die("pipe");
   const int n = o.latency_samples;
+  SharedSamples samples(n);
   std::vector<std::function<double(int)>> bodies;
   bodies.push_back([&](int go_fd) {
-    close(samples[0]);
     ready_and_wait(go_fd);
-    std::vector<double> rtt;
-    rtt.reserve(n);
     for (uint64_t i = 1; i <= static_cast<uint64_t>(n); ++i) {
       auto t0 = Clock::now();
       ping->store(i, std::memory_order_release);
       while (pong->load(std::memory_order_acquire) != i) __builtin_ia32_pause();
-      rtt.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2);
+      samples.data()[i - 1] =
+          std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2;
     }
-    send_samples(samples[1], rtt);
     return 0.0;
   });
   bodies.push_back([&](int go_fd) {
-    close(samples[0]);
-    close(samples[1]);
     ready_and_wait(go_fd);
     for (uint64_t i = 1; i <= static_cast<uint64_t>(n); ++i) {
       while (ping->load(std::memory_order_acquire) != i) __builtin_ia32_pause();
@@ -649,8 +630,8 @@ std::vector<double> spin_pingpong(const Options& o) {
     }
     return 0.0;
   });
-  run_parties(bodies, [&] { close(samples[1]); });
-  auto out = recv_samples(samples[0], n);
+  run_parties(bodies);
+  auto out = samples.take();
   munmap(page, 4096);
   return out;
 }
