@@ -235,6 +235,25 @@ void remove_stream(const Options& o, const std::string& name) {
   waitpid(pid, nullptr, 0);
 }
 
+// The create-then-open handshake between one producer party and its reader parties: the
+// producer creates the stream, then writes one byte per reader into the `created` pipe.
+shmstream::Producer create_and_announce(shmstream::Client& client, const std::string& name,
+                                        int created[2], int readers) {
+  close(created[0]);
+  auto producer = take(client.create(name), "create");
+  std::string tokens(readers, 'c');
+  if (write(created[1], tokens.data(), tokens.size()) != readers) _exit(1);
+  close(created[1]);
+  return producer;
+}
+
+// In a reader party: returns once the stream exists.
+void await_created(int created[2]) {
+  close(created[1]);
+  char byte;
+  if (read(created[0], &byte, 1) != 1) die("the producer failed to create the stream");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reporting
 
@@ -289,12 +308,8 @@ double stream_fanout(const Options& o, int readers, const std::string& name) {
   int created[2];
   if (pipe(created) != 0) die("pipe");
   bodies.push_back([&](int go_fd) {
-    close(created[0]);
     auto client = connect_client(o);
-    auto producer = take(client.create(name), "create");
-    std::string tokens(readers, 'c');  // one "created" byte per reader
-    if (write(created[1], tokens.data(), tokens.size()) != readers) _exit(1);
-    close(created[1]);
+    auto producer = create_and_announce(client, name, created, readers);
     ready_and_wait(go_fd);
     for (uint64_t off = 0; off < o.bytes; off += o.chunk) {
       check(producer.append(chunk_at(off, o.chunk)), "append");
@@ -305,9 +320,7 @@ double stream_fanout(const Options& o, int readers, const std::string& name) {
   // Readers must open after the create; they wait for the producer's "created" byte.
   for (int i = 0; i < readers; ++i) {
     bodies.push_back([&](int go_fd) {
-      close(created[1]);
-      char byte;
-      if (read(created[0], &byte, 1) != 1) die("the producer failed to create the stream");
+      await_created(created);
       return stream_reader(o, name, go_fd);
     });
   }
@@ -420,12 +433,8 @@ double producer_only(const Options& o, int idle_readers, const std::string& name
   if (pipe(created) != 0) die("pipe");
   std::vector<std::function<double(int)>> bodies;
   bodies.push_back([&](int go_fd) {
-    close(created[0]);
     auto client = connect_client(o);
-    auto producer = take(client.create(name), "create");
-    std::string tokens(idle_readers, 'c');  // one "created" byte per reader
-    if (write(created[1], tokens.data(), tokens.size()) != idle_readers) _exit(1);
-    close(created[1]);
+    auto producer = create_and_announce(client, name, created, idle_readers);
     ready_and_wait(go_fd);
     auto start = Clock::now();
     for (uint64_t off = 0; off < o.bytes; off += o.chunk) {
@@ -437,9 +446,7 @@ double producer_only(const Options& o, int idle_readers, const std::string& name
   });
   for (int i = 0; i < idle_readers; ++i) {
     bodies.push_back([&](int go_fd) {
-      close(created[1]);
-      char byte;
-      if (read(created[0], &byte, 1) != 1) die("the producer failed to create the stream");
+      await_created(created);
       auto client = connect_client(o);
       auto reader = take(client.open(name), "open");
       ready_and_wait(go_fd);
@@ -680,11 +687,8 @@ void scenario_memory(const Options& o) {
   if (pipe(created) != 0) die("pipe");
   std::vector<std::function<double(int)>> bodies;
   bodies.push_back([&](int go_fd) {
-    close(created[0]);
     auto client = connect_client(o);
-    auto producer = take(client.create(name), "create");
-    if (write(created[1], "c", 1) != 1) _exit(1);
-    close(created[1]);
+    auto producer = create_and_announce(client, name, created, 1);
     ready_and_wait(go_fd);
     for (uint64_t off = 0; off < bytes; off += 1 << 20) {
       auto span = take(producer.reserve(1 << 20), "reserve");
@@ -695,9 +699,7 @@ void scenario_memory(const Options& o) {
     return 0.0;
   });
   bodies.push_back([&](int go_fd) {
-    close(created[1]);
-    char byte;
-    if (read(created[0], &byte, 1) != 1) die("the producer failed to create the stream");
+    await_created(created);
     auto client = connect_client(o);
     auto reader = take(client.open(name), "open");
     ready_and_wait(go_fd);
