@@ -55,15 +55,20 @@ class Lifecycle : public ::testing::Test {
     return segments.size() == 1 ? std::string("/dev/shm/") + segments[0] : std::string();
   }
 
-  // Starts a thread that blocks in `fn` and waits until it sleeps in the futex.
-  std::thread blocked_thread(std::function<void()> fn) {
-    std::atomic<pid_t> tid{0};
-    std::thread t([&tid, fn = std::move(fn)] {
-      tid = static_cast<pid_t>(syscall(SYS_gettid));
-      fn();
+  // Blocks `reader` in a read past what is committed, SIGKILLs `producer`, and returns the
+  // read's outcome and how long after the kill it woke.
+  std::pair<Status, std::chrono::nanoseconds> read_while_killing(Reader& reader, Child& producer) {
+    Status status;
+    std::chrono::steady_clock::time_point woke;
+    std::thread t = blocked_thread([&] {
+      char buf[16];
+      status = reader.read(std::as_writable_bytes(std::span(buf)), 20s).status();
+      woke = std::chrono::steady_clock::now();
     });
-    EXPECT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
-    return t;
+    auto killed = std::chrono::steady_clock::now();
+    producer.kill(SIGKILL);
+    t.join();
+    return {status, woke - killed};
   }
 
   TestDaemon daemon_;
@@ -189,17 +194,7 @@ TEST_F(Lifecycle, KillingTheProducerWakesABlockedReaderWithinOneSecond) {
   auto reader = client_->open("victim").value();
   ASSERT_TRUE(reader.wait_for(4096, 5s).ok());
   ASSERT_TRUE(reader.seek(4096).ok());
-  Status status;
-  std::chrono::steady_clock::time_point woke;
-  std::thread t = blocked_thread([&] {
-    char buf[16];
-    status = reader.read(std::as_writable_bytes(std::span(buf)), 20s).status();
-    woke = std::chrono::steady_clock::now();
-  });
-  auto killed = std::chrono::steady_clock::now();
-  producer.kill(SIGKILL);
-  t.join();
-  auto latency = woke - killed;
+  auto [status, latency] = read_while_killing(reader, producer);
   EXPECT_EQ(status.code(), ErrorCode::kProducerDied) << status.to_string();
   EXPECT_NE(status.message().find("producer died (pid " + std::to_string(producer.pid()) + ")"),
             std::string::npos)
@@ -233,18 +228,9 @@ TEST_F(Lifecycle, AfterADaemonRestartAnAdoptedStreamStillAbortsWhenItsProducerDi
   EXPECT_EQ(info->bytes, 4096u);
   auto reader = client_->open("adopted").value();
   ASSERT_TRUE(reader.seek(4096).ok());
-  Status status;
-  std::chrono::steady_clock::time_point woke;
-  std::thread t = blocked_thread([&] {
-    char buf[16];
-    status = reader.read(std::as_writable_bytes(std::span(buf)), 20s).status();
-    woke = std::chrono::steady_clock::now();
-  });
-  auto killed = std::chrono::steady_clock::now();
-  producer.kill(SIGKILL);
-  t.join();
+  auto [status, latency] = read_while_killing(reader, producer);
   EXPECT_EQ(status.code(), ErrorCode::kProducerDied) << status.to_string();
-  EXPECT_LT(woke - killed, 1s);
+  EXPECT_LT(latency, 1s);
 }
 
 TEST_F(Lifecycle, ARemovedStreamCannotBeOpenedWhileItsReadersReadToTheEnd) {

@@ -129,15 +129,12 @@ TEST_F(SegmentTest, ReadBlocksUntilTheProducerCommits) {
   format();
   auto p = producer();
   auto r = reader();
-  std::atomic<pid_t> tid{0};
   std::string got;
-  std::thread t([&] {
-    tid = static_cast<pid_t>(syscall(SYS_gettid));
+  std::thread t = test::blocked_thread([&] {
     char buf[16];
     auto n = r.read(std::as_writable_bytes(std::span(buf)), in(10s), nullptr);
     if (n.ok()) got.assign(buf, *n);
   });
-  ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
   ASSERT_TRUE(p.append(bytes_of("wake")).ok());
   t.join();
   EXPECT_EQ(got, "wake");
@@ -158,7 +155,7 @@ TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
   format();
   auto p = producer();
   auto r = reader();
-  std::atomic<pid_t> tid{0};
+  std::atomic<pid_t> tid{0};  // kept: the test checks below that the thread still sleeps
   Status status;
   std::thread t([&] {
     tid = static_cast<pid_t>(syscall(SYS_gettid));
@@ -263,14 +260,11 @@ TEST_F(SegmentTest, CancellationWakesABlockedRead) {
   auto p = producer();
   auto r = reader();
   Cancellation cancel;
-  std::atomic<pid_t> tid{0};
   Status status;
-  std::thread t([&] {
-    tid = static_cast<pid_t>(syscall(SYS_gettid));
+  std::thread t = test::blocked_thread([&] {
     char buf[4];
     status = r.read(std::as_writable_bytes(std::span(buf)), in(30s), &cancel).status();
   });
-  ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
   auto start = Clock::now();
   cancel.cancel();
   t.join();
@@ -282,13 +276,8 @@ TEST_F(SegmentTest, ClosingTheReaderWakesABlockedReadInAnotherThread) {
   format();
   auto p = producer();
   auto r = reader();
-  std::atomic<pid_t> tid{0};
   Status status;
-  std::thread t([&] {
-    tid = static_cast<pid_t>(syscall(SYS_gettid));
-    status = r.next(16, kNoDeadline, nullptr).status();
-  });
-  ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
+  std::thread t = test::blocked_thread([&] { status = r.next(16, kNoDeadline, nullptr).status(); });
   r.close();
   t.join();
   EXPECT_EQ(status.code(), ErrorCode::kInterrupted) << status.to_string();

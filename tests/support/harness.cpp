@@ -328,6 +328,17 @@ bool write_faults(const std::byte* address) {
   return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
 }
 
+std::thread blocked_thread(std::function<void()> fn) {
+  // Shared, so that the thread may outlive this call even if the wait below gives up.
+  auto tid = std::make_shared<std::atomic<pid_t>>(0);
+  std::thread t([tid, fn = std::move(fn)] {
+    tid->store(static_cast<pid_t>(syscall(SYS_gettid)));
+    fn();
+  });
+  EXPECT_TRUE(eventually([&] { return *tid != 0 && thread_sleeps_in_futex(*tid); }));
+  return t;
+}
+
 bool thread_sleeps_in_futex(pid_t tid) {
   std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/syscall");
   long number = -1;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace shmstream::test {
@@ -102,5 +103,8 @@ bool write_faults(const std::byte* address);
 
 // True once thread `tid` of this process sleeps in the futex_waitv system call.
 bool thread_sleeps_in_futex(pid_t tid);
+
+// Starts a thread running `fn` (a blocking wait) and returns once it sleeps in the futex.
+std::thread blocked_thread(std::function<void()> fn);
 
 }  // namespace shmstream::test
