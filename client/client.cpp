@@ -55,6 +55,22 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.producer_uid = in.getProducerUid();
   out.max_bytes = in.getMaxBytes();
   out.created_unix_ns = in.getCreatedUnixNs();
+  switch (in.getRetention()) {
+    case proto::Retention::UNBOUNDED:
+      out.retention = Retention::kUnbounded;
+      break;
+    case proto::Retention::DROP_OLDEST:
+      out.retention = Retention::kDropOldest;
+      break;
+    case proto::Retention::BLOCK:
+      out.retention = Retention::kBlock;
+      break;
+  }
+  out.ring_capacity = in.getRingCapacity();
+  out.oldest = in.getOldest();
+  out.records = in.getRecords();
+  out.max_readers = in.getMaxReaders();
+  out.slowest_reader = in.getSlowestReader();
   return out;
 }
 
@@ -75,18 +91,20 @@ struct Grant {
   Status status;
   uint64_t handle = 0;
   int fd = -1;
+  uint32_t slot = 0;  // readers: their slot in the wait file
 };
 
 // Completes a create/open reply: keeps the capability, dups the fd that rode along with it.
-kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability::Client cap) {
+kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability::Client cap,
+                              uint32_t slot = 0) {
   if (!status.ok()) return Grant{status};
   auto fd_promise = cap.getFd();
-  return fd_promise.then([&loop, cap = kj::mv(cap)](kj::Maybe<int> fd) mutable -> Grant {
+  return fd_promise.then([&loop, cap = kj::mv(cap), slot](kj::Maybe<int> fd) mutable -> Grant {
     KJ_IF_MAYBE (received, fd) {
       // The received fd belongs to the RPC message; keep our own duplicate.
       int own = fcntl(*received, F_DUPFD_CLOEXEC, 0);
       if (own < 0) return Grant{Status(ErrorCode::kIo, "dup of the segment fd failed")};
-      return Grant{Status(), loop.hold(kj::mv(cap)), own};
+      return Grant{Status(), loop.hold(kj::mv(cap)), own, slot};
     }
     return Grant{Status(ErrorCode::kProtocol, "the daemon's reply carried no segment fd")};
   });
@@ -116,6 +134,18 @@ Result<int> open_wait_page(int segment_fd, const std::string& what) {
 
 const char* to_string(StreamState state) {
   return shm::state_name(static_cast<shm::StreamState>(state));
+}
+
+const char* to_string(Retention retention) {
+  switch (retention) {
+    case Retention::kUnbounded:
+      return "unbounded";
+    case Retention::kDropOldest:
+      return "drop-oldest";
+    case Retention::kBlock:
+      return "block";
+  }
+  return "invalid";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -162,9 +192,28 @@ Producer& Producer::operator=(Producer&&) noexcept = default;
 Producer::~Producer() = default;
 
 const std::string& Producer::name() const { return impl_->name; }
-Status Producer::append(std::span<const std::byte> bytes) { return impl_->core.append(bytes); }
-Result<std::span<std::byte>> Producer::reserve(size_t size) { return impl_->core.reserve(size); }
+Status Producer::append(std::span<const std::byte> bytes, Timeout timeout,
+                        const Cancellation* cancel) {
+  return impl_->core.append(bytes, deadline_after(timeout), cancel);
+}
+Result<std::span<std::byte>> Producer::reserve(size_t size, Timeout timeout,
+                                               const Cancellation* cancel) {
+  if (impl_->core.segment().records()) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": a records stream: use reserve_record()", impl_->name));
+  }
+  return impl_->core.reserve(size, deadline_after(timeout), cancel);
+}
 Status Producer::commit(size_t size) { return impl_->core.commit(size); }
+Status Producer::publish(std::span<const std::byte> payload, Timeout timeout,
+                         const Cancellation* cancel) {
+  return impl_->core.publish(payload, deadline_after(timeout), cancel);
+}
+Result<std::span<std::byte>> Producer::reserve_record(size_t max_length, Timeout timeout,
+                                                      const Cancellation* cancel) {
+  return impl_->core.reserve_record(max_length, deadline_after(timeout), cancel);
+}
+Status Producer::commit_record(size_t length) { return impl_->core.commit_record(length); }
 Status Producer::close() { return impl_->end(true); }
 Status Producer::abort() { return impl_->end(false); }
 uint64_t Producer::committed() const { return impl_->core.committed(); }
@@ -174,11 +223,11 @@ uint64_t Producer::committed() const { return impl_->core.committed(); }
 
 struct Reader::Impl {
   Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
-       shm::WaitPageMap wait)
+       shm::WaitPageMap wait, uint32_t slot)
       : connection(std::move(c)),
         handle(h),
         name(std::move(n)),
-        core(std::move(segment), std::move(wait)) {}
+        core(std::move(segment), std::move(wait), static_cast<int>(slot)) {}
   ~Impl() { close(); }
   void close() {
     core.close();
@@ -217,6 +266,16 @@ Result<std::span<const std::byte>> Reader::next(size_t max, Timeout timeout,
 Result<std::span<const std::byte>> Reader::view(uint64_t offset, size_t length) {
   return impl_->core.view(offset, length);
 }
+
+Result<std::optional<Record>> Reader::next_record(Timeout timeout, const Cancellation* cancel) {
+  auto record = impl_->core.next_record(deadline_after(timeout), cancel);
+  if (!record.ok()) return record.status();
+  if (!record->has_value()) return std::optional<Record>();
+  return std::optional<Record>(Record{(*record)->data, (*record)->offset});
+}
+
+bool Reader::intact(uint64_t offset) const { return impl_->core.intact(offset); }
+uint64_t Reader::oldest() const { return impl_->core.oldest(); }
 
 Status Reader::wait_for(uint64_t length, Timeout timeout, const Cancellation* cancel) {
   return impl_->core.wait_until(length, deadline_after(timeout), cancel);
@@ -264,6 +323,7 @@ struct Granted {
   uint64_t handle;
   shm::Segment segment;
   shm::WaitPageMap wait;
+  uint32_t slot;
 };
 
 // Sends a create or open request (built by `send`), keeps the capability of the reply and maps
@@ -286,7 +346,7 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
     connection.release(grant->handle);
     return wait.status();
   }
-  return Granted{grant->handle, std::move(segment.value()), std::move(wait.value())};
+  return Granted{grant->handle, std::move(segment.value()), std::move(wait.value()), grant->slot};
 }
 
 }  // namespace
@@ -298,7 +358,22 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
       acquire(*connection_, "create", owned, shm::Access::kReadWrite, [&](LoopState& loop) {
         auto request = loop.control.createRequest();
         request.setName(owned);
-        request.initOptions().setMaxBytes(options.max_bytes);
+        auto out = request.initOptions();
+        out.setMaxBytes(options.max_bytes);
+        out.setRingCapacity(options.ring_capacity);
+        out.setRecords(options.records);
+        out.setMaxReaders(options.max_readers);
+        switch (options.retention) {
+          case Retention::kUnbounded:
+            out.setRetention(proto::Retention::UNBOUNDED);
+            break;
+          case Retention::kDropOldest:
+            out.setRetention(proto::Retention::DROP_OLDEST);
+            break;
+          case Retention::kBlock:
+            out.setRetention(proto::Retention::BLOCK);
+            break;
+        }
         return request.send().then([&loop](auto response) {
           return take_grant(loop, from_proto(response.getStatus()), response.getProducer());
         });
@@ -316,12 +391,14 @@ Result<Reader> Client::open(std::string_view name) {
     auto request = loop.control.openRequest();
     request.setName(owned);
     return request.send().then([&loop](auto response) {
-      return take_grant(loop, from_proto(response.getStatus()), response.getReader());
+      return take_grant(loop, from_proto(response.getStatus()), response.getReader(),
+                        response.getSlot());
     });
   });
   if (!granted.ok()) return granted.status();
-  return Reader(std::make_unique<Reader::Impl>(
-      connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait)));
+  return Reader(std::make_unique<Reader::Impl>(connection_, granted->handle, owned,
+                                               std::move(granted->segment),
+                                               std::move(granted->wait), granted->slot));
 }
 
 Result<std::vector<StreamInfo>> Client::list() {

@@ -81,6 +81,11 @@ int main(int argc, char** argv) {
   app.add_option("--default-max-bytes", default_max_bytes,
                  "Maximum length of a stream whose creator names none")
       ->capture_default_str();
+  uint32_t default_max_readers = shmstream::shm::kDefaultMaxReaders;
+  app.add_option("--default-max-readers", default_max_readers,
+                 "Readers a stream allows at once when its creator names no limit")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, shmstream::shm::kMaxReadersLimit));
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("shmstreamd"));
@@ -132,6 +137,7 @@ int main(int argc, char** argv) {
   config.segment_dir = segment_dir;
   config.instance = shmstream::shm::instance_tag(socket_path);
   config.default_max_bytes = default_max_bytes;
+  config.default_max_readers = default_max_readers;
   try {
     shmstream::daemon::Registry registry(config);
     {

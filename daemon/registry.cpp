@@ -96,7 +96,8 @@ void Registry::adopt_existing_segments() {
       unlinkat(dir_fd_, file.c_str(), 0);
       continue;
     }
-    if (Status s = ensure_wait_page(*stream, /*reuse=*/true); !s.ok()) {
+    if (Status s = ensure_wait_page(*stream, /*reuse=*/true, config_.default_max_readers);
+        !s.ok()) {
       spdlog::warn("stream \"{}\": {}; unlinking it", stream->name, s.message());
       unlink_files(*stream);
       continue;
@@ -124,20 +125,33 @@ void Registry::adopt_existing_segments() {
   }
 }
 
-Status Registry::ensure_wait_page(const Stream& stream, bool reuse) {
+Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers) {
   std::string file = stream.wait_file_name();
   std::string what = fmt::format("stream \"{}\"", stream.name);
   if (reuse) {
     OwnedFd fd(openat(dir_fd_, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
-    if (fd.get() >= 0 && shm::WaitPageMap::map(fd.get(), stream.id, what).ok()) return Status();
+    auto wait = fd.get() >= 0 ? shm::WaitPageMap::map(fd.get(), stream.id, what)
+                              : Result<shm::WaitPageMap>(Status(ErrorCode::kNotFound, "missing"));
+    if (wait.ok()) {
+      // The readers of an earlier daemon are not ours to track: their slots are freed.
+      for (uint32_t i = 0; i < wait->max_readers(); ++i) shm::release_reader_slot(*wait, i);
+      stream.wait = std::move(wait.value());
+      return Status();
+    }
     // Missing or unusable: a fresh one (a live producer keeps waking through its old mapping
-    // only what it can reach; readers opening from now on use the new page).
+    // only what it can reach; readers opening from now on use the new file).
     unlinkat(dir_fd_, file.c_str(), 0);
   }
   OwnedFd fd(
       openat(dir_fd_, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (fd.get() < 0) return errno_status(errno, what + ": creating the wait page");
-  return shm::format_wait_page(fd.get(), stream.id);
+  if (fd.get() < 0) return errno_status(errno, what + ": creating the wait file");
+  if (Status s = shm::format_wait_page(fd.get(), stream.id, max_readers); !s.ok()) {
+    return Status(s.code(), fmt::format("{}: {}", what, s.message()));
+  }
+  auto wait = shm::WaitPageMap::map(fd.get(), stream.id, what);
+  if (!wait.ok()) return wait.status();
+  stream.wait = std::move(wait.value());
+  return Status();
 }
 
 void Registry::unlink_files(const Stream& stream) {
@@ -148,13 +162,20 @@ void Registry::unlink_files(const Stream& stream) {
   }
 }
 
-Status Registry::create(const std::string& name, uint64_t max_bytes, const Peer& peer,
+Status Registry::create(const std::string& name, const CreateParams& create, const Peer& peer,
                         std::shared_ptr<Stream>* out, OwnedFd* out_fd) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   if (live_.count(name) != 0) {
     return Status(ErrorCode::kAlreadyExists, fmt::format("stream \"{}\": already exists", name));
   }
-  if (max_bytes == 0) max_bytes = config_.default_max_bytes;
+  uint64_t max_bytes = create.max_bytes != 0 ? create.max_bytes : config_.default_max_bytes;
+  uint32_t max_readers =
+      create.max_readers != 0 ? create.max_readers : config_.default_max_readers;
+  if (max_readers > shm::kMaxReadersLimit) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": {} readers exceeds the limit {}", name, max_readers,
+                              shm::kMaxReadersLimit));
+  }
   if (max_bytes > shm::kMaxDataSizeLimit) {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("stream \"{}\": maximum size {} exceeds the limit {}", name,
@@ -171,11 +192,14 @@ Status Registry::create(const std::string& name, uint64_t max_bytes, const Peer&
   shm::SegmentParams params;
   params.name = name;
   params.max_data_size = max_bytes;
+  params.ring_capacity = create.ring_capacity;
+  params.block_when_full = create.block_when_full;
+  params.records = create.records;
   params.stream_id = stream->id;
   params.producer_pid = static_cast<uint32_t>(peer.pid);
   params.producer_uid = static_cast<uint32_t>(peer.uid);
   Status s = shm::format_segment(fd.get(), params);
-  if (s.ok()) s = ensure_wait_page(*stream, /*reuse=*/false);
+  if (s.ok()) s = ensure_wait_page(*stream, /*reuse=*/false, max_readers);
   Result<shm::Segment> segment = s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite,
                                                             shm::MapExtent::kHeaderOnly, what)
                                         : Result<shm::Segment>(s);
@@ -193,7 +217,8 @@ Status Registry::create(const std::string& name, uint64_t max_bytes, const Peer&
   return Status();
 }
 
-Status Registry::open(const std::string& name, std::shared_ptr<Stream>* out, OwnedFd* out_fd) {
+Status Registry::open(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* out,
+                      OwnedFd* out_fd, uint32_t* out_slot) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   auto it = live_.find(name);
   if (it == live_.end()) {
@@ -203,7 +228,16 @@ Status Registry::open(const std::string& name, std::shared_ptr<Stream>* out, Own
   // A fresh read-only open: the reader cannot gain write access through it, even by mprotect.
   OwnedFd fd(openat(dir_fd_, stream->file_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) return errno_status(errno, fmt::format("stream \"{}\": opening", name));
+  // The reader starts at the oldest offset still available (it may seek anywhere later).
+  auto slot = shm::claim_reader_slot(
+      stream->wait, stream->header.header().oldest_offset.load(std::memory_order_acquire),
+      static_cast<uint32_t>(peer.pid));  // acquire: pairs with make_room()'s release store
+  if (!slot.ok()) {
+    return Status(slot.status().code(),
+                  fmt::format("stream \"{}\": too many readers: {}", name, slot.status().message()));
+  }
   ++stream->readers;
+  *out_slot = *slot;
   *out = stream;
   *out_fd = std::move(fd);
   return Status();
@@ -256,7 +290,8 @@ std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
   return out;
 }
 
-void Registry::reader_detached(const std::shared_ptr<Stream>& stream) {
+void Registry::reader_detached(const std::shared_ptr<Stream>& stream, uint32_t slot) {
+  if (stream->wait.valid()) shm::release_reader_slot(stream->wait, slot);
   if (stream->readers > 0) --stream->readers;
   release_if_unheld(stream);
 }
@@ -283,6 +318,22 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.max_bytes = h.max_data_size;
   s.created_unix_ns = h.created_unix_ns;
   s.stream_id = h.stream_id;
+  s.ring_capacity = h.ring_capacity;
+  s.block_when_full = (h.flags & shm::kFlagBlockWhenFull) != 0;
+  s.records = (h.flags & shm::kFlagRecords) != 0;
+  // Acquire: pairs with make_room()'s release store.
+  s.oldest = h.oldest_offset.load(std::memory_order_acquire);
+  s.max_readers = stream.wait.valid() ? stream.wait.max_readers() : 0;
+  s.slowest_reader = s.bytes;
+  if (stream.wait.valid()) {
+    for (uint32_t i = 0; i < s.max_readers; ++i) {
+      const shm::ReaderSlot& slot = stream.wait.slot(i);
+      // Acquire: pairs with claim_reader_slot()'s release store; position: display only.
+      if (slot.in_use.load(std::memory_order_acquire) == 0) continue;
+      s.slowest_reader =
+          std::min(s.slowest_reader, slot.position.load(std::memory_order_relaxed));
+    }
+  }
   return s;
 }
 

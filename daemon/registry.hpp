@@ -26,6 +26,16 @@ struct RegistryConfig {
   std::string segment_dir = "/dev/shm";
   std::string instance;  // see shm::instance_tag()
   uint64_t default_max_bytes = shm::kDefaultMaxDataSize;
+  uint32_t default_max_readers = shm::kDefaultMaxReaders;
+};
+
+// What a new stream is (see proto CreateOptions).
+struct CreateParams {
+  uint64_t max_bytes = 0;      // unbounded streams; 0 = the configured default
+  uint64_t ring_capacity = 0;  // 0 = unbounded
+  bool block_when_full = false;
+  bool records = false;
+  uint32_t max_readers = 0;  // 0 = the configured default
 };
 
 // Who is on the other end of a control connection (from SO_PEERCRED).
@@ -41,6 +51,7 @@ struct Stream {
   std::string file_name;  // in the segment directory
   std::string wait_file_name() const { return file_name + ".w"; }
   shm::Segment header;   // the daemon's read-write mapping of the header page only
+  shm::WaitPageMap wait;  // the daemon's mapping of the wait file (reader slots)
   uint32_t readers = 0;  // live Reader capabilities
   bool producer_attached = false;
   bool removed = false;  // unlinked; kept only while held
@@ -57,6 +68,12 @@ struct StreamSnapshot {
   uint64_t max_bytes;
   uint64_t created_unix_ns;
   uint64_t stream_id;
+  uint64_t ring_capacity;
+  bool block_when_full;
+  bool records;
+  uint64_t oldest;
+  uint32_t max_readers;
+  uint64_t slowest_reader;  // lowest published reader position; `bytes` if none
 };
 
 // An open descriptor; closes on destruction.
@@ -85,17 +102,20 @@ class Registry {
 
   // Creates the segment and its wait page (beside it, "<segment>.w", which clients open by
   // that path); returns the stream and a read-write segment fd for its producer.
-  Status create(const std::string& name, uint64_t max_bytes, const Peer& peer,
+  Status create(const std::string& name, const CreateParams& params, const Peer& peer,
                 std::shared_ptr<Stream>* stream, OwnedFd* fd);
-  // Opens for reading: a read-only segment fd; the reader is counted.
-  Status open(const std::string& name, std::shared_ptr<Stream>* stream, OwnedFd* fd);
+  // Opens for reading: a read-only segment fd and a reader slot; the reader is counted.
+  // kTooManyReaders when every slot is taken.
+  Status open(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* stream,
+              OwnedFd* fd, uint32_t* slot);
   Status remove(const std::string& name, bool force);
   std::vector<StreamSnapshot> list() const;
   Status stat(const std::string& name, StreamSnapshot* out) const;
 
   // A producer's capability went away: closed_cleanly false ends the stream as aborted.
   void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly);
-  void reader_detached(const std::shared_ptr<Stream>& stream);
+  // A reader's capability went away: its slot is freed (a blocked producer may go on).
+  void reader_detached(const std::shared_ptr<Stream>& stream, uint32_t slot);
   // The producer's process exited (seen through its pidfd): an open stream is aborted.
   void producer_exited(const std::shared_ptr<Stream>& stream);
   // Open streams whose producer runs but is not connected to this daemon (adopted after a
@@ -109,8 +129,8 @@ class Registry {
  private:
   void release_if_unheld(const std::shared_ptr<Stream>& stream);
   void adopt_existing_segments();
-  // Creates (or, with reuse, validates and keeps) the wait page of `stream`.
-  Status ensure_wait_page(const Stream& stream, bool reuse);
+  // Creates (or, with reuse, validates and keeps) the wait file of `stream`, and maps it.
+  Status ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers);
   void unlink_files(const Stream& stream);
   StreamSnapshot snapshot(const Stream& stream) const;
 

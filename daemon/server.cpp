@@ -50,6 +50,14 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setMaxBytes(s.max_bytes);
   out.setCreatedUnixNs(s.created_unix_ns);
   out.setStreamId(s.stream_id);
+  out.setRingCapacity(s.ring_capacity);
+  out.setRetention(s.ring_capacity == 0  ? proto::Retention::UNBOUNDED
+                   : s.block_when_full ? proto::Retention::BLOCK
+                                       : proto::Retention::DROP_OLDEST);
+  out.setOldest(s.oldest);
+  out.setRecords(s.records);
+  out.setMaxReaders(s.max_readers);
+  out.setSlowestReader(s.slowest_reader);
 }
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
@@ -104,9 +112,9 @@ class ProducerImpl final : public proto::Producer::Server {
 
 class ReaderImpl final : public proto::Reader::Server {
  public:
-  ReaderImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd)
-      : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)) {}
-  ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_); }
+  ReaderImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd, uint32_t slot)
+      : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)), slot_(slot) {}
+  ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_, slot_); }
 
   kj::Maybe<int> getFd() override { return fd_.get(); }
 
@@ -114,6 +122,7 @@ class ReaderImpl final : public proto::Reader::Server {
   Registry& registry_;
   std::shared_ptr<Stream> stream_;
   OwnedFd fd_;
+  uint32_t slot_;
 };
 
 }  // namespace
@@ -129,7 +138,35 @@ class ControlImpl final : public proto::Control::Server {
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
     Status status = guarded("create", [&] {
-      return registry_.create(name, params.getOptions().getMaxBytes(), peer_, &stream, &fd);
+      auto options = params.getOptions();
+      daemon::CreateParams create;
+      create.max_bytes = options.getMaxBytes();
+      create.records = options.getRecords();
+      create.max_readers = options.getMaxReaders();
+      switch (options.getRetention()) {
+        case proto::Retention::UNBOUNDED:
+          if (options.getRingCapacity() != 0) {
+            return Status(ErrorCode::kInvalidArgument,
+                          fmt::format("stream \"{}\": a ring capacity needs a ring retention",
+                                      name));
+          }
+          break;
+        case proto::Retention::BLOCK:
+          create.block_when_full = true;
+          [[fallthrough]];
+        case proto::Retention::DROP_OLDEST:
+          if (options.getRingCapacity() == 0) {
+            return Status(ErrorCode::kInvalidArgument,
+                          fmt::format("stream \"{}\": a ring needs a capacity", name));
+          }
+          create.ring_capacity = options.getRingCapacity();
+          break;
+        default:
+          return Status(ErrorCode::kInvalidArgument,
+                        fmt::format("stream \"{}\": unknown retention {}", name,
+                                    static_cast<int>(options.getRetention())));
+      }
+      return registry_.create(name, create, peer_, &stream, &fd);
     });
     auto results = context.getResults();
     set_status(results.initStatus(), status);
@@ -144,11 +181,14 @@ class ControlImpl final : public proto::Control::Server {
     std::string name = text(context.getParams().getName());
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
-    Status status = guarded("open", [&] { return registry_.open(name, &stream, &fd); });
+    uint32_t slot = 0;
+    Status status =
+        guarded("open", [&] { return registry_.open(name, peer_, &stream, &fd, &slot); });
     auto results = context.getResults();
     set_status(results.initStatus(), status);
     if (status.ok()) {
-      results.setReader(kj::heap<ReaderImpl>(registry_, std::move(stream), std::move(fd)));
+      results.setSlot(slot);
+      results.setReader(kj::heap<ReaderImpl>(registry_, std::move(stream), std::move(fd), slot));
     }
     return kj::READY_NOW;
   }

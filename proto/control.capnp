@@ -39,11 +39,33 @@ struct StreamInfo {
   createdUnixNs @8 :UInt64;
   streamId @9 :UInt64;
   # Unique per segment; a name re-created after removal gets a new id.
+  ringCapacity @10 :UInt64;
+  # 0 for an unbounded stream; else the ring's capacity in bytes.
+  retention @11 :Retention;
+  oldest @12 :UInt64;
+  # The oldest offset still available (0 unless a ring wrapped).
+  records @13 :Bool;
+  # The stream carries framed records, not plain bytes.
+  maxReaders @14 :UInt32;
+  slowestReader @15 :UInt64;
+  # The lowest position a reader has published (equal to `bytes` when there are no readers).
+}
+
+enum Retention {
+  unbounded @0;   # every byte is kept until the stream is removed
+  dropOldest @1;  # a ring; the producer never waits, overrun readers get an error
+  block @2;       # a ring; the producer waits for the slowest reader
 }
 
 struct CreateOptions {
   maxBytes @0 :UInt64;
-  # Maximum length of the stream; 0 = the daemon's default.
+  # Maximum length of an unbounded stream; 0 = the daemon's default.
+  retention @1 :Retention;
+  ringCapacity @2 :UInt64;
+  # For dropOldest and block: the ring's size in bytes (rounded up to 4 KiB).
+  records @3 :Bool;
+  maxReaders @4 :UInt32;
+  # Readers allowed at once; 0 = the daemon's default.
 }
 
 interface Control {
@@ -53,8 +75,9 @@ interface Control {
   create @0 (name :Text, options :CreateOptions) -> (status :Status, producer :Producer);
   # Creates an empty open stream owned by the caller, who becomes its producer.
 
-  open @1 (name :Text) -> (status :Status, reader :Reader);
-  # Opens a stream for reading; counts as a reader until the capability is dropped.
+  open @1 (name :Text) -> (status :Status, reader :Reader, slot :UInt32);
+  # Opens a stream for reading; counts as a reader until the capability is dropped. `slot` is
+  # the reader's slot in the stream's wait file, where it publishes its position.
 
   list @2 () -> (streams :List(StreamInfo));
   # Every stream, live or removing, sorted by name.

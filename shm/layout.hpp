@@ -8,8 +8,13 @@
 //   | header (SegmentHeader)     |   immutable identity | checksum | producer hot line |
 //   |                            |   lifecycle line | name
 //   +----------------------------+ 4096 = kHeaderSize
-//   | data: stream offset 0 ...  |   the file grows (fallocate) as the producer appends;
-//   |                            |   mappings reserve max_data_size up front (MAP_NORESERVE)
+//   | data                       |   unbounded: stream offset o is at data + o; the file grows
+//   |                            |   (fallocate) as the producer appends; mappings reserve
+//   |                            |   max_data_size up front (MAP_NORESERVE).
+//   |                            |   ring: ring_capacity bytes, allocated at creation; offset o
+//   |                            |   is at data + o % ring_capacity, and every mapping maps the
+//   |                            |   data twice, back to back, so that any range of up to
+//   |                            |   ring_capacity bytes is contiguous in memory.
 //   +----------------------------+ kHeaderSize + data_file_size
 //
 // Header fields (offset, size, writer, ordering):
@@ -17,31 +22,40 @@
 //   8   4  layout_version   creator                                    plain
 //   12  4  header_size      creator                                    plain
 //   16  8  max_data_size    creator: mapping reservation, stream limit plain
-//   24  8  retention_bytes  creator: 0 = unbounded (ring: later)       plain
+//   24  8  ring_capacity    creator: 0 = unbounded, else a ring of     plain
+//                           this many bytes (a multiple of 4096)
 //   32  8  stream_id        creator: random, also the file name suffix plain
 //   40  8  created_unix_ns  creator                                    plain
 //   48  4  producer_pid     creator (daemon, from SO_PEERCRED)         plain
 //   52  4  producer_uid     creator (daemon, from SO_PEERCRED)         plain
 //   56  4  name_length      creator                                    plain
-//   60  4  flags            creator (reserved, 0)                      plain
+//   60  4  flags            creator: kFlagRecords, kFlagBlockWhenFull  plain
 //   64  8  header_checksum  creator: FNV-1a of [0,64) and the name     plain
 //   128 8  committed_length producer                release store / reader acquire load
 //   136 4  wait_word        producer, daemon        fetch_add(release) before a wake-up of
 //                                                   readers; readers FUTEX_WAIT on it
 //   192 4  state            producer, daemon        CAS (acq_rel) / reader acquire load
-//   200 8  oldest_offset    producer (rings, later) release store / reader acquire load
+//   200 8  oldest_offset    producer (rings)        relaxed store then a release fence, before
+//                           overwriting the bytes below it; readers read bytes, then an acquire
+//                           fence, then load it: bytes read below it may be overwritten (a
+//                           seqlock). Advances in steps of ring_capacity / 16, so that it
+//                           changes rarely and readers' loads of it hit their cache.
 //   208 8  data_file_size   producer                release store after the file grew
 //   256 256 name            creator                 plain, NUL-padded
 //
 // The plain (immutable) fields are written before the creator passes the fd to anyone; the
 // fd's passage over the control socket orders those writes before any other process's reads.
 //
-// Beside each segment lives its wait page, "<segment file>.w": one page that readers map
-// read-write (the segment itself they map read-only). It tells the producer whether a wake-up
-// is needed, so that a commit costs no system call while no reader sleeps:
+// Records (kFlagRecords): the data is a sequence of frames, each a RecordHeader (u32 length,
+// u32 check = ~length) then the payload, padded to a multiple of 8 bytes. committed_length
+// only ever advances by whole frames, so a committed frame is never torn.
+//
+// Beside each segment lives its wait file, "<segment file>.w", which readers map read-write
+// (the segment itself they map read-only): a control page, then one slot per reader.
 //
 //   0   8  magic            creator                                    plain
 //   8   4  layout_version   creator                                    plain
+//   12  4  max_readers      creator: the number of slots               plain
 //   16  8  stream_id        creator: the segment's                     plain
 //   64  8  min_wanted       readers: CAS to min(min_wanted, the offset they will sleep for),
 //                           then a seq_cst fence, then re-check committed_length, then sleep.
@@ -49,8 +63,23 @@
 //                           load; if min_wanted <= committed_length, exchange it to kNobody,
 //                           bump wait_word and wake. (Dekker: either the reader sees the new
 //                           length or the producer sees the reader's offset.)
+//   128 8  space_wanted     producer of a kFlagBlockWhenFull ring: the offset every reader slot
+//                           must reach before it may overwrite; kNobody when it does not wait.
+//                           Stored, then a seq_cst fence, then the slots are re-scanned. A
+//                           reader that moves its slot from below to at/above it (slot store,
+//                           seq_cst fence, load: Dekker) bumps space_word and wakes it.
+//   136 4  space_word       the futex the waiting producer sleeps on (with wait_word)
+//   140 4  slots_in_use_hint daemon: 1 + the highest slot index handed out (scan bound)
+//   4096 + 64 i: ReaderSlot i
+//     0  8  position        reader: release store of the offset below which it needs no bytes
+//                           (published lazily, every ring_capacity / 16 bytes and before it
+//                           sleeps); producer: acquire load when it needs room
+//     8  4  in_use          daemon: position first, then release store of 1 on open; 0 when
+//                           the reader goes away (then a space_word wake-up)
+//     12 4  pid             daemon: the reader's pid, for display
 //
-// Ending a stream (close, abort, cancel) always wakes every reader, whatever min_wanted says.
+// Ending a stream (close, abort, cancel) always wakes every reader, whatever min_wanted says,
+// and a producer waiting for room (it also sleeps on wait_word).
 #pragma once
 
 #include <atomic>
@@ -62,13 +91,30 @@ namespace shmstream::shm {
 inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", little-endian
 // Bump on any change to this file's layouts or to the meaning of a field.
 // v2: wait page; the producer wakes readers only when one sleeps for what it committed.
-inline constexpr uint32_t kLayoutVersion = 2;
+// v3: rings (drop-oldest or block), records, reader slots in the wait file.
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
 inline constexpr size_t kCacheLine = 64;
 
 // Lifecycle of a stream, in SegmentHeader::state. Only kOpen ever changes; kCancelled may
 // also replace kClosed or kAborted (a forced removal ends every reader at once).
+// SegmentHeader::flags.
+inline constexpr uint32_t kFlagRecords = 1;        // the data is framed records
+inline constexpr uint32_t kFlagBlockWhenFull = 2;  // ring: the producer waits for slow readers
+inline constexpr uint32_t kKnownFlags = kFlagRecords | kFlagBlockWhenFull;
+
+// Frame of one record in a kFlagRecords stream; the payload follows, padded to 8 bytes.
+struct RecordHeader {
+  uint32_t length;
+  uint32_t check;  // ~length: a frame boundary that is not one is detected as corrupt
+};
+static_assert(sizeof(RecordHeader) == 8);
+inline constexpr uint64_t record_frame_size(uint64_t length) {
+  return (sizeof(RecordHeader) + length + 7) & ~uint64_t{7};
+}
+inline constexpr uint64_t kMaxRecordLength = 0xFFFFFFF0u;
+
 enum class StreamState : uint32_t {
   kOpen = 1,       // the producer may append
   kClosed = 2,     // the producer closed it: a clean end at committed_length
@@ -82,7 +128,7 @@ struct alignas(kCacheLine) SegmentHeader {
   uint32_t layout_version;
   uint32_t header_size;
   uint64_t max_data_size;
-  uint64_t retention_bytes;
+  uint64_t ring_capacity;
   uint64_t stream_id;
   uint64_t created_unix_ns;
   uint32_t producer_pid;
@@ -114,7 +160,7 @@ static_assert(offsetof(SegmentHeader, magic) == 0);
 static_assert(offsetof(SegmentHeader, layout_version) == 8);
 static_assert(offsetof(SegmentHeader, header_size) == 12);
 static_assert(offsetof(SegmentHeader, max_data_size) == 16);
-static_assert(offsetof(SegmentHeader, retention_bytes) == 24);
+static_assert(offsetof(SegmentHeader, ring_capacity) == 24);
 static_assert(offsetof(SegmentHeader, stream_id) == 32);
 static_assert(offsetof(SegmentHeader, created_unix_ns) == 40);
 static_assert(offsetof(SegmentHeader, producer_pid) == 48);
@@ -135,25 +181,50 @@ static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 
 inline constexpr uint64_t kWaitMagic = 0x5449415753534853ULL;  // "SHSSWAIT", little-endian
 inline constexpr uint32_t kWaitPageSize = 4096;
-// min_wanted when no reader sleeps.
+inline constexpr uint32_t kReaderSlotSize = 64;
+inline constexpr uint32_t kMaxReadersLimit = 16384;
+// min_wanted and space_wanted when nobody waits.
 inline constexpr uint64_t kNobody = ~uint64_t{0};
 
 struct alignas(kCacheLine) WaitPage {
   uint64_t magic;
   uint32_t layout_version;
-  uint32_t reserved0_;
+  uint32_t max_readers;
   uint64_t stream_id;
   std::byte pad0_[kCacheLine - 24];
   std::atomic<uint64_t> min_wanted;  // on its own line: written by readers, read per commit
   std::byte pad1_[kCacheLine - 8];
-  std::byte reserved_[kWaitPageSize - 2 * kCacheLine];  // per-reader slots: later
+  std::atomic<uint64_t> space_wanted;  // block rings: read by readers when they publish
+  std::atomic<uint32_t> space_word;
+  std::atomic<uint32_t> slots_in_use_hint;
+  std::byte pad2_[kCacheLine - 16];
+  std::byte reserved_[kWaitPageSize - 3 * kCacheLine];
+};
+
+struct alignas(kCacheLine) ReaderSlot {
+  std::atomic<uint64_t> position;
+  std::atomic<uint32_t> in_use;
+  uint32_t pid;  // relaxed-only information; written by the daemon before in_use
+  std::byte pad_[kReaderSlotSize - 16];
 };
 
 static_assert(sizeof(WaitPage) == kWaitPageSize);
+static_assert(sizeof(ReaderSlot) == kReaderSlotSize);
 static_assert(offsetof(WaitPage, magic) == 0);
 static_assert(offsetof(WaitPage, layout_version) == 8);
+static_assert(offsetof(WaitPage, max_readers) == 12);
 static_assert(offsetof(WaitPage, stream_id) == 16);
 static_assert(offsetof(WaitPage, min_wanted) == 64);
+static_assert(offsetof(WaitPage, space_wanted) == 128);
+static_assert(offsetof(WaitPage, space_word) == 136);
+static_assert(offsetof(WaitPage, slots_in_use_hint) == 140);
+static_assert(offsetof(ReaderSlot, position) == 0);
+static_assert(offsetof(ReaderSlot, in_use) == 8);
+static_assert(offsetof(ReaderSlot, pid) == 12);
+
+inline constexpr uint64_t wait_file_size(uint32_t max_readers) {
+  return kWaitPageSize + uint64_t{max_readers} * kReaderSlotSize;
+}
 
 // FNV-1a over the identity fields [0, 64) and the name: detects a corrupt or foreign header.
 uint64_t header_checksum(const SegmentHeader& header);

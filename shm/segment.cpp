@@ -72,10 +72,21 @@ Status format_segment(int fd, const SegmentParams& params) {
                   fmt::format("stream name of {} bytes: must be 1 to {}", params.name.size(),
                               kMaxNameLength));
   }
-  if (params.max_data_size == 0 || params.max_data_size > kMaxDataSizeLimit) {
+  uint64_t ring = ring_capacity_for(params.ring_capacity);
+  if (params.ring_capacity > kMaxRingCapacity) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": ring capacity {} is out of range (1 to {})",
+                              params.name, params.ring_capacity, kMaxRingCapacity));
+  }
+  if (ring == 0 && (params.max_data_size == 0 || params.max_data_size > kMaxDataSizeLimit)) {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("stream \"{}\": maximum size {} is out of range (1 to {})",
                               params.name, params.max_data_size, kMaxDataSizeLimit));
+  }
+  if (params.block_when_full && ring == 0) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": only a ring can block its producer when full",
+                              params.name));
   }
   if (ftruncate(fd, kHeaderSize) != 0) {
     int err = errno;
@@ -93,8 +104,9 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->magic = kMagic;
   header->layout_version = kLayoutVersion;
   header->header_size = kHeaderSize;
-  header->max_data_size = params.max_data_size;
-  header->retention_bytes = 0;
+  // A ring's data is its capacity, allocated now; its offsets grow without limit.
+  header->max_data_size = ring != 0 ? ring : params.max_data_size;
+  header->ring_capacity = ring;
   header->stream_id = params.stream_id;
   header->created_unix_ns =
       static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -103,7 +115,8 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->producer_pid = params.producer_pid;
   header->producer_uid = params.producer_uid;
   header->name_length = static_cast<uint32_t>(params.name.size());
-  header->flags = 0;
+  header->flags = (params.records ? kFlagRecords : 0) |
+                  (params.block_when_full ? kFlagBlockWhenFull : 0);
   std::memcpy(header->name, params.name.data(), params.name.size());
   header->header_checksum = header_checksum(*header);
   // Relaxed: the fd's hand-over (a socket message) publishes these to other processes.
@@ -112,8 +125,27 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->state.store(static_cast<uint32_t>(StreamState::kOpen), std::memory_order_relaxed);
   header->oldest_offset.store(0, std::memory_order_relaxed);
   header->data_file_size.store(0, std::memory_order_relaxed);
+  Status status;
+  if (ring != 0) {
+    // fallocate, not ftruncate: on tmpfs it reserves the pages, so a full file system fails
+    // here and not with a SIGBUS on the producer's first write.
+    int rc = fallocate(fd, 0, kHeaderSize, static_cast<off_t>(ring));
+    if (rc != 0 && errno == EOPNOTSUPP) rc = ftruncate(fd, static_cast<off_t>(kHeaderSize + ring));
+    if (rc != 0) {
+      int err = errno;
+      status = Status(err == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
+                      fmt::format("stream \"{}\": allocating its {}-byte ring: {}", params.name,
+                                  ring, errno_text(err)));
+    } else {
+      header->data_file_size.store(ring, std::memory_order_relaxed);  // as above
+    }
+  }
   munmap(base, kHeaderSize);
-  return Status();
+  return status;
+}
+
+uint64_t ring_capacity_for(uint64_t requested) {
+  return (requested + kRingGranule - 1) / kRingGranule * kRingGranule;
 }
 
 Status validate_header(const SegmentHeader& header, uint64_t file_size) {
@@ -146,16 +178,46 @@ Status validate_header(const SegmentHeader& header, uint64_t file_size) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("corrupt segment: maximum size {}", header.max_data_size));
   }
+  if ((header.flags & ~kKnownFlags) != 0) {
+    return Status(ErrorCode::kCorrupt, fmt::format("corrupt segment: flags {:#x}", header.flags));
+  }
+  const uint64_t ring = header.ring_capacity;
+  if (ring != 0 && (ring % kRingGranule != 0 || ring > kMaxRingCapacity ||
+                    header.max_data_size != ring)) {
+    return Status(ErrorCode::kCorrupt, fmt::format("corrupt segment: ring capacity {}", ring));
+  }
+  if (ring == 0 && (header.flags & kFlagBlockWhenFull) != 0) {
+    return Status(ErrorCode::kCorrupt, "corrupt segment: a blocking stream that is not a ring");
+  }
   // Acquire: pairs with the producer's release stores; committed is loaded first, so the
   // data_file_size loaded after it is at least as new (the producer grows before committing).
+  // A ring's oldest_offset is loaded between two loads of committed that must agree, so that
+  // the pair is one the producer really published (it moves oldest before committing).
   uint64_t committed = header.committed_length.load(std::memory_order_acquire);
+  uint64_t oldest = 0;
+  for (int tries = 0; tries < 1000; ++tries) {
+    // Acquire: pairs with the release store in ProducerCore::make_room().
+    oldest = header.oldest_offset.load(std::memory_order_acquire);
+    uint64_t again = header.committed_length.load(std::memory_order_acquire);  // as above
+    if (again == committed) break;
+    committed = again;
+  }
   uint64_t data_size = header.data_file_size.load(std::memory_order_acquire);
   uint32_t state = header.state.load(std::memory_order_acquire);
   if (!valid_state(state)) {
     return Status(ErrorCode::kCorrupt, fmt::format("corrupt segment: state {}", state));
   }
-  if (committed > data_size || data_size > header.max_data_size ||
-      data_size > file_size - kHeaderSize) {
+  if (ring != 0) {
+    // A ring's whole data region is allocated at creation; its offsets grow without limit.
+    if (data_size != ring || file_size - kHeaderSize < ring || oldest > committed ||
+        committed - oldest > ring) {
+      return Status(ErrorCode::kCorrupt,
+                    fmt::format("corrupt ring: capacity {}, {} allocated, file holds {} data "
+                                "bytes, offsets {} to {}",
+                                ring, data_size, file_size - kHeaderSize, oldest, committed));
+    }
+  } else if (oldest != 0 || committed > data_size || data_size > header.max_data_size ||
+             data_size > file_size - kHeaderSize) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("truncated segment: committed {} bytes, {} allocated, but the file "
                               "holds {} data bytes",
@@ -189,13 +251,33 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
     if (!status.ok()) status = Status(status.code(), fmt::format("{}: {}", what, status.message()));
   }
   uint64_t max_data_size = static_cast<const SegmentHeader*>(header_map)->max_data_size;
+  uint64_t ring = static_cast<const SegmentHeader*>(header_map)->ring_capacity;
   munmap(header_map, kHeaderSize);
   if (!status.ok()) return status;
 
   Segment segment;
-  segment.length_ = extent == MapExtent::kWhole ? kHeaderSize + max_data_size : kHeaderSize;
   int prot = access == Access::kReadWrite ? PROT_READ | PROT_WRITE : PROT_READ;
-  void* base = mmap(nullptr, segment.length_, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  void* base = nullptr;
+  if (extent == MapExtent::kWhole && ring != 0) {
+    // Header and ring, then the ring again right after: [o, o + n) for any n <= capacity is
+    // contiguous at data + o % capacity. Reserve the whole range first, then map over it.
+    segment.length_ = kHeaderSize + 2 * ring;
+    base = mmap(nullptr, segment.length_, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                -1, 0);
+    auto* bytes = static_cast<std::byte*>(base);
+    if (base != MAP_FAILED &&
+        (mmap(bytes, kHeaderSize + ring, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED ||
+         mmap(bytes + kHeaderSize + ring, ring, prot, MAP_SHARED | MAP_FIXED, fd, kHeaderSize) ==
+             MAP_FAILED)) {
+      int err = errno;
+      munmap(base, segment.length_);
+      errno = err;
+      base = MAP_FAILED;
+    }
+  } else {
+    segment.length_ = extent == MapExtent::kWhole ? kHeaderSize + max_data_size : kHeaderSize;
+    base = mmap(nullptr, segment.length_, prot, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  }
   if (base == MAP_FAILED) {
     int err = errno;
     return fail(err == EACCES ? ErrorCode::kPermissionDenied : ErrorCode::kIo,
@@ -264,57 +346,114 @@ bool end_stream(SegmentHeader& header, StreamState to) {
   return true;
 }
 
-Status format_wait_page(int fd, uint64_t stream_id) {
-  if (ftruncate(fd, kWaitPageSize) != 0) {
-    return Status(ErrorCode::kIo, fmt::format("sizing the wait page: {}", errno_text(errno)));
+Status format_wait_page(int fd, uint64_t stream_id, uint32_t max_readers) {
+  if (max_readers == 0 || max_readers > kMaxReadersLimit) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("maximum readers {} is out of range (1 to {})", max_readers,
+                              kMaxReadersLimit));
   }
-  void* base = mmap(nullptr, kWaitPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const uint64_t size = wait_file_size(max_readers);
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    return Status(err == ENOSPC ? ErrorCode::kNoSpace : ErrorCode::kIo,
+                  fmt::format("sizing the wait file: {}", errno_text(err)));
+  }
+  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
-    return Status(ErrorCode::kIo, fmt::format("mapping the wait page: {}", errno_text(errno)));
+    return Status(ErrorCode::kIo, fmt::format("mapping the wait file: {}", errno_text(errno)));
   }
-  // New and not handed out yet: plain initialisation; the fd's hand-over publishes it.
+  // New and not handed out yet: plain initialisation; the fd's hand-over publishes it. The
+  // slots are zero (free) as ftruncate made them.
   auto* page = new (base) WaitPage{};
   page->magic = kWaitMagic;
   page->layout_version = kLayoutVersion;
+  page->max_readers = max_readers;
   page->stream_id = stream_id;
   page->min_wanted.store(kNobody, std::memory_order_relaxed);
-  munmap(base, kWaitPageSize);
+  page->space_wanted.store(kNobody, std::memory_order_relaxed);
+  munmap(base, size);
   return Status();
 }
 
 Result<WaitPageMap> WaitPageMap::map(int fd, uint64_t stream_id, std::string_view what) {
   struct stat st {};
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) < kWaitPageSize) {
-    return Status(ErrorCode::kCorrupt, fmt::format("{}: truncated wait page", what));
+    return Status(ErrorCode::kCorrupt, fmt::format("{}: truncated wait file", what));
   }
-  void* base = mmap(nullptr, kWaitPageSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
     return Status(ErrorCode::kIo,
-                  fmt::format("{}: mapping the wait page: {}", what, errno_text(errno)));
+                  fmt::format("{}: mapping the wait file: {}", what, errno_text(errno)));
   }
   WaitPageMap out;
   out.page_ = static_cast<WaitPage*>(base);
+  out.length_ = size;
   const WaitPage& page = out.page();
   if (page.magic != kWaitMagic || page.layout_version != kLayoutVersion ||
       page.stream_id != stream_id) {
     return Status(ErrorCode::kCorrupt,
-                  fmt::format("{}: wait page does not belong to this segment (magic {:#x}, "
+                  fmt::format("{}: wait file does not belong to this segment (magic {:#x}, "
                               "version {}, stream id {:#x})",
                               what, page.magic, page.layout_version, page.stream_id));
+  }
+  if (page.max_readers == 0 || page.max_readers > kMaxReadersLimit ||
+      wait_file_size(page.max_readers) != size) {
+    return Status(ErrorCode::kCorrupt,
+                  fmt::format("{}: wait file of {} bytes for {} readers", what, size,
+                              page.max_readers));
   }
   return out;
 }
 
 WaitPageMap& WaitPageMap::operator=(WaitPageMap&& other) noexcept {
   if (this != &other) {
-    if (page_ != nullptr) munmap(page_, kWaitPageSize);
+    if (page_ != nullptr) munmap(page_, length_);
     page_ = std::exchange(other.page_, nullptr);
+    length_ = std::exchange(other.length_, 0);
   }
   return *this;
 }
 
 WaitPageMap::~WaitPageMap() {
-  if (page_ != nullptr) munmap(page_, kWaitPageSize);
+  if (page_ != nullptr) munmap(page_, length_);
+}
+
+Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, uint32_t pid) {
+  WaitPage& page = wait.page();
+  for (uint32_t i = 0; i < wait.max_readers(); ++i) {
+    ReaderSlot& slot = wait.slot(i);
+    // Relaxed: only the daemon (one thread) claims and releases slots.
+    if (slot.in_use.load(std::memory_order_relaxed) != 0) continue;
+    slot.position.store(position, std::memory_order_relaxed);
+    slot.pid = pid;
+    // Release: pairs with the producer's acquire load in slowest_reader(); it sees the
+    // position stored above with the slot.
+    slot.in_use.store(1, std::memory_order_release);
+    // Relaxed: a scan bound only; a producer that misses the new slot is caught by the
+    // reader's own oldest_offset checks.
+    if (page.slots_in_use_hint.load(std::memory_order_relaxed) <= i) {
+      page.slots_in_use_hint.store(i + 1, std::memory_order_relaxed);
+    }
+    return i;
+  }
+  return Status(ErrorCode::kTooManyReaders,
+                fmt::format("all {} reader slots are taken", wait.max_readers()));
+}
+
+void release_reader_slot(const WaitPageMap& wait, uint32_t index) {
+  if (index >= wait.max_readers()) return;
+  WaitPage& page = wait.page();
+  // Release: pairs with the producer's acquire load; it stops counting this reader.
+  wait.slot(index).in_use.store(0, std::memory_order_release);
+  // seq_cst: Dekker with the producer's space_wanted store and re-scan: either it sees the
+  // slot free, or we see it waiting and wake it.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (page.space_wanted.load(std::memory_order_relaxed) != kNobody) {
+    // Release: the producer acquire-loads space_word before it scans again.
+    page.space_word.fetch_add(1, std::memory_order_release);
+    futex_wake_all(&page.space_word, /*shared=*/true);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,6 +465,13 @@ ProducerCore::ProducerCore(Segment segment, WaitPageMap wait)
   // Relaxed: only this producer writes these fields.
   committed_ = h.committed_length.load(std::memory_order_relaxed);
   file_size_ = h.data_file_size.load(std::memory_order_relaxed);
+  oldest_ = h.oldest_offset.load(std::memory_order_relaxed);
+  ring_ = h.ring_capacity;
+  step_ = std::max<uint64_t>(ring_ / 16, 1);
+  if (ring_ != 0) {
+    // The ring is allocated; map all of it now rather than one page fault at a time.
+    madvise(segment_.mutable_data(), ring_, MADV_POPULATE_WRITE);
+  }
 }
 
 Status ProducerCore::check_open() const {
@@ -340,6 +486,14 @@ Status ProducerCore::check_open() const {
       return Status(ErrorCode::kCancelled, segment_.describe() + ": cancelled (removed by force)");
   }
   return Status(ErrorCode::kCorrupt, segment_.describe() + ": invalid state");
+}
+
+Status ProducerCore::check_kind(bool records) const {
+  if (segment_.records() == records) return Status();
+  return Status(ErrorCode::kInvalidArgument,
+                segment_.records()
+                    ? segment_.describe() + ": a records stream: publish records, not bytes"
+                    : segment_.describe() + ": a byte stream: append bytes, not records");
 }
 
 Status ProducerCore::ensure_file_size(uint64_t data_end) {
@@ -374,11 +528,100 @@ Status ProducerCore::ensure_file_size(uint64_t data_end) {
   return Status();
 }
 
-Result<std::span<std::byte>> ProducerCore::reserve(size_t size) {
+uint64_t ProducerCore::slowest_reader() const {
+  const WaitPage& page = wait_.page();
+  // Relaxed: a scan bound (see claim_reader_slot()).
+  uint32_t count = std::min(page.slots_in_use_hint.load(std::memory_order_relaxed),
+                            wait_.max_readers());
+  uint64_t slowest = kNobody;
+  for (uint32_t i = 0; i < count; ++i) {
+    const ReaderSlot& slot = wait_.slot(i);
+    // Acquire: pairs with claim_reader_slot()'s release store (the position comes with it).
+    if (slot.in_use.load(std::memory_order_acquire) == 0) continue;
+    // Acquire: pairs with the reader's release store in publish_position(): its reads of the
+    // bytes below the position are done before we overwrite them.
+    slowest = std::min(slowest, slot.position.load(std::memory_order_acquire));
+  }
+  return slowest;
+}
+
+Status ProducerCore::wait_for_readers(uint64_t needed, Clock::time_point deadline,
+                                      const Cancellation* cancel) {
+  WaitPage& page = wait_.page();
+  SegmentHeader& h = segment_.mutable_header();
+  Status result;
+  for (;;) {
+    // Acquire: pairs with the readers' (and daemon's) release fetch_add before a wake-up;
+    // loaded before the scan, so a slot that moves after the scan changes the word.
+    uint32_t seen_space = page.space_word.load(std::memory_order_acquire);
+    // Acquire: pairs with end_stream()'s release increment (a forced removal ends the wait).
+    uint32_t seen_state = h.wait_word.load(std::memory_order_acquire);
+    if (slowest_reader() >= needed) break;
+    if (result = check_open(); !result.ok()) break;
+    if (cancel != nullptr && cancel->cancelled()) {
+      result = Status(ErrorCode::kInterrupted, segment_.describe() + ": wait for readers cancelled");
+      break;
+    }
+    if (deadline != kNoDeadline && Clock::now() >= deadline) {
+      result = Status(ErrorCode::kTimeout,
+                      fmt::format("{}: timed out waiting for the slowest reader to pass offset {} "
+                                  "(it is at {})",
+                                  segment_.describe(), needed, slowest_reader()));
+      break;
+    }
+    // Relaxed store + seq_cst fence: Dekker with publish_position()/release_reader_slot():
+    // either they see what we want, or the scan below sees their move.
+    page.space_wanted.store(needed, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (slowest_reader() >= needed) break;
+    FutexWatch watches[3] = {{&page.space_word, seen_space, true}, {&h.wait_word, seen_state, true}};
+    size_t count = 2;
+    if (cancel != nullptr) watches[count++] = {cancel->word(), 0, false};
+    futex_wait(std::span(watches, count), deadline);
+  }
+  // Relaxed: only we write it; a reader that sees a stale value wakes us once, harmlessly.
+  page.space_wanted.store(kNobody, std::memory_order_relaxed);
+  return result;
+}
+
+Status ProducerCore::make_room(uint64_t data_end, Clock::time_point deadline,
+                               const Cancellation* cancel) {
+  if (data_end - committed_ > ring_) {
+    return Status(ErrorCode::kTooLarge,
+                  fmt::format("{}: {} bytes do not fit in its ring of {}", segment_.describe(),
+                              data_end - committed_, ring_));
+  }
+  if (data_end <= ring_) return Status();  // not wrapped yet
+  const uint64_t needed = data_end - ring_;  // bytes below this get overwritten
+  if (needed <= oldest_) return Status();
+  // Declare a whole step gone at once (never past what is committed), so that oldest_offset
+  // changes rarely.
+  uint64_t oldest = std::min((needed + step_ - 1) / step_ * step_, committed_);
+  if (segment_.block_when_full()) {
+    if (Status s = wait_for_readers(needed, deadline, cancel); !s.ok()) return s;
+    // Never declare gone what a reader still reads.
+    oldest = std::max(needed, std::min(oldest, slowest_reader()));
+  }
+  oldest_ = oldest;
+  // Release store: a reader that acquire-loads it sees the committed length it follows.
+  // Release fence: the writes into the ring that follow are ordered after the store; a reader
+  // that read any of them and then issues an acquire fence sees this value (the seqlock
+  // pairing with ReaderCore::intact()).
+  segment_.mutable_header().oldest_offset.store(oldest_, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_release);
+  return Status();
+}
+
+Result<std::span<std::byte>> ProducerCore::reserve(size_t size, Clock::time_point deadline,
+                                                   const Cancellation* cancel) {
   if (Status s = check_open(); !s.ok()) return s;
-  if (Status s = ensure_file_size(committed_ + size); !s.ok()) return s;
+  if (Status s = ring_ != 0 ? make_room(committed_ + size, deadline, cancel)
+                            : ensure_file_size(committed_ + size);
+      !s.ok()) {
+    return s;
+  }
   reserved_ = size;
-  return std::span<std::byte>(segment_.mutable_data() + committed_, size);
+  return std::span<std::byte>(at(committed_), size);
 }
 
 Status ProducerCore::commit(size_t size) {
@@ -410,11 +653,46 @@ Status ProducerCore::commit(size_t size) {
   return Status();
 }
 
-Status ProducerCore::append(std::span<const std::byte> bytes) {
-  auto span = reserve(bytes.size());
+Status ProducerCore::append(std::span<const std::byte> bytes, Clock::time_point deadline,
+                            const Cancellation* cancel) {
+  if (Status s = check_kind(false); !s.ok()) return s;
+  auto span = reserve(bytes.size(), deadline, cancel);
   if (!span.ok()) return span.status();
   if (!bytes.empty()) std::memcpy(span->data(), bytes.data(), bytes.size());
   return commit(bytes.size());
+}
+
+Result<std::span<std::byte>> ProducerCore::reserve_record(size_t max_length,
+                                                          Clock::time_point deadline,
+                                                          const Cancellation* cancel) {
+  if (Status s = check_kind(true); !s.ok()) return s;
+  if (max_length > kMaxRecordLength) {
+    return Status(ErrorCode::kTooLarge, fmt::format("{}: a record of {} bytes is over the limit",
+                                                    segment_.describe(), max_length));
+  }
+  auto span = reserve(record_frame_size(max_length), deadline, cancel);
+  if (!span.ok()) return span.status();
+  record_reserved_ = max_length;
+  return span->subspan(sizeof(RecordHeader), max_length);
+}
+
+Status ProducerCore::commit_record(size_t length) {
+  if (reserved_ == 0 || length > record_reserved_) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: commit of a {}-byte record exceeds the {} reserved",
+                              segment_.describe(), length, reserved_ == 0 ? 0 : record_reserved_));
+  }
+  RecordHeader frame{static_cast<uint32_t>(length), ~static_cast<uint32_t>(length)};
+  std::memcpy(at(committed_), &frame, sizeof(frame));  // plain: published by commit()
+  return commit(record_frame_size(length));
+}
+
+Status ProducerCore::publish(std::span<const std::byte> payload, Clock::time_point deadline,
+                             const Cancellation* cancel) {
+  auto span = reserve_record(payload.size(), deadline, cancel);
+  if (!span.ok()) return span.status();
+  if (!payload.empty()) std::memcpy(span->data(), payload.data(), payload.size());
+  return commit_record(payload.size());
 }
 
 Status ProducerCore::close() {
@@ -452,11 +730,20 @@ class ReaderCore::OpGuard {
   bool admitted_;
 };
 
-ReaderCore::ReaderCore(Segment segment, WaitPageMap wait)
+ReaderCore::ReaderCore(Segment segment, WaitPageMap wait, int slot)
     : segment_(std::move(segment)),
       wait_(std::move(wait)),
       describe_(segment_.describe()),
-      max_data_size_(segment_.header().max_data_size) {}
+      max_data_size_(segment_.header().max_data_size),
+      ring_(segment_.header().ring_capacity),
+      step_(std::max<uint64_t>(ring_ / 16, 1)),
+      block_ring_(segment_.block_when_full()) {
+  if (slot >= 0 && static_cast<uint32_t>(slot) < wait_.max_readers()) {
+    slot_ = &wait_.slot(static_cast<uint32_t>(slot));
+    // Relaxed: our own slot; the daemon stored it before handing it to us.
+    published_ = slot_->position.load(std::memory_order_relaxed);
+  }
+}
 
 ReaderCore::~ReaderCore() { close(); }
 
@@ -499,12 +786,60 @@ Status ReaderCore::ended_status(StreamState state) const {
 
 Status ReaderCore::check_readable(uint64_t committed, StreamState state) const {
   if (state == StreamState::kCancelled) return ended_status(state);
-  if (committed > max_data_size_) {
+  if (ring_ == 0 && committed > max_data_size_) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("{}: committed length {} beyond the segment's maximum {}", describe_,
                               committed, max_data_size_));
   }
   return Status();
+}
+
+uint64_t ReaderCore::oldest() const {
+  // Acquire: pairs with make_room()'s release store.
+  return ring_ != 0 && segment_.valid()
+             ? segment_.header().oldest_offset.load(std::memory_order_acquire)
+             : 0;
+}
+
+bool ReaderCore::intact(uint64_t offset) const {
+  if (ring_ == 0) return true;
+  // Acquire fence after our reads of the ring, then the load: pairs with the release fence in
+  // make_room(). If a read saw a byte the producer wrote after moving oldest_offset past
+  // `offset`, this load sees that move (a seqlock's read side).
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return offset >= segment_.header().oldest_offset.load(std::memory_order_relaxed);
+}
+
+Status ReaderCore::overrun(uint64_t offset) const {
+  uint64_t oldest = this->oldest();
+  return Status(ErrorCode::kOverrun,
+                fmt::format("{}: overrun: offset {} was overwritten; the oldest available is {}",
+                            describe_, offset, oldest),
+                oldest);
+}
+
+Status ReaderCore::check_intact(uint64_t offset) const {
+  return intact(offset) ? Status() : overrun(offset);
+}
+
+void ReaderCore::publish_position(uint64_t position, bool now) {
+  if (slot_ == nullptr || position == published_) return;
+  if (!now && position > published_ && position - published_ < step_) return;
+  const uint64_t before = published_;
+  published_ = position;
+  // Release: pairs with slowest_reader()'s acquire load; our reads of the bytes below the
+  // position happen before the producer overwrites them.
+  slot_->position.store(position, std::memory_order_release);
+  if (!block_ring_) return;
+  // Dekker with wait_for_readers(): our store above is ordered before the load below, so
+  // either the producer's re-scan sees it or we see what it waits for.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  uint64_t wanted = wait_.page().space_wanted.load(std::memory_order_relaxed);
+  if (wanted != kNobody && before < wanted && wanted <= position) {
+    // Release: the producer acquire-loads space_word before scanning again.
+    wait_.page().space_word.fetch_add(1, std::memory_order_release);
+    futex_wake_all(&wait_.page().space_word, /*shared=*/true);
+  }
 }
 
 Status ReaderCore::seek(int64_t offset, Whence whence) {
@@ -517,6 +852,8 @@ Status ReaderCore::seek(int64_t offset, Whence whence) {
                   fmt::format("{}: seek to negative offset {}", describe_, target));
   }
   position_ = static_cast<uint64_t>(target);
+  OpGuard guard(this);
+  if (guard.admitted()) publish_position(position_, /*now=*/true);
   return Status();
 }
 
@@ -560,6 +897,8 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
       }
       continue;
     }
+    // A blocking ring's producer may wait for us: show it how far we got before we sleep.
+    publish_position(position_, /*now=*/true);
     // Tell the producer the offset we sleep for: min_wanted = min(min_wanted, target).
     std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
     uint64_t wanted = min_wanted.load(std::memory_order_relaxed);
@@ -587,15 +926,21 @@ Result<size_t> ReaderCore::read_at(uint64_t offset, std::span<std::byte> buf,
   Status s = wait_admitted(offset + 1, deadline, cancel);
   if (s.code() == ErrorCode::kEndOfStream) return size_t{0};
   if (!s.ok()) return s;
+  if (Status s = check_intact(offset); !s.ok()) return s;
   size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), committed() - offset));
-  std::memcpy(buf.data(), segment_.data() + offset, n);
+  std::memcpy(buf.data(), at(offset), n);
+  // Checked after the copy too: the producer may have overwritten the bytes while we copied.
+  if (Status s = check_intact(offset); !s.ok()) return s;
   return n;
 }
 
 Result<size_t> ReaderCore::read(std::span<std::byte> buf, Clock::time_point deadline,
                                 const Cancellation* cancel) {
   auto n = read_at(position_, buf, deadline, cancel);
-  if (n.ok()) position_ += *n;
+  if (n.ok()) {
+    position_ += *n;
+    publish_position(position_, /*now=*/false);
+  }
   return n;
 }
 
@@ -603,11 +948,14 @@ Result<std::span<const std::byte>> ReaderCore::next(size_t max, Clock::time_poin
                                                     const Cancellation* cancel) {
   OpGuard guard(this);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
+  // The previous view is done with: the producer of a blocking ring may reuse it.
+  publish_position(position_, /*now=*/false);
   Status s = wait_admitted(position_ + 1, deadline, cancel);
   if (s.code() == ErrorCode::kEndOfStream) return std::span<const std::byte>();
   if (!s.ok()) return s;
+  if (Status s = check_intact(position_); !s.ok()) return s;
   size_t n = static_cast<size_t>(std::min<uint64_t>(max, committed() - position_));
-  std::span<const std::byte> out(segment_.data() + position_, n);
+  std::span<const std::byte> out(at(position_), n);
   position_ += n;
   return out;
 }
@@ -622,7 +970,40 @@ Result<std::span<const std::byte>> ReaderCore::view(uint64_t offset, size_t leng
                   fmt::format("{}: view [{}, {}) is beyond the committed length {}", describe_,
                               offset, offset + length, committed));
   }
-  return std::span<const std::byte>(segment_.data() + offset, length);
+  if (Status s = check_intact(offset); !s.ok()) return s;
+  return std::span<const std::byte>(at(offset), length);
+}
+
+Result<std::optional<RecordView>> ReaderCore::next_record(Clock::time_point deadline,
+                                                          const Cancellation* cancel) {
+  if (!segment_.records()) {
+    return Status(ErrorCode::kInvalidArgument, describe_ + ": a byte stream has no records");
+  }
+  OpGuard guard(this);
+  if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
+  // The previous record is done with: the producer of a blocking ring may reuse it.
+  publish_position(position_, /*now=*/false);
+  uint64_t committed = cached_committed_;
+  if (position_ >= committed) {
+    Status s = wait_admitted(position_ + 1, deadline, cancel);
+    if (s.code() == ErrorCode::kEndOfStream) return std::optional<RecordView>();
+    if (!s.ok()) return s;
+    committed = cached_committed_ = this->committed();
+  }
+  RecordHeader frame;
+  std::memcpy(&frame, at(position_), sizeof(frame));
+  // The frame header is only meaningful if it was not overwritten while we read it.
+  if (Status s = check_intact(position_); !s.ok()) return s;
+  const uint64_t size = record_frame_size(frame.length);
+  if (frame.check != ~frame.length || position_ % 8 != 0 || size > committed - position_) {
+    return Status(ErrorCode::kCorrupt,
+                  fmt::format("{}: no valid record at offset {} (length {}, check {:#x}, "
+                              "committed {})",
+                              describe_, position_, frame.length, frame.check, committed));
+  }
+  RecordView out{std::span(at(position_) + sizeof(frame), frame.length), position_};
+  position_ += size;
+  return std::optional<RecordView>(out);
 }
 
 }  // namespace shmstream::shm

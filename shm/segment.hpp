@@ -2,8 +2,9 @@
 // reader core. Depends on nothing of shmstream's but status and cancellation.
 //
 // The producer appends at the end and publishes with a release store of committed_length;
-// readers acquire-load committed_length and may then read every byte below it, for as long as
-// they keep their mapping. A reader sleeps on the header's wait_word (a futex) when it wants
+// readers acquire-load committed_length and may then read every byte below it (in a ring: and
+// at or above oldest_offset, checked again after reading), for as long as they keep their
+// mapping. A reader sleeps on the header's wait_word (a futex) when it wants
 // bytes that are not committed yet, after telling the producer through the wait page (see
 // layout.hpp); the producer wakes sleepers only when one waits for what it committed.
 //
@@ -14,6 +15,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -30,20 +32,31 @@ namespace shmstream::shm {
 inline constexpr uint64_t kMaxDataSizeLimit = 1ULL << 40;  // 1 TiB
 // Default reservation when the creator names none.
 inline constexpr uint64_t kDefaultMaxDataSize = 16ULL << 30;  // 16 GiB
+// Rings: capacities are multiples of this (the page size), from one page to kMaxRingCapacity.
+inline constexpr uint64_t kRingGranule = 4096;
+inline constexpr uint64_t kMaxRingCapacity = kMaxDataSizeLimit / 2;  // mapped twice
+// Default number of reader slots in a wait file (readers a stream allows at once).
+inline constexpr uint32_t kDefaultMaxReaders = 64;
 
 const char* state_name(StreamState state);  // "open", "closed", "aborted", "cancelled"
 
 // What a new segment holds.
 struct SegmentParams {
   std::string name;
-  uint64_t max_data_size = kDefaultMaxDataSize;
+  uint64_t max_data_size = kDefaultMaxDataSize;  // unbounded streams; ignored for rings
+  uint64_t ring_capacity = 0;  // 0 = unbounded; else rounded up to a multiple of kRingGranule
+  bool block_when_full = false;  // ring: the producer waits for the slowest reader
+  bool records = false;
   uint64_t stream_id = 0;
   uint32_t producer_pid = 0;
   uint32_t producer_uid = 0;
 };
 
-// Makes an empty file (fd open read-write) a fresh, open segment with no data.
+// Makes an empty file (fd open read-write) a fresh, open segment with no data. A ring's data
+// is allocated here, so that a full file system fails the creation, not a later append.
 Status format_segment(int fd, const SegmentParams& params);
+// The capacity a ring of `requested` bytes gets (rounded up to kRingGranule).
+uint64_t ring_capacity_for(uint64_t requested);
 
 // Checks a header as found in a file of `file_size` bytes. Pure: safe on any bytes.
 Status validate_header(const SegmentHeader& header, uint64_t file_size);
@@ -69,6 +82,9 @@ class Segment {
   SegmentHeader& mutable_header() { return *reinterpret_cast<SegmentHeader*>(base_); }
   const std::byte* data() const { return base_ + kHeaderSize; }
   std::byte* mutable_data() { return base_ + kHeaderSize; }
+  uint64_t ring_capacity() const { return header().ring_capacity; }
+  bool records() const { return (header().flags & kFlagRecords) != 0; }
+  bool block_when_full() const { return (header().flags & kFlagBlockWhenFull) != 0; }
   // The whole mapping (header + reserved data range).
   std::span<const std::byte> mapping() const { return {base_, length_}; }
   int fd() const { return fd_; }
@@ -82,22 +98,35 @@ class Segment {
   int fd_ = -1;
 };
 
-// Makes an empty file (fd open read-write) the wait page of segment `stream_id`.
-Status format_wait_page(int fd, uint64_t stream_id);
+// Makes an empty file (fd open read-write) the wait file of segment `stream_id`, with
+// `max_readers` reader slots.
+Status format_wait_page(int fd, uint64_t stream_id, uint32_t max_readers);
 
-// A validated read-write mapping of a wait page. Owns the mapping.
+// A validated read-write mapping of a wait file. Owns the mapping.
 class WaitPageMap {
  public:
   static Result<WaitPageMap> map(int fd, uint64_t stream_id, std::string_view what);
   WaitPageMap() = default;
-  WaitPageMap(WaitPageMap&& other) noexcept : page_(std::exchange(other.page_, nullptr)) {}
+  WaitPageMap(WaitPageMap&& other) noexcept
+      : page_(std::exchange(other.page_, nullptr)), length_(std::exchange(other.length_, 0)) {}
   WaitPageMap& operator=(WaitPageMap&& other) noexcept;
   ~WaitPageMap();
+  bool valid() const { return page_ != nullptr; }
   WaitPage& page() const { return *page_; }
+  uint32_t max_readers() const { return page_->max_readers; }
+  ReaderSlot& slot(uint32_t index) const {
+    return reinterpret_cast<ReaderSlot*>(reinterpret_cast<std::byte*>(page_) + kWaitPageSize)[index];
+  }
 
  private:
   WaitPage* page_ = nullptr;
+  size_t length_ = 0;
 };
+
+// Daemon side of reader slots. Takes a free slot for a reader starting at `position`
+// (kTooManyReaders when none is free), and gives it back (waking a producer waiting for room).
+Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, uint32_t pid);
+void release_reader_slot(const WaitPageMap& wait, uint32_t index);
 
 // Ends the stream: kOpen -> to (kClosed or kAborted); any state but kCancelled -> kCancelled.
 // Wakes every reader. Returns false when the state did not allow it (already ended).
@@ -110,12 +139,24 @@ class ProducerCore {
   ProducerCore(Segment segment, WaitPageMap wait);
 
   // A writable span of `size` bytes at the end of the stream; fill it, then commit(n <= size).
-  // Valid until the next reserve/append/commit.
-  Result<std::span<std::byte>> reserve(size_t size);
+  // Valid until the next reserve/append/commit. In a ring, size <= the capacity; a blocking
+  // ring waits here (until the deadline, or the cancellation fires) for slow readers.
+  Result<std::span<std::byte>> reserve(size_t size, Clock::time_point deadline = kNoDeadline,
+                                       const Cancellation* cancel = nullptr);
   // Publishes the first `size` bytes of the last reservation and wakes readers.
   Status commit(size_t size);
   // Copies `bytes` to the end of the stream and publishes them.
-  Status append(std::span<const std::byte> bytes);
+  Status append(std::span<const std::byte> bytes, Clock::time_point deadline = kNoDeadline,
+                const Cancellation* cancel = nullptr);
+
+  // Records streams: a writable span for a payload of up to `max_length` bytes; fill it, then
+  // commit_record(length <= max_length) publishes it as one record.
+  Result<std::span<std::byte>> reserve_record(size_t max_length,
+                                              Clock::time_point deadline = kNoDeadline,
+                                              const Cancellation* cancel = nullptr);
+  Status commit_record(size_t length);
+  Status publish(std::span<const std::byte> payload, Clock::time_point deadline = kNoDeadline,
+                 const Cancellation* cancel = nullptr);
   // Ends the stream cleanly at its committed length.
   Status close();
   // Ends the stream as aborted (the producer gives up; readers get kProducerDied).
@@ -127,21 +168,44 @@ class ProducerCore {
 
  private:
   Status check_open() const;
+  Status check_kind(bool records) const;
   Status ensure_file_size(uint64_t data_end);
+  // Ring: lets the bytes up to `data_end` be written, advancing oldest_offset (after waiting
+  // for slow readers in a blocking ring).
+  Status make_room(uint64_t data_end, Clock::time_point deadline, const Cancellation* cancel);
+  // Blocking ring: the lowest position of a reader slot in use (kNobody if none).
+  uint64_t slowest_reader() const;
+  Status wait_for_readers(uint64_t needed, Clock::time_point deadline,
+                          const Cancellation* cancel);
+  std::byte* at(uint64_t offset) {
+    return segment_.mutable_data() + (ring_ == 0 ? offset : offset % ring_);
+  }
 
   Segment segment_;
   WaitPageMap wait_;
+  uint64_t ring_ = 0;       // ring capacity, 0 if unbounded
+  uint64_t step_ = 0;       // ring: oldest_offset advances in steps of this
+  uint64_t oldest_ = 0;     // ring: our own copy of header.oldest_offset
   uint64_t committed_ = 0;  // our own copy of header.committed_length
   uint64_t reserved_ = 0;   // bytes reserved past committed_
   uint64_t file_size_ = 0;  // data bytes backed by the file
+  size_t record_reserved_ = 0;  // payload bytes of the pending record reservation
 };
 
 enum class Whence { kStart, kCurrent, kEnd };
 
-// The reader side of one segment: a read-only mapping and a private position.
+// One record of a records stream, seen zero-copy.
+struct RecordView {
+  std::span<const std::byte> data;
+  uint64_t offset;  // of its frame in the stream
+};
+
+// The reader side of one segment: a read-only mapping and a private position. `slot` is the
+// reader slot the daemon gave it in the wait file (its published position holds back a
+// blocking ring's producer), or -1 for none.
 class ReaderCore {
  public:
-  ReaderCore(Segment segment, WaitPageMap wait);
+  ReaderCore(Segment segment, WaitPageMap wait, int slot = -1);
   ~ReaderCore();
 
   uint64_t position() const { return position_; }
@@ -164,7 +228,16 @@ class ReaderCore {
                                           const Cancellation* cancel);
   // Zero-copy view of committed bytes [offset, offset + length); never blocks.
   Result<std::span<const std::byte>> view(uint64_t offset, size_t length);
+  // Records streams: blocks like next() for the record at the position and returns it whole,
+  // zero-copy, advancing past it; nullopt at the clean end of the stream.
+  Result<std::optional<RecordView>> next_record(Clock::time_point deadline,
+                                                const Cancellation* cancel);
 
+  // Rings: whether the bytes from `offset` on are still intact. Call it after reading a view
+  // of a drop-oldest ring: if false, what was read may have been overwritten while reading.
+  bool intact(uint64_t offset) const;
+  // Rings: the oldest offset still available (0 for unbounded streams).
+  uint64_t oldest() const;
   uint64_t committed() const;
   StreamState state() const;
   const Segment& segment() const { return segment_; }
@@ -180,11 +253,25 @@ class ReaderCore {
   Status wait_admitted(uint64_t target, Clock::time_point deadline, const Cancellation* cancel);
   Status ended_status(StreamState state) const;
   Status check_readable(uint64_t offset, StreamState state) const;
+  Status overrun(uint64_t offset) const;
+  // Ring: kOverrun unless bytes from `offset` on are intact (after reading them).
+  Status check_intact(uint64_t offset) const;
+  // Publishes in our slot that we need no bytes below `position` (lazily unless `now`).
+  void publish_position(uint64_t position, bool now);
+  const std::byte* at(uint64_t offset) const {
+    return segment_.data() + (ring_ == 0 ? offset : offset % ring_);
+  }
 
   Segment segment_;
   WaitPageMap wait_;
+  ReaderSlot* slot_ = nullptr;
   std::string describe_;
   uint64_t max_data_size_ = 0;
+  uint64_t ring_ = 0;  // ring capacity, 0 if unbounded
+  uint64_t step_ = 0;  // publish the slot when the position moved this far
+  bool block_ring_ = false;
+  uint64_t published_ = 0;  // last position stored in the slot
+  uint64_t cached_committed_ = 0;  // records: a committed length already loaded
   uint64_t position_ = 0;
   bool spin_ = false;
   std::atomic<uint32_t> closing_{0};  // private futex word: 1 once close() began

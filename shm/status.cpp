@@ -42,6 +42,10 @@ std::string_view error_code_name(ErrorCode code) {
       return "internal";
     case ErrorCode::kEndOfStream:
       return "end_of_stream";
+    case ErrorCode::kOverrun:
+      return "overrun";
+    case ErrorCode::kTooManyReaders:
+      return "too_many_readers";
   }
   return "unknown";
 }

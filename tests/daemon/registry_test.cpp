@@ -33,6 +33,7 @@ class RegistryTest : public ::testing::Test {
 
   RegistryConfig config_;
   Peer peer_;
+  uint32_t slot_ = 0;
 };
 
 TEST_F(RegistryTest, RefusesBadNamesWithClearErrors) {
@@ -41,7 +42,7 @@ TEST_F(RegistryTest, RefusesBadNamesWithClearErrors) {
   OwnedFd fd;
   for (std::string bad : {std::string(), std::string(300, 'x'), std::string("a/b"),
                           std::string(".."), std::string("tab\there"), std::string("\x7f")}) {
-    Status s = registry.create(bad, 0, peer_, &stream, &fd);
+    Status s = registry.create(bad, {}, peer_, &stream, &fd);
     EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("bad stream name"), std::string::npos) << s.message();
   }
@@ -52,10 +53,10 @@ TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   Registry registry(config_);
   std::shared_ptr<Stream> producer_side, reader_side;
   OwnedFd rw, ro;
-  ASSERT_TRUE(registry.create("s", 0, peer_, &producer_side, &rw).ok());
-  EXPECT_EQ(registry.create("s", 0, peer_, &producer_side, &rw).code(), ErrorCode::kAlreadyExists);
-  EXPECT_EQ(registry.open("nope", &reader_side, &ro).code(), ErrorCode::kNotFound);
-  ASSERT_TRUE(registry.open("s", &reader_side, &ro).ok());
+  ASSERT_TRUE(registry.create("s", {}, peer_, &producer_side, &rw).ok());
+  EXPECT_EQ(registry.create("s", {}, peer_, &producer_side, &rw).code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(registry.open("nope", peer_, &reader_side, &ro, &slot_).code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(registry.open("s", peer_, &reader_side, &ro, &slot_).ok());
   // The reader's segment fd is read-only; the wait page beside it is writable.
   EXPECT_EQ(fcntl(ro.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
   OwnedFd wait(open((config_.segment_dir + "/" + producer_side->wait_file_name()).c_str(), O_RDWR));
@@ -64,7 +65,7 @@ TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   ASSERT_TRUE(registry.stat("s", &snap).ok());
   EXPECT_EQ(snap.readers, 1u);
   EXPECT_EQ(snap.producer_pid, static_cast<uint32_t>(getpid()));
-  registry.reader_detached(reader_side);
+  registry.reader_detached(reader_side, slot_);
   ASSERT_TRUE(registry.stat("s", &snap).ok());
   EXPECT_EQ(snap.readers, 0u);
 }
@@ -73,7 +74,7 @@ TEST_F(RegistryTest, ProducerThatGoesAwayWithoutClosingAbortsTheStream) {
   Registry registry(config_);
   std::shared_ptr<Stream> stream;
   OwnedFd fd;
-  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &fd).ok());
+  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &fd).ok());
   registry.producer_detached(stream, /*closed_cleanly=*/false);
   StreamSnapshot snap;
   ASSERT_TRUE(registry.stat("s", &snap).ok());
@@ -84,29 +85,29 @@ TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLet
   Registry registry(config_);
   std::shared_ptr<Stream> stream, reading;
   OwnedFd rw, ro, ro2;
-  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &rw).ok());
+  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &rw).ok());
   EXPECT_EQ(files(), 2u);  // the segment and its wait page
-  ASSERT_TRUE(registry.open("s", &reading, &ro).ok());
+  ASSERT_TRUE(registry.open("s", peer_, &reading, &ro, &slot_).ok());
   ASSERT_TRUE(registry.remove("s", /*force=*/false).ok());
   EXPECT_EQ(files(), 0u);  // unlinked: nobody can open it by name, not even around the daemon
-  EXPECT_EQ(registry.open("s", &reading, &ro2).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(registry.open("s", peer_, &reading, &ro2, &slot_).code(), ErrorCode::kNotFound);
   auto list = registry.list();
   ASSERT_EQ(list.size(), 1u);
   EXPECT_TRUE(list[0].removing);
   EXPECT_EQ(list[0].state, shm::StreamState::kOpen);  // the producer may keep writing
-  registry.reader_detached(reading);
+  registry.reader_detached(reading, slot_);
   EXPECT_EQ(registry.list().size(), 1u);  // the producer still holds it
   registry.producer_detached(stream, /*closed_cleanly=*/true);
   EXPECT_TRUE(registry.list().empty());
   // The name is free again, for a new segment.
-  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &rw).ok());
+  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &rw).ok());
 }
 
 TEST_F(RegistryTest, ForcedRemovalCancels) {
   Registry registry(config_);
   std::shared_ptr<Stream> stream;
   OwnedFd fd;
-  ASSERT_TRUE(registry.create("s", 0, peer_, &stream, &fd).ok());
+  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &fd).ok());
   ASSERT_TRUE(registry.remove("s", /*force=*/true).ok());
   EXPECT_EQ(shm::load_state(stream->header.header()), shm::StreamState::kCancelled);
   EXPECT_EQ(registry.remove("s", true).code(), ErrorCode::kNotFound);
@@ -120,8 +121,8 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
     Registry registry(config_);
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
-    ASSERT_TRUE(registry.create("alive", 0, peer_, &stream, &fd).ok());
-    ASSERT_TRUE(registry.create("orphan", 0, Peer{dead, getuid(), getgid()}, &stream, &fd).ok());
+    ASSERT_TRUE(registry.create("alive", {}, peer_, &stream, &fd).ok());
+    ASSERT_TRUE(registry.create("orphan", {}, Peer{dead, getuid(), getgid()}, &stream, &fd).ok());
     registry.set_shutting_down();  // as on SIGTERM: producers keep their streams open
   }
   std::string junk =

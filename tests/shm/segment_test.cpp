@@ -50,7 +50,7 @@ class SegmentTest : public ::testing::Test {
     params.stream_id = 42;
     params.producer_pid = static_cast<uint32_t>(getpid());
     ASSERT_TRUE(format_segment(fd_, params).ok());
-    ASSERT_TRUE(format_wait_page(wait_fd_, 42).ok());
+    ASSERT_TRUE(format_wait_page(wait_fd_, 42, kDefaultMaxReaders).ok());
   }
   WaitPageMap wait_page() { return WaitPageMap::map(wait_fd_, 42, "unit").value(); }
   ProducerCore producer() {

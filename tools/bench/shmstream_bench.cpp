@@ -42,6 +42,7 @@ struct Options {
       5;  // each figure is the median of this many runs, shmstream and baseline alternating
   uint64_t bytes = 1ULL << 30;  // stream volume per throughput run
   size_t chunk = 64 << 10;      // append / write size
+  uint64_t ring = 4 << 20;      // ring capacity of the throughput streams (0 = unbounded)
   int latency_samples = 20000;
   std::string socket;  // the private daemon's
 };
@@ -238,9 +239,10 @@ void remove_stream(const Options& o, const std::string& name) {
 // The create-then-open handshake between one producer party and its reader parties: the
 // producer creates the stream, then writes one byte per reader into the `created` pipe.
 shmstream::Producer create_and_announce(shmstream::Client& client, const std::string& name,
-                                        int created[2], int readers) {
+                                        int created[2], int readers,
+                                        const shmstream::CreateOptions& options = {}) {
   close(created[0]);
-  auto producer = take(client.create(name), "create");
+  auto producer = take(client.create(name, options), "create");
   std::string tokens(readers, 'c');
   if (write(created[1], tokens.data(), tokens.size()) != readers) _exit(1);
   close(created[1]);
@@ -302,6 +304,17 @@ double gbps(uint64_t bytes, double seconds) { return static_cast<double>(bytes) 
 // ---------------------------------------------------------------------------------------------
 // Scenario: 1 producer -> N readers, chunked appends, every reader consumes every byte.
 
+// A blocking ring of o.ring bytes (pipe-like: the producer waits for slow readers), or an
+// unbounded stream.
+shmstream::CreateOptions throughput_stream(const Options& o) {
+  shmstream::CreateOptions options;
+  if (o.ring != 0) {
+    options.retention = shmstream::Retention::kBlock;
+    options.ring_capacity = o.ring;
+  }
+  return options;
+}
+
 double stream_fanout(const Options& o, int readers, const std::string& name) {
   // The producer creates the stream in a setup process first, so that readers can open it.
   std::vector<std::function<double(int)>> bodies;
@@ -309,7 +322,7 @@ double stream_fanout(const Options& o, int readers, const std::string& name) {
   if (pipe(created) != 0) die("pipe");
   bodies.push_back([&](int go_fd) {
     auto client = connect_client(o);
-    auto producer = create_and_announce(client, name, created, readers);
+    auto producer = create_and_announce(client, name, created, readers, throughput_stream(o));
     ready_and_wait(go_fd);
     for (uint64_t off = 0; off < o.bytes; off += o.chunk) {
       check(producer.append(chunk_at(off, o.chunk)), "append");
@@ -761,6 +774,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "One JSON object per line");
   app.add_flag("--quick", o.quick, "Small volumes: the whole run in well under a minute (CI)");
   app.add_option("--repeat", o.repeat, "Runs per figure (the median is reported)")
+      ->capture_default_str();
+  app.add_option("--ring", o.ring,
+                 "Ring capacity of the throughput streams, in bytes (0: unbounded streams)")
       ->capture_default_str();
   app.add_option("--scenario", only,
                  "Run only these: throughput, fanout, idle, latency, spin, memory");

@@ -22,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,6 +53,15 @@ enum class WaitStrategy {
   kSpin,   // busy-poll the committed length: lowest latency, burns a core while waiting
 };
 
+// How much of a stream is kept.
+enum class Retention {
+  kUnbounded,   // every byte, until the stream is removed (up to CreateOptions::max_bytes)
+  kDropOldest,  // a ring of ring_capacity bytes: the producer never waits; a reader that falls
+                // more than the capacity behind gets kOverrun, naming the oldest offset left
+  kBlock,       // a ring of ring_capacity bytes: the producer waits for the slowest reader
+};
+const char* to_string(Retention retention);  // "unbounded", "drop-oldest", "block"
+
 struct StreamInfo {
   std::string name;
   StreamState state = StreamState::kOpen;
@@ -62,10 +72,26 @@ struct StreamInfo {
   uint32_t producer_uid = 0;
   uint64_t max_bytes = 0;
   uint64_t created_unix_ns = 0;
+  Retention retention = Retention::kUnbounded;
+  uint64_t ring_capacity = 0;  // rings: bytes kept
+  uint64_t oldest = 0;         // the oldest offset still available
+  bool records = false;        // carries framed records
+  uint32_t max_readers = 0;
+  uint64_t slowest_reader = 0;  // lowest position a reader published; `bytes` if none
 };
 
 struct CreateOptions {
-  uint64_t max_bytes = 0;  // longest the stream may grow; 0 = the daemon's default (16 GiB)
+  uint64_t max_bytes = 0;  // unbounded streams: longest it may grow; 0 = the daemon's default
+  Retention retention = Retention::kUnbounded;
+  uint64_t ring_capacity = 0;  // rings: bytes kept (rounded up to 4 KiB); required for rings
+  bool records = false;        // a records stream: publish()/next_record() instead of bytes
+  uint32_t max_readers = 0;    // readers allowed at once; 0 = the daemon's default (64)
+};
+
+// One record of a records stream, seen zero-copy in the stream's mapping.
+struct Record {
+  std::span<const std::byte> data;
+  uint64_t offset = 0;  // where its frame starts in the stream
 };
 
 struct ClientOptions {
@@ -85,12 +111,26 @@ class Producer {
   ~Producer();
 
   const std::string& name() const;
-  // Copies `bytes` to the end of the stream and publishes them to readers.
-  Status append(std::span<const std::byte> bytes);
+  // Copies `bytes` to the end of the stream and publishes them to readers. Only a kBlock ring
+  // ever waits (for its slowest reader): until the timeout (kTimeout) or the Cancellation
+  // (kInterrupted).
+  Status append(std::span<const std::byte> bytes, Timeout timeout = kForever,
+                const Cancellation* cancel = nullptr);
   Status append(std::string_view text) { return append(std::as_bytes(std::span(text))); }
   // Zero-copy: a writable span at the end of the stream. Fill it, then commit(n <= size).
-  Result<std::span<std::byte>> reserve(size_t size);
+  // In a ring, size is at most its capacity.
+  Result<std::span<std::byte>> reserve(size_t size, Timeout timeout = kForever,
+                                       const Cancellation* cancel = nullptr);
   Status commit(size_t size);
+
+  // Records streams (CreateOptions::records): publishes one record, copied.
+  Status publish(std::span<const std::byte> payload, Timeout timeout = kForever,
+                 const Cancellation* cancel = nullptr);
+  Status publish(std::string_view text) { return publish(std::as_bytes(std::span(text))); }
+  // Zero-copy: room for a record of up to max_length bytes; fill it, then commit_record(n).
+  Result<std::span<std::byte>> reserve_record(size_t max_length, Timeout timeout = kForever,
+                                              const Cancellation* cancel = nullptr);
+  Status commit_record(size_t length);
   // Ends the stream cleanly; readers reach its end.
   Status close();
   // Ends the stream as failed; readers get kProducerDied past the committed bytes.
@@ -127,6 +167,18 @@ class Reader {
                                           const Cancellation* cancel = nullptr);
   // Zero-copy view of committed bytes [offset, offset + length); never blocks.
   Result<std::span<const std::byte>> view(uint64_t offset, size_t length);
+  // Records streams: the next record, whole, as a zero-copy view; the position moves past it.
+  // nullopt when the stream ended cleanly ("done"; an empty record is a Record with no data).
+  // Errors as read(), plus kOverrun in a drop-oldest ring.
+  Result<std::optional<Record>> next_record(Timeout timeout = kForever,
+                                            const Cancellation* cancel = nullptr);
+  // Rings: whether what was read from `offset` on is still intact. A drop-oldest ring may
+  // overwrite bytes while you read a view of them: check after reading, and if false, discard
+  // what you read (then seek to oldest()). Always true for unbounded streams.
+  bool intact(uint64_t offset) const;
+  bool intact(const Record& record) const { return intact(record.offset); }
+  // The oldest offset still available (0 unless a ring wrapped).
+  uint64_t oldest() const;
   // Blocks until the stream's committed length reaches `length`; kEndOfStream if it closed
   // shorter.
   Status wait_for(uint64_t length, Timeout timeout = kForever,

@@ -7,6 +7,7 @@
 // Status and Result are plain values: safe to copy and move between threads.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -36,6 +37,9 @@ enum class ErrorCode : int {
   kIo = 16,           // a system call failed unexpectedly
   kInternal = 17,
   kEndOfStream = 18,  // the stream closed cleanly before the wanted offset: a normal end
+  kOverrun = 19,      // a ring overwrote the offset asked for; Status::offset() is the oldest
+                      // offset still available, from which the reader may resume
+  kTooManyReaders = 20,  // the stream has as many readers as it allows
 };
 
 // "not_found", "producer_died", ... (stable, used in JSON and CLI messages).
@@ -45,6 +49,9 @@ class Status {
  public:
   Status() = default;  // ok
   Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
+  // With an offset the caller can act on (kOverrun: the oldest offset still available).
+  Status(ErrorCode code, std::string message, uint64_t offset)
+      : code_(code), message_(std::move(message)), offset_(offset) {}
 
   static Status ok_status() { return Status(); }
 
@@ -52,12 +59,15 @@ class Status {
   ErrorCode code() const { return code_; }
   // The message names the object and the cause, e.g. `stream "cam0": producer died (pid 4121)`.
   const std::string& message() const { return message_; }
+  // kOverrun: the oldest offset still available. 0 for other codes.
+  uint64_t offset() const { return offset_; }
   // "producer_died: stream \"cam0\": producer died (pid 4121)", or "ok".
   std::string to_string() const;
 
  private:
   ErrorCode code_ = ErrorCode::kOk;
   std::string message_;
+  uint64_t offset_ = 0;
 };
 
 // Thrown only by Result<T>::value() on an error.
