@@ -1,6 +1,7 @@
 #include "shm/futex.hpp"
 
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -36,6 +37,32 @@ FutexWaitResult futex_wait(std::span<const FutexWatch> watches, Clock::time_poin
   if (rc >= 0) return FutexWaitResult::kWoken;
   if (errno == ETIMEDOUT) return FutexWaitResult::kTimedOut;
   return FutexWaitResult::kValueChanged;  // EAGAIN, or EINTR: the caller re-checks
+}
+
+namespace {
+
+long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0u, 0); }
+
+}  // namespace
+
+bool register_light_barriers() {
+  // A function-local static: thread-safe initialisation, one system call per process.
+  static const bool registered = heavy_barriers_available() &&
+                                 membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  return registered;
+}
+
+bool heavy_barriers_available() {
+  static const bool available = [] {
+    long commands = membarrier(MEMBARRIER_CMD_QUERY);
+    return commands > 0 && (commands & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
+           (commands & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0;
+  }();
+  return available;
+}
+
+bool heavy_barrier() {
+  return heavy_barriers_available() && membarrier(MEMBARRIER_CMD_GLOBAL_EXPEDITED) == 0;
 }
 
 void futex_wake_all(const std::atomic<uint32_t>* word, bool shared) {

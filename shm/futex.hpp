@@ -32,4 +32,20 @@ FutexWaitResult futex_wait(std::span<const FutexWatch> watches, Clock::time_poin
 // Wakes every process and thread sleeping on `word`.
 void futex_wake_all(const std::atomic<uint32_t>* word, bool shared);
 
+// Asymmetric barriers (membarrier(2), MEMBARRIER_CMD_GLOBAL_EXPEDITED, Linux >= 4.16): a hot
+// side that only needs a compiler barrier, paid for by a rare side's system call. A process
+// that registers may replace a seq_cst fence by light_barrier() in a store-then-load (Dekker)
+// sequence, provided that the other side issues heavy_barrier() between its own store and load:
+// the kernel then makes every registered thread execute a full barrier (or be descheduled,
+// which is one) before heavy_barrier() returns.
+//
+// Registers this process (once; later calls return the first answer). True if it may use
+// light barriers.
+bool register_light_barriers();
+// Whether heavy_barrier() is available in this process.
+bool heavy_barriers_available();
+// The rare side's barrier; false if unavailable (the caller must then not rely on it).
+bool heavy_barrier();
+inline void light_barrier() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+
 }  // namespace shmstream::shm

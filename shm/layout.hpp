@@ -34,6 +34,11 @@
 //   128 8  committed_length producer                release store / reader acquire load
 //   136 4  wait_word        producer, daemon        fetch_add(release) before a wake-up of
 //                                                   readers; readers FUTEX_WAIT on it
+//   140 4  light_producer   producer: 1 while its commits use a light barrier (see
+//                           min_wanted). Set (relaxed store, then a seq_cst fence) after 64
+//                           commits in a row woke nobody; cleared (seq_cst fence, then a
+//                           release store) after 4 in a row woke a reader. Readers acquire-
+//                           load it after their fence: 0 means the producer fences.
 //   192 4  state            producer, daemon        CAS (acq_rel) / reader acquire load
 //   200 8  oldest_offset    producer (rings)        relaxed store then a release fence, before
 //                           overwriting the bytes below it; readers read bytes, then an acquire
@@ -47,8 +52,10 @@
 // fd's passage over the control socket orders those writes before any other process's reads.
 //
 // Records (kFlagRecords): the data is a sequence of frames, each a RecordHeader (u32 length,
-// u32 check = ~length) then the payload, padded to a multiple of 8 bytes. committed_length
-// only ever advances by whole frames, so a committed frame is never torn.
+// u32 check = ~length) then the payload, padded to a multiple of 64 bytes (a cache line: a
+// reader reading a fresh record never holds a line the producer is still filling, which
+// otherwise halves the rate of small records; payloads up to 56 bytes take one line).
+// committed_length only ever advances by whole frames, so a committed frame is never torn.
 //
 // Beside each segment lives its wait file, "<segment file>.w", which readers map read-write
 // (the segment itself they map read-only): a control page, then one slot per reader.
@@ -63,6 +70,13 @@
 //                           load; if min_wanted <= committed_length, exchange it to kNobody,
 //                           bump wait_word and wake. (Dekker: either the reader sees the new
 //                           length or the producer sees the reader's offset.)
+//                           A light_producer replaces its fence by a compiler barrier, and
+//                           a reader that sees the flag adds a membarrier(GLOBAL_EXPEDITED)
+//                           after its fence (asymmetric Dekker, futex.hpp): a streaming commit
+//                           then costs no fence, which would stall on the cache line the reader
+//                           keeps reading. A reader that cannot issue it sleeps at most 1 ms at
+//                           a time instead. Readers that sleep between most commits turn the
+//                           producer back to fences: their barriers would delay their wake-ups.
 //   128 8  space_wanted     producer of a kFlagBlockWhenFull ring: the offset every reader slot
 //                           must reach before it may overwrite; kNobody when it does not wait.
 //                           Stored, then a seq_cst fence, then the slots are re-scanned. A
@@ -91,7 +105,7 @@ namespace shmstream::shm {
 inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", little-endian
 // Bump on any change to this file's layouts or to the meaning of a field.
 // v2: wait page; the producer wakes readers only when one sleeps for what it committed.
-// v3: rings (drop-oldest or block), records, reader slots in the wait file.
+// v3: rings (drop-oldest or block), records, reader slots in the wait file, light producers.
 inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
@@ -104,14 +118,14 @@ inline constexpr uint32_t kFlagRecords = 1;        // the data is framed records
 inline constexpr uint32_t kFlagBlockWhenFull = 2;  // ring: the producer waits for slow readers
 inline constexpr uint32_t kKnownFlags = kFlagRecords | kFlagBlockWhenFull;
 
-// Frame of one record in a kFlagRecords stream; the payload follows, padded to 8 bytes.
+// Frame of one record in a kFlagRecords stream; the payload follows, padded to 64 bytes.
 struct RecordHeader {
   uint32_t length;
   uint32_t check;  // ~length: a frame boundary that is not one is detected as corrupt
 };
 static_assert(sizeof(RecordHeader) == 8);
 inline constexpr uint64_t record_frame_size(uint64_t length) {
-  return (sizeof(RecordHeader) + length + 7) & ~uint64_t{7};
+  return (sizeof(RecordHeader) + length + kCacheLine - 1) & ~uint64_t{kCacheLine - 1};
 }
 inline constexpr uint64_t kMaxRecordLength = 0xFFFFFFF0u;
 
@@ -142,7 +156,8 @@ struct alignas(kCacheLine) SegmentHeader {
   // Producer's hot line: written on every commit, read by every reader.
   std::atomic<uint64_t> committed_length;
   std::atomic<uint32_t> wait_word;
-  std::byte pad2_[kCacheLine - 12];
+  std::atomic<uint32_t> light_producer;
+  std::byte pad2_[kCacheLine - 16];
 
   // Lifecycle line: written rarely (close, abort, cancel, file growth).
   std::atomic<uint32_t> state;
@@ -170,6 +185,7 @@ static_assert(offsetof(SegmentHeader, flags) == 60);
 static_assert(offsetof(SegmentHeader, header_checksum) == 64);
 static_assert(offsetof(SegmentHeader, committed_length) == 128);
 static_assert(offsetof(SegmentHeader, wait_word) == 136);
+static_assert(offsetof(SegmentHeader, light_producer) == 140);
 static_assert(offsetof(SegmentHeader, state) == 192);
 static_assert(offsetof(SegmentHeader, oldest_offset) == 200);
 static_assert(offsetof(SegmentHeader, data_file_size) == 208);

@@ -17,6 +17,14 @@ namespace {
 
 constexpr uint64_t kMinGrowth = 1ULL << 20;   // file grows by at least 1 MiB
 constexpr uint64_t kMaxGrowth = 64ULL << 20;  // and by at most 64 MiB beyond what is needed
+// A busy-polling reader re-checks state, cancellation and its deadline every this many polls.
+constexpr int kPollsPerCheck = 4096;
+// A producer switches its commits to the light barrier after this many commits in a row that
+// woke no reader (it is streaming), and back to the fence after a few in a row that woke one
+// (readers sleep between commits: their heavy barriers would only delay their wake-ups).
+constexpr uint32_t kQuietCommitsBeforeLight = 64;
+constexpr uint32_t kWakingCommitsBeforeFence = 4;
+constexpr int kPausesPerPoll = 4;
 
 std::string errno_text(int err) { return std::strerror(err); }
 
@@ -467,7 +475,11 @@ ProducerCore::ProducerCore(Segment segment, WaitPageMap wait)
   file_size_ = h.data_file_size.load(std::memory_order_relaxed);
   oldest_ = h.oldest_offset.load(std::memory_order_relaxed);
   ring_ = h.ring_capacity;
+  mask_ = ring_ != 0 && (ring_ & (ring_ - 1)) == 0 ? ring_ - 1 : 0;
   step_ = std::max<uint64_t>(ring_ / 16, 1);
+  records_ = segment_.records();
+  light_capable_ = register_light_barriers();
+  leave_light_mode();  // a dead producer's flag may linger: start with fenced commits
   if (ring_ != 0) {
     // The ring is allocated; map all of it now rather than one page fault at a time.
     madvise(segment_.mutable_data(), ring_, MADV_POPULATE_WRITE);
@@ -596,11 +608,28 @@ Status ProducerCore::make_room(uint64_t data_end, Clock::time_point deadline,
   if (needed <= oldest_) return Status();
   // Declare a whole step gone at once (never past what is committed), so that oldest_offset
   // changes rarely.
-  uint64_t oldest = std::min((needed + step_ - 1) / step_ * step_, committed_);
+  uint64_t limit = std::min((needed + step_ - 1) / step_ * step_, committed_);
   if (segment_.block_when_full()) {
     if (Status s = wait_for_readers(needed, deadline, cancel); !s.ok()) return s;
     // Never declare gone what a reader still reads.
-    oldest = std::max(needed, std::min(oldest, slowest_reader()));
+    limit = std::max(needed, std::min(limit, slowest_reader()));
+  }
+  uint64_t oldest = limit;
+  if (segment_.records()) {
+    // Keep oldest_offset on a frame boundary, so that an overrun reader can resume there:
+    // walk the frames we wrote (readers cannot write the segment) up to `needed`, then on
+    // while whole frames fit below `limit` (in a blocking ring, the slowest reader's
+    // position, itself a boundary).
+    oldest = oldest_;
+    auto frame_at = [&](uint64_t offset) {
+      RecordHeader frame;
+      std::memcpy(&frame, at(offset), sizeof(frame));
+      return record_frame_size(frame.length);
+    };
+    while (oldest < needed) oldest += frame_at(oldest);
+    for (uint64_t next; oldest < limit && (next = oldest + frame_at(oldest)) <= limit;) {
+      oldest = next;
+    }
   }
   oldest_ = oldest;
   // Release store: a reader that acquire-loads it sees the committed length it follows.
@@ -633,16 +662,34 @@ Status ProducerCore::commit(size_t size) {
   if (Status s = check_open(); !s.ok()) return s;
   reserved_ = 0;
   if (size == 0) return Status();
+  publish_committed(size);
+  return Status();
+}
+
+void ProducerCore::publish_committed(uint64_t size) {
   committed_ += size;
   SegmentHeader& h = segment_.mutable_header();
   // Release: publishes the bytes written into the reservation; pairs with readers' acquire
   // loads of committed_length.
   h.committed_length.store(committed_, std::memory_order_release);
-  // Dekker with the reader's fence in wait_admitted(): orders the store above before the load
-  // of min_wanted below, so a reader about to sleep either sees the new length or is seen here.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Dekker with the reader's fence (and heavy barrier) in wait_admitted(): orders the store
+  // above before the load of min_wanted below, so a reader about to sleep either sees the new
+  // length or is seen here. A light barrier when the readers' heavy barrier pays for it.
+  if (light_) {
+    light_barrier();
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
   std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
-  if (min_wanted.load(std::memory_order_relaxed) > committed_) return Status();  // none to wake
+  if (min_wanted.load(std::memory_order_relaxed) > committed_) {  // none to wake
+    waking_commits_ = 0;
+    if (!light_ && light_capable_ && ++quiet_commits_ >= kQuietCommitsBeforeLight) {
+      enter_light_mode();
+    }
+    return;
+  }
+  quiet_commits_ = 0;
+  if (light_ && ++waking_commits_ >= kWakingCommitsBeforeFence) leave_light_mode();
   // acq_rel: every registration this erases (also those wanting more than we committed: they
   // wake below and register again) happened-before it, so those readers loaded wait_word
   // before the increment below, and their futex waits cannot sleep through it.
@@ -650,7 +697,23 @@ Status ProducerCore::commit(size_t size) {
   // Release: a reader that acquire-loads the new value sees the committed length above.
   h.wait_word.fetch_add(1, std::memory_order_release);
   futex_wake_all(&h.wait_word, /*shared=*/true);
-  return Status();
+}
+
+void ProducerCore::enter_light_mode() {
+  // Relaxed store, then a seq_cst fence: Dekker with a reader's fence and load of the flag
+  // before it sleeps; a reader that still sees 0 skips its heavy barrier, and it is then
+  // ordered before our fence, so our later (light) commits' min_wanted loads see it.
+  segment_.mutable_header().light_producer.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  light_ = true;
+}
+
+void ProducerCore::leave_light_mode() {
+  // A fence, then a release store: a reader that acquire-loads the 0 (and so skips its heavy
+  // barrier) sees every commit made before, light ones included; later commits are fenced.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  segment_.mutable_header().light_producer.store(0, std::memory_order_release);
+  light_ = false;
 }
 
 Status ProducerCore::append(std::span<const std::byte> bytes, Clock::time_point deadline,
@@ -689,6 +752,20 @@ Status ProducerCore::commit_record(size_t length) {
 
 Status ProducerCore::publish(std::span<const std::byte> payload, Clock::time_point deadline,
                              const Cancellation* cancel) {
+  // The common case, with nothing to check but the state: room without growing or overwriting
+  // anything a reader might still hold. Small records cost no more than copying them.
+  const uint64_t frame_size = record_frame_size(payload.size());
+  if (records_ && payload.size() <= kMaxRecordLength && fits_without_work(frame_size) &&
+      load_state(segment_.header()) == StreamState::kOpen) {
+    std::byte* frame = at(committed_);
+    RecordHeader header{static_cast<uint32_t>(payload.size()),
+                        ~static_cast<uint32_t>(payload.size())};
+    std::memcpy(frame, &header, sizeof(header));  // plain: published by publish_committed()
+    if (!payload.empty()) std::memcpy(frame + sizeof(header), payload.data(), payload.size());
+    reserved_ = 0;
+    publish_committed(frame_size);
+    return Status();
+  }
   auto span = reserve_record(payload.size(), deadline, cancel);
   if (!span.ok()) return span.status();
   if (!payload.empty()) std::memcpy(span->data(), payload.data(), payload.size());
@@ -736,6 +813,7 @@ ReaderCore::ReaderCore(Segment segment, WaitPageMap wait, int slot)
       describe_(segment_.describe()),
       max_data_size_(segment_.header().max_data_size),
       ring_(segment_.header().ring_capacity),
+      mask_(ring_ != 0 && (ring_ & (ring_ - 1)) == 0 ? ring_ - 1 : 0),
       step_(std::max<uint64_t>(ring_ / 16, 1)),
       block_ring_(segment_.block_when_full()) {
   if (slot >= 0 && static_cast<uint32_t>(slot) < wait_.max_readers()) {
@@ -889,9 +967,16 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
                                 target, committed));
     }
     if (spin_) {
+      // A producer waiting for room in a blocking ring must see how far we got before we spin.
+      // Relaxed: a hint only; before sleeping we publish under the Dekker protocol below.
+      if (block_ring_ && wait_.page().space_wanted.load(std::memory_order_relaxed) != kNobody) {
+        publish_position(position_, /*now=*/true);
+      }
       // Busy-poll: re-read the length (acquire, as above) until it moves, checking state,
       // cancellation, close and the deadline (in the outer loop) every 4096 polls.
-      for (int i = 0; i < 4096; ++i) {
+      // (Without the spin strategy we do not poll before sleeping: measured, polling costs a
+      // streaming producer the cache line it commits to, and a ping-pong several microseconds.)
+      for (int i = 0; i < kPollsPerCheck; ++i) {
         if (h.committed_length.load(std::memory_order_acquire) >= target) break;
         cpu_relax();
       }
@@ -909,12 +994,20 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
     // Dekker with the producer's fence in commit(): our registration is ordered before the
     // re-check below, so either we see its new length or it sees our offset and wakes us.
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    // A light producer has no fence there: make it execute one now (asymmetric Dekker). If we
+    // cannot, sleep in short slices so that a missed wake-up costs at most one slice.
+    // Acquire: pairs with leave_light_mode()'s release store (a 0 read here means every light
+    // commit is visible to the re-check below); a 1 is Dekker with enter_light_mode()'s fence.
+    Clock::time_point sleep_until = deadline;
+    if (h.light_producer.load(std::memory_order_acquire) != 0 && !heavy_barrier()) {
+      sleep_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+    }
     // Acquire: pairs with commit()'s release store.
     if (h.committed_length.load(std::memory_order_acquire) >= target) continue;
     FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
     size_t count = 2;
     if (cancel != nullptr) watches[count++] = {cancel->word(), 0, false};
-    futex_wait(std::span(watches, count), deadline);
+    futex_wait(std::span(watches, count), sleep_until);
   }
 }
 
@@ -995,7 +1088,8 @@ Result<std::optional<RecordView>> ReaderCore::next_record(Clock::time_point dead
   // The frame header is only meaningful if it was not overwritten while we read it.
   if (Status s = check_intact(position_); !s.ok()) return s;
   const uint64_t size = record_frame_size(frame.length);
-  if (frame.check != ~frame.length || position_ % 8 != 0 || size > committed - position_) {
+  if (frame.check != ~frame.length || position_ % kCacheLine != 0 ||
+      size > committed - position_) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("{}: no valid record at offset {} (length {}, check {:#x}, "
                               "committed {})",

@@ -177,13 +177,31 @@ class ProducerCore {
   uint64_t slowest_reader() const;
   Status wait_for_readers(uint64_t needed, Clock::time_point deadline,
                           const Cancellation* cancel);
-  std::byte* at(uint64_t offset) {
-    return segment_.mutable_data() + (ring_ == 0 ? offset : offset % ring_);
+  std::byte* at(uint64_t offset) { return segment_.mutable_data() + ring_index(offset); }
+  uint64_t ring_index(uint64_t offset) const {
+    return ring_ == 0 ? offset : mask_ != 0 ? offset & mask_ : offset % ring_;
   }
+  // Whether `size` more bytes fit without growing the file or advancing oldest_offset.
+  bool fits_without_work(uint64_t size) const {
+    uint64_t end = committed_ + size;
+    return ring_ == 0 ? end <= file_size_ : size <= ring_ && (end <= ring_ || end - ring_ <= oldest_);
+  }
+  // commit()'s publication: the release store, then a wake-up if a reader sleeps for it.
+  void publish_committed(uint64_t size);
 
   Segment segment_;
   WaitPageMap wait_;
+  // Light mode: commits use a light barrier, readers a heavy one (see layout.hpp).
+  void enter_light_mode();
+  void leave_light_mode();
+
+  bool light_capable_ = false;  // this process may use light barriers (register_light_barriers())
+  bool light_ = false;          // commits use a light barrier now
+  uint32_t quiet_commits_ = 0;   // commits in a row that woke no reader
+  uint32_t waking_commits_ = 0;  // commits in a row that woke one
+  bool records_ = false;    // a records stream
   uint64_t ring_ = 0;       // ring capacity, 0 if unbounded
+  uint64_t mask_ = 0;       // ring_ - 1 if ring_ is a power of two (offset % ring_ == offset & mask_)
   uint64_t step_ = 0;       // ring: oldest_offset advances in steps of this
   uint64_t oldest_ = 0;     // ring: our own copy of header.oldest_offset
   uint64_t committed_ = 0;  // our own copy of header.committed_length
@@ -259,7 +277,7 @@ class ReaderCore {
   // Publishes in our slot that we need no bytes below `position` (lazily unless `now`).
   void publish_position(uint64_t position, bool now);
   const std::byte* at(uint64_t offset) const {
-    return segment_.data() + (ring_ == 0 ? offset : offset % ring_);
+    return segment_.data() + (ring_ == 0 ? offset : mask_ != 0 ? offset & mask_ : offset % ring_);
   }
 
   Segment segment_;
@@ -268,6 +286,7 @@ class ReaderCore {
   std::string describe_;
   uint64_t max_data_size_ = 0;
   uint64_t ring_ = 0;  // ring capacity, 0 if unbounded
+  uint64_t mask_ = 0;  // ring_ - 1 if ring_ is a power of two
   uint64_t step_ = 0;  // publish the slot when the position moved this far
   bool block_ring_ = false;
   uint64_t published_ = 0;  // last position stored in the slot

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "shm/naming.hpp"
+#include "shm/segment_fixture.hpp"
 #include "support/harness.hpp"
 
 namespace shmstream::shm {
@@ -24,60 +25,6 @@ namespace {
 using namespace std::chrono_literals;
 using test::eventually;
 using test::thread_sleeps_in_futex;
-
-std::span<const std::byte> bytes_of(std::string_view s) { return std::as_bytes(std::span(s)); }
-std::string text_of(std::span<const std::byte> b) {
-  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
-}
-Clock::time_point in(std::chrono::milliseconds ms) { return Clock::now() + ms; }
-
-// A fresh segment in a memfd (nothing to clean up in /dev/shm).
-class SegmentTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    fd_ = memfd_create("segment_test", MFD_CLOEXEC);
-    wait_fd_ = memfd_create("segment_test.w", MFD_CLOEXEC);
-  }
-  void TearDown() override {
-    close(fd_);
-    close(wait_fd_);
-  }
-
-  void format(uint64_t max = kDefaultMaxDataSize) {
-    SegmentParams params;
-    params.name = "unit";
-    params.max_data_size = max;
-    params.stream_id = 42;
-    params.producer_pid = static_cast<uint32_t>(getpid());
-    ASSERT_TRUE(format_segment(fd_, params).ok());
-    ASSERT_TRUE(format_wait_page(wait_fd_, 42, kDefaultMaxReaders).ok());
-  }
-  WaitPageMap wait_page() { return WaitPageMap::map(wait_fd_, 42, "unit").value(); }
-  ProducerCore producer() {
-    return ProducerCore(Segment::map(fd_, Access::kReadWrite, MapExtent::kWhole, "unit").value(),
-                        wait_page());
-  }
-  // A reader maps through a read-only fd, as the daemon hands out.
-  Result<Segment> map_readonly() {
-    int ro = open(("/proc/self/fd/" + std::to_string(fd_)).c_str(), O_RDONLY | O_CLOEXEC);
-    auto segment = Segment::map(ro, Access::kReadOnly, MapExtent::kWhole, "stream \"unit\"");
-    close(ro);
-    return segment;
-  }
-  ReaderCore reader() { return ReaderCore(map_readonly().value(), wait_page()); }
-  uint32_t wait_word() { return raw_header().wait_word.load(); }
-  SegmentHeader& raw_header() {
-    if (raw_ == nullptr) {
-      raw_ = mmap(nullptr, kHeaderSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
-    }
-    return *static_cast<SegmentHeader*>(raw_);
-  }
-  void reseal() { raw_header().header_checksum = header_checksum(raw_header()); }
-
-  int fd_ = -1;
-  int wait_fd_ = -1;
-  void* raw_ = nullptr;
-};
 
 TEST_F(SegmentTest, FormatWritesAValidHeader) {
   format();
@@ -172,6 +119,40 @@ TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
   t.join();
   EXPECT_TRUE(status.ok()) << status.to_string();
   EXPECT_EQ(wait_page().page().min_wanted.load(), kNobody);
+}
+
+// A streaming producer drops its fence for a light barrier (readers then pay a membarrier before
+// they sleep), and goes back to fencing when readers sleep between its commits. Either way a
+// sleeping reader is woken.
+TEST_F(SegmentTest, TheProducerSwitchesBarriersWithTheTrafficAndWakesReadersInBothModes) {
+  if (!register_light_barriers()) GTEST_SKIP() << "membarrier(GLOBAL_EXPEDITED) unavailable";
+  format();
+  auto p = producer();
+  auto r = reader();
+  std::atomic<uint32_t>& light = raw_header().light_producer;
+  EXPECT_EQ(light.load(), 0u);  // a new producer fences
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(p.append(bytes_of("x")).ok());
+  EXPECT_EQ(light.load(), 1u);  // 100 commits woke nobody: streaming
+  // Sleeping readers woken, one commit at a time: the first wakes under the light barrier.
+  for (int round = 0; round < 4; ++round) {
+    EXPECT_EQ(light.load(), 1u) << round;
+    std::atomic<pid_t> tid{0};
+    Status status;
+    std::thread t([&] {
+      tid = static_cast<pid_t>(syscall(SYS_gettid));
+      status = r.wait_until(r.committed() + 1, in(10s), nullptr);
+    });
+    ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
+    ASSERT_TRUE(p.append(bytes_of("y")).ok());
+    t.join();
+    ASSERT_TRUE(status.ok()) << status.to_string();
+  }
+  EXPECT_EQ(light.load(), 0u);  // four commits in a row woke a reader: fences again
+  std::thread t = test::blocked_thread([&] {
+    EXPECT_TRUE(r.wait_until(r.committed() + 1, in(10s), nullptr).ok());
+  });
+  ASSERT_TRUE(p.append(bytes_of("z")).ok());
+  t.join();
 }
 
 // Many tiny commits racing readers that sleep between them: a lost wake-up shows as a timeout.

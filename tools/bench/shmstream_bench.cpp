@@ -439,6 +439,100 @@ void scenario_fanout(const Options& o) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Scenario: small records, one subscriber keeping up. Baseline: one SOCK_SEQPACKET message per
+// record.
+
+constexpr size_t kRecordSize = 64;
+
+double stream_records(const Options& o, uint64_t count) {
+  const std::string name = "bench-records";
+  int created[2];
+  if (pipe(created) != 0) die("pipe");
+  std::vector<std::function<double(int)>> bodies;
+  bodies.push_back([&](int go_fd) {
+    auto client = connect_client(o);
+    shmstream::CreateOptions options;
+    options.records = true;
+    options.retention = shmstream::Retention::kBlock;
+    options.ring_capacity = o.ring != 0 ? o.ring : 4 << 20;
+    auto producer = create_and_announce(client, name, created, 1, options);
+    ready_and_wait(go_fd);
+    for (uint64_t i = 0; i < count; ++i) {
+      check(producer.publish(chunk_at(i * kRecordSize, kRecordSize)), "publish");
+    }
+    check(producer.close(), "close");
+    return 0.0;
+  });
+  bodies.push_back([&](int go_fd) {
+    await_created(created);
+    auto client = connect_client(o);
+    auto reader = take(client.open(name), "open");
+    ready_and_wait(go_fd);
+    uint64_t acc = 0, seen = 0;
+    for (;;) {
+      auto record = take(reader.next_record(), "next_record");
+      if (!record) break;
+      acc = consume(record->data.data(), record->data.size(), acc);
+      ++seen;
+    }
+    if (seen != count) die("the records subscriber missed records");
+    return static_cast<double>(acc & 0xffff);
+  });
+  RunResult r = run_parties(bodies, [&] {
+    close(created[0]);
+    close(created[1]);
+  });
+  remove_stream(o, name);
+  return static_cast<double>(count) / r.seconds;
+}
+
+double seqpacket_records(uint64_t count) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) != 0) die("socketpair");
+  std::vector<std::function<double(int)>> bodies;
+  bodies.push_back([&](int go_fd) {
+    close(sv[1]);
+    ready_and_wait(go_fd);
+    for (uint64_t i = 0; i < count; ++i) {
+      auto record = chunk_at(i * kRecordSize, kRecordSize);
+      if (write(sv[0], record.data(), record.size()) != static_cast<ssize_t>(record.size())) {
+        die("seqpacket write");
+      }
+    }
+    close(sv[0]);
+    return 0.0;
+  });
+  bodies.push_back([&](int go_fd) {
+    close(sv[0]);
+    std::byte buf[kRecordSize];
+    ready_and_wait(go_fd);
+    uint64_t acc = 0, seen = 0;
+    ssize_t n;
+    while ((n = read(sv[1], buf, sizeof(buf))) > 0) {
+      acc = consume(buf, static_cast<size_t>(n), acc);
+      ++seen;
+    }
+    if (seen != count) die("the seqpacket reader missed records");
+    return static_cast<double>(acc & 0xffff);
+  });
+  RunResult r = run_parties(bodies, [&] {
+    close(sv[0]);
+    close(sv[1]);
+  });
+  return static_cast<double>(count) / r.seconds;
+}
+
+void scenario_records(const Options& o) {
+  const uint64_t count = o.quick ? 2'000'000 : 20'000'000;
+  std::string params = "\"records\":" + std::to_string(count) +
+                       ",\"record_bytes\":" + std::to_string(kRecordSize);
+  auto m = medians(o, {[&] { return stream_records(o, count); },
+                       [&] { return seqpacket_records(count); }});
+  report(o, {"records_64B", "records_per_s", "M/s", m[0] / 1e6, "unix_seqpacket", m[1] / 1e6, true,
+             params});
+}
+
+// ---------------------------------------------------------------------------------------------
 // Scenario: the producer alone vs the producer with 16 readers blocked waiting (idle).
 
 double producer_only(const Options& o, int idle_readers, const std::string& name) {
@@ -519,6 +613,11 @@ class SharedSamples {
   double* data_;
 };
 
+// Between two pings of the blocked-latency scenarios the pinger pauses this long, so that the
+// other side has given up polling and sleeps in the futex when the ping comes (a reader polls
+// for a few microseconds before it sleeps).
+constexpr auto kPingGap = 100us;
+
 std::vector<double> stream_pingpong(const Options& o, bool spin) {
   const int n = o.latency_samples;
   SharedSamples samples(n);
@@ -536,6 +635,7 @@ std::vector<double> stream_pingpong(const Options& o, bool spin) {
     ready_and_wait(go_fd);
     uint64_t msg = 0;
     for (int i = 0; i < n; ++i) {
+      if (!spin) std::this_thread::sleep_for(kPingGap);
       auto t0 = Clock::now();
       check(ping.append(std::as_bytes(std::span(&msg, 1))), "append");
       auto v = take(pong.next(8), "read");
@@ -597,6 +697,7 @@ std::vector<double> futex_pingpong(const Options& o) {
   bodies.push_back([&](int go_fd) {
     ready_and_wait(go_fd);
     for (int i = 0; i < n; ++i) {
+      std::this_thread::sleep_for(kPingGap);
       auto t0 = Clock::now();
       uint32_t seen = words[1].load(std::memory_order_acquire);
       words[0].fetch_add(1, std::memory_order_release);
@@ -667,7 +768,8 @@ void scenario_latency_spin(const Options& o) {
 }
 
 void scenario_latency(const Options& o) {
-  std::string params = "\"samples\":" + std::to_string(o.latency_samples) + ",\"message\":8";
+  std::string params = "\"samples\":" + std::to_string(o.latency_samples) +
+                       ",\"message\":8,\"gap_us\":" + std::to_string(kPingGap.count());
   auto shm = percentiles(stream_pingpong(o, /*spin=*/false));
   auto raw = percentiles(futex_pingpong(o));
   report(o, {"latency_blocked", "one_way_p50", "us", shm.p50 / 1e3, "futex_pingpong", raw.p50 / 1e3,
@@ -779,7 +881,7 @@ int main(int argc, char** argv) {
                  "Ring capacity of the throughput streams, in bytes (0: unbounded streams)")
       ->capture_default_str();
   app.add_option("--scenario", only,
-                 "Run only these: throughput, fanout, idle, latency, spin, memory");
+                 "Run only these: throughput, fanout, records, idle, latency, spin, memory");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
     o.bytes = 128ULL << 20;
@@ -794,6 +896,7 @@ int main(int argc, char** argv) {
   };
   if (wanted("throughput")) scenario_throughput(o);
   if (wanted("fanout")) scenario_fanout(o);
+  if (wanted("records")) scenario_records(o);
   if (wanted("idle")) scenario_idle_readers(o);
   if (wanted("latency")) scenario_latency(o);
   if (wanted("spin")) scenario_latency_spin(o);
