@@ -481,8 +481,9 @@ ProducerCore::ProducerCore(Segment segment, WaitPageMap wait)
   light_capable_ = register_light_barriers();
   leave_light_mode();  // a dead producer's flag may linger: start with fenced commits
   if (ring_ != 0) {
-    // The ring is allocated; map all of it now rather than one page fault at a time.
-    madvise(segment_.mutable_data(), ring_, MADV_POPULATE_WRITE);
+    // The ring is allocated; map all of it now rather than one page fault at a time: both
+    // views of it (a record that wraps is written through the second).
+    madvise(segment_.mutable_data(), 2 * ring_, MADV_POPULATE_WRITE);
   }
 }
 
@@ -820,6 +821,11 @@ ReaderCore::ReaderCore(Segment segment, WaitPageMap wait, int slot)
     slot_ = &wait_.slot(static_cast<uint32_t>(slot));
     // Relaxed: our own slot; the daemon stored it before handing it to us.
     published_ = slot_->position.load(std::memory_order_relaxed);
+  }
+  if (ring_ != 0) {
+    // Fault the ring's pages in now (both views), not one by one on the first pass: the
+    // ring is allocated in full and bounded, and a page fault costs more than a 4 KiB read.
+    madvise(const_cast<std::byte*>(segment_.data()), 2 * ring_, MADV_POPULATE_READ);
   }
 }
 

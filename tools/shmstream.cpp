@@ -1,6 +1,9 @@
 // shmstream — command-line client: write a stream from stdin, cat it to stdout, list, stat and
 // remove streams. Uses only the public client API. See `shmstream --help`.
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -42,6 +45,27 @@ bool write_all(int fd, std::span<const std::byte> bytes) {
     bytes = bytes.subspan(static_cast<size_t>(n));
   }
   return true;
+}
+
+// Hands `bytes` to the pipe at fd without copying them: the pipe references the pages of the
+// mapping. Only for bytes that never change again (an unbounded stream's committed bytes; a
+// ring's are overwritten). False on a broken pipe or error.
+bool vmsplice_all(int fd, std::span<const std::byte> bytes) {
+  while (!bytes.empty()) {
+    iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
+    ssize_t n = ::vmsplice(fd, &iov, 1, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    bytes = bytes.subspan(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+bool is_pipe(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
 std::string json_string(const std::string& s) {
@@ -100,6 +124,7 @@ int cmd_write(shmstream::Client& client, const std::string& name, uint64_t max_b
   shmstream::CreateOptions options;
   options.max_bytes = max_bytes;
   auto producer = take(client.create(name, options));
+  if (is_pipe(STDIN_FILENO)) (void)fcntl(STDIN_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
   for (;;) {
     auto span = producer.reserve(kChunk);
     if (!span.ok()) {
@@ -120,9 +145,14 @@ int cmd_write(shmstream::Client& client, const std::string& name, uint64_t max_b
   return 0;
 }
 
-// Copies the stream to stdout straight from the mapping.
+// Copies the stream to stdout straight from the mapping; into a pipe, an unbounded stream's
+// bytes are not even copied (vmsplice).
 int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset, bool no_follow) {
   auto reader = take(client.open(name));
+  bool splice = is_pipe(STDOUT_FILENO) && take(client.stat(name)).retention ==
+                                               shmstream::Retention::kUnbounded;
+  // Best effort: a bigger pipe takes more of the stream per system call.
+  if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
   check(reader.seek(static_cast<int64_t>(offset)));
   uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
   while (reader.position() < stop_at) {
@@ -130,7 +160,7 @@ int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset,
         reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
     if (!view.ok()) fail(view.status().message());
     if (view->empty()) break;  // clean end of stream
-    if (!write_all(STDOUT_FILENO, *view)) {
+    if (!(splice ? vmsplice_all(STDOUT_FILENO, *view) : write_all(STDOUT_FILENO, *view))) {
       if (errno == EPIPE) return 0;
       fail(std::string("writing stdout: ") + std::strerror(errno));
     }

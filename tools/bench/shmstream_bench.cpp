@@ -30,277 +30,10 @@
 
 #include "shmstream/client.hpp"
 
+#include "bench/harness.hpp"
+
+namespace shmstream::bench {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-using namespace std::chrono_literals;
-
-struct Options {
-  bool json = false;
-  bool quick = false;
-  int repeat =
-      5;  // each figure is the median of this many runs, shmstream and baseline alternating
-  uint64_t bytes = 1ULL << 30;  // stream volume per throughput run
-  size_t chunk = 64 << 10;      // append / write size
-  uint64_t ring = 4 << 20;      // ring capacity of the throughput streams (0 = unbounded)
-  int latency_samples = 20000;
-  std::string socket;  // the private daemon's
-};
-
-[[noreturn]] void die(const std::string& message) {
-  std::fprintf(stderr, "shmstream-bench: %s\n", message.c_str());
-  std::exit(1);
-}
-
-template <typename T>
-T take(shmstream::Result<T> result, const char* what) {
-  if (!result.ok()) die(std::string(what) + ": " + result.status().to_string());
-  return std::move(result.value());
-}
-
-void check(const shmstream::Status& s, const char* what) {
-  if (!s.ok()) die(std::string(what) + ": " + s.to_string());
-}
-
-// ---------------------------------------------------------------------------------------------
-// Processes: every party runs in a forked child. The parent creates no threads (no Client)
-// before forking, so forking is safe; children connect on their own.
-
-struct Party {
-  pid_t pid;
-  int ready_fd;   // child writes one byte when set up
-  int result_fd;  // child writes its result (a double) at the end
-};
-
-// Forks `body`; it gets `go_fd` to block on (EOF = start) and returns a figure for the parent.
-Party fork_party(int go_read_fd, const std::function<double(int go_fd)>& body) {
-  int ready[2], result[2];
-  if (pipe(ready) != 0 || pipe(result) != 0) die("pipe");
-  pid_t pid = fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive an interrupted benchmark
-    close(ready[0]);
-    close(result[0]);
-    // Tell the parent we are set up only once body() asks (it calls ready_signal()).
-    setenv("SHMSTREAM_BENCH_READY_FD", std::to_string(ready[1]).c_str(), 1);
-    double value = body(go_read_fd);
-    if (write(result[1], &value, sizeof(value)) != sizeof(value)) _exit(1);
-    _exit(0);
-  }
-  close(ready[1]);
-  close(result[1]);
-  return Party{pid, ready[0], result[0]};
-}
-
-// In a child: report "set up", then block until the parent starts everyone at once.
-void ready_and_wait(int go_fd) {
-  int fd = std::atoi(std::getenv("SHMSTREAM_BENCH_READY_FD"));
-  char byte = 1;
-  if (write(fd, &byte, 1) != 1) _exit(1);
-  close(fd);
-  while (read(go_fd, &byte, 1) > 0) {
-  }
-}
-
-// Runs the parties: waits until all are set up, starts them together, waits for all to end.
-// Returns the wall time from start to the last exit, and each party's result.
-struct RunResult {
-  double seconds;
-  std::vector<double> results;
-};
-
-// `after_fork` runs in the parent once every party is forked: it drops the parent's copies of
-// descriptors the parties must see closed (pipe write ends), or readers never see EOF.
-RunResult run_parties(
-    const std::vector<std::function<double(int)>>& bodies,
-    const std::function<void()>& after_fork = [] {}) {
-  int go[2];
-  if (pipe(go) != 0) die("pipe");
-  std::vector<Party> parties;
-  for (const auto& body : bodies) {
-    parties.push_back(fork_party(go[0], [&, go_write = go[1]](int go_fd) {
-      close(go_write);
-      return body(go_fd);
-    }));
-  }
-  close(go[0]);
-  after_fork();
-  for (auto& p : parties) {
-    char byte;
-    if (read(p.ready_fd, &byte, 1) != 1) die("a benchmark process failed while setting up");
-    close(p.ready_fd);
-  }
-  auto start = Clock::now();
-  close(go[1]);  // EOF on the go pipe: everyone starts
-  RunResult out;
-  for (auto& p : parties) {
-    double value = 0;
-    if (read(p.result_fd, &value, sizeof(value)) != sizeof(value)) {
-      die("a benchmark process failed");
-    }
-    out.results.push_back(value);
-    close(p.result_fd);
-  }
-  out.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  for (auto& p : parties) {
-    int status = 0;
-    waitpid(p.pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die("a benchmark process failed");
-  }
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Work shared by shmstream and the baselines.
-
-// A 4 MiB random source the producers copy from (cache-friendly, like a real producer's buffer).
-const std::vector<std::byte>& source() {
-  static std::vector<std::byte> src = [] {
-    std::vector<std::byte> v(4 << 20);
-    std::mt19937_64 rng(42);
-    for (size_t i = 0; i < v.size(); i += 8) {
-      uint64_t x = rng();
-      std::memcpy(v.data() + i, &x, 8);
-    }
-    return v;
-  }();
-  return src;
-}
-
-// "Reads every byte": the reader's work on whatever it received, identical for all transports.
-uint64_t consume(const std::byte* p, size_t n, uint64_t acc) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t x;
-    std::memcpy(&x, p + i, 8);
-    acc += x;
-  }
-  for (; i < n; ++i) acc += static_cast<uint64_t>(p[i]);
-  return acc;
-}
-
-std::span<const std::byte> chunk_at(uint64_t offset, size_t chunk) {
-  const auto& src = source();
-  size_t start = static_cast<size_t>(offset % (src.size() - chunk + 1)) & ~size_t{63};
-  return std::span(src).subspan(start, chunk);
-}
-
-shmstream::Client connect_client(const Options& o) {
-  shmstream::ClientOptions options;
-  options.socket_path = o.socket;
-  options.autostart = false;
-  return take(shmstream::Client::connect(options), "connect");
-}
-
-void write_all(int fd, std::span<const std::byte> bytes) {
-  while (!bytes.empty()) {
-    ssize_t n = write(fd, bytes.data(), bytes.size());
-    if (n <= 0) die(std::string("write: ") + std::strerror(errno));
-    bytes = bytes.subspan(static_cast<size_t>(n));
-  }
-}
-
-// A reader of a pipe or socket: reads into a chunk-sized buffer and consumes every byte.
-double fd_reader(int fd, size_t chunk, int go_fd) {
-  std::vector<std::byte> buf(chunk);
-  ready_and_wait(go_fd);
-  uint64_t acc = 0;
-  ssize_t n;
-  while ((n = read(fd, buf.data(), buf.size())) > 0) acc = consume(buf.data(), n, acc);
-  return static_cast<double>(acc & 0xffff);
-}
-
-// A shmstream reader: zero-copy views, consumes every byte.
-double stream_reader(const Options& o, const std::string& name, int go_fd) {
-  auto client = connect_client(o);
-  auto reader = take(client.open(name), "open");
-  ready_and_wait(go_fd);
-  uint64_t acc = 0;
-  for (;;) {
-    auto view = take(reader.next(1 << 20), "read");
-    if (view.empty()) break;
-    acc = consume(view.data(), view.size(), acc);
-  }
-  return static_cast<double>(acc & 0xffff);
-}
-
-// Removes `name` from a short-lived process (the parent holds no Client: it forks later).
-void remove_stream(const Options& o, const std::string& name) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    auto client = connect_client(o);
-    (void)client.remove(name, /*force=*/true);
-    _exit(0);
-  }
-  waitpid(pid, nullptr, 0);
-}
-
-// The create-then-open handshake between one producer party and its reader parties: the
-// producer creates the stream, then writes one byte per reader into the `created` pipe.
-shmstream::Producer create_and_announce(shmstream::Client& client, const std::string& name,
-                                        int created[2], int readers,
-                                        const shmstream::CreateOptions& options = {}) {
-  close(created[0]);
-  auto producer = take(client.create(name, options), "create");
-  std::string tokens(readers, 'c');
-  if (write(created[1], tokens.data(), tokens.size()) != readers) _exit(1);
-  close(created[1]);
-  return producer;
-}
-
-// In a reader party: returns once the stream exists.
-void await_created(int created[2]) {
-  close(created[1]);
-  char byte;
-  if (read(created[0], &byte, 1) != 1) die("the producer failed to create the stream");
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reporting
-
-struct Figure {
-  std::string scenario, metric, unit;
-  double value;
-  std::string baseline;
-  double baseline_value;
-  bool higher_is_better;
-  std::string params;  // extra JSON members, e.g. "\"chunk\":65536"
-};
-
-void report(const Options& o, const Figure& f) {
-  double ratio = f.baseline_value > 0 ? f.value / f.baseline_value : 0;
-  if (o.json) {
-    std::printf(
-        "{\"scenario\":\"%s\",\"metric\":\"%s\",\"unit\":\"%s\",\"value\":%.6g,"
-        "\"baseline\":\"%s\",\"baseline_value\":%.6g,\"ratio\":%.4f%s%s}\n",
-        f.scenario.c_str(), f.metric.c_str(), f.unit.c_str(), f.value, f.baseline.c_str(),
-        f.baseline_value, ratio, f.params.empty() ? "" : ",", f.params.c_str());
-  } else {
-    std::printf("%-22s %-18s %12.4g %-8s  vs %-22s %12.4g   ratio %6.2f%s\n", f.scenario.c_str(),
-                f.metric.c_str(), f.value, f.unit.c_str(), f.baseline.c_str(), f.baseline_value,
-                ratio, f.higher_is_better ? "" : " (lower is better)");
-  }
-  std::fflush(stdout);
-}
-
-// Runs each measurement `repeat` times, alternating between them (so that a noisy phase of the
-// machine hits all of them alike), and returns each one's median.
-std::vector<double> medians(const Options& o, const std::vector<std::function<double()>>& runs) {
-  std::vector<std::vector<double>> samples(runs.size());
-  for (int r = 0; r < o.repeat; ++r) {
-    for (size_t i = 0; i < runs.size(); ++i) samples[i].push_back(runs[i]());
-  }
-  std::vector<double> out;
-  for (auto& v : samples) {
-    std::sort(v.begin(), v.end());
-    out.push_back(v[v.size() / 2]);
-  }
-  return out;
-}
-
-double gbps(uint64_t bytes, double seconds) { return static_cast<double>(bytes) / seconds / 1e9; }
-
 // ---------------------------------------------------------------------------------------------
 // Scenario: 1 producer -> N readers, chunked appends, every reader consumes every byte.
 
@@ -584,35 +317,6 @@ void scenario_idle_readers(const Options& o) {
 // Scenario: one-way latency, reader blocked in the futex. Ping-pong over two streams; one-way
 // = round trip / 2. Baseline: a raw futex ping-pong between two processes.
 
-struct Percentiles {
-  double p50, p99, p999;
-};
-
-Percentiles percentiles(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[std::min(v.size() - 1, static_cast<size_t>(q * v.size()))]; };
-  return {at(0.50), at(0.99), at(0.999)};
-}
-
-// Latency samples (ns) written by a child into memory shared with the parent (a pipe would
-// fill up and block the child while the parent waits for it to finish).
-class SharedSamples {
- public:
-  explicit SharedSamples(size_t count) : count_(count) {
-    void* p = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) die("mmap");
-    data_ = static_cast<double*>(p);
-  }
-  ~SharedSamples() { munmap(data_, bytes()); }
-  double* data() { return data_; }
-  std::vector<double> take() const { return std::vector<double>(data_, data_ + count_); }
-
- private:
-  size_t bytes() const { return count_ * sizeof(double); }
-  size_t count_;
-  double* data_;
-};
-
 // Between two pings of the blocked-latency scenarios the pinger pauses this long, so that the
 // other side has given up polling and sleeps in the futex when the ping comes (a reader polls
 // for a few microseconds before it sleeps).
@@ -866,8 +570,10 @@ pid_t start_daemon(Options& o, std::string& dir) {
 }
 
 }  // namespace
+}  // namespace shmstream::bench
 
 int main(int argc, char** argv) {
+  using namespace shmstream::bench;
   CLI::App app{
       "shmstream-bench: shmstream against pipes, sockets, memcpy and futexes, in one run.\n"
       "Reports each figure next to its baseline and their ratio."};
@@ -881,7 +587,8 @@ int main(int argc, char** argv) {
                  "Ring capacity of the throughput streams, in bytes (0: unbounded streams)")
       ->capture_default_str();
   app.add_option("--scenario", only,
-                 "Run only these: throughput, fanout, records, idle, latency, spin, memory");
+                 "Run only these: throughput, fanout, records, idle, latency, spin, memory, "
+                 "iceoryx, control");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
     o.bytes = 128ULL << 20;
@@ -901,6 +608,8 @@ int main(int argc, char** argv) {
   if (wanted("latency")) scenario_latency(o);
   if (wanted("spin")) scenario_latency_spin(o);
   if (wanted("memory")) scenario_memory(o);
+  if (wanted("iceoryx")) scenario_iceoryx(o);
+  if (wanted("control")) scenario_control(o);
   kill(daemon, SIGTERM);
   waitpid(daemon, nullptr, 0);
   std::filesystem::remove_all(dir);
