@@ -37,7 +37,8 @@
 //   140 4  light_producer   producer: 1 while its commits use a light barrier (see
 //                           min_wanted). Set (relaxed store, then a seq_cst fence) after 64
 //                           commits in a row woke nobody; cleared (seq_cst fence, then a
-//                           release store) after 4 in a row woke a reader. Readers acquire-
+//                           release store) when a commit wakes a reader within 64 commits of
+//                           the previous wake-up. Readers acquire-
 //                           load it after their fence: 0 means the producer fences.
 //   192 4  state            producer, daemon        CAS (acq_rel) / reader acquire load
 //   200 8  oldest_offset    producer (rings)        relaxed store then a release fence, before

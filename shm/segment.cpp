@@ -20,10 +20,10 @@ constexpr uint64_t kMaxGrowth = 64ULL << 20;  // and by at most 64 MiB beyond wh
 // A busy-polling reader re-checks state, cancellation and its deadline every this many polls.
 constexpr int kPollsPerCheck = 4096;
 // A producer switches its commits to the light barrier after this many commits in a row that
-// woke no reader (it is streaming), and back to the fence after a few in a row that woke one
-// (readers sleep between commits: their heavy barriers would only delay their wake-ups).
+// woke no reader (it is streaming), and back to the fence at a commit that wakes a reader fewer
+// than this many commits after the previous wake-up (readers sleep often: their heavy barriers
+// would cost more than the fences, and delay their wake-ups).
 constexpr uint32_t kQuietCommitsBeforeLight = 64;
-constexpr uint32_t kWakingCommitsBeforeFence = 4;
 constexpr int kPausesPerPoll = 4;
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -683,14 +683,17 @@ void ProducerCore::publish_committed(uint64_t size) {
   }
   std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
   if (min_wanted.load(std::memory_order_relaxed) > committed_) {  // none to wake
-    waking_commits_ = 0;
-    if (!light_ && light_capable_ && ++quiet_commits_ >= kQuietCommitsBeforeLight) {
+    if (light_) {
+      quiet_commits_ = std::min(quiet_commits_ + 1, kQuietCommitsBeforeLight);
+    } else if (light_capable_ && ++quiet_commits_ >= kQuietCommitsBeforeLight) {
       enter_light_mode();
     }
     return;
   }
+  // A reader sleeps between our commits more often than once per kQuietCommitsBeforeLight:
+  // its heavy barrier before each sleep would cost more than our fences.
+  if (light_ && quiet_commits_ < kQuietCommitsBeforeLight) leave_light_mode();
   quiet_commits_ = 0;
-  if (light_ && ++waking_commits_ >= kWakingCommitsBeforeFence) leave_light_mode();
   // acq_rel: every registration this erases (also those wanting more than we committed: they
   // wake below and register again) happened-before it, so those readers loaded wait_word
   // before the increment below, and their futex waits cannot sleep through it.

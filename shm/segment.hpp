@@ -197,8 +197,7 @@ class ProducerCore {
 
   bool light_capable_ = false;  // this process may use light barriers (register_light_barriers())
   bool light_ = false;          // commits use a light barrier now
-  uint32_t quiet_commits_ = 0;   // commits in a row that woke no reader
-  uint32_t waking_commits_ = 0;  // commits in a row that woke one
+  uint32_t quiet_commits_ = 0;  // commits since the last that woke a reader (saturating)
   bool records_ = false;    // a records stream
   uint64_t ring_ = 0;       // ring capacity, 0 if unbounded
   uint64_t mask_ = 0;       // ring_ - 1 if ring_ is a power of two (offset % ring_ == offset & mask_)

@@ -35,6 +35,7 @@ struct Options {
   uint64_t ring = 4 << 20;      // ring capacity of the throughput streams (0 = unbounded)
   int latency_samples = 20000;
   std::string socket;  // the private daemon's
+  std::string dump;    // if set, latency samples are written here (for tools/bench/plot)
 };
 
 [[noreturn]] inline void die(const std::string& message) {
@@ -62,6 +63,10 @@ struct Party {
   int result_fd;  // child writes its result (a double) at the end
 };
 
+// A party whose libraries must see the process exit (iceoryx deregisters from RouDi in a static
+// destructor) sets this; the party then ends with exit() rather than _exit().
+inline bool exit_cleanly = false;
+
 // Forks `body`; it gets `go_fd` to block on (EOF = start) and returns a figure for the parent.
 inline Party fork_party(int go_read_fd, const std::function<double(int go_fd)>& body) {
   int ready[2], result[2];
@@ -76,6 +81,7 @@ inline Party fork_party(int go_read_fd, const std::function<double(int go_fd)>& 
     setenv("SHMSTREAM_BENCH_READY_FD", std::to_string(ready[1]).c_str(), 1);
     double value = body(go_read_fd);
     if (write(result[1], &value, sizeof(value)) != sizeof(value)) _exit(1);
+    if (exit_cleanly) std::exit(0);
     _exit(0);
   }
   close(ready[1]);
@@ -191,14 +197,19 @@ inline void write_all(int fd, std::span<const std::byte> bytes) {
   }
 }
 
-// A reader of a pipe or socket: reads into a chunk-sized buffer and consumes every byte.
-inline double fd_reader(int fd, size_t chunk, int go_fd) {
+// Reads fd to its end into a chunk-sized buffer, consuming every byte.
+inline double drain(int fd, size_t chunk) {
   std::vector<std::byte> buf(chunk);
-  ready_and_wait(go_fd);
   uint64_t acc = 0;
   ssize_t n;
   while ((n = read(fd, buf.data(), buf.size())) > 0) acc = consume(buf.data(), n, acc);
   return static_cast<double>(acc & 0xffff);
+}
+
+// A reader party of a pipe or socket: once started, drains it.
+inline double fd_reader(int fd, size_t chunk, int go_fd) {
+  ready_and_wait(go_fd);
+  return drain(fd, chunk);
 }
 
 // A shmstream reader: zero-copy views, consumes every byte.
@@ -319,6 +330,19 @@ class SharedSamples {
   size_t count_;
   double* data_;
 };
+
+// With --dump: writes the samples (ns) of one latency series to <dump>/<series>.txt, one per
+// line, for the plots. Returns the samples, to be reduced to percentiles.
+inline std::vector<double> dumped(const Options& o, const std::string& series,
+                                  std::vector<double> samples) {
+  if (o.dump.empty()) return samples;
+  std::string path = o.dump + "/" + series + ".txt";
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) die("cannot write " + path);
+  for (double ns : samples) std::fprintf(f, "%.0f\n", ns);
+  std::fclose(f);
+  return samples;
+}
 
 // Scenarios in other files.
 void scenario_iceoryx(const Options& o);

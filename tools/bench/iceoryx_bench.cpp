@@ -13,6 +13,7 @@
 #include <fstream>
 #include <thread>
 
+#include "iceoryx_hoofs/log/logmanager.hpp"
 #include "iceoryx_posh/popo/untyped_publisher.hpp"
 #include "iceoryx_posh/popo/untyped_subscriber.hpp"
 #include "iceoryx_posh/popo/wait_set.hpp"
@@ -83,6 +84,9 @@ class Roudi {
 };
 
 void init_runtime(const char* role) {
+  exit_cleanly = true;  // the runtime deregisters at exit; RouDi then has no dead process to kill
+  iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn,
+                                                     iox::log::LogLevelOutput::kHideLogLevel);
   std::string name = std::string("shmbench_") + role + "_" + std::to_string(getpid());
   iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name));
 }
@@ -343,8 +347,10 @@ void scenario_iceoryx(const Options& o) {
     if (!roudi.alive()) die("iox-roudi exited; is another RouDi running?");
     std::string params = std::string("\"message\":") + std::to_string(m.bytes);
     // Latency: one ping-pong series each (thousands of samples), shmstream first.
-    Percentiles shm = percentiles(shm_pingpong(o, m));
-    Percentiles iox = percentiles(iox_pingpong(o, m, ++run));
+    Percentiles shm = percentiles(dumped(o, std::string("msg_") + m.label + "_shmstream",
+                                         shm_pingpong(o, m)));
+    Percentiles iox = percentiles(dumped(o, std::string("msg_") + m.label + "_iceoryx",
+                                         iox_pingpong(o, m, ++run)));
     std::string scenario = std::string("iceoryx_") + m.label;
     report(o, {scenario, "one_way_p50", "us", shm.p50 / 1e3, "iceoryx", iox.p50 / 1e3, false, params});
     report(o, {scenario, "one_way_p99", "us", shm.p99 / 1e3, "iceoryx", iox.p99 / 1e3, false, params});
