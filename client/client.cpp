@@ -199,8 +199,9 @@ Status Producer::append(std::span<const std::byte> bytes, Timeout timeout,
 Result<std::span<std::byte>> Producer::reserve(size_t size, Timeout timeout,
                                                const Cancellation* cancel) {
   if (impl_->core.segment().records()) {
-    return Status(ErrorCode::kInvalidArgument,
-                  fmt::format("stream \"{}\": a records stream: use reserve_record()", impl_->name));
+    return Status(
+        ErrorCode::kInvalidArgument,
+        fmt::format("stream \"{}\": a records stream: use reserve_record()", impl_->name));
   }
   return impl_->core.reserve(size, deadline_after(timeout), cancel);
 }

@@ -169,8 +169,7 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
     return Status(ErrorCode::kAlreadyExists, fmt::format("stream \"{}\": already exists", name));
   }
   uint64_t max_bytes = create.max_bytes != 0 ? create.max_bytes : config_.default_max_bytes;
-  uint32_t max_readers =
-      create.max_readers != 0 ? create.max_readers : config_.default_max_readers;
+  uint32_t max_readers = create.max_readers != 0 ? create.max_readers : config_.default_max_readers;
   if (max_readers > shm::kMaxReadersLimit) {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("stream \"{}\": {} readers exceeds the limit {}", name, max_readers,
@@ -233,8 +232,8 @@ Status Registry::open(const std::string& name, const Peer& peer, std::shared_ptr
       stream->wait, stream->header.header().oldest_offset.load(std::memory_order_acquire),
       static_cast<uint32_t>(peer.pid));  // acquire: pairs with make_room()'s release store
   if (!slot.ok()) {
-    return Status(slot.status().code(),
-                  fmt::format("stream \"{}\": too many readers: {}", name, slot.status().message()));
+    return Status(slot.status().code(), fmt::format("stream \"{}\": too many readers: {}", name,
+                                                    slot.status().message()));
   }
   ++stream->readers;
   *out_slot = *slot;
@@ -330,8 +329,7 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
       const shm::ReaderSlot& slot = stream.wait.slot(i);
       // Acquire: pairs with claim_reader_slot()'s release store; position: display only.
       if (slot.in_use.load(std::memory_order_acquire) == 0) continue;
-      s.slowest_reader =
-          std::min(s.slowest_reader, slot.position.load(std::memory_order_relaxed));
+      s.slowest_reader = std::min(s.slowest_reader, slot.position.load(std::memory_order_relaxed));
     }
   }
   return s;

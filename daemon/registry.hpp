@@ -50,9 +50,9 @@ struct Stream {
   uint64_t id = 0;
   std::string file_name;  // in the segment directory
   std::string wait_file_name() const { return file_name + ".w"; }
-  shm::Segment header;   // the daemon's read-write mapping of the header page only
+  shm::Segment header;    // the daemon's read-write mapping of the header page only
   shm::WaitPageMap wait;  // the daemon's mapping of the wait file (reader slots)
-  uint32_t readers = 0;  // live Reader capabilities
+  uint32_t readers = 0;   // live Reader capabilities
   bool producer_attached = false;
   bool removed = false;  // unlinked; kept only while held
 };

@@ -51,9 +51,9 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setCreatedUnixNs(s.created_unix_ns);
   out.setStreamId(s.stream_id);
   out.setRingCapacity(s.ring_capacity);
-  out.setRetention(s.ring_capacity == 0  ? proto::Retention::UNBOUNDED
-                   : s.block_when_full ? proto::Retention::BLOCK
-                                       : proto::Retention::DROP_OLDEST);
+  out.setRetention(s.ring_capacity == 0 ? proto::Retention::UNBOUNDED
+                   : s.block_when_full  ? proto::Retention::BLOCK
+                                        : proto::Retention::DROP_OLDEST);
   out.setOldest(s.oldest);
   out.setRecords(s.records);
   out.setMaxReaders(s.max_readers);
@@ -146,9 +146,9 @@ class ControlImpl final : public proto::Control::Server {
       switch (options.getRetention()) {
         case proto::Retention::UNBOUNDED:
           if (options.getRingCapacity() != 0) {
-            return Status(ErrorCode::kInvalidArgument,
-                          fmt::format("stream \"{}\": a ring capacity needs a ring retention",
-                                      name));
+            return Status(
+                ErrorCode::kInvalidArgument,
+                fmt::format("stream \"{}\": a ring capacity needs a ring retention", name));
           }
           break;
         case proto::Retention::BLOCK:

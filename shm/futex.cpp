@@ -47,8 +47,8 @@ long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0u, 0); }
 
 bool register_light_barriers() {
   // A function-local static: thread-safe initialisation, one system call per process.
-  static const bool registered = heavy_barriers_available() &&
-                                 membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
+  static const bool registered =
+      heavy_barriers_available() && membarrier(MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) == 0;
   return registered;
 }
 

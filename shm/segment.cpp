@@ -92,9 +92,9 @@ Status format_segment(int fd, const SegmentParams& params) {
                               params.name, params.max_data_size, kMaxDataSizeLimit));
   }
   if (params.block_when_full && ring == 0) {
-    return Status(ErrorCode::kInvalidArgument,
-                  fmt::format("stream \"{}\": only a ring can block its producer when full",
-                              params.name));
+    return Status(
+        ErrorCode::kInvalidArgument,
+        fmt::format("stream \"{}\": only a ring can block its producer when full", params.name));
   }
   if (ftruncate(fd, kHeaderSize) != 0) {
     int err = errno;
@@ -123,8 +123,8 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->producer_pid = params.producer_pid;
   header->producer_uid = params.producer_uid;
   header->name_length = static_cast<uint32_t>(params.name.size());
-  header->flags = (params.records ? kFlagRecords : 0) |
-                  (params.block_when_full ? kFlagBlockWhenFull : 0);
+  header->flags =
+      (params.records ? kFlagRecords : 0) | (params.block_when_full ? kFlagBlockWhenFull : 0);
   std::memcpy(header->name, params.name.data(), params.name.size());
   header->header_checksum = header_checksum(*header);
   // Relaxed: the fd's hand-over (a socket message) publishes these to other processes.
@@ -190,8 +190,8 @@ Status validate_header(const SegmentHeader& header, uint64_t file_size) {
     return Status(ErrorCode::kCorrupt, fmt::format("corrupt segment: flags {:#x}", header.flags));
   }
   const uint64_t ring = header.ring_capacity;
-  if (ring != 0 && (ring % kRingGranule != 0 || ring > kMaxRingCapacity ||
-                    header.max_data_size != ring)) {
+  if (ring != 0 &&
+      (ring % kRingGranule != 0 || ring > kMaxRingCapacity || header.max_data_size != ring)) {
     return Status(ErrorCode::kCorrupt, fmt::format("corrupt segment: ring capacity {}", ring));
   }
   if (ring == 0 && (header.flags & kFlagBlockWhenFull) != 0) {
@@ -356,9 +356,9 @@ bool end_stream(SegmentHeader& header, StreamState to) {
 
 Status format_wait_page(int fd, uint64_t stream_id, uint32_t max_readers) {
   if (max_readers == 0 || max_readers > kMaxReadersLimit) {
-    return Status(ErrorCode::kInvalidArgument,
-                  fmt::format("maximum readers {} is out of range (1 to {})", max_readers,
-                              kMaxReadersLimit));
+    return Status(
+        ErrorCode::kInvalidArgument,
+        fmt::format("maximum readers {} is out of range (1 to {})", max_readers, kMaxReadersLimit));
   }
   const uint64_t size = wait_file_size(max_readers);
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
@@ -407,9 +407,8 @@ Result<WaitPageMap> WaitPageMap::map(int fd, uint64_t stream_id, std::string_vie
   }
   if (page.max_readers == 0 || page.max_readers > kMaxReadersLimit ||
       wait_file_size(page.max_readers) != size) {
-    return Status(ErrorCode::kCorrupt,
-                  fmt::format("{}: wait file of {} bytes for {} readers", what, size,
-                              page.max_readers));
+    return Status(ErrorCode::kCorrupt, fmt::format("{}: wait file of {} bytes for {} readers", what,
+                                                   size, page.max_readers));
   }
   return out;
 }
@@ -544,8 +543,8 @@ Status ProducerCore::ensure_file_size(uint64_t data_end) {
 uint64_t ProducerCore::slowest_reader() const {
   const WaitPage& page = wait_.page();
   // Relaxed: a scan bound (see claim_reader_slot()).
-  uint32_t count = std::min(page.slots_in_use_hint.load(std::memory_order_relaxed),
-                            wait_.max_readers());
+  uint32_t count =
+      std::min(page.slots_in_use_hint.load(std::memory_order_relaxed), wait_.max_readers());
   uint64_t slowest = kNobody;
   for (uint32_t i = 0; i < count; ++i) {
     const ReaderSlot& slot = wait_.slot(i);
@@ -572,7 +571,8 @@ Status ProducerCore::wait_for_readers(uint64_t needed, Clock::time_point deadlin
     if (slowest_reader() >= needed) break;
     if (result = check_open(); !result.ok()) break;
     if (cancel != nullptr && cancel->cancelled()) {
-      result = Status(ErrorCode::kInterrupted, segment_.describe() + ": wait for readers cancelled");
+      result =
+          Status(ErrorCode::kInterrupted, segment_.describe() + ": wait for readers cancelled");
       break;
     }
     if (deadline != kNoDeadline && Clock::now() >= deadline) {
@@ -587,7 +587,8 @@ Status ProducerCore::wait_for_readers(uint64_t needed, Clock::time_point deadlin
     page.space_wanted.store(needed, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (slowest_reader() >= needed) break;
-    FutexWatch watches[3] = {{&page.space_word, seen_space, true}, {&h.wait_word, seen_state, true}};
+    FutexWatch watches[3] = {{&page.space_word, seen_space, true},
+                             {&h.wait_word, seen_state, true}};
     size_t count = 2;
     if (cancel != nullptr) watches[count++] = {cancel->word(), 0, false};
     futex_wait(std::span(watches, count), deadline);
@@ -604,7 +605,7 @@ Status ProducerCore::make_room(uint64_t data_end, Clock::time_point deadline,
                   fmt::format("{}: {} bytes do not fit in its ring of {}", segment_.describe(),
                               data_end - committed_, ring_));
   }
-  if (data_end <= ring_) return Status();  // not wrapped yet
+  if (data_end <= ring_) return Status();    // not wrapped yet
   const uint64_t needed = data_end - ring_;  // bytes below this get overwritten
   if (needed <= oldest_) return Status();
   // Declare a whole step gone at once (never past what is committed), so that oldest_offset
@@ -1097,8 +1098,7 @@ Result<std::optional<RecordView>> ReaderCore::next_record(Clock::time_point dead
   // The frame header is only meaningful if it was not overwritten while we read it.
   if (Status s = check_intact(position_); !s.ok()) return s;
   const uint64_t size = record_frame_size(frame.length);
-  if (frame.check != ~frame.length || position_ % kCacheLine != 0 ||
-      size > committed - position_) {
+  if (frame.check != ~frame.length || position_ % kCacheLine != 0 || size > committed - position_) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("{}: no valid record at offset {} (length {}, check {:#x}, "
                               "committed {})",

@@ -44,7 +44,7 @@ const char* state_name(StreamState state);  // "open", "closed", "aborted", "can
 struct SegmentParams {
   std::string name;
   uint64_t max_data_size = kDefaultMaxDataSize;  // unbounded streams; ignored for rings
-  uint64_t ring_capacity = 0;  // 0 = unbounded; else rounded up to a multiple of kRingGranule
+  uint64_t ring_capacity = 0;    // 0 = unbounded; else rounded up to a multiple of kRingGranule
   bool block_when_full = false;  // ring: the producer waits for the slowest reader
   bool records = false;
   uint64_t stream_id = 0;
@@ -115,7 +115,8 @@ class WaitPageMap {
   WaitPage& page() const { return *page_; }
   uint32_t max_readers() const { return page_->max_readers; }
   ReaderSlot& slot(uint32_t index) const {
-    return reinterpret_cast<ReaderSlot*>(reinterpret_cast<std::byte*>(page_) + kWaitPageSize)[index];
+    return reinterpret_cast<ReaderSlot*>(reinterpret_cast<std::byte*>(page_) +
+                                         kWaitPageSize)[index];
   }
 
  private:
@@ -175,8 +176,7 @@ class ProducerCore {
   Status make_room(uint64_t data_end, Clock::time_point deadline, const Cancellation* cancel);
   // Blocking ring: the lowest position of a reader slot in use (kNobody if none).
   uint64_t slowest_reader() const;
-  Status wait_for_readers(uint64_t needed, Clock::time_point deadline,
-                          const Cancellation* cancel);
+  Status wait_for_readers(uint64_t needed, Clock::time_point deadline, const Cancellation* cancel);
   std::byte* at(uint64_t offset) { return segment_.mutable_data() + ring_index(offset); }
   uint64_t ring_index(uint64_t offset) const {
     return ring_ == 0 ? offset : mask_ != 0 ? offset & mask_ : offset % ring_;
@@ -184,7 +184,8 @@ class ProducerCore {
   // Whether `size` more bytes fit without growing the file or advancing oldest_offset.
   bool fits_without_work(uint64_t size) const {
     uint64_t end = committed_ + size;
-    return ring_ == 0 ? end <= file_size_ : size <= ring_ && (end <= ring_ || end - ring_ <= oldest_);
+    return ring_ == 0 ? end <= file_size_
+                      : size <= ring_ && (end <= ring_ || end - ring_ <= oldest_);
   }
   // commit()'s publication: the release store, then a wake-up if a reader sleeps for it.
   void publish_committed(uint64_t size);
@@ -198,14 +199,14 @@ class ProducerCore {
   bool light_capable_ = false;  // this process may use light barriers (register_light_barriers())
   bool light_ = false;          // commits use a light barrier now
   uint32_t quiet_commits_ = 0;  // commits since the last that woke a reader (saturating)
-  bool records_ = false;    // a records stream
-  uint64_t ring_ = 0;       // ring capacity, 0 if unbounded
-  uint64_t mask_ = 0;       // ring_ - 1 if ring_ is a power of two (offset % ring_ == offset & mask_)
-  uint64_t step_ = 0;       // ring: oldest_offset advances in steps of this
-  uint64_t oldest_ = 0;     // ring: our own copy of header.oldest_offset
-  uint64_t committed_ = 0;  // our own copy of header.committed_length
-  uint64_t reserved_ = 0;   // bytes reserved past committed_
-  uint64_t file_size_ = 0;  // data bytes backed by the file
+  bool records_ = false;        // a records stream
+  uint64_t ring_ = 0;           // ring capacity, 0 if unbounded
+  uint64_t mask_ = 0;    // ring_ - 1 if ring_ is a power of two (offset % ring_ == offset & mask_)
+  uint64_t step_ = 0;    // ring: oldest_offset advances in steps of this
+  uint64_t oldest_ = 0;  // ring: our own copy of header.oldest_offset
+  uint64_t committed_ = 0;      // our own copy of header.committed_length
+  uint64_t reserved_ = 0;       // bytes reserved past committed_
+  uint64_t file_size_ = 0;      // data bytes backed by the file
   size_t record_reserved_ = 0;  // payload bytes of the pending record reservation
 };
 
@@ -288,7 +289,7 @@ class ReaderCore {
   uint64_t mask_ = 0;  // ring_ - 1 if ring_ is a power of two
   uint64_t step_ = 0;  // publish the slot when the position moved this far
   bool block_ring_ = false;
-  uint64_t published_ = 0;  // last position stored in the slot
+  uint64_t published_ = 0;         // last position stored in the slot
   uint64_t cached_committed_ = 0;  // records: a committed length already loaded
   uint64_t position_ = 0;
   bool spin_ = false;

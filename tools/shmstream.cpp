@@ -149,8 +149,8 @@ int cmd_write(shmstream::Client& client, const std::string& name, uint64_t max_b
 // bytes are not even copied (vmsplice).
 int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset, bool no_follow) {
   auto reader = take(client.open(name));
-  bool splice = is_pipe(STDOUT_FILENO) && take(client.stat(name)).retention ==
-                                               shmstream::Retention::kUnbounded;
+  bool splice = is_pipe(STDOUT_FILENO) &&
+                take(client.stat(name)).retention == shmstream::Retention::kUnbounded;
   // Best effort: a bigger pipe takes more of the stream per system call.
   if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
   check(reader.seek(static_cast<int64_t>(offset)));

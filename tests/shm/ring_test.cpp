@@ -134,9 +134,8 @@ TEST_F(SegmentTest, BlockingRingHoldsTheProducerUntilTheSlowestReaderMoves) {
   Cancellation cancel;
   std::thread canceller;
   {
-    auto blocked = test::blocked_thread([&] {
-      EXPECT_EQ(p.append(one, kNoDeadline, &cancel).code(), ErrorCode::kInterrupted);
-    });
+    auto blocked = test::blocked_thread(
+        [&] { EXPECT_EQ(p.append(one, kNoDeadline, &cancel).code(), ErrorCode::kInterrupted); });
     cancel.cancel();
     blocked.join();
   }
@@ -166,8 +165,7 @@ TEST_F(SegmentTest, ABlockingRingNoLongerWaitsForAReaderWhoseSlotIsReleased) {
   auto r = slotted_reader(&slot);
   append_pattern(p, kRing);
   std::vector<std::byte> more(4096);
-  auto blocked = test::blocked_thread(
-      [&] { EXPECT_TRUE(p.append(more, in(10s), nullptr).ok()); });
+  auto blocked = test::blocked_thread([&] { EXPECT_TRUE(p.append(more, in(10s), nullptr).ok()); });
   // What the daemon does when the reader's process dies.
   release_reader_slot(wait_page(), slot);
   blocked.join();

@@ -15,7 +15,9 @@
 
 namespace shmstream::shm {
 
-inline std::span<const std::byte> bytes_of(std::string_view s) { return std::as_bytes(std::span(s)); }
+inline std::span<const std::byte> bytes_of(std::string_view s) {
+  return std::as_bytes(std::span(s));
+}
 inline std::string text_of(std::span<const std::byte> b) {
   return std::string(reinterpret_cast<const char*>(b.data()), b.size());
 }

@@ -148,9 +148,8 @@ TEST_F(SegmentTest, TheProducerSwitchesBarriersWithTheTrafficAndWakesReadersInBo
     ASSERT_TRUE(status.ok()) << status.to_string();
   }
   EXPECT_EQ(light.load(), 0u);  // two wake-ups within 64 commits: fences again
-  std::thread t = test::blocked_thread([&] {
-    EXPECT_TRUE(r.wait_until(r.committed() + 1, in(10s), nullptr).ok());
-  });
+  std::thread t = test::blocked_thread(
+      [&] { EXPECT_TRUE(r.wait_until(r.committed() + 1, in(10s), nullptr).ok()); });
   ASSERT_TRUE(p.append(bytes_of("z")).ok());
   t.join();
 }

@@ -44,8 +44,8 @@ std::vector<double> socket_round_trips(int count) {
 
 struct ControlSamples {
   std::vector<double> create, close_producer, open, close_reader, remove;
-  double list_ms = 0;     // Client::list() with every stream live
-  double cli_ls_ms = 0;   // `shmstream ls` (a new process: connect, list, print)
+  double list_ms = 0;    // Client::list() with every stream live
+  double cli_ls_ms = 0;  // `shmstream ls` (a new process: connect, list, print)
   size_t listed = 0;
 };
 
@@ -146,8 +146,8 @@ void scenario_control(const Options& o) {
   report(o, {"control_plane", "open_p50", "us", open.p50, "limit", 100.0, false, params});
   if (all[5 * per + 2] != count) die("list() did not return every stream");
   report(o, {"control_plane", "list_all", "ms", all[5 * per], "limit", 1000.0, false, params});
-  report(o, {"control_plane", "cli_ls_all", "ms", all[5 * per + 1], "limit", 1000.0, false,
-             params});
+  report(o,
+         {"control_plane", "cli_ls_all", "ms", all[5 * per + 1], "limit", 1000.0, false, params});
 }
 
 }  // namespace shmstream::bench

@@ -240,8 +240,8 @@ inline void remove_stream(const Options& o, const std::string& name) {
 // The create-then-open handshake between one producer party and its reader parties: the
 // producer creates the stream, then writes one byte per reader into the `created` pipe.
 inline shmstream::Producer create_and_announce(shmstream::Client& client, const std::string& name,
-                                        int created[2], int readers,
-                                        const shmstream::CreateOptions& options = {}) {
+                                               int created[2], int readers,
+                                               const shmstream::CreateOptions& options = {}) {
   close(created[0]);
   auto producer = take(client.create(name, options), "create");
   std::string tokens(readers, 'c');
@@ -287,7 +287,8 @@ inline void report(const Options& o, const Figure& f) {
 
 // Runs each measurement `repeat` times, alternating between them (so that a noisy phase of the
 // machine hits all of them alike), and returns each one's median.
-inline std::vector<double> medians(const Options& o, const std::vector<std::function<double()>>& runs) {
+inline std::vector<double> medians(const Options& o,
+                                   const std::vector<std::function<double()>>& runs) {
   std::vector<std::vector<double>> samples(runs.size());
   for (int r = 0; r < o.repeat; ++r) {
     for (size_t i = 0; i < runs.size(); ++i) samples[i].push_back(runs[i]());
@@ -300,7 +301,9 @@ inline std::vector<double> medians(const Options& o, const std::vector<std::func
   return out;
 }
 
-inline double gbps(uint64_t bytes, double seconds) { return static_cast<double>(bytes) / seconds / 1e9; }
+inline double gbps(uint64_t bytes, double seconds) {
+  return static_cast<double>(bytes) / seconds / 1e9;
+}
 
 struct Percentiles {
   double p50, p99, p999;

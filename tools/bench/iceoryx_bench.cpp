@@ -86,13 +86,15 @@ class Roudi {
 void init_runtime(const char* role) {
   exit_cleanly = true;  // the runtime deregisters at exit; RouDi then has no dead process to kill
   iox::log::LogManager::GetLogManager().SetDefaultLogLevel(iox::log::LogLevel::kWarn,
-                                                     iox::log::LogLevelOutput::kHideLogLevel);
+                                                           iox::log::LogLevelOutput::kHideLogLevel);
   std::string name = std::string("shmbench_") + role + "_" + std::to_string(getpid());
   iox::runtime::PoshRuntime::initRuntime(iox::RuntimeName_t(iox::cxx::TruncateToCapacity, name));
 }
 
 iox::capro::ServiceDescription service(const std::string& topic, int run) {
-  auto id = [](const std::string& s) { return iox::capro::IdString_t(iox::cxx::TruncateToCapacity, s); };
+  auto id = [](const std::string& s) {
+    return iox::capro::IdString_t(iox::cxx::TruncateToCapacity, s);
+  };
   return {id("shmbench"), id(topic), id(std::to_string(run))};
 }
 
@@ -118,6 +120,14 @@ void await_subscribed(const iox::popo::UntypedSubscriber& sub) {
 
 void await_subscriber(const iox::popo::UntypedPublisher& pub) {
   while (!pub.hasSubscribers()) std::this_thread::sleep_for(1ms);
+}
+
+// Attaches `sub` to `waitset`, then waits until both ends of a ping-pong side are connected.
+void connect_pair(const iox::popo::UntypedPublisher& pub, iox::popo::UntypedSubscriber& sub,
+                  iox::popo::WaitSet<>& waitset) {
+  if (waitset.attachState(sub, iox::popo::SubscriberState::HAS_DATA).has_error()) die("waitset");
+  await_subscribed(sub);
+  await_subscriber(pub);
 }
 
 // Loans a message, fills it from the source (the message's first 8 bytes: `seq`), publishes.
@@ -154,9 +164,7 @@ std::vector<double> iox_pingpong(const Options& o, const MessageSize& m, int run
     auto pub = make_publisher(service("ping", run));
     auto sub = make_subscriber(service("pong", run), m.queue);
     iox::popo::WaitSet<> waitset;
-    if (waitset.attachState(sub, iox::popo::SubscriberState::HAS_DATA).has_error()) die("waitset");
-    await_subscribed(sub);
-    await_subscriber(pub);
+    connect_pair(pub, sub, waitset);
     ready_and_wait(go_fd);
     for (int i = 0; i < n; ++i) {
       std::this_thread::sleep_for(kPingGap);
@@ -176,9 +184,7 @@ std::vector<double> iox_pingpong(const Options& o, const MessageSize& m, int run
     auto sub = make_subscriber(service("ping", run), m.queue);
     auto pub = make_publisher(service("pong", run));
     iox::popo::WaitSet<> waitset;
-    if (waitset.attachState(sub, iox::popo::SubscriberState::HAS_DATA).has_error()) die("waitset");
-    await_subscribed(sub);
-    await_subscriber(pub);
+    connect_pair(pub, sub, waitset);
     ready_and_wait(go_fd);
     for (int i = 0; i < n; ++i) {
       const void* ping = iox_receive(sub, waitset);
@@ -347,13 +353,15 @@ void scenario_iceoryx(const Options& o) {
     if (!roudi.alive()) die("iox-roudi exited; is another RouDi running?");
     std::string params = std::string("\"message\":") + std::to_string(m.bytes);
     // Latency: one ping-pong series each (thousands of samples), shmstream first.
-    Percentiles shm = percentiles(dumped(o, std::string("msg_") + m.label + "_shmstream",
-                                         shm_pingpong(o, m)));
-    Percentiles iox = percentiles(dumped(o, std::string("msg_") + m.label + "_iceoryx",
-                                         iox_pingpong(o, m, ++run)));
+    Percentiles shm =
+        percentiles(dumped(o, std::string("msg_") + m.label + "_shmstream", shm_pingpong(o, m)));
+    Percentiles iox = percentiles(
+        dumped(o, std::string("msg_") + m.label + "_iceoryx", iox_pingpong(o, m, ++run)));
     std::string scenario = std::string("iceoryx_") + m.label;
-    report(o, {scenario, "one_way_p50", "us", shm.p50 / 1e3, "iceoryx", iox.p50 / 1e3, false, params});
-    report(o, {scenario, "one_way_p99", "us", shm.p99 / 1e3, "iceoryx", iox.p99 / 1e3, false, params});
+    report(o,
+           {scenario, "one_way_p50", "us", shm.p50 / 1e3, "iceoryx", iox.p50 / 1e3, false, params});
+    report(o,
+           {scenario, "one_way_p99", "us", shm.p99 / 1e3, "iceoryx", iox.p99 / 1e3, false, params});
     // Throughput: medians of alternating runs.
     uint64_t count = m.throughput_messages / (o.quick ? 10 : 1);
     auto rates = medians(o, {[&] { return shm_throughput(o, m, count); },

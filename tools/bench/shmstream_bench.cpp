@@ -28,9 +28,8 @@
 #include <thread>
 #include <vector>
 
-#include "shmstream/client.hpp"
-
 #include "bench/harness.hpp"
+#include "shmstream/client.hpp"
 
 namespace shmstream::bench {
 namespace {
@@ -188,7 +187,8 @@ int make_pipe(int fds[2]) {
 
 // Forks and execs argv with `in` as stdin and `out` as stdout (-1: inherited) and the given
 // extra descriptors at 3, 4, ...; returns the pid.
-pid_t spawn(const std::vector<std::string>& argv, int in, int out, const std::vector<int>& extra = {}) {
+pid_t spawn(const std::vector<std::string>& argv, int in, int out,
+            const std::vector<int>& extra = {}) {
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
@@ -386,10 +386,10 @@ double seqpacket_records(uint64_t count) {
 
 void scenario_records(const Options& o) {
   const uint64_t count = o.quick ? 2'000'000 : 20'000'000;
-  std::string params = "\"records\":" + std::to_string(count) +
-                       ",\"record_bytes\":" + std::to_string(kRecordSize);
-  auto m = medians(o, {[&] { return stream_records(o, count); },
-                       [&] { return seqpacket_records(count); }});
+  std::string params =
+      "\"records\":" + std::to_string(count) + ",\"record_bytes\":" + std::to_string(kRecordSize);
+  auto m = medians(
+      o, {[&] { return stream_records(o, count); }, [&] { return seqpacket_records(count); }});
   report(o, {"records_64B", "records_per_s", "M/s", m[0] / 1e6, "unix_seqpacket", m[1] / 1e6, true,
              params});
 }

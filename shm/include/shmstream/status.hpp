@@ -36,9 +36,9 @@ enum class ErrorCode : int {
   kProtocol = 15,     // the control connection carried something malformed
   kIo = 16,           // a system call failed unexpectedly
   kInternal = 17,
-  kEndOfStream = 18,  // the stream closed cleanly before the wanted offset: a normal end
-  kOverrun = 19,      // a ring overwrote the offset asked for; Status::offset() is the oldest
-                      // offset still available, from which the reader may resume
+  kEndOfStream = 18,     // the stream closed cleanly before the wanted offset: a normal end
+  kOverrun = 19,         // a ring overwrote the offset asked for; Status::offset() is the oldest
+                         // offset still available, from which the reader may resume
   kTooManyReaders = 20,  // the stream has as many readers as it allows
 };
 
