@@ -238,30 +238,34 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
   auto fail = [&](ErrorCode code, std::string_view why) {
     return Status(code, fmt::format("{}: {}", what, why));
   };
-  // The header mapping is read-only even for writers: validation must not write.
-  void* header_map = mmap(nullptr, kHeaderSize, PROT_READ, MAP_SHARED, fd, 0);
-  if (header_map == MAP_FAILED) {
-    return fail(ErrorCode::kIo, fmt::format("mapping the header: {}", errno_text(errno)));
+  // The sizes that decide the mapping's shape come from a pread of the header's first bytes,
+  // not from a temporary mapping: unmapping one costs a TLB shoot-down across the process's
+  // threads, which in a VM was most of an open's time. Validation then runs on the real mapping.
+  std::byte prefix[32];
+  ssize_t got = pread(fd, prefix, sizeof(prefix), 0);
+  if (got < 0) return fail(ErrorCode::kIo, fmt::format("reading the header: {}", errno_text(errno)));
+  if (static_cast<size_t>(got) < sizeof(prefix)) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("truncated segment: {} bytes, smaller than the {}-byte header", got,
+                            kHeaderSize));
   }
-  struct stat st {};
-  Status status;
-  if (fstat(fd, &st) != 0) {
-    status = fail(ErrorCode::kIo, fmt::format("fstat: {}", errno_text(errno)));
-  } else if (static_cast<uint64_t>(st.st_size) < kHeaderSize) {
-    status = fail(ErrorCode::kCorrupt,
-                  fmt::format("truncated segment: {} bytes, smaller than the {}-byte header",
-                              st.st_size, kHeaderSize));
-  } else {
-    // fstat comes after the mmap and before validation reads the sizes; a concurrent producer
-    // only grows the file, so a size check against this st_size stays conservative.
-    status = validate_header(*static_cast<const SegmentHeader*>(header_map),
-                             static_cast<uint64_t>(st.st_size));
-    if (!status.ok()) status = Status(status.code(), fmt::format("{}: {}", what, status.message()));
+  uint64_t magic = 0;
+  uint64_t max_data_size = 0;
+  uint64_t ring = 0;
+  std::memcpy(&magic, prefix + offsetof(SegmentHeader, magic), sizeof(magic));
+  std::memcpy(&max_data_size, prefix + offsetof(SegmentHeader, max_data_size),
+              sizeof(max_data_size));
+  std::memcpy(&ring, prefix + offsetof(SegmentHeader, ring_capacity), sizeof(ring));
+  if (magic != kMagic) {
+    return fail(ErrorCode::kCorrupt, fmt::format("not a shmstream segment (magic {:#018x})", magic));
   }
-  uint64_t max_data_size = static_cast<const SegmentHeader*>(header_map)->max_data_size;
-  uint64_t ring = static_cast<const SegmentHeader*>(header_map)->ring_capacity;
-  munmap(header_map, kHeaderSize);
-  if (!status.ok()) return status;
+  // Bounds first: the mapping's length is computed from these before the checksum is checked.
+  if (max_data_size == 0 || max_data_size > kMaxDataSizeLimit || ring > kMaxRingCapacity ||
+      ring % kRingGranule != 0) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("corrupt segment: maximum size {}, ring capacity {}", max_data_size,
+                            ring));
+  }
 
   Segment segment;
   int prot = access == Access::kReadWrite ? PROT_READ | PROT_WRITE : PROT_READ;
@@ -292,6 +296,24 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
                 fmt::format("mapping {} bytes: {}", segment.length_, errno_text(err)));
   }
   segment.base_ = static_cast<std::byte*>(base);
+  // fstat comes after the mmap and before validation reads the sizes; a concurrent producer
+  // only grows the file, so a size check against this st_size stays conservative.
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return fail(ErrorCode::kIo, fmt::format("fstat: {}", errno_text(errno)));
+  if (static_cast<uint64_t>(st.st_size) < kHeaderSize) {
+    // Checked before the header is read through the mapping: past the file's end is SIGBUS.
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("truncated segment: {} bytes, smaller than the {}-byte header",
+                            st.st_size, kHeaderSize));
+  }
+  const SegmentHeader& header = segment.header();
+  if (Status status = validate_header(header, static_cast<uint64_t>(st.st_size)); !status.ok()) {
+    return Status(status.code(), fmt::format("{}: {}", what, status.message()));
+  }
+  // The identity fields are immutable once published; a mismatch means they were rewritten.
+  if (header.max_data_size != max_data_size || header.ring_capacity != ring) {
+    return fail(ErrorCode::kCorrupt, "corrupt segment: its header changed while being opened");
+  }
   segment.fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (segment.fd_ < 0) return fail(ErrorCode::kIo, fmt::format("dup: {}", errno_text(errno)));
   return segment;
