@@ -2,18 +2,25 @@
 // remove streams. Uses only the public client API. See `shmstream --help`.
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "shmstream/client.hpp"
+
+extern char** environ;
 
 namespace {
 
@@ -101,6 +108,17 @@ std::string state_of(const shmstream::StreamInfo& info) {
   return info.removing ? "removing" : shmstream::to_string(info.state);
 }
 
+// "unbounded", or e.g. "block:4M" for a ring of 4 MiB.
+std::string retention_of(const shmstream::StreamInfo& info) {
+  std::string out = shmstream::to_string(info.retention);
+  if (info.retention == shmstream::Retention::kUnbounded) return out;
+  uint64_t c = info.ring_capacity;
+  if (c % (1 << 30) == 0) return out + ":" + std::to_string(c >> 30) + "G";
+  if (c % (1 << 20) == 0) return out + ":" + std::to_string(c >> 20) + "M";
+  if (c % (1 << 10) == 0) return out + ":" + std::to_string(c >> 10) + "K";
+  return out + ":" + std::to_string(c);
+}
+
 std::string info_json(const shmstream::StreamInfo& info) {
   return "{\"name\":" + json_string(info.name) + ",\"state\":\"" + state_of(info) +
          "\",\"stream_state\":\"" + shmstream::to_string(info.state) +
@@ -109,7 +127,13 @@ std::string info_json(const shmstream::StreamInfo& info) {
          ",\"producer_pid\":" + std::to_string(info.producer_pid) +
          ",\"producer_uid\":" + std::to_string(info.producer_uid) +
          ",\"max_bytes\":" + std::to_string(info.max_bytes) +
-         ",\"created_unix_ns\":" + std::to_string(info.created_unix_ns) + "}";
+         ",\"created_unix_ns\":" + std::to_string(info.created_unix_ns) +
+         ",\"retention\":\"" + shmstream::to_string(info.retention) +
+         "\",\"ring_capacity\":" + std::to_string(info.ring_capacity) +
+         ",\"oldest\":" + std::to_string(info.oldest) +
+         ",\"records\":" + (info.records ? "true" : "false") +
+         ",\"max_readers\":" + std::to_string(info.max_readers) +
+         ",\"slowest_reader\":" + std::to_string(info.slowest_reader) + "}";
 }
 
 shmstream::Client connect(const std::string& socket, bool no_autostart) {
@@ -119,42 +143,250 @@ shmstream::Client connect(const std::string& socket, bool no_autostart) {
   return take(shmstream::Client::connect(options));
 }
 
-// Copies stdin into the stream, reading straight into the reserved span (no extra copy).
-int cmd_write(shmstream::Client& client, const std::string& name, uint64_t max_bytes) {
-  shmstream::CreateOptions options;
-  options.max_bytes = max_bytes;
-  auto producer = take(client.create(name, options));
-  if (is_pipe(STDIN_FILENO)) (void)fcntl(STDIN_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
-  for (;;) {
-    auto span = producer.reserve(kChunk);
-    if (!span.ok()) {
-      producer.abort();
-      fail(span.status().message());
-    }
-    ssize_t n = ::read(STDIN_FILENO, span->data(), span->size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      std::string why = std::strerror(errno);
-      producer.abort();
-      fail("reading stdin: " + why + " (stream \"" + name + "\" aborted)");
-    }
-    if (n == 0) break;
-    check(producer.commit(static_cast<size_t>(n)));
+// "4096", "64K", "16MiB", "1G": bytes, with binary suffixes.
+std::optional<uint64_t> parse_size(const std::string& text) {
+  size_t used = 0;
+  uint64_t value = 0;
+  try {
+    value = std::stoull(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
   }
-  check(producer.close());
-  return 0;
+  std::string suffix = text.substr(used);
+  for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (suffix.ends_with("IB")) suffix.resize(suffix.size() - 2);
+  if (suffix.ends_with("B")) suffix.resize(suffix.size() - 1);
+  int shift = suffix.empty() ? 0 : suffix == "K" ? 10 : suffix == "M" ? 20 : suffix == "G" ? 30
+                                                                                          : -1;
+  if (shift < 0 || value > (UINT64_MAX >> shift)) return std::nullopt;
+  return value << shift;
+}
+
+enum class Format { kLine, kLen };  // records: one per line, or u32 little-endian length + bytes
+
+struct WriteOptions {
+  uint64_t max_bytes = 0;
+  std::string retention = "unbounded";
+  std::string capacity;  // ring capacity, with suffix
+  uint32_t max_readers = 0;
+  bool records = false;
+  Format format = Format::kLine;
+  std::vector<std::string> command;  // after "--": run it and stream its stdout
+};
+
+// Fills `buf` from fd until full or EOF; returns the count, or -1 with errno.
+ssize_t read_full(int fd, std::byte* buf, size_t size) {
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = ::read(fd, buf + got, size - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -1;
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(got);
+}
+
+// Where `write` takes its input from, and what becomes of the stream at the end of it.
+class Input {
+ public:
+  // Stdin, or CMD's stdout through a pipe.
+  explicit Input(const std::vector<std::string>& command) {
+    if (command.empty()) return;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) fail(std::string("pipe: ") + std::strerror(errno));
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, p[1], STDOUT_FILENO);
+    std::vector<char*> argv;
+    for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    int rc = posix_spawnp(&child_, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(p[1]);
+    if (rc != 0) {
+      ::close(p[0]);
+      spawn_error_ = "cannot run " + command[0] + ": " + std::strerror(rc);
+      return;
+    }
+    fd_ = p[0];
+    what_ = command[0];
+  }
+  ~Input() {
+    if (fd_ != STDIN_FILENO) ::close(fd_);
+  }
+  int fd() const { return fd_; }
+  const std::string& spawn_error() const { return spawn_error_; }
+  const std::string& what() const { return what_; }
+  // Stops the command early (the stream failed); no-op for stdin.
+  void stop() {
+    if (child_ > 0) kill(child_, SIGTERM);
+  }
+  // After EOF: empty if the input ended well, else why not (the command's exit status), with
+  // the exit code `write` should return.
+  std::pair<std::string, int> finish() {
+    if (child_ <= 0) return {"", 0};
+    ::close(fd_);
+    fd_ = STDIN_FILENO;
+    int status = 0;
+    while (waitpid(child_, &status, 0) < 0 && errno == EINTR) {
+    }
+    child_ = 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {"", 0};
+    if (WIFEXITED(status)) {
+      return {what_ + " exited with status " + std::to_string(WEXITSTATUS(status)),
+              WEXITSTATUS(status)};
+    }
+    return {what_ + " was killed by signal " + std::to_string(WTERMSIG(status)),
+            128 + WTERMSIG(status)};
+  }
+
+ private:
+  int fd_ = STDIN_FILENO;
+  pid_t child_ = 0;
+  std::string what_ = "stdin";
+  std::string spawn_error_;
+};
+
+// Copies the input into a bytes stream, reading straight into the reserved span (no extra
+// copy). Returns an error message, or empty at EOF.
+// `chunk`: the most reserved at once (a ring's reservations must fit in it, and a quarter of it
+// lets readers work on the rest meanwhile).
+std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk) {
+  if (is_pipe(fd)) (void)fcntl(fd, F_SETPIPE_SZ, static_cast<int>(kChunk));
+  for (;;) {
+    auto span = producer.reserve(chunk);
+    if (!span.ok()) return span.status().message();
+    ssize_t n = ::read(fd, span->data(), span->size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::string("reading input: ") + std::strerror(errno);
+    if (n == 0) return "";
+    if (auto s = producer.commit(static_cast<size_t>(n)); !s.ok()) return s.message();
+  }
+}
+
+// Publishes one record per input line (without its newline; a last line without one counts).
+std::string copy_lines(shmstream::Producer& producer, int fd) {
+  std::vector<std::byte> buf(kChunk);
+  size_t filled = 0;
+  for (;;) {
+    if (filled == buf.size()) buf.resize(buf.size() * 2);  // a line longer than the buffer
+    ssize_t n = ::read(fd, buf.data() + filled, buf.size() - filled);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return std::string("reading input: ") + std::strerror(errno);
+    size_t end = filled + static_cast<size_t>(n);
+    size_t start = 0;
+    size_t scan = filled;
+    filled = end;
+    for (;;) {
+      auto* nl = static_cast<std::byte*>(std::memchr(buf.data() + scan, '\n', end - scan));
+      if (nl == nullptr) break;
+      size_t stop = static_cast<size_t>(nl - buf.data());
+      if (auto s = producer.publish(std::span(buf.data() + start, stop - start)); !s.ok()) {
+        return s.message();
+      }
+      start = scan = stop + 1;
+    }
+    if (n == 0) {
+      if (start < end) {
+        if (auto s = producer.publish(std::span(buf.data() + start, end - start)); !s.ok()) {
+          return s.message();
+        }
+      }
+      return "";
+    }
+    std::memmove(buf.data(), buf.data() + start, end - start);
+    filled = end - start;
+  }
+}
+
+// Publishes records framed as a u32 little-endian length then that many bytes, each read
+// straight into its reserved frame.
+std::string copy_len_framed(shmstream::Producer& producer, int fd) {
+  for (uint64_t index = 0;; ++index) {
+    unsigned char len_bytes[4];
+    ssize_t got = read_full(fd, reinterpret_cast<std::byte*>(len_bytes), 4);
+    if (got < 0) return std::string("reading input: ") + std::strerror(errno);
+    if (got == 0) return "";
+    if (got < 4) {
+      return "truncated input: record " + std::to_string(index) + " has a " +
+             std::to_string(got) + "-byte length prefix (4 expected)";
+    }
+    uint32_t length = static_cast<uint32_t>(len_bytes[0]) |
+                      static_cast<uint32_t>(len_bytes[1]) << 8 |
+                      static_cast<uint32_t>(len_bytes[2]) << 16 |
+                      static_cast<uint32_t>(len_bytes[3]) << 24;
+    auto span = producer.reserve_record(length);
+    if (!span.ok()) {
+      return "record " + std::to_string(index) + " of " + std::to_string(length) +
+             " bytes: " + span.status().message();
+    }
+    got = read_full(fd, span->data(), length);
+    if (got < 0) return std::string("reading input: ") + std::strerror(errno);
+    if (static_cast<uint32_t>(got) < length) {
+      return "truncated input: record " + std::to_string(index) + " announces " +
+             std::to_string(length) + " bytes, the input ends after " + std::to_string(got);
+    }
+    if (auto s = producer.commit_record(length); !s.ok()) return s.message();
+  }
+}
+
+// Creates NAME and fills it from stdin or a command's stdout. The stream closes when the input
+// ends well, and is aborted (readers see "producer died" after what was committed) when it
+// does not: a read error, malformed framing, or a command that fails.
+int cmd_write(shmstream::Client& client, const std::string& name, const WriteOptions& w) {
+  shmstream::CreateOptions options;
+  options.max_bytes = w.max_bytes;
+  options.records = w.records;
+  options.max_readers = w.max_readers;
+  if (w.retention == "unbounded") {
+    options.retention = shmstream::Retention::kUnbounded;
+  } else if (w.retention == "drop-oldest") {
+    options.retention = shmstream::Retention::kDropOldest;
+  } else if (w.retention == "block") {
+    options.retention = shmstream::Retention::kBlock;
+  } else {
+    fail("--retention takes unbounded, drop-oldest or block, not \"" + w.retention + "\"");
+  }
+  bool ring = options.retention != shmstream::Retention::kUnbounded;
+  if (ring && w.capacity.empty()) fail("--retention " + w.retention + " needs --capacity BYTES");
+  if (!ring && !w.capacity.empty()) fail("--capacity needs --retention drop-oldest or block");
+  if (ring) {
+    auto capacity = parse_size(w.capacity);
+    if (!capacity || *capacity == 0) {
+      fail("--capacity takes a size such as 4096, 64K or 16M, not \"" + w.capacity + "\"");
+    }
+    options.ring_capacity = *capacity;
+  }
+  auto producer = take(client.create(name, options));
+  Input input(w.command);
+  if (!input.spawn_error().empty()) {
+    producer.abort();
+    (void)client.remove(name, /*force=*/true);
+    fail(input.spawn_error() + " (stream \"" + name + "\" removed)");
+  }
+  size_t chunk = ring ? static_cast<size_t>(std::clamp<uint64_t>(options.ring_capacity / 4, 1,
+                                                                  kChunk))
+                     : kChunk;
+  std::string error = !w.records                ? copy_bytes(producer, input.fd(), chunk)
+                      : w.format == Format::kLen ? copy_len_framed(producer, input.fd())
+                                                 : copy_lines(producer, input.fd());
+  if (!error.empty()) input.stop();
+  auto [failed, code] = input.finish();
+  if (error.empty() && failed.empty()) {
+    check(producer.close());
+    return 0;
+  }
+  producer.abort();
+  std::fprintf(stderr, "shmstream: %s (stream \"%s\" aborted at %llu bytes)\n",
+               (error.empty() ? failed : error).c_str(), name.c_str(),
+               static_cast<unsigned long long>(producer.committed()));
+  return error.empty() ? code : 1;
 }
 
 // Copies the stream to stdout straight from the mapping; into a pipe, an unbounded stream's
 // bytes are not even copied (vmsplice).
-int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset, bool no_follow) {
-  auto reader = take(client.open(name));
-  bool splice = is_pipe(STDOUT_FILENO) &&
-                take(client.stat(name)).retention == shmstream::Retention::kUnbounded;
-  // Best effort: a bigger pipe takes more of the stream per system call.
-  if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
-  check(reader.seek(static_cast<int64_t>(offset)));
-  uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
+int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice) {
   while (reader.position() < stop_at) {
     auto view =
         reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
@@ -168,6 +400,67 @@ int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset,
   return 0;
 }
 
+// Prints each record as a line, or length-framed; output is batched into kChunk writes, and
+// flushed whenever the reader would wait (so a live stream's records appear at once).
+int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format) {
+  std::vector<std::byte> out;
+  out.reserve(kChunk);
+  auto flush = [&] {
+    if (!write_all(STDOUT_FILENO, out)) {
+      if (errno == EPIPE) std::exit(0);
+      fail(std::string("writing stdout: ") + std::strerror(errno));
+    }
+    out.clear();
+  };
+  while (reader.position() < stop_at) {
+    // Nothing more committed yet: show what we have before waiting.
+    if (!out.empty() && reader.committed() <= reader.position()) flush();
+    auto record = reader.next_record();
+    if (!record.ok()) {
+      flush();
+      fail(record.status().message());
+    }
+    if (!*record) break;  // clean end of stream
+    auto data = (*record)->data;
+    size_t mark = out.size();
+    if (format == Format::kLen) {
+      auto length = static_cast<uint32_t>(data.size());
+      const std::byte prefix[4] = {std::byte(length), std::byte(length >> 8),
+                                   std::byte(length >> 16), std::byte(length >> 24)};
+      out.insert(out.end(), prefix, prefix + 4);
+    }
+    out.insert(out.end(), data.begin(), data.end());
+    if (format == Format::kLine) out.push_back(std::byte{'\n'});
+    // A drop-oldest ring may have overwritten the record while we copied it.
+    if (!reader.intact(**record)) {
+      out.resize(mark);
+      flush();
+      fail("stream \"" + reader.name() + "\": record at offset " +
+           std::to_string((*record)->offset) + " was overwritten while read (oldest now " +
+           std::to_string(reader.oldest()) + ")");
+    }
+    if (out.size() >= kChunk) flush();
+  }
+  flush();
+  return 0;
+}
+
+int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset, bool no_follow,
+            bool records, std::optional<Format> format) {
+  auto reader = take(client.open(name));
+  auto info = take(client.stat(name));
+  if (records && !info.records) fail("stream \"" + name + "\" carries bytes, not records");
+  if (format && !info.records) fail("--format applies to records streams; \"" + name + "\" carries bytes");
+  check(reader.seek(static_cast<int64_t>(offset)));
+  uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
+  // Best effort: a bigger pipe takes more of the stream per system call.
+  if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
+  if (info.records) return cat_records(reader, stop_at, format.value_or(Format::kLine));
+  bool splice =
+      is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
+  return cat_bytes(reader, stop_at, splice);
+}
+
 int cmd_ls(shmstream::Client& client, bool json) {
   auto streams = take(client.list());
   if (json) {
@@ -178,9 +471,12 @@ int cmd_ls(shmstream::Client& client, bool json) {
     std::printf("%s]\n", out.c_str());
     return 0;
   }
-  std::printf("%-24s %-9s %14s %7s %8s\n", "NAME", "STATE", "BYTES", "READERS", "PID");
+  std::printf("%-24s %-9s %-8s %-12s %14s %14s %7s %8s\n", "NAME", "STATE", "KIND", "RETENTION",
+              "OLDEST", "BYTES", "READERS", "PID");
   for (const auto& s : streams) {
-    std::printf("%-24s %-9s %14llu %7u %8u\n", s.name.c_str(), state_of(s).c_str(),
+    std::printf("%-24s %-9s %-8s %-12s %14llu %14llu %7u %8u\n", s.name.c_str(),
+                state_of(s).c_str(), s.records ? "records" : "bytes", retention_of(s).c_str(),
+                static_cast<unsigned long long>(s.oldest),
                 static_cast<unsigned long long>(s.bytes), s.readers, s.producer_pid);
   }
   return 0;
@@ -196,10 +492,13 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
   char when[64];
   std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&created));
   std::printf(
-      "name:          %s\nstate:         %s\nbytes:         %llu\nreaders:       %u\n"
+      "name:          %s\nstate:         %s\nkind:          %s\nretention:     %s\n"
+      "oldest:        %llu\nbytes:         %llu\nreaders:       %u (at most %u; slowest at %llu)\n"
       "producer pid:  %u\nproducer uid:  %u\nmax bytes:     %llu\ncreated:       %s\n",
-      info.name.c_str(), state_of(info).c_str(), static_cast<unsigned long long>(info.bytes),
-      info.readers, info.producer_pid, info.producer_uid,
+      info.name.c_str(), state_of(info).c_str(), info.records ? "records" : "bytes",
+      retention_of(info).c_str(), static_cast<unsigned long long>(info.oldest),
+      static_cast<unsigned long long>(info.bytes), info.readers, info.max_readers,
+      static_cast<unsigned long long>(info.slowest_reader), info.producer_pid, info.producer_uid,
       static_cast<unsigned long long>(info.max_bytes), when);
   return 0;
 }
@@ -219,17 +518,37 @@ int main(int argc, char** argv) {
   app.add_flag("--no-autostart", no_autostart, "Do not start shmstreamd if none answers");
 
   std::string name;
-  auto* write = app.add_subcommand("write", "Create NAME and copy stdin into it; close at EOF");
-  uint64_t max_bytes = 0;
+  auto* write = app.add_subcommand(
+      "write",
+      "Create NAME and copy stdin into it, or with `-- CMD ARGS...` the output of CMD; close at "
+      "the end of the input (abort if CMD fails)");
+  WriteOptions w;
+  std::string write_format;
   write->add_option("NAME", name, "Stream name")->required();
-  write->add_option("--max-bytes", max_bytes, "Longest the stream may grow (default: daemon's)");
+  write->add_option("--max-bytes", w.max_bytes, "Longest the stream may grow (default: daemon's)");
+  write->add_option("--retention", w.retention, "unbounded, drop-oldest or block")
+      ->capture_default_str();
+  write->add_option("--capacity", w.capacity, "Ring capacity for drop-oldest/block (64K, 16M...)");
+  write->add_option("--max-readers", w.max_readers, "Readers allowed at once (default: daemon's)");
+  write->add_flag("--records", w.records, "A records stream: one record per input line");
+  write->add_option("--format", write_format,
+                    "Records framing: line (default) or len (u32 little-endian length + bytes)")
+      ->check(CLI::IsMember({"line", "len"}));
 
-  auto* cat = app.add_subcommand("cat", "Copy stream NAME to stdout, following it until closed");
+  auto* cat = app.add_subcommand(
+      "cat", "Copy stream NAME to stdout, following it until closed (records: one per line)");
   uint64_t offset = 0;
   bool no_follow = false;
+  bool cat_records_flag = false;
+  std::string cat_format;
   cat->add_option("NAME", name, "Stream name")->required();
-  cat->add_option("--offset", offset, "Start at this byte offset")->capture_default_str();
+  cat->add_option("--offset", offset, "Start at this byte offset (records: a record's offset)")
+      ->capture_default_str();
   cat->add_flag("--no-follow", no_follow, "Stop at what is committed now instead of waiting");
+  cat->add_flag("--records", cat_records_flag, "Expect a records stream (fail if it is not)");
+  cat->add_option("--format", cat_format,
+                  "Records output: line (default) or len (u32 little-endian length + bytes)")
+      ->check(CLI::IsMember({"line", "len"}));
 
   auto* ls = app.add_subcommand("ls", "List streams: name, state, bytes, readers, producer pid");
   bool json = false;
@@ -244,11 +563,39 @@ int main(int argc, char** argv) {
   rm->add_option("NAME", name, "Stream name")->required();
   rm->add_flag("--force", force, "Cancel it at once: every reader and the producer fail");
 
-  CLI11_PARSE(app, argc, argv);
+  // `write NAME -- CMD ARGS...`: everything after the first "--" is the command, untouched.
+  std::vector<char*> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (std::strcmp(args[i], "--") == 0) {
+      w.command.assign(args.begin() + static_cast<std::ptrdiff_t>(i) + 1, args.end());
+      args.resize(i);
+      if (w.command.empty()) {
+        std::fprintf(stderr, "shmstream: nothing after \"--\": give the command to run\n");
+        return 2;
+      }
+      break;
+    }
+  }
+  try {
+    app.parse(static_cast<int>(args.size()), args.data());
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!w.command.empty() && !*write) {
+    std::fprintf(stderr, "shmstream: only `write` runs a command (after \"--\")\n");
+    return 2;
+  }
+  auto to_format = [](const std::string& f) { return f == "len" ? Format::kLen : Format::kLine; };
+  if (!write_format.empty() && !w.records) fail("--format needs --records");
+  w.format = to_format(write_format);
 
   auto client = connect(socket, no_autostart);
-  if (*write) return cmd_write(client, name, max_bytes);
-  if (*cat) return cmd_cat(client, name, offset, no_follow);
+  if (*write) return cmd_write(client, name, w);
+  if (*cat) {
+    std::optional<Format> format;
+    if (!cat_format.empty()) format = to_format(cat_format);
+    return cmd_cat(client, name, offset, no_follow, cat_records_flag, format);
+  }
   if (*ls) return cmd_ls(client, json);
   if (*stat) return cmd_stat(client, name, json);
   if (*rm) {

@@ -36,14 +36,7 @@ class Lifecycle : public ::testing::Test {
 
   // Runs the CLI against our daemon; returns {wait status, stdout}.
   std::pair<int, std::string> cli(const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {bin_dir() + "/shmstream"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    Child child = Child::spawn(argv, false, true, daemon_.env());
-    std::string out;
-    char buf[65536];
-    ssize_t n;
-    while ((n = ::read(child.stdout_fd(), buf, sizeof(buf))) > 0) out.append(buf, n);
-    return {child.wait(30s), out};
+    return run_cli(daemon_, args);
   }
 
   // The one stream's segment file (not its ".w" wait page).

@@ -97,6 +97,7 @@ Child Child::spawn(const std::vector<std::string>& argv, bool pipe_stdin, bool p
     // Dies with the test process, so a crashed or timed-out test leaves no daemon behind.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);
+    signal(SIGPIPE, SIG_DFL);  // run_cli ignores it in the test; programs get the default
     int null_fd = open("/dev/null", O_RDWR);
     dup2(pipe_stdin ? in[0] : null_fd, STDIN_FILENO);
     dup2(pipe_stdout ? out[1] : null_fd, STDOUT_FILENO);
@@ -344,6 +345,32 @@ bool thread_sleeps_in_futex(pid_t tid) {
   long number = -1;
   in >> number;
   return number == SYS_futex_waitv;
+}
+
+std::pair<int, std::string> run_cli(const TestDaemon& daemon, const std::vector<std::string>& args,
+                                    const std::string& input, std::chrono::milliseconds timeout) {
+  std::vector<std::string> argv = {bin_dir() + "/shmstream"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  signal(SIGPIPE, SIG_IGN);  // a CLI that fails stops reading its input: EPIPE, not death
+  Child child = Child::spawn(argv, !input.empty(), true, daemon.env());
+  std::thread feed;
+  if (!input.empty()) {
+    feed = std::thread([&] {
+      size_t off = 0;
+      while (off < input.size()) {
+        ssize_t n = ::write(child.stdin_fd(), input.data() + off, input.size() - off);
+        if (n <= 0) break;  // the CLI stopped reading (it failed): its status tells
+        off += static_cast<size_t>(n);
+      }
+      child.close_stdin();
+    });
+  }
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(child.stdout_fd(), buf, sizeof(buf))) > 0) out.append(buf, n);
+  if (feed.joinable()) feed.join();
+  return {child.wait(timeout), out};
 }
 
 }  // namespace shmstream::test

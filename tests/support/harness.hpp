@@ -78,6 +78,12 @@ class TestDaemon {
   Child child_;
 };
 
+// Runs the shmstream CLI against `daemon` with `input` on its stdin (/dev/null if empty);
+// returns {wait status, stdout}. Fails (status -1) if it runs longer than `timeout`.
+std::pair<int, std::string> run_cli(const TestDaemon& daemon, const std::vector<std::string>& args,
+                                    const std::string& input = "",
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
 // Deterministic pseudo-random bytes (splitmix64) and a fast 64-bit digest.
 void fill_random(uint64_t seed, uint64_t offset, std::byte* out, size_t length);
 class Digest {

@@ -1,0 +1,269 @@
+// The CLI's records, framing, retention and captured-command modes, through a private daemon.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shmstream/client.hpp"
+#include "support/harness.hpp"
+
+namespace shmstream::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
+
+// u32 little-endian length + payload, the CLI's --format=len.
+std::string len_framed(const std::vector<std::string>& records) {
+  std::string out;
+  for (const auto& r : records) {
+    auto n = static_cast<uint32_t>(r.size());
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    out += r;
+  }
+  return out;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ClientOptions options;
+    options.socket_path = daemon_.socket_path();
+    options.autostart = false;
+    client_ = std::make_unique<Client>(Client::connect(options).value());
+  }
+  std::pair<int, std::string> cli(const std::vector<std::string>& args,
+                                  const std::string& input = "") {
+    return run_cli(daemon_, args, input);
+  }
+  // Every record of a records stream, through the library.
+  std::vector<std::string> records_of(const std::string& name) {
+    auto reader = client_->open(name).value();
+    std::vector<std::string> out;
+    for (;;) {
+      auto r = reader.next_record(10s);
+      EXPECT_TRUE(r.ok()) << r.status().to_string();
+      if (!r.ok() || !*r) break;
+      out.emplace_back(reinterpret_cast<const char*>((*r)->data.data()), (*r)->data.size());
+    }
+    return out;
+  }
+
+  TestDaemon daemon_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(Cli, LinesBecomeRecordsAndComeBackAsLines) {
+  auto [ws, ignored] = cli({"write", "lines", "--records"}, "one\ntwo\n\nlast without newline");
+  ASSERT_TRUE(exited_with(ws, 0)) << ws;
+  EXPECT_EQ(records_of("lines"),
+            (std::vector<std::string>{"one", "two", "", "last without newline"}));
+  auto [cs, out] = cli({"cat", "lines", "--records"});
+  ASSERT_TRUE(exited_with(cs, 0)) << cs;
+  EXPECT_EQ(out, "one\ntwo\n\nlast without newline\n");
+  auto info = client_->stat("lines").value();
+  EXPECT_TRUE(info.records);
+  EXPECT_EQ(info.state, StreamState::kClosed);
+}
+
+TEST_F(Cli, LengthFramedRecordsRoundTripBinaryPayloadsExactly) {
+  // Newlines, NULs and an empty record: only length framing keeps them apart.
+  std::vector<std::string> records = {std::string("a\nb\0c", 5), "", std::string(70000, '\n'),
+                                      "tail"};
+  auto [ws, ignored] = cli({"write", "bin", "--records", "--format=len"}, len_framed(records));
+  ASSERT_TRUE(exited_with(ws, 0)) << ws;
+  EXPECT_EQ(records_of("bin"), records);
+  auto [cs, out] = cli({"cat", "bin", "--format=len"});
+  ASSERT_TRUE(exited_with(cs, 0)) << cs;
+  EXPECT_EQ(out, len_framed(records));
+  // And back in: cat's output is write's input.
+  auto [ws2, ignored2] = cli({"write", "bin2", "--records", "--format", "len"}, out);
+  ASSERT_TRUE(exited_with(ws2, 0));
+  EXPECT_EQ(records_of("bin2"), records);
+}
+
+TEST_F(Cli, TruncatedFramingAbortsTheStreamAndKeepsWhatWasCommitted) {
+  std::string input = len_framed({"whole", "also whole"});
+  input += std::string("\x09\x00\x00\x00" "abc", 7);  // announces 9 bytes, has 3
+  auto [ws, ignored] = cli({"write", "cut", "--records", "--format=len"}, input);
+  EXPECT_TRUE(exited_with(ws, 1)) << ws;
+  auto info = client_->stat("cut").value();
+  EXPECT_EQ(info.state, StreamState::kAborted);
+  auto reader = client_->open("cut").value();
+  for (std::string want : {"whole", "also whole"}) {
+    auto r = reader.next_record(10s);
+    ASSERT_TRUE(r.ok() && *r);
+    EXPECT_EQ(std::string(reinterpret_cast<const char*>((*r)->data.data()), (*r)->data.size()),
+              want);
+  }
+  EXPECT_EQ(reader.next_record(10s).status().code(), ErrorCode::kProducerDied);
+}
+
+TEST_F(Cli, BadOptionsAreRefusedBeforeAnythingIsCreated) {
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"write", "x", "--retention", "block"},                     // no capacity
+           {"write", "x", "--capacity", "4K"},                         // not a ring
+           {"write", "x", "--retention", "sideways", "--capacity", "4K"},
+           {"write", "x", "--retention", "block", "--capacity", "lots"},
+           {"write", "x", "--format", "len"},                          // not records
+           {"write", "x", "--records", "--format", "xml"},
+           {"write", "x", "--"},                                       // no command
+           {"cat", "x", "--", "true"}}) {                              // only write runs one
+    auto [status, out] = cli(args);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << args[1] << " " << args[2];
+  }
+  EXPECT_EQ(client_->stat("x").status().code(), ErrorCode::kNotFound);
+  // A bytes stream is not a records stream.
+  ASSERT_TRUE(exited_with(cli({"write", "plain"}, "bytes").first, 0));
+  EXPECT_TRUE(exited_with(cli({"cat", "plain", "--records"}).first, 1));
+}
+
+TEST_F(Cli, LsAndStatShowRetentionTheOldestOffsetAndTheKind) {
+  // 256 KiB through a 64 KiB drop-oldest ring: the oldest offset moved on.
+  std::string input(256 << 10, 'x');
+  auto [ws, ignored] =
+      cli({"write", "ring", "--retention", "drop-oldest", "--capacity", "64K"}, input);
+  ASSERT_TRUE(exited_with(ws, 0)) << ws;
+  auto info = client_->stat("ring").value();
+  ASSERT_GT(info.oldest, 0u);
+  auto [ls_status, ls] = cli({"ls"});
+  ASSERT_TRUE(exited_with(ls_status, 0));
+  EXPECT_NE(ls.find("RETENTION"), std::string::npos) << ls;
+  EXPECT_NE(ls.find("drop-oldest:64K"), std::string::npos) << ls;
+  EXPECT_NE(ls.find(std::to_string(info.oldest)), std::string::npos) << ls;
+  auto [js, json] = cli({"ls", "--json"});
+  EXPECT_NE(json.find("\"retention\":\"drop-oldest\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"oldest\":" + std::to_string(info.oldest)), std::string::npos) << json;
+  EXPECT_NE(json.find("\"ring_capacity\":65536"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"records\":false"), std::string::npos) << json;
+  auto [ss, stat] = cli({"stat", "ring"});
+  EXPECT_NE(stat.find("retention:     drop-oldest:64K"), std::string::npos) << stat;
+  // A reader starting at 0 is told where the ring now starts.
+  auto [cs, out] = cli({"cat", "ring"});
+  EXPECT_TRUE(exited_with(cs, 1)) << cs;
+}
+
+// The expected output of `seq 1 N`.
+std::string seq_output(int n) {
+  std::string out;
+  for (int i = 1; i <= n; ++i) out += std::to_string(i) + "\n";
+  return out;
+}
+
+TEST_F(Cli, ACapturedCommandReachesFourReadersIdentically) {
+  constexpr int kLines = 300000;  // ~2 MB
+  Child writer = Child::spawn({bin_dir() + "/shmstream", "write", "cmd", "--", "sh", "-c",
+                               "read go; seq 1 " + std::to_string(kLines)},
+                              true, false, daemon_.env());
+  ASSERT_TRUE(eventually([&] { return client_->stat("cmd").ok(); }));
+  // Four readers attached before the command writes anything; each follows to the end.
+  std::vector<std::string> outs(4);
+  std::vector<Child> cats;
+  std::vector<std::thread> drains;
+  for (int i = 0; i < 4; ++i) {
+    cats.push_back(
+        Child::spawn({bin_dir() + "/shmstream", "cat", "cmd"}, false, true, daemon_.env()));
+  }
+  for (int i = 0; i < 4; ++i) {
+    drains.emplace_back([&, i] {
+      char buf[65536];
+      ssize_t n;
+      while ((n = ::read(cats[i].stdout_fd(), buf, sizeof(buf))) > 0) outs[i].append(buf, n);
+    });
+  }
+  ASSERT_TRUE(eventually([&] { return client_->stat("cmd").value().readers == 4; }));
+  ASSERT_EQ(::write(writer.stdin_fd(), "go\n", 3), 3);
+  writer.close_stdin();
+  EXPECT_TRUE(exited_with(writer.wait(30s), 0));
+  for (auto& c : cats) EXPECT_TRUE(exited_with(c.wait(30s), 0));
+  for (auto& d : drains) d.join();
+  const std::string want = seq_output(kLines);
+  for (const auto& out : outs) EXPECT_TRUE(out == want) << out.size() << " vs " << want.size();
+  // A late joiner replays the same bytes.
+  auto [cs, replay] = cli({"cat", "cmd"});
+  EXPECT_TRUE(replay == want);
+  EXPECT_EQ(client_->stat("cmd").value().state, StreamState::kClosed);
+}
+
+TEST_F(Cli, AFailingCommandAbortsTheStreamWithItsStatus) {
+  auto [ws, ignored] = cli({"write", "bad", "--", "sh", "-c", "echo partial; exit 7"});
+  EXPECT_TRUE(exited_with(ws, 7)) << ws;
+  EXPECT_EQ(client_->stat("bad").value().state, StreamState::kAborted);
+  auto [cs, out] = cli({"cat", "bad"});
+  EXPECT_EQ(out, "partial\n");  // what was committed stays readable
+  EXPECT_TRUE(exited_with(cs, 1)) << cs;
+  // A command that cannot start leaves no stream behind.
+  auto [ns, ignored2] = cli({"write", "nocmd", "--", "/nonexistent/command"});
+  EXPECT_TRUE(exited_with(ns, 1)) << ns;
+  EXPECT_EQ(client_->stat("nocmd").status().code(), ErrorCode::kNotFound);
+  // A records stream from a command: one record per output line.
+  auto [rs, ignored3] = cli({"write", "recs", "--records", "--", "seq", "1", "3"});
+  ASSERT_TRUE(exited_with(rs, 0));
+  EXPECT_EQ(records_of("recs"), (std::vector<std::string>{"1", "2", "3"}));
+}
+
+TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {
+  // 0 bytes to 1 MiB each, random contents; the framed input doubles as the expected output.
+  std::vector<std::string> records;
+  uint64_t state = 0x5eed;
+  auto next = [&] {
+    state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+    return state >> 33;
+  };
+  for (int i = 0; i < 40; ++i) {
+    size_t size = i == 0 ? 0 : i == 1 ? (1 << 20) : next() % ((1 << 20) + 1);
+    std::string r(size, '\0');
+    fill_random(next(), 0, reinterpret_cast<std::byte*>(r.data()), size);
+    records.push_back(std::move(r));
+  }
+  const std::string framed = len_framed(records);
+  Child writer = Child::spawn(
+      {bin_dir() + "/shmstream", "write", "rnd", "--records", "--format=len"}, true, false,
+      daemon_.env());
+  ASSERT_TRUE(eventually([&] { return client_->stat("rnd").ok(); }));
+  std::vector<Child> subscribers;
+  std::vector<std::string> outs(8);
+  std::vector<std::thread> drains;
+  auto subscribe = [&](int i) {
+    subscribers.push_back(Child::spawn({bin_dir() + "/shmstream", "cat", "rnd", "--format=len"},
+                                       false, true, daemon_.env()));
+    drains.emplace_back([&outs, fd = subscribers.back().stdout_fd(), i] {
+      char buf[65536];
+      ssize_t n;
+      while ((n = ::read(fd, buf, sizeof(buf))) > 0) outs[i].append(buf, n);
+    });
+  };
+  for (int i = 0; i < 4; ++i) subscribe(i);  // before the first record
+  ASSERT_TRUE(eventually([&] { return client_->stat("rnd").value().readers == 4; }));
+  const size_t half = framed.size() / 2;
+  ASSERT_EQ(::write(writer.stdin_fd(), framed.data(), half), static_cast<ssize_t>(half));
+  for (int i = 4; i < 8; ++i) subscribe(i);  // midway
+  size_t off = half;
+  while (off < framed.size()) {
+    ssize_t n = ::write(writer.stdin_fd(), framed.data() + off, framed.size() - off);
+    ASSERT_GT(n, 0);
+    off += static_cast<size_t>(n);
+  }
+  writer.close_stdin();
+  ASSERT_TRUE(exited_with(writer.wait(30s), 0));
+  for (auto& c : subscribers) EXPECT_TRUE(exited_with(c.wait(30s), 0));
+  for (auto& d : drains) d.join();
+  const uint64_t want = [&] {
+    Digest d;
+    d.update(framed.data(), framed.size());
+    return d.value();
+  }();
+  for (int i = 0; i < 8; ++i) {
+    Digest d;
+    d.update(outs[i].data(), outs[i].size());
+    EXPECT_EQ(outs[i].size(), framed.size()) << "subscriber " << i;
+    EXPECT_EQ(d.value(), want) << "subscriber " << i;
+  }
+}
+
+}  // namespace
+}  // namespace shmstream::test
