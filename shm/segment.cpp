@@ -241,14 +241,16 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
   // The sizes that decide the mapping's shape come from a pread of the header's first bytes,
   // not from a temporary mapping: unmapping one costs a TLB shoot-down across the process's
   // threads, which in a VM was most of an open's time. Validation then runs on the real mapping.
+  auto truncated = [&](int64_t size) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("truncated segment: {} bytes, smaller than the {}-byte header", size,
+                            kHeaderSize));
+  };
   std::byte prefix[32];
   ssize_t got = pread(fd, prefix, sizeof(prefix), 0);
-  if (got < 0) return fail(ErrorCode::kIo, fmt::format("reading the header: {}", errno_text(errno)));
-  if (static_cast<size_t>(got) < sizeof(prefix)) {
-    return fail(ErrorCode::kCorrupt,
-                fmt::format("truncated segment: {} bytes, smaller than the {}-byte header", got,
-                            kHeaderSize));
-  }
+  if (got < 0)
+    return fail(ErrorCode::kIo, fmt::format("reading the header: {}", errno_text(errno)));
+  if (static_cast<size_t>(got) < sizeof(prefix)) return truncated(got);
   uint64_t magic = 0;
   uint64_t max_data_size = 0;
   uint64_t ring = 0;
@@ -257,14 +259,15 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
               sizeof(max_data_size));
   std::memcpy(&ring, prefix + offsetof(SegmentHeader, ring_capacity), sizeof(ring));
   if (magic != kMagic) {
-    return fail(ErrorCode::kCorrupt, fmt::format("not a shmstream segment (magic {:#018x})", magic));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("not a shmstream segment (magic {:#018x})", magic));
   }
   // Bounds first: the mapping's length is computed from these before the checksum is checked.
   if (max_data_size == 0 || max_data_size > kMaxDataSizeLimit || ring > kMaxRingCapacity ||
       ring % kRingGranule != 0) {
-    return fail(ErrorCode::kCorrupt,
-                fmt::format("corrupt segment: maximum size {}, ring capacity {}", max_data_size,
-                            ring));
+    return fail(
+        ErrorCode::kCorrupt,
+        fmt::format("corrupt segment: maximum size {}, ring capacity {}", max_data_size, ring));
   }
 
   Segment segment;
@@ -300,12 +303,8 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
   // only grows the file, so a size check against this st_size stays conservative.
   struct stat st {};
   if (fstat(fd, &st) != 0) return fail(ErrorCode::kIo, fmt::format("fstat: {}", errno_text(errno)));
-  if (static_cast<uint64_t>(st.st_size) < kHeaderSize) {
-    // Checked before the header is read through the mapping: past the file's end is SIGBUS.
-    return fail(ErrorCode::kCorrupt,
-                fmt::format("truncated segment: {} bytes, smaller than the {}-byte header",
-                            st.st_size, kHeaderSize));
-  }
+  // Checked before the header is read through the mapping: past the file's end is SIGBUS.
+  if (static_cast<uint64_t>(st.st_size) < kHeaderSize) return truncated(st.st_size);
   const SegmentHeader& header = segment.header();
   if (Status status = validate_header(header, static_cast<uint64_t>(st.st_size)); !status.ok()) {
     return Status(status.code(), fmt::format("{}: {}", what, status.message()));

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -127,8 +128,8 @@ std::string info_json(const shmstream::StreamInfo& info) {
          ",\"producer_pid\":" + std::to_string(info.producer_pid) +
          ",\"producer_uid\":" + std::to_string(info.producer_uid) +
          ",\"max_bytes\":" + std::to_string(info.max_bytes) +
-         ",\"created_unix_ns\":" + std::to_string(info.created_unix_ns) +
-         ",\"retention\":\"" + shmstream::to_string(info.retention) +
+         ",\"created_unix_ns\":" + std::to_string(info.created_unix_ns) + ",\"retention\":\"" +
+         shmstream::to_string(info.retention) +
          "\",\"ring_capacity\":" + std::to_string(info.ring_capacity) +
          ",\"oldest\":" + std::to_string(info.oldest) +
          ",\"records\":" + (info.records ? "true" : "false") +
@@ -156,8 +157,11 @@ std::optional<uint64_t> parse_size(const std::string& text) {
   for (auto& c : suffix) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   if (suffix.ends_with("IB")) suffix.resize(suffix.size() - 2);
   if (suffix.ends_with("B")) suffix.resize(suffix.size() - 1);
-  int shift = suffix.empty() ? 0 : suffix == "K" ? 10 : suffix == "M" ? 20 : suffix == "G" ? 30
-                                                                                          : -1;
+  int shift = suffix.empty()  ? 0
+              : suffix == "K" ? 10
+              : suffix == "M" ? 20
+              : suffix == "G" ? 30
+                              : -1;
   if (shift < 0 || value > (UINT64_MAX >> shift)) return std::nullopt;
   return value << shift;
 }
@@ -166,7 +170,7 @@ enum class Format { kLine, kLen };  // records: one per line, or u32 little-endi
 
 struct WriteOptions {
   uint64_t max_bytes = 0;
-  std::string retention = "unbounded";
+  shmstream::Retention retention = shmstream::Retention::kUnbounded;
   std::string capacity;  // ring capacity, with suffix
   uint32_t max_readers = 0;
   bool records = false;
@@ -309,13 +313,12 @@ std::string copy_len_framed(shmstream::Producer& producer, int fd) {
     if (got < 0) return std::string("reading input: ") + std::strerror(errno);
     if (got == 0) return "";
     if (got < 4) {
-      return "truncated input: record " + std::to_string(index) + " has a " +
-             std::to_string(got) + "-byte length prefix (4 expected)";
+      return "truncated input: record " + std::to_string(index) + " has a " + std::to_string(got) +
+             "-byte length prefix (4 expected)";
     }
-    uint32_t length = static_cast<uint32_t>(len_bytes[0]) |
-                      static_cast<uint32_t>(len_bytes[1]) << 8 |
-                      static_cast<uint32_t>(len_bytes[2]) << 16 |
-                      static_cast<uint32_t>(len_bytes[3]) << 24;
+    uint32_t length =
+        static_cast<uint32_t>(len_bytes[0]) | static_cast<uint32_t>(len_bytes[1]) << 8 |
+        static_cast<uint32_t>(len_bytes[2]) << 16 | static_cast<uint32_t>(len_bytes[3]) << 24;
     auto span = producer.reserve_record(length);
     if (!span.ok()) {
       return "record " + std::to_string(index) + " of " + std::to_string(length) +
@@ -339,17 +342,12 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   options.max_bytes = w.max_bytes;
   options.records = w.records;
   options.max_readers = w.max_readers;
-  if (w.retention == "unbounded") {
-    options.retention = shmstream::Retention::kUnbounded;
-  } else if (w.retention == "drop-oldest") {
-    options.retention = shmstream::Retention::kDropOldest;
-  } else if (w.retention == "block") {
-    options.retention = shmstream::Retention::kBlock;
-  } else {
-    fail("--retention takes unbounded, drop-oldest or block, not \"" + w.retention + "\"");
-  }
+  options.retention = w.retention;
   bool ring = options.retention != shmstream::Retention::kUnbounded;
-  if (ring && w.capacity.empty()) fail("--retention " + w.retention + " needs --capacity BYTES");
+  if (ring && w.capacity.empty()) {
+    fail(std::string("--retention ") + shmstream::to_string(w.retention) +
+         " needs --capacity BYTES");
+  }
   if (!ring && !w.capacity.empty()) fail("--capacity needs --retention drop-oldest or block");
   if (ring) {
     auto capacity = parse_size(w.capacity);
@@ -365,10 +363,10 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
     (void)client.remove(name, /*force=*/true);
     fail(input.spawn_error() + " (stream \"" + name + "\" removed)");
   }
-  size_t chunk = ring ? static_cast<size_t>(std::clamp<uint64_t>(options.ring_capacity / 4, 1,
-                                                                  kChunk))
-                     : kChunk;
-  std::string error = !w.records                ? copy_bytes(producer, input.fd(), chunk)
+  size_t chunk =
+      ring ? static_cast<size_t>(std::clamp<uint64_t>(options.ring_capacity / 4, 1, kChunk))
+           : kChunk;
+  std::string error = !w.records                 ? copy_bytes(producer, input.fd(), chunk)
                       : w.format == Format::kLen ? copy_len_framed(producer, input.fd())
                                                  : copy_lines(producer, input.fd());
   if (!error.empty()) input.stop();
@@ -450,14 +448,14 @@ int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset,
   auto reader = take(client.open(name));
   auto info = take(client.stat(name));
   if (records && !info.records) fail("stream \"" + name + "\" carries bytes, not records");
-  if (format && !info.records) fail("--format applies to records streams; \"" + name + "\" carries bytes");
+  if (format && !info.records)
+    fail("--format applies to records streams; \"" + name + "\" carries bytes");
   check(reader.seek(static_cast<int64_t>(offset)));
   uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
   // Best effort: a bigger pipe takes more of the stream per system call.
   if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
   if (info.records) return cat_records(reader, stop_at, format.value_or(Format::kLine));
-  bool splice =
-      is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
+  bool splice = is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
   return cat_bytes(reader, stop_at, splice);
 }
 
@@ -476,8 +474,8 @@ int cmd_ls(shmstream::Client& client, bool json) {
   for (const auto& s : streams) {
     std::printf("%-24s %-9s %-8s %-12s %14llu %14llu %7u %8u\n", s.name.c_str(),
                 state_of(s).c_str(), s.records ? "records" : "bytes", retention_of(s).c_str(),
-                static_cast<unsigned long long>(s.oldest),
-                static_cast<unsigned long long>(s.bytes), s.readers, s.producer_pid);
+                static_cast<unsigned long long>(s.oldest), static_cast<unsigned long long>(s.bytes),
+                s.readers, s.producer_pid);
   }
   return 0;
 }
@@ -526,13 +524,20 @@ int main(int argc, char** argv) {
   std::string write_format;
   write->add_option("NAME", name, "Stream name")->required();
   write->add_option("--max-bytes", w.max_bytes, "Longest the stream may grow (default: daemon's)");
-  write->add_option("--retention", w.retention, "unbounded, drop-oldest or block")
-      ->capture_default_str();
+  const std::map<std::string, shmstream::Retention> retentions = {
+      {"unbounded", shmstream::Retention::kUnbounded},
+      {"drop-oldest", shmstream::Retention::kDropOldest},
+      {"block", shmstream::Retention::kBlock}};
+  std::string retention = "unbounded";
+  write->add_option("--retention", retention, "unbounded, drop-oldest or block")
+      ->capture_default_str()
+      ->check(CLI::IsMember(retentions));
   write->add_option("--capacity", w.capacity, "Ring capacity for drop-oldest/block (64K, 16M...)");
   write->add_option("--max-readers", w.max_readers, "Readers allowed at once (default: daemon's)");
   write->add_flag("--records", w.records, "A records stream: one record per input line");
-  write->add_option("--format", write_format,
-                    "Records framing: line (default) or len (u32 little-endian length + bytes)")
+  write
+      ->add_option("--format", write_format,
+                   "Records framing: line (default) or len (u32 little-endian length + bytes)")
       ->check(CLI::IsMember({"line", "len"}));
 
   auto* cat = app.add_subcommand(
@@ -587,6 +592,7 @@ int main(int argc, char** argv) {
   }
   auto to_format = [](const std::string& f) { return f == "len" ? Format::kLen : Format::kLine; };
   if (!write_format.empty() && !w.records) fail("--format needs --records");
+  w.retention = retentions.at(retention);
   w.format = to_format(write_format);
 
   auto client = connect(socket, no_autostart);

@@ -30,12 +30,7 @@ std::string len_framed(const std::vector<std::string>& records) {
 
 class Cli : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ClientOptions options;
-    options.socket_path = daemon_.socket_path();
-    options.autostart = false;
-    client_ = std::make_unique<Client>(Client::connect(options).value());
-  }
+  void SetUp() override { client_ = std::make_unique<Client>(connect_to(daemon_)); }
   std::pair<int, std::string> cli(const std::vector<std::string>& args,
                                   const std::string& input = "") {
     return run_cli(daemon_, args, input);
@@ -88,7 +83,10 @@ TEST_F(Cli, LengthFramedRecordsRoundTripBinaryPayloadsExactly) {
 
 TEST_F(Cli, TruncatedFramingAbortsTheStreamAndKeepsWhatWasCommitted) {
   std::string input = len_framed({"whole", "also whole"});
-  input += std::string("\x09\x00\x00\x00" "abc", 7);  // announces 9 bytes, has 3
+  input += std::string(
+      "\x09\x00\x00\x00"
+      "abc",
+      7);  // announces 9 bytes, has 3
   auto [ws, ignored] = cli({"write", "cut", "--records", "--format=len"}, input);
   EXPECT_TRUE(exited_with(ws, 1)) << ws;
   auto info = client_->stat("cut").value();
@@ -105,14 +103,14 @@ TEST_F(Cli, TruncatedFramingAbortsTheStreamAndKeepsWhatWasCommitted) {
 
 TEST_F(Cli, BadOptionsAreRefusedBeforeAnythingIsCreated) {
   for (auto args : std::vector<std::vector<std::string>>{
-           {"write", "x", "--retention", "block"},                     // no capacity
-           {"write", "x", "--capacity", "4K"},                         // not a ring
+           {"write", "x", "--retention", "block"},  // no capacity
+           {"write", "x", "--capacity", "4K"},      // not a ring
            {"write", "x", "--retention", "sideways", "--capacity", "4K"},
            {"write", "x", "--retention", "block", "--capacity", "lots"},
-           {"write", "x", "--format", "len"},                          // not records
+           {"write", "x", "--format", "len"},  // not records
            {"write", "x", "--records", "--format", "xml"},
-           {"write", "x", "--"},                                       // no command
-           {"cat", "x", "--", "true"}}) {                              // only write runs one
+           {"write", "x", "--"},           // no command
+           {"cat", "x", "--", "true"}}) {  // only write runs one
     auto [status, out] = cli(args);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << args[1] << " " << args[2];
   }
@@ -169,11 +167,7 @@ TEST_F(Cli, ACapturedCommandReachesFourReadersIdentically) {
         Child::spawn({bin_dir() + "/shmstream", "cat", "cmd"}, false, true, daemon_.env()));
   }
   for (int i = 0; i < 4; ++i) {
-    drains.emplace_back([&, i] {
-      char buf[65536];
-      ssize_t n;
-      while ((n = ::read(cats[i].stdout_fd(), buf, sizeof(buf))) > 0) outs[i].append(buf, n);
-    });
+    drains.emplace_back([&, i] { outs[i] = read_all(cats[i].stdout_fd()); });
   }
   ASSERT_TRUE(eventually([&] { return client_->stat("cmd").value().readers == 4; }));
   ASSERT_EQ(::write(writer.stdin_fd(), "go\n", 3), 3);
@@ -221,9 +215,9 @@ TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {
     records.push_back(std::move(r));
   }
   const std::string framed = len_framed(records);
-  Child writer = Child::spawn(
-      {bin_dir() + "/shmstream", "write", "rnd", "--records", "--format=len"}, true, false,
-      daemon_.env());
+  Child writer =
+      Child::spawn({bin_dir() + "/shmstream", "write", "rnd", "--records", "--format=len"}, true,
+                   false, daemon_.env());
   ASSERT_TRUE(eventually([&] { return client_->stat("rnd").ok(); }));
   std::vector<Child> subscribers;
   std::vector<std::string> outs(8);
@@ -231,11 +225,8 @@ TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {
   auto subscribe = [&](int i) {
     subscribers.push_back(Child::spawn({bin_dir() + "/shmstream", "cat", "rnd", "--format=len"},
                                        false, true, daemon_.env()));
-    drains.emplace_back([&outs, fd = subscribers.back().stdout_fd(), i] {
-      char buf[65536];
-      ssize_t n;
-      while ((n = ::read(fd, buf, sizeof(buf))) > 0) outs[i].append(buf, n);
-    });
+    drains.emplace_back(
+        [&outs, fd = subscribers.back().stdout_fd(), i] { outs[i] = read_all(fd); });
   };
   for (int i = 0; i < 4; ++i) subscribe(i);  // before the first record
   ASSERT_TRUE(eventually([&] { return client_->stat("rnd").value().readers == 4; }));

@@ -28,13 +28,6 @@ int raw_connect(const std::string& path) {
   return fd;
 }
 
-Client connect_to(const TestDaemon& daemon) {
-  ClientOptions options;
-  options.socket_path = daemon.socket_path();
-  options.autostart = false;
-  return Client::connect(options).value();
-}
-
 TEST(ControlSocket, GarbageAndTruncatedMessagesLeaveTheDaemonServing) {
   TestDaemon daemon;
   auto client = connect_to(daemon);

@@ -47,10 +47,7 @@ TEST(Fanout, OneProducerEightReadersBeforeDuringAndAfterTheWriting) {
   const uint64_t kSeed = 0x5eed;
   const uint64_t expected = digest_of_random(kSeed, kBytes);
 
-  ClientOptions options;
-  options.socket_path = daemon.socket_path();
-  options.autostart = false;
-  auto client = Client::connect(options).value();
+  auto client = connect_to(daemon);
 
   Child producer = Child::spawn({bin_dir() + "/producer_helper", daemon.socket_path(), "fan",
                                  std::to_string(kBytes), std::to_string(kSeed), "65536"},

@@ -27,12 +27,7 @@ using namespace std::chrono_literals;
 
 class Lifecycle : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ClientOptions options;
-    options.socket_path = daemon_.socket_path();
-    options.autostart = false;
-    client_ = std::make_unique<Client>(Client::connect(options).value());
-  }
+  void SetUp() override { client_ = std::make_unique<Client>(connect_to(daemon_)); }
 
   // Runs the CLI against our daemon; returns {wait status, stdout}.
   std::pair<int, std::string> cli(const std::vector<std::string>& args) {
@@ -313,11 +308,7 @@ TEST_F(Lifecycle, CliWriteCatLsStatAndErrors) {
   ASSERT_TRUE(eventually([&] { return client_->stat("cli").ok(); }));  // created: cat may start
   Child cat = Child::spawn({bin_dir() + "/shmstream", "cat", "cli"}, false, true, daemon_.env());
   std::string out;
-  std::thread drain([&] {
-    char buf[65536];
-    ssize_t n;
-    while ((n = ::read(cat.stdout_fd(), buf, sizeof(buf))) > 0) out.append(buf, n);
-  });
+  std::thread drain([&] { out = read_all(cat.stdout_fd()); });
   size_t off = 0;
   while (off < kBytes) {
     ssize_t n = ::write(writer.stdin_fd(), data.data() + off, kBytes - off);

@@ -21,12 +21,7 @@ using namespace std::chrono_literals;
 
 class Retention : public ::testing::Test {
  protected:
-  void SetUp() override {
-    ClientOptions options;
-    options.socket_path = daemon_.socket_path();
-    options.autostart = false;
-    client_ = std::make_unique<Client>(Client::connect(options).value());
-  }
+  void SetUp() override { client_ = std::make_unique<Client>(connect_to(daemon_)); }
 
   // Feeds `writer`'s stdin with fill_random(seed) bytes until `stop` (or the pipe breaks).
   static uint64_t feed(Child& writer, uint64_t seed, const std::atomic<bool>& stop,
@@ -52,9 +47,9 @@ class Retention : public ::testing::Test {
 };
 
 struct RaceCounts {
-  uint64_t verified = 0;   // bytes compared equal and confirmed intact
-  uint64_t discarded = 0;  // views found overwritten after reading (correctly not accepted)
-  uint64_t overruns = 0;   // kOverrun errors, resumed at the offset they named
+  uint64_t verified = 0;      // bytes compared equal and confirmed intact
+  uint64_t discarded = 0;     // views found overwritten after reading (correctly not accepted)
+  uint64_t overruns = 0;      // kOverrun errors, resumed at the offset they named
   uint64_t accepted_bad = 0;  // bytes that differed yet were reported intact: must stay 0
 };
 
@@ -97,9 +92,9 @@ RaceCounts race(Reader reader, uint64_t seed, int work) {
 
 TEST_F(Retention, ReadersRacingAFastProducerForTenSecondsNeverAcceptATornByte) {
   constexpr uint64_t kSeed = 77;
-  Child writer = Child::spawn({bin_dir() + "/shmstream", "write", "race", "--retention",
-                               "drop-oldest", "--capacity", "1M"},
-                              true, false, daemon_.env());
+  Child writer = Child::spawn(
+      {bin_dir() + "/shmstream", "write", "race", "--retention", "drop-oldest", "--capacity", "1M"},
+      true, false, daemon_.env());
   ASSERT_TRUE(eventually([&] { return client_->stat("race").ok(); }));
   std::vector<RaceCounts> counts(3);
   std::vector<std::thread> readers;
@@ -126,27 +121,25 @@ TEST_F(Retention, ReadersRacingAFastProducerForTenSecondsNeverAcceptATornByte) {
     overruns += c.overruns;
     discarded += c.discarded;
   }
-  std::printf("fed %llu MiB; verified %llu MiB; %llu overruns; %llu KiB discarded\n",
-              static_cast<unsigned long long>(fed >> 20),
-              static_cast<unsigned long long>(verified >> 20),
-              static_cast<unsigned long long>(overruns),
-              static_cast<unsigned long long>(discarded >> 10));
-  EXPECT_GT(fed, 64u << 20);              // the ring wrapped many times
-  EXPECT_GT(counts[0].verified, 0u);       // the fast reader read most of it
-  EXPECT_GT(overruns + discarded, 0u);     // and the slow ones were overrun, and told so
+  std::printf(
+      "fed %llu MiB; verified %llu MiB; %llu overruns; %llu KiB discarded\n",
+      static_cast<unsigned long long>(fed >> 20), static_cast<unsigned long long>(verified >> 20),
+      static_cast<unsigned long long>(overruns), static_cast<unsigned long long>(discarded >> 10));
+  EXPECT_GT(fed, 64u << 20);            // the ring wrapped many times
+  EXPECT_GT(counts[0].verified, 0u);    // the fast reader read most of it
+  EXPECT_GT(overruns + discarded, 0u);  // and the slow ones were overrun, and told so
 }
 
 TEST_F(Retention, ABlockRingHoldsTheProducerUntilTheStuckReaderIsKilled) {
   constexpr uint64_t kCapacity = 64 << 10;
   constexpr uint64_t kChunk = kCapacity / 4;  // what the CLI reserves at once in this ring
   constexpr uint64_t kBytes = 8 << 20;        // far more than the stuck reader's pipe holds
-  Child writer = Child::spawn({bin_dir() + "/shmstream", "write", "held", "--retention", "block",
-                               "--capacity", "64K"},
-                              true, false, daemon_.env());
+  Child writer = Child::spawn(
+      {bin_dir() + "/shmstream", "write", "held", "--retention", "block", "--capacity", "64K"},
+      true, false, daemon_.env());
   ASSERT_TRUE(eventually([&] { return client_->stat("held").ok(); }));
   // A reader process whose stdout nobody reads: it stops once its pipe is full.
-  Child stuck =
-      Child::spawn({bin_dir() + "/shmstream", "cat", "held"}, false, true, daemon_.env());
+  Child stuck = Child::spawn({bin_dir() + "/shmstream", "cat", "held"}, false, true, daemon_.env());
   ASSERT_TRUE(eventually([&] { return client_->stat("held").value().readers == 1; }));
   std::atomic<bool> stop{false};
   uint64_t fed = 0;

@@ -347,6 +347,21 @@ bool thread_sleeps_in_futex(pid_t tid) {
   return number == SYS_futex_waitv;
 }
 
+Client connect_to(const TestDaemon& daemon) {
+  ClientOptions options;
+  options.socket_path = daemon.socket_path();
+  options.autostart = false;
+  return Client::connect(options).value();
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[65536];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
 std::pair<int, std::string> run_cli(const TestDaemon& daemon, const std::vector<std::string>& args,
                                     const std::string& input, std::chrono::milliseconds timeout) {
   std::vector<std::string> argv = {bin_dir() + "/shmstream"};
@@ -365,10 +380,7 @@ std::pair<int, std::string> run_cli(const TestDaemon& daemon, const std::vector<
       child.close_stdin();
     });
   }
-  std::string out;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::read(child.stdout_fd(), buf, sizeof(buf))) > 0) out.append(buf, n);
+  std::string out = read_all(child.stdout_fd());
   if (feed.joinable()) feed.join();
   return {child.wait(timeout), out};
 }

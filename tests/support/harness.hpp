@@ -12,6 +12,8 @@
 #include <thread>
 #include <vector>
 
+#include "shmstream/client.hpp"
+
 namespace shmstream::test {
 
 // Directory of the built executables (shmstream, shmstreamd, test helpers).
@@ -77,6 +79,12 @@ class TestDaemon {
   std::string socket_path_;
   Child child_;
 };
+
+// A client of `daemon` (autostart off, so a dead daemon is an error, not a new daemon).
+Client connect_to(const TestDaemon& daemon);
+
+// Reads fd until EOF (or an error) and returns everything read.
+std::string read_all(int fd);
 
 // Runs the shmstream CLI against `daemon` with `input` on its stdin (/dev/null if empty);
 // returns {wait status, stdout}. Fails (status -1) if it runs longer than `timeout`.
