@@ -71,6 +71,11 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.records = in.getRecords();
   out.max_readers = in.getMaxReaders();
   out.slowest_reader = in.getSlowestReader();
+  for (auto c : in.getCursors()) {
+    out.cursors.push_back(CursorInfo{std::string(c.getName().cStr(), c.getName().size()),
+                                     c.getPosition(), c.getReaderPid()});
+  }
+  out.directory = std::string(in.getDirectory().cStr(), in.getDirectory().size());
   return out;
 }
 
@@ -224,11 +229,18 @@ uint64_t Producer::committed() const { return impl_->core.committed(); }
 
 struct Reader::Impl {
   Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
-       shm::WaitPageMap wait, uint32_t slot)
+       shm::WaitPageMap wait, uint32_t slot, bool auto_commit_in)
       : connection(std::move(c)),
         handle(h),
         name(std::move(n)),
-        core(std::move(segment), std::move(wait), static_cast<int>(slot)) {}
+        core(std::move(segment), std::move(wait), static_cast<int>(slot)),
+        auto_commit(auto_commit_in && core.is_cursor()) {}
+  // Auto-commit: what the previous call delivered was processed, since the caller is back.
+  // (A position sought past the committed end is committed once the bytes exist.)
+  Status deliver() {
+    if (!auto_commit || core.position() > core.committed()) return Status();
+    return core.commit(core.position(), core.cursor_token());
+  }
   ~Impl() { close(); }
   void close() {
     core.close();
@@ -240,6 +252,7 @@ struct Reader::Impl {
   uint64_t handle;
   std::string name;
   shm::ReaderCore core;
+  bool auto_commit;
   std::atomic<bool> released{false};
 };
 
@@ -251,6 +264,7 @@ Reader::~Reader() = default;
 const std::string& Reader::name() const { return impl_->name; }
 
 Result<size_t> Reader::read(std::span<std::byte> buf, Timeout timeout, const Cancellation* cancel) {
+  if (Status s = impl_->deliver(); !s.ok()) return s;
   return impl_->core.read(buf, deadline_after(timeout), cancel);
 }
 
@@ -261,6 +275,7 @@ Result<size_t> Reader::read_at(uint64_t offset, std::span<std::byte> buf, Timeou
 
 Result<std::span<const std::byte>> Reader::next(size_t max, Timeout timeout,
                                                 const Cancellation* cancel) {
+  if (Status s = impl_->deliver(); !s.ok()) return s;
   return impl_->core.next(max, deadline_after(timeout), cancel);
 }
 
@@ -269,6 +284,7 @@ Result<std::span<const std::byte>> Reader::view(uint64_t offset, size_t length) 
 }
 
 Result<std::optional<Record>> Reader::next_record(Timeout timeout, const Cancellation* cancel) {
+  if (Status s = impl_->deliver(); !s.ok()) return s;
   auto record = impl_->core.next_record(deadline_after(timeout), cancel);
   if (!record.ok()) return record.status();
   if (!record->has_value()) return std::optional<Record>();
@@ -296,6 +312,10 @@ uint64_t Reader::position() const { return impl_->core.position(); }
 uint64_t Reader::committed() const { return impl_->core.committed(); }
 StreamState Reader::state() const { return from_shm(impl_->core.state()); }
 void Reader::close() { impl_->close(); }
+Status Reader::commit() { return impl_->core.commit(position(), impl_->core.cursor_token()); }
+Status Reader::commit(uint64_t offset, uint64_t token) { return impl_->core.commit(offset, token); }
+uint64_t Reader::cursor_position() const { return impl_->core.cursor_position(); }
+uint64_t Reader::cursor_token() const { return impl_->core.cursor_token(); }
 
 // ---------------------------------------------------------------------------------------------
 // Client
@@ -364,6 +384,8 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
         out.setRingCapacity(options.ring_capacity);
         out.setRecords(options.records);
         out.setMaxReaders(options.max_readers);
+        out.setPersistent(options.persistent);
+        out.setDirectory(options.directory);
         switch (options.retention) {
           case Retention::kUnbounded:
             out.setRetention(proto::Retention::UNBOUNDED);
@@ -384,13 +406,17 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
       connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait)));
 }
 
-Result<Reader> Client::open(std::string_view name) {
+Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  if (!options.cursor.empty()) {
+    if (Status s = shm::validate_cursor_name(options.cursor); !s.ok()) return s;
+  }
   std::string owned(name);
   // Read-only: the daemon opened the fd O_RDONLY, so this mapping cannot be made writable.
   auto granted = acquire(*connection_, "open", owned, shm::Access::kReadOnly, [&](LoopState& loop) {
     auto request = loop.control.openRequest();
     request.setName(owned);
+    request.initOptions().setCursor(options.cursor);
     return request.send().then([&loop](auto response) {
       return take_grant(loop, from_proto(response.getStatus()), response.getReader(),
                         response.getSlot());
@@ -399,7 +425,8 @@ Result<Reader> Client::open(std::string_view name) {
   if (!granted.ok()) return granted.status();
   return Reader(std::make_unique<Reader::Impl>(connection_, granted->handle, owned,
                                                std::move(granted->segment),
-                                               std::move(granted->wait), granted->slot));
+                                               std::move(granted->wait), granted->slot,
+                                               options.commit == CommitMode::kAuto));
 }
 
 Result<std::vector<StreamInfo>> Client::list() {
@@ -439,6 +466,21 @@ Status Client::remove(std::string_view name, bool force) {
     auto request = loop.control.removeRequest();
     request.setName(owned);
     request.setForce(force);
+    return request.send().then(
+        [](auto response) { return Answer{from_proto(response.getStatus())}; });
+  });
+  return reply.ok() ? reply->status : reply.status();
+}
+
+Status Client::remove_cursor(std::string_view name, std::string_view cursor) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
+  std::string owned(name);
+  std::string owned_cursor(cursor);
+  auto reply = connection_->run<Answer>("removeCursor", [&](LoopState& loop) {
+    auto request = loop.control.removeCursorRequest();
+    request.setName(owned);
+    request.setCursor(owned_cursor);
     return request.send().then(
         [](auto response) { return Answer{from_proto(response.getStatus())}; });
   });

@@ -75,6 +75,11 @@ int main(int argc, char** argv) {
   app.add_flag("--foreground", foreground, "Stay in the foreground, log to stderr");
   app.add_option("--segment-dir", segment_dir, "Directory for segment files")
       ->capture_default_str();
+  std::string persist_dir = shmstream::shm::default_persist_dir();
+  app.add_option("--persist-dir", persist_dir,
+                 "Directory for persistent streams (write --persistent); others named by "
+                 "their creators (write --dir) are recorded in it")
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str();
   app.add_option("--ready-fd", ready_fd, "Write one byte to this fd once serving, then close it");
@@ -135,6 +140,11 @@ int main(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
   shmstream::daemon::RegistryConfig config;
   config.segment_dir = segment_dir;
+  if (!persist_dir.empty()) {
+    persist_dir = std::filesystem::absolute(persist_dir).lexically_normal().string();
+    if (persist_dir.size() > 1 && persist_dir.back() == '/') persist_dir.pop_back();
+  }
+  config.persist_dir = persist_dir;
   config.instance = shmstream::shm::instance_tag(socket_path);
   config.default_max_bytes = default_max_bytes;
   config.default_max_readers = default_max_readers;

@@ -10,7 +10,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <random>
+#include <thread>
 
 #include "shm/naming.hpp"
 
@@ -53,7 +55,64 @@ Registry::Registry(RegistryConfig config) : config_(std::move(config)) {
     throw std::runtime_error(
         fmt::format("segment directory {}: {}", config_.segment_dir, std::strerror(errno)));
   }
-  adopt_existing_segments();
+  adopt_existing_segments(dir_fd_, "");
+  if (config_.persist_dir.empty()) return;
+  // Persistent streams: the daemon's directory, then every other directory it recorded there.
+  struct stat st {};
+  if (::stat(config_.persist_dir.c_str(), &st) != 0) return;  // created when first needed
+  std::vector<std::string> dirs{config_.persist_dir};
+  if (FILE* list = std::fopen((config_.persist_dir + "/directories").c_str(), "re")) {
+    char line[4096];
+    while (std::fgets(line, sizeof(line), list) != nullptr) {
+      std::string path(line);
+      while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
+      if (!path.empty() && path != config_.persist_dir) dirs.push_back(path);
+    }
+    std::fclose(list);
+  }
+  for (const auto& dir : dirs) {
+    auto fd = directory_fd(dir, /*record=*/false);
+    if (!fd.ok()) {
+      spdlog::warn("persistent directory {}: {}", dir, fd.status().message());
+      continue;
+    }
+    adopt_existing_segments(*fd, dir);
+  }
+}
+
+Result<int> Registry::directory_fd(const std::string& path, bool record) {
+  if (auto it = persist_dirs_.find(path); it != persist_dirs_.end()) return it->second.get();
+  if (path.empty() || path[0] != '/') {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("directory \"{}\": not an absolute path", path));
+  }
+  if (path == config_.persist_dir) {
+    std::error_code ec;
+    std::filesystem::create_directories(path, ec);
+    if (ec) {
+      return Status(ErrorCode::kIo, fmt::format("creating directory {}: {}", path, ec.message()));
+    }
+  }
+  OwnedFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.get() < 0) return errno_status(errno, fmt::format("directory {}", path));
+  if (record && path != config_.persist_dir) {
+    if (config_.persist_dir.empty()) {
+      return Status(ErrorCode::kInvalidArgument,
+                    "this daemon has no persistent directory (shmstreamd --persist-dir) in "
+                    "which to record another one");
+    }
+    if (auto own = directory_fd(config_.persist_dir, false); !own.ok()) return own.status();
+    std::string list = config_.persist_dir + "/directories";
+    FILE* out = std::fopen(list.c_str(), "ae");
+    if (out == nullptr) return errno_status(errno, "recording " + path + " in " + list);
+    std::fprintf(out, "%s\n", path.c_str());
+    bool ok = std::fflush(out) == 0 && fsync(fileno(out)) == 0;
+    std::fclose(out);
+    if (!ok) return errno_status(errno, "recording " + path + " in " + list);
+  }
+  int raw = fd.get();
+  persist_dirs_.emplace(path, std::move(fd));
+  return raw;
 }
 
 Registry::~Registry() {
@@ -62,8 +121,8 @@ Registry::~Registry() {
 
 // Segments left by an earlier daemon on the same socket come back into the table, so that
 // committed data stays readable; a corrupt or foreign file with our prefix is unlinked.
-void Registry::adopt_existing_segments() {
-  int scan_fd = fcntl(dir_fd_, F_DUPFD_CLOEXEC, 0);
+void Registry::adopt_existing_segments(int dir_fd, const std::string& directory) {
+  int scan_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
   DIR* dir = fdopendir(scan_fd);
   if (dir == nullptr) return;
   std::string prefix = shm::segment_file_prefix(config_.instance);
@@ -75,25 +134,27 @@ void Registry::adopt_existing_segments() {
       wait_files.push_back(file);  // handled with its segment, below
       continue;
     }
-    OwnedFd fd(openat(dir_fd_, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    OwnedFd fd(openat(dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (fd.get() < 0) continue;
     auto segment =
         shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly, file);
     if (!segment.ok()) {
       spdlog::warn("unlinking unusable segment {}: {}", file, segment.status().message());
-      unlinkat(dir_fd_, file.c_str(), 0);
+      unlinkat(dir_fd, file.c_str(), 0);
       continue;
     }
     auto stream = std::make_shared<Stream>();
     stream->name = segment->name();
     stream->id = segment->header().stream_id;
     stream->file_name = file;
+    stream->dir_fd = dir_fd;
+    stream->directory = directory;
     stream->header = std::move(segment.value());
     if (live_.count(stream->name) != 0 ||
         file != shm::segment_file_name(config_.instance, stream->id)) {
       spdlog::warn("unlinking duplicate or misnamed segment {} (stream \"{}\")", file,
                    stream->name);
-      unlinkat(dir_fd_, file.c_str(), 0);
+      unlinkat(dir_fd, file.c_str(), 0);
       continue;
     }
     if (Status s = ensure_wait_page(*stream, /*reuse=*/true, config_.default_max_readers);
@@ -103,7 +164,8 @@ void Registry::adopt_existing_segments() {
       continue;
     }
     shm::SegmentHeader& h = stream->header.mutable_header();
-    if (shm::load_state(h) == shm::StreamState::kOpen && !process_alive(h.producer_pid)) {
+    if (shm::load_state(h) == shm::StreamState::kOpen &&
+        (!shm::created_this_boot(h) || !process_alive(h.producer_pid))) {
       shm::end_stream(h, shm::StreamState::kAborted);
       spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted", stream->name,
                    h.producer_pid);
@@ -117,10 +179,12 @@ void Registry::adopt_existing_segments() {
   for (const auto& file : wait_files) {
     std::string segment = file.substr(0, file.size() - 2);
     bool used = false;
-    for (const auto& [name, stream] : live_) used = used || stream->file_name == segment;
+    for (const auto& [name, stream] : live_) {
+      used = used || (stream->file_name == segment && stream->dir_fd == dir_fd);
+    }
     if (!used) {
       spdlog::warn("unlinking orphan wait page {}", file);
-      unlinkat(dir_fd_, file.c_str(), 0);
+      unlinkat(dir_fd, file.c_str(), 0);
     }
   }
 }
@@ -129,21 +193,34 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
   std::string file = stream.wait_file_name();
   std::string what = fmt::format("stream \"{}\"", stream.name);
   if (reuse) {
-    OwnedFd fd(openat(dir_fd_, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    OwnedFd fd(openat(stream.dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     auto wait = fd.get() >= 0 ? shm::WaitPageMap::map(fd.get(), stream.id, what)
                               : Result<shm::WaitPageMap>(Status(ErrorCode::kNotFound, "missing"));
     if (wait.ok()) {
-      // The readers of an earlier daemon are not ours to track: their slots are freed.
-      for (uint32_t i = 0; i < wait->max_readers(); ++i) shm::release_reader_slot(*wait, i);
+      // The readers of an earlier daemon are not ours to track: their slots are freed. Named
+      // cursors stay, committed where they were, and nobody holds them now.
+      for (uint32_t i = 0; i < wait->max_readers(); ++i) {
+        shm::ReaderSlot& slot = wait->slot(i);
+        // Relaxed: only the daemon claims slots, and no reader of ours holds one yet.
+        bool in_use = slot.in_use.load(std::memory_order_relaxed) != 0;
+        std::string cursor(shm::cursor_name(slot));
+        if (in_use && slot.cursor != 0 && shm::validate_cursor_name(cursor).ok() &&
+            stream.cursors.count(cursor) == 0) {
+          slot.pid = 0;
+          stream.cursors[cursor] = Cursor{i, 0, 0};
+        } else {
+          shm::release_reader_slot(*wait, i);
+        }
+      }
       stream.wait = std::move(wait.value());
       return Status();
     }
     // Missing or unusable: a fresh one (a live producer keeps waking through its old mapping
     // only what it can reach; readers opening from now on use the new file).
-    unlinkat(dir_fd_, file.c_str(), 0);
+    unlinkat(stream.dir_fd, file.c_str(), 0);
   }
   OwnedFd fd(
-      openat(dir_fd_, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+      openat(stream.dir_fd, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd.get() < 0) return errno_status(errno, what + ": creating the wait file");
   if (Status s = shm::format_wait_page(fd.get(), stream.id, max_readers); !s.ok()) {
     return Status(s.code(), fmt::format("{}: {}", what, s.message()));
@@ -156,7 +233,7 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
 
 void Registry::unlink_files(const Stream& stream) {
   for (const std::string& file : {stream.file_name, stream.wait_file_name()}) {
-    if (unlinkat(dir_fd_, file.c_str(), 0) != 0 && errno != ENOENT) {
+    if (unlinkat(stream.dir_fd, file.c_str(), 0) != 0 && errno != ENOENT) {
       spdlog::warn("stream \"{}\": unlinking {}: {}", stream.name, file, std::strerror(errno));
     }
   }
@@ -184,8 +261,23 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   stream->name = name;
   stream->id = random_id();
   stream->file_name = shm::segment_file_name(config_.instance, stream->id);
+  stream->dir_fd = dir_fd_;
   std::string what = fmt::format("stream \"{}\"", name);
-  OwnedFd fd(openat(dir_fd_, stream->file_name.c_str(),
+  if (create.persistent || !create.directory.empty()) {
+    std::string dir = create.directory.empty() ? config_.persist_dir : create.directory;
+    if (dir.empty()) {
+      return Status(ErrorCode::kInvalidArgument,
+                    what + ": this daemon has no persistent directory (shmstreamd --persist-dir); "
+                           "name one with --dir");
+    }
+    dir = std::filesystem::path(dir).lexically_normal().string();
+    if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    auto fd = directory_fd(dir, /*record=*/true);
+    if (!fd.ok()) return Status(fd.status().code(), what + ": " + fd.status().message());
+    stream->dir_fd = *fd;
+    stream->directory = dir;
+  }
+  OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
                     O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd.get() < 0) return errno_status(errno, what + ": creating segment");
   shm::SegmentParams params;
@@ -208,6 +300,8 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   }
   stream->header = std::move(segment.value());
   stream->producer_attached = true;
+  // A persistent stream's new directory entries reach the disk now (its data on close).
+  if (!stream->directory.empty()) fsync(stream->dir_fd);
   live_.emplace(name, stream);
   spdlog::info("stream \"{}\": created by pid {} uid {} (segment {})", name, peer.pid, peer.uid,
                stream->file_name);
@@ -216,29 +310,85 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   return Status();
 }
 
-Status Registry::open(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* out,
-                      OwnedFd* out_fd, uint32_t* out_slot) {
+Status Registry::open(const std::string& name, const std::string& cursor, const Peer& peer,
+                      std::shared_ptr<Stream>* out, OwnedFd* out_fd, ReaderGrant* grant) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  if (!cursor.empty()) {
+    if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
+  }
   auto it = live_.find(name);
   if (it == live_.end()) {
     return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
   }
   const auto& stream = it->second;
+  Cursor* held = nullptr;
+  if (!cursor.empty()) {
+    if (auto c = stream->cursors.find(cursor); c != stream->cursors.end()) {
+      held = &c->second;
+      // A reader that died may not have been seen going yet: its cursor is free to take.
+      if (held->reader_pid != 0 && process_alive(held->reader_pid)) {
+        return Status(ErrorCode::kBusy,
+                      fmt::format("stream \"{}\": cursor \"{}\" is held by the reader pid {}",
+                                  name, cursor, held->reader_pid));
+      }
+    }
+  }
   // A fresh read-only open: the reader cannot gain write access through it, even by mprotect.
-  OwnedFd fd(openat(dir_fd_, stream->file_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) return errno_status(errno, fmt::format("stream \"{}\": opening", name));
-  // The reader starts at the oldest offset still available (it may seek anywhere later).
-  auto slot = shm::claim_reader_slot(
-      stream->wait, stream->header.header().oldest_offset.load(std::memory_order_acquire),
-      static_cast<uint32_t>(peer.pid));  // acquire: pairs with make_room()'s release store
-  if (!slot.ok()) {
-    return Status(slot.status().code(), fmt::format("stream \"{}\": too many readers: {}", name,
-                                                    slot.status().message()));
+  // A new reader starts at the oldest offset still available (it may seek anywhere later).
+  // Acquire: pairs with make_room()'s release store.
+  uint64_t oldest = stream->header.header().oldest_offset.load(std::memory_order_acquire);
+  auto pid = static_cast<uint32_t>(peer.pid);
+  ReaderGrant out_grant;
+  if (held != nullptr) {
+    held->reader_pid = peer.pid;
+    ++held->generation;
+    stream->wait.slot(held->slot).pid = pid;  // display only
+    out_grant = ReaderGrant{held->slot, cursor, held->generation};
+  } else {
+    auto slot = cursor.empty() ? shm::claim_reader_slot(stream->wait, oldest, pid)
+                               : shm::claim_cursor_slot(stream->wait, cursor, oldest, pid);
+    if (!slot.ok()) {
+      return Status(slot.status().code(), fmt::format("stream \"{}\": too many readers: {}", name,
+                                                      slot.status().message()));
+    }
+    out_grant.slot = *slot;
+    if (!cursor.empty()) {
+      stream->cursors[cursor] = Cursor{*slot, peer.pid, 1};
+      out_grant = ReaderGrant{*slot, cursor, 1};
+      spdlog::info("stream \"{}\": cursor \"{}\" created at {}", name, cursor, oldest);
+    }
   }
   ++stream->readers;
-  *out_slot = *slot;
+  *grant = out_grant;
   *out = stream;
   *out_fd = std::move(fd);
+  return Status();
+}
+
+Status Registry::remove_cursor(const std::string& name, const std::string& cursor) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
+  auto it = live_.find(name);
+  if (it == live_.end()) {
+    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
+  }
+  Stream& stream = *it->second;
+  auto c = stream.cursors.find(cursor);
+  if (c == stream.cursors.end()) {
+    return Status(ErrorCode::kNotFound,
+                  fmt::format("stream \"{}\": no cursor \"{}\"", name, cursor));
+  }
+  if (c->second.reader_pid != 0 && process_alive(c->second.reader_pid)) {
+    return Status(ErrorCode::kBusy, fmt::format("stream \"{}\": cursor \"{}\" is held by the "
+                                                "reader pid {}",
+                                                name, cursor, c->second.reader_pid));
+  }
+  // A reader that died unseen still counts until its capability goes; its slot is free now.
+  shm::release_reader_slot(stream.wait, c->second.slot);
+  stream.cursors.erase(c);
+  spdlog::info("stream \"{}\": cursor \"{}\" removed", name, cursor);
   return Status();
 }
 
@@ -263,6 +413,7 @@ Status Registry::remove(const std::string& name, bool force) {
 
 void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly) {
   stream->producer_attached = false;
+  if (!closed_cleanly) flush(*stream);
   if (!closed_cleanly && !shutting_down_ &&
       shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
     spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted", stream->name,
@@ -289,10 +440,35 @@ std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
   return out;
 }
 
-void Registry::reader_detached(const std::shared_ptr<Stream>& stream, uint32_t slot) {
-  if (stream->wait.valid()) shm::release_reader_slot(stream->wait, slot);
+void Registry::reader_detached(const std::shared_ptr<Stream>& stream, const ReaderGrant& grant) {
+  if (!grant.cursor.empty()) {
+    auto c = stream->cursors.find(grant.cursor);
+    // The cursor stays; only the reader that holds it now lets go of it.
+    if (c != stream->cursors.end() && c->second.generation == grant.generation) {
+      c->second.reader_pid = 0;
+      if (stream->wait.valid()) stream->wait.slot(c->second.slot).pid = 0;
+    }
+  } else if (stream->wait.valid()) {
+    shm::release_reader_slot(stream->wait, grant.slot);
+  }
   if (stream->readers > 0) --stream->readers;
   release_if_unheld(stream);
+}
+
+void Registry::flush(const Stream& stream) const {
+  if (stream.directory.empty()) return;
+  std::vector<int> fds;
+  for (const std::string& file : {stream.file_name, stream.wait_file_name()}) {
+    int fd = openat(stream.dir_fd, file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd >= 0) fds.push_back(fd);
+  }
+  // In the background: a large stream's flush must not stall the event loop.
+  std::thread([fds, name = stream.name] {
+    for (int fd : fds) {
+      if (fdatasync(fd) != 0) spdlog::warn("stream \"{}\": fdatasync: {}", name, std::strerror(errno));
+      ::close(fd);
+    }
+  }).detach();
 }
 
 void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
@@ -331,7 +507,13 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
       if (slot.in_use.load(std::memory_order_acquire) == 0) continue;
       s.slowest_reader = std::min(s.slowest_reader, slot.position.load(std::memory_order_relaxed));
     }
+    for (const auto& [name, cursor] : stream.cursors) {
+      s.cursors.push_back(CursorSnapshot{
+          name, shm::cursor_committed(stream.wait.slot(cursor.slot)).position,
+          static_cast<uint32_t>(cursor.reader_pid)});
+    }
   }
+  s.directory = stream.directory;
   return s;
 }
 

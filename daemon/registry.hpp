@@ -24,6 +24,10 @@ namespace shmstream::daemon {
 
 struct RegistryConfig {
   std::string segment_dir = "/dev/shm";
+  // Where persistent streams live unless their creator names a directory; empty: only
+  // streams that name one may be persistent. Created when first needed. Its file
+  // "directories" lists the other directories holding this daemon's persistent streams.
+  std::string persist_dir;
   std::string instance;  // see shm::instance_tag()
   uint64_t default_max_bytes = shm::kDefaultMaxDataSize;
   uint32_t default_max_readers = shm::kDefaultMaxReaders;
@@ -36,6 +40,8 @@ struct CreateParams {
   bool block_when_full = false;
   bool records = false;
   uint32_t max_readers = 0;  // 0 = the configured default
+  bool persistent = false;   // in a directory on disk
+  std::string directory;     // absolute; empty = persist_dir (if persistent)
 };
 
 // Who is on the other end of a control connection (from SO_PEERCRED).
@@ -45,16 +51,32 @@ struct Peer {
   gid_t gid = 0;
 };
 
+// A named cursor of a stream: its slot in the wait file stays claimed while no reader holds it.
+struct Cursor {
+  uint32_t slot = 0;
+  pid_t reader_pid = 0;     // the reader holding it now; 0 if none
+  uint64_t generation = 0;  // bumped each time a reader takes it
+};
+
 struct Stream {
   std::string name;
   uint64_t id = 0;
-  std::string file_name;  // in the segment directory
+  int dir_fd = -1;        // the directory holding its files (owned by the Registry)
+  std::string directory;  // a persistent stream's directory; empty for shared memory
+  std::string file_name;  // in that directory
   std::string wait_file_name() const { return file_name + ".w"; }
   shm::Segment header;    // the daemon's read-write mapping of the header page only
   shm::WaitPageMap wait;  // the daemon's mapping of the wait file (reader slots)
   uint32_t readers = 0;   // live Reader capabilities
   bool producer_attached = false;
   bool removed = false;  // unlinked; kept only while held
+  std::map<std::string, Cursor> cursors;
+};
+
+struct CursorSnapshot {
+  std::string name;
+  uint64_t position;
+  uint32_t reader_pid;
 };
 
 struct StreamSnapshot {
@@ -74,6 +96,15 @@ struct StreamSnapshot {
   uint64_t oldest;
   uint32_t max_readers;
   uint64_t slowest_reader;  // lowest published reader position; `bytes` if none
+  std::vector<CursorSnapshot> cursors;
+  std::string directory;
+};
+
+// What a reader holds (see Registry::open).
+struct ReaderGrant {
+  uint32_t slot = 0;
+  std::string cursor;       // empty for an anonymous reader
+  uint64_t generation = 0;  // the cursor's, when taken
 };
 
 // An open descriptor; closes on destruction.
@@ -105,17 +136,22 @@ class Registry {
   Status create(const std::string& name, const CreateParams& params, const Peer& peer,
                 std::shared_ptr<Stream>* stream, OwnedFd* fd);
   // Opens for reading: a read-only segment fd and a reader slot; the reader is counted.
-  // kTooManyReaders when every slot is taken.
-  Status open(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* stream,
-              OwnedFd* fd, uint32_t* slot);
+  // kTooManyReaders when every slot is taken. With a cursor name, the slot is that cursor's
+  // (created if new); kBusy while a live reader holds it.
+  Status open(const std::string& name, const std::string& cursor, const Peer& peer,
+              std::shared_ptr<Stream>* stream, OwnedFd* fd, ReaderGrant* grant);
   Status remove(const std::string& name, bool force);
+  Status remove_cursor(const std::string& name, const std::string& cursor);
   std::vector<StreamSnapshot> list() const;
   Status stat(const std::string& name, StreamSnapshot* out) const;
 
   // A producer's capability went away: closed_cleanly false ends the stream as aborted.
   void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly);
-  // A reader's capability went away: its slot is freed (a blocked producer may go on).
-  void reader_detached(const std::shared_ptr<Stream>& stream, uint32_t slot);
+  // A reader's capability went away: its slot is freed (a blocked producer may go on); a
+  // cursor's slot is kept, committed where its reader left it.
+  void reader_detached(const std::shared_ptr<Stream>& stream, const ReaderGrant& grant);
+  // A persistent stream ended: flush its files to disk (in the background).
+  void flush(const Stream& stream) const;
   // The producer's process exited (seen through its pidfd): an open stream is aborted.
   void producer_exited(const std::shared_ptr<Stream>& stream);
   // Open streams whose producer runs but is not connected to this daemon (adopted after a
@@ -128,14 +164,18 @@ class Registry {
 
  private:
   void release_if_unheld(const std::shared_ptr<Stream>& stream);
-  void adopt_existing_segments();
+  // Adopts the streams whose files lie in `dir_fd` (see the constructor).
+  void adopt_existing_segments(int dir_fd, const std::string& directory);
+  // The fd of directory `path` (opened once and kept); `record` adds it to persist_dir's list.
+  Result<int> directory_fd(const std::string& path, bool record);
   // Creates (or, with reuse, validates and keeps) the wait file of `stream`, and maps it.
   Status ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers);
   void unlink_files(const Stream& stream);
   StreamSnapshot snapshot(const Stream& stream) const;
 
   RegistryConfig config_;
-  int dir_fd_ = -1;
+  int dir_fd_ = -1;                            // segment_dir
+  std::map<std::string, OwnedFd> persist_dirs_;  // by path
   bool shutting_down_ = false;
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name
   std::set<std::shared_ptr<Stream>> removing_;           // removed, still held

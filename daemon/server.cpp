@@ -58,6 +58,13 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setRecords(s.records);
   out.setMaxReaders(s.max_readers);
   out.setSlowestReader(s.slowest_reader);
+  auto cursors = out.initCursors(static_cast<unsigned>(s.cursors.size()));
+  for (size_t i = 0; i < s.cursors.size(); ++i) {
+    cursors[i].setName(s.cursors[i].name);
+    cursors[i].setPosition(s.cursors[i].position);
+    cursors[i].setReaderPid(s.cursors[i].reader_pid);
+  }
+  out.setDirectory(s.directory);
 }
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
@@ -91,6 +98,7 @@ class ProducerImpl final : public proto::Producer::Server {
     auto& header = stream_->header.mutable_header();
     shm::end_stream(header, clean ? shm::StreamState::kClosed : shm::StreamState::kAborted);
     shm::StreamState state = shm::load_state(header);
+    registry_.flush(*stream_);
     closed_ = true;  // either way the producer said goodbye: dropping it later is no death
     Status status;
     if (clean && state != shm::StreamState::kClosed) {
@@ -112,9 +120,12 @@ class ProducerImpl final : public proto::Producer::Server {
 
 class ReaderImpl final : public proto::Reader::Server {
  public:
-  ReaderImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd, uint32_t slot)
-      : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)), slot_(slot) {}
-  ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_, slot_); }
+  ReaderImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd, ReaderGrant grant)
+      : registry_(registry),
+        stream_(std::move(stream)),
+        fd_(std::move(fd)),
+        grant_(std::move(grant)) {}
+  ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_, grant_); }
 
   kj::Maybe<int> getFd() override { return fd_.get(); }
 
@@ -122,7 +133,7 @@ class ReaderImpl final : public proto::Reader::Server {
   Registry& registry_;
   std::shared_ptr<Stream> stream_;
   OwnedFd fd_;
-  uint32_t slot_;
+  ReaderGrant grant_;
 };
 
 }  // namespace
@@ -143,6 +154,8 @@ class ControlImpl final : public proto::Control::Server {
       create.max_bytes = options.getMaxBytes();
       create.records = options.getRecords();
       create.max_readers = options.getMaxReaders();
+      create.persistent = options.getPersistent();
+      create.directory = text(options.getDirectory());
       switch (options.getRetention()) {
         case proto::Retention::UNBOUNDED:
           if (options.getRingCapacity() != 0) {
@@ -178,17 +191,20 @@ class ControlImpl final : public proto::Control::Server {
   }
 
   kj::Promise<void> open(OpenContext context) override {
-    std::string name = text(context.getParams().getName());
+    auto params = context.getParams();
+    std::string name = text(params.getName());
+    std::string cursor = text(params.getOptions().getCursor());
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
-    uint32_t slot = 0;
-    Status status =
-        guarded("open", [&] { return registry_.open(name, peer_, &stream, &fd, &slot); });
+    ReaderGrant grant;
+    Status status = guarded(
+        "open", [&] { return registry_.open(name, cursor, peer_, &stream, &fd, &grant); });
     auto results = context.getResults();
     set_status(results.initStatus(), status);
     if (status.ok()) {
-      results.setSlot(slot);
-      results.setReader(kj::heap<ReaderImpl>(registry_, std::move(stream), std::move(fd), slot));
+      results.setSlot(grant.slot);
+      results.setReader(
+          kj::heap<ReaderImpl>(registry_, std::move(stream), std::move(fd), std::move(grant)));
     }
     return kj::READY_NOW;
   }
@@ -214,6 +230,16 @@ class ControlImpl final : public proto::Control::Server {
     auto params = context.getParams();
     std::string name = text(params.getName());
     Status status = guarded("remove", [&] { return registry_.remove(name, params.getForce()); });
+    set_status(context.getResults().initStatus(), status);
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> removeCursor(RemoveCursorContext context) override {
+    auto params = context.getParams();
+    std::string name = text(params.getName());
+    std::string cursor = text(params.getCursor());
+    Status status =
+        guarded("removeCursor", [&] { return registry_.remove_cursor(name, cursor); });
     set_status(context.getResults().initStatus(), status);
     return kj::READY_NOW;
   }

@@ -49,6 +49,24 @@ struct StreamInfo {
   maxReaders @14 :UInt32;
   slowestReader @15 :UInt64;
   # The lowest position a reader has published (equal to `bytes` when there are no readers).
+  cursors @16 :List(CursorInfo);
+  # The stream's named cursors, by name.
+  directory @17 :Text;
+  # A persistent stream's directory; empty for a stream in shared memory.
+}
+
+struct CursorInfo {
+  name @0 :Text;
+  position @1 :UInt64;
+  # The committed position; the cursor's lag is `bytes - position`.
+  readerPid @2 :UInt32;
+  # The reader holding the cursor now; 0 when none does.
+}
+
+struct OpenOptions {
+  cursor @0 :Text;
+  # Read as this named cursor: start at its committed position (created at the oldest offset
+  # if new); only one reader at a time may hold a cursor.
 }
 
 enum Retention {
@@ -66,6 +84,11 @@ struct CreateOptions {
   records @3 :Bool;
   maxReaders @4 :UInt32;
   # Readers allowed at once; 0 = the daemon's default.
+  persistent @5 :Bool;
+  # Keep the stream in a file on disk (the daemon's persistent directory, or `directory`),
+  # so that it survives a daemon restart and a reboot.
+  directory @6 :Text;
+  # An absolute path of an existing directory to keep it in (implies persistent).
 }
 
 interface Control {
@@ -75,9 +98,10 @@ interface Control {
   create @0 (name :Text, options :CreateOptions) -> (status :Status, producer :Producer);
   # Creates an empty open stream owned by the caller, who becomes its producer.
 
-  open @1 (name :Text) -> (status :Status, reader :Reader, slot :UInt32);
+  open @1 (name :Text, options :OpenOptions) -> (status :Status, reader :Reader, slot :UInt32);
   # Opens a stream for reading; counts as a reader until the capability is dropped. `slot` is
-  # the reader's slot in the stream's wait file, where it publishes its position.
+  # the reader's slot in the stream's wait file, where it publishes its position (a named
+  # cursor: its committed position).
 
   list @2 () -> (streams :List(StreamInfo));
   # Every stream, live or removing, sorted by name.
@@ -88,6 +112,9 @@ interface Control {
   # Removes the name at once. Without force, current readers may read to the end and the
   # producer may write until it closes; memory is released when the last of them lets go.
   # With force, the stream is cancelled: every reader and the producer fail from now on.
+
+  removeCursor @5 (name :Text, cursor :Text) -> (status :Status);
+  # Forgets a named cursor that no reader holds (it stops holding back a blocking ring).
 }
 
 interface Producer {

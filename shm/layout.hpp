@@ -31,6 +31,8 @@
 //   56  4  name_length      creator                                    plain
 //   60  4  flags            creator: kFlagRecords, kFlagBlockWhenFull  plain
 //   64  8  header_checksum  creator: FNV-1a of [0,64) and the name     plain
+//   72  16 boot_id          creator: the kernel's boot id when it was  plain
+//                           created (producer_pid means nothing after a reboot)
 //   128 8  committed_length producer                release store / reader acquire load
 //   136 4  wait_word        producer, daemon        fetch_add(release) before a wake-up of
 //                                                   readers; readers FUTEX_WAIT on it
@@ -85,13 +87,24 @@
 //                           seq_cst fence, load: Dekker) bumps space_word and wakes it.
 //   136 4  space_word       the futex the waiting producer sleeps on (with wait_word)
 //   140 4  slots_in_use_hint daemon: 1 + the highest slot index handed out (scan bound)
-//   4096 + 64 i: ReaderSlot i
+//   4096 + 128 i: ReaderSlot i
 //     0  8  position        reader: release store of the offset below which it needs no bytes
 //                           (published lazily, every ring_capacity / 16 bytes and before it
-//                           sleeps); producer: acquire load when it needs room
+//                           sleeps; a named cursor publishes only its committed position);
+//                           producer: acquire load when it needs room
 //     8  4  in_use          daemon: position first, then release store of 1 on open; 0 when
-//                           the reader goes away (then a space_word wake-up)
-//     12 4  pid             daemon: the reader's pid, for display
+//                           the reader goes away (then a space_word wake-up). A named
+//                           cursor's slot stays in use while no reader holds it.
+//     12 4  pid             daemon: the reader's pid (0: a cursor nobody holds), for display
+//     16 4  cursor          daemon: 1 for a named cursor's slot
+//     20 4  commit_seq      reader: committed[commit_seq & 1] is the cursor's committed
+//                           position and token. A commit writes the other entry (relaxed),
+//                           then release-stores commit_seq + 1, then stores position: a
+//                           crash at any point leaves one whole entry current.
+//     24 16 committed[0]    {position, token}
+//     40 16 committed[1]
+//     56 1  name_length     daemon: the cursor's name, up to 64 bytes
+//     57 64 name
 //
 // Ending a stream (close, abort, cancel) always wakes every reader, whatever min_wanted says,
 // and a producer waiting for room (it also sleeps on wait_word).
@@ -107,7 +120,8 @@ inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", littl
 // Bump on any change to this file's layouts or to the meaning of a field.
 // v2: wait page; the producer wakes readers only when one sleeps for what it committed.
 // v3: rings (drop-oldest or block), records, reader slots in the wait file, light producers.
-inline constexpr uint32_t kLayoutVersion = 3;
+// v4: 128-byte reader slots carrying named cursors; boot_id in the header.
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
 inline constexpr size_t kCacheLine = 64;
@@ -152,7 +166,8 @@ struct alignas(kCacheLine) SegmentHeader {
   uint32_t flags;
 
   uint64_t header_checksum;
-  std::byte pad1_[kCacheLine - 8];
+  std::byte boot_id[16];
+  std::byte pad1_[kCacheLine - 24];
 
   // Producer's hot line: written on every commit, read by every reader.
   std::atomic<uint64_t> committed_length;
@@ -184,6 +199,7 @@ static_assert(offsetof(SegmentHeader, producer_uid) == 52);
 static_assert(offsetof(SegmentHeader, name_length) == 56);
 static_assert(offsetof(SegmentHeader, flags) == 60);
 static_assert(offsetof(SegmentHeader, header_checksum) == 64);
+static_assert(offsetof(SegmentHeader, boot_id) == 72);
 static_assert(offsetof(SegmentHeader, committed_length) == 128);
 static_assert(offsetof(SegmentHeader, wait_word) == 136);
 static_assert(offsetof(SegmentHeader, light_producer) == 140);
@@ -198,7 +214,8 @@ static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 
 inline constexpr uint64_t kWaitMagic = 0x5449415753534853ULL;  // "SHSSWAIT", little-endian
 inline constexpr uint32_t kWaitPageSize = 4096;
-inline constexpr uint32_t kReaderSlotSize = 64;
+inline constexpr uint32_t kReaderSlotSize = 128;
+inline constexpr uint32_t kMaxCursorNameLength = 64;
 inline constexpr uint32_t kMaxReadersLimit = 16384;
 // min_wanted and space_wanted when nobody waits.
 inline constexpr uint64_t kNobody = ~uint64_t{0};
@@ -218,11 +235,21 @@ struct alignas(kCacheLine) WaitPage {
   std::byte reserved_[kWaitPageSize - 3 * kCacheLine];
 };
 
+struct CursorCommit {
+  std::atomic<uint64_t> position;
+  std::atomic<uint64_t> token;  // the consumer's own, stored atomically with the position
+};
+
 struct alignas(kCacheLine) ReaderSlot {
   std::atomic<uint64_t> position;
   std::atomic<uint32_t> in_use;
-  uint32_t pid;  // relaxed-only information; written by the daemon before in_use
-  std::byte pad_[kReaderSlotSize - 16];
+  uint32_t pid;     // relaxed-only information; written by the daemon before in_use
+  uint32_t cursor;  // daemon, before in_use
+  std::atomic<uint32_t> commit_seq;
+  CursorCommit committed[2];
+  uint8_t name_length;
+  char name[kMaxCursorNameLength];
+  std::byte pad_[kReaderSlotSize - 57 - kMaxCursorNameLength];
 };
 
 static_assert(sizeof(WaitPage) == kWaitPageSize);
@@ -238,6 +265,11 @@ static_assert(offsetof(WaitPage, slots_in_use_hint) == 140);
 static_assert(offsetof(ReaderSlot, position) == 0);
 static_assert(offsetof(ReaderSlot, in_use) == 8);
 static_assert(offsetof(ReaderSlot, pid) == 12);
+static_assert(offsetof(ReaderSlot, cursor) == 16);
+static_assert(offsetof(ReaderSlot, commit_seq) == 20);
+static_assert(offsetof(ReaderSlot, committed) == 24);
+static_assert(offsetof(ReaderSlot, name_length) == 56);
+static_assert(offsetof(ReaderSlot, name) == 57);
 
 inline constexpr uint64_t wait_file_size(uint32_t max_readers) {
   return kWaitPageSize + uint64_t{max_readers} * kReaderSlotSize;

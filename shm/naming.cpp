@@ -55,4 +55,14 @@ std::string default_socket_path() {
   return fmt::format("/tmp/shmstream-{}/control.sock", getuid());
 }
 
+std::string default_persist_dir() {
+  if (const char* state = std::getenv("XDG_STATE_HOME"); state != nullptr && *state == '/') {
+    return fmt::format("{}/shmstream", state);
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home == '/') {
+    return fmt::format("{}/.local/state/shmstream", home);
+  }
+  return "";
+}
+
 }  // namespace shmstream::shm

@@ -26,4 +26,8 @@ std::string segment_file_prefix(std::string_view instance);
 // /tmp/shmstream-<uid>/control.sock.
 std::string default_socket_path();
 
+// Where a daemon keeps persistent streams unless told otherwise: $XDG_STATE_HOME/shmstream,
+// else $HOME/.local/state/shmstream; empty if neither is set.
+std::string default_persist_dir();
+
 }  // namespace shmstream::shm

@@ -122,6 +122,7 @@ Status format_segment(int fd, const SegmentParams& params) {
                                 .count());
   header->producer_pid = params.producer_pid;
   header->producer_uid = params.producer_uid;
+  current_boot_id(header->boot_id);
   header->name_length = static_cast<uint32_t>(params.name.size());
   header->flags =
       (params.records ? kFlagRecords : 0) | (params.block_when_full ? kFlagBlockWhenFull : 0);
@@ -375,6 +376,34 @@ bool end_stream(SegmentHeader& header, StreamState to) {
   return true;
 }
 
+void current_boot_id(std::byte (&out)[16]) {
+  std::memset(out, 0, sizeof(out));
+  int fd = ::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  char text[64] = {};
+  ssize_t n = ::read(fd, text, sizeof(text) - 1);
+  ::close(fd);
+  size_t byte = 0;
+  int half = -1;
+  for (ssize_t i = 0; i < n && byte < sizeof(out); ++i) {
+    char c = text[i];
+    int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (v < 0) continue;  // dashes, newline
+    if (half < 0) {
+      half = v;
+    } else {
+      out[byte++] = static_cast<std::byte>(half << 4 | v);
+      half = -1;
+    }
+  }
+}
+
+bool created_this_boot(const SegmentHeader& header) {
+  std::byte now[16];
+  current_boot_id(now);
+  return std::memcmp(now, header.boot_id, sizeof(now)) == 0;
+}
+
 Status format_wait_page(int fd, uint64_t stream_id, uint32_t max_readers) {
   if (max_readers == 0 || max_readers > kMaxReadersLimit) {
     return Status(
@@ -469,11 +498,67 @@ Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, u
                 fmt::format("all {} reader slots are taken", wait.max_readers()));
 }
 
+Status validate_cursor_name(std::string_view name) {
+  bool ok = !name.empty() && name.size() <= kMaxCursorNameLength;
+  for (char c : name) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '.' || c == '_' || c == ':' || c == '@' || c == '-');
+  }
+  if (ok) return Status();
+  return Status(ErrorCode::kInvalidArgument,
+                fmt::format("cursor name \"{}\" is invalid: use 1 to {} of A-Z a-z 0-9 . _ : @ -",
+                            name.substr(0, 80), kMaxCursorNameLength));
+}
+
+Result<uint32_t> claim_cursor_slot(const WaitPageMap& wait, std::string_view name,
+                                   uint64_t position, uint32_t pid) {
+  if (Status s = validate_cursor_name(name); !s.ok()) return s;
+  WaitPage& page = wait.page();
+  for (uint32_t i = 0; i < wait.max_readers(); ++i) {
+    ReaderSlot& slot = wait.slot(i);
+    // Relaxed: only the daemon (one thread) claims and releases slots.
+    if (slot.in_use.load(std::memory_order_relaxed) != 0) continue;
+    slot.position.store(position, std::memory_order_relaxed);
+    slot.pid = pid;
+    slot.cursor = 1;
+    // Relaxed: nobody reads the entries before in_use's release store below hands them out.
+    slot.commit_seq.store(0, std::memory_order_relaxed);
+    slot.committed[0].position.store(position, std::memory_order_relaxed);
+    slot.committed[0].token.store(0, std::memory_order_relaxed);
+    slot.name_length = static_cast<uint8_t>(name.size());
+    std::memset(slot.name, 0, sizeof(slot.name));
+    std::memcpy(slot.name, name.data(), name.size());
+    // Release: as in claim_reader_slot(); the fields above come with it.
+    slot.in_use.store(1, std::memory_order_release);
+    // Relaxed: a scan bound (see claim_reader_slot()).
+    if (page.slots_in_use_hint.load(std::memory_order_relaxed) <= i) {
+      page.slots_in_use_hint.store(i + 1, std::memory_order_relaxed);
+    }
+    return i;
+  }
+  return Status(ErrorCode::kTooManyReaders,
+                fmt::format("all {} reader slots are taken", wait.max_readers()));
+}
+
+std::string_view cursor_name(const ReaderSlot& slot) {
+  return std::string_view(slot.name, std::min<size_t>(slot.name_length, kMaxCursorNameLength));
+}
+
+CursorPosition cursor_committed(const ReaderSlot& slot) {
+  // Acquire: pairs with ReaderCore::commit()'s release store; the entry it names is whole.
+  uint32_t seq = slot.commit_seq.load(std::memory_order_acquire);
+  const CursorCommit& entry = slot.committed[seq & 1];
+  // Relaxed: ordered by the acquire above; the writer only rewrites the other entry next.
+  return {entry.position.load(std::memory_order_relaxed),
+          entry.token.load(std::memory_order_relaxed)};
+}
+
 void release_reader_slot(const WaitPageMap& wait, uint32_t index) {
   if (index >= wait.max_readers()) return;
   WaitPage& page = wait.page();
   // Release: pairs with the producer's acquire load; it stops counting this reader.
   wait.slot(index).in_use.store(0, std::memory_order_release);
+  wait.slot(index).cursor = 0;  // daemon-only field; the slot is free now
   // seq_cst: Dekker with the producer's space_wanted store and re-scan: either it sees the
   // slot free, or we see it waiting and wake it.
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -846,6 +931,13 @@ ReaderCore::ReaderCore(Segment segment, WaitPageMap wait, int slot)
     slot_ = &wait_.slot(static_cast<uint32_t>(slot));
     // Relaxed: our own slot; the daemon stored it before handing it to us.
     published_ = slot_->position.load(std::memory_order_relaxed);
+    if (slot_->cursor != 0) {
+      cursor_ = true;
+      CursorPosition committed = cursor_committed(*slot_);
+      cursor_position_ = committed.position;
+      cursor_token_ = committed.token;
+      position_ = committed.position;  // a named cursor resumes where it committed
+    }
   }
   if (ring_ != 0) {
     // Fault the ring's pages in now (both views), not one by one on the first pass: the
@@ -932,8 +1024,38 @@ Status ReaderCore::check_intact(uint64_t offset) const {
 }
 
 void ReaderCore::publish_position(uint64_t position, bool now) {
-  if (slot_ == nullptr || position == published_) return;
+  // A named cursor holds the producer back at its committed position, not where it reads.
+  if (slot_ == nullptr || cursor_ || position == published_) return;
   if (!now && position > published_ && position - published_ < step_) return;
+  store_position(position);
+}
+
+Status ReaderCore::commit(uint64_t position, uint64_t token) {
+  if (!cursor_) {
+    return Status(ErrorCode::kInvalidArgument, describe_ + ": commit needs a named cursor");
+  }
+  if (position == cursor_position_ && token == cursor_token_) return Status();
+  OpGuard guard(this);
+  if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
+  if (position > committed()) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: cannot commit offset {} beyond the committed length {}",
+                              describe_, position, committed()));
+  }
+  // Relaxed: only this reader writes its slot's entries and sequence.
+  uint32_t seq = slot_->commit_seq.load(std::memory_order_relaxed);
+  CursorCommit& entry = slot_->committed[(seq + 1) & 1];
+  entry.position.store(position, std::memory_order_relaxed);
+  entry.token.store(token, std::memory_order_relaxed);
+  // Release: pairs with cursor_committed()'s acquire load; the entry above is whole first.
+  slot_->commit_seq.store(seq + 1, std::memory_order_release);
+  cursor_position_ = position;
+  cursor_token_ = token;
+  if (position != published_) store_position(position);
+  return Status();
+}
+
+void ReaderCore::store_position(uint64_t position) {
   const uint64_t before = published_;
   published_ = position;
   // Release: pairs with slowest_reader()'s acquire load; our reads of the bytes below the

@@ -55,6 +55,11 @@ struct SegmentParams {
 // Makes an empty file (fd open read-write) a fresh, open segment with no data. A ring's data
 // is allocated here, so that a full file system fails the creation, not a later append.
 Status format_segment(int fd, const SegmentParams& params);
+// The kernel's boot id (16 bytes of /proc/sys/kernel/random/boot_id; zero if unreadable).
+void current_boot_id(std::byte (&out)[16]);
+// Whether the segment was created since the machine last booted (its producer_pid is then a
+// process of this boot).
+bool created_this_boot(const SegmentHeader& header);
 // The capacity a ring of `requested` bytes gets (rounded up to kRingGranule).
 uint64_t ring_capacity_for(uint64_t requested);
 
@@ -128,6 +133,21 @@ class WaitPageMap {
 // (kTooManyReaders when none is free), and gives it back (waking a producer waiting for room).
 Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, uint32_t pid);
 void release_reader_slot(const WaitPageMap& wait, uint32_t index);
+
+// Named cursors: a slot that stays in use while no reader holds it, so that its committed
+// position survives the reader (and the daemon: it lives in the wait file).
+// Whether `name` may name a cursor: 1 to 64 of [A-Za-z0-9._:@-].
+Status validate_cursor_name(std::string_view name);
+// Claims a free slot for a new cursor committed at `position`.
+Result<uint32_t> claim_cursor_slot(const WaitPageMap& wait, std::string_view name,
+                                   uint64_t position, uint32_t pid);
+std::string_view cursor_name(const ReaderSlot& slot);
+struct CursorPosition {
+  uint64_t position = 0;
+  uint64_t token = 0;
+};
+// The cursor's committed position and token (the entry commit_seq names).
+CursorPosition cursor_committed(const ReaderSlot& slot);
 
 // Ends the stream: kOpen -> to (kClosed or kAborted); any state but kCancelled -> kCancelled.
 // Wakes every reader. Returns false when the state did not allow it (already ended).
@@ -262,6 +282,14 @@ class ReaderCore {
   // Busy-poll instead of sleeping in the futex (and never register on the wait page).
   void set_spin(bool spin) { spin_ = spin; }
 
+  // Named cursors (a slot whose `cursor` is set): the reader starts at the cursor's committed
+  // position; commit() stores a new one (with the caller's token) where the daemon keeps it.
+  // Only the committed position holds back a blocking ring's producer.
+  bool is_cursor() const { return cursor_; }
+  Status commit(uint64_t position, uint64_t token);
+  uint64_t cursor_position() const { return cursor_position_; }
+  uint64_t cursor_token() const { return cursor_token_; }
+
   // Any thread: wakes blocked waits with kInterrupted, waits for them to return, unmaps.
   void close();
 
@@ -276,6 +304,8 @@ class ReaderCore {
   Status check_intact(uint64_t offset) const;
   // Publishes in our slot that we need no bytes below `position` (lazily unless `now`).
   void publish_position(uint64_t position, bool now);
+  // Stores `position` in our slot and wakes a blocked producer that waits for it.
+  void store_position(uint64_t position);
   const std::byte* at(uint64_t offset) const {
     return segment_.data() + (ring_ == 0 ? offset : mask_ != 0 ? offset & mask_ : offset % ring_);
   }
@@ -293,6 +323,9 @@ class ReaderCore {
   uint64_t cached_committed_ = 0;  // records: a committed length already loaded
   uint64_t position_ = 0;
   bool spin_ = false;
+  bool cursor_ = false;
+  uint64_t cursor_position_ = 0;
+  uint64_t cursor_token_ = 0;
   std::atomic<uint32_t> closing_{0};  // private futex word: 1 once close() began
   std::atomic<int> active_{0};        // operations in progress (close() waits for 0)
 };

@@ -46,6 +46,8 @@ std::string_view error_code_name(ErrorCode code) {
       return "overrun";
     case ErrorCode::kTooManyReaders:
       return "too_many_readers";
+    case ErrorCode::kBusy:
+      return "busy";
   }
   return "unknown";
 }

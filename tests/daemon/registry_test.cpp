@@ -33,7 +33,7 @@ class RegistryTest : public ::testing::Test {
 
   RegistryConfig config_;
   Peer peer_;
-  uint32_t slot_ = 0;
+  ReaderGrant grant_;
 };
 
 TEST_F(RegistryTest, RefusesBadNamesWithClearErrors) {
@@ -55,8 +55,8 @@ TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   OwnedFd rw, ro;
   ASSERT_TRUE(registry.create("s", {}, peer_, &producer_side, &rw).ok());
   EXPECT_EQ(registry.create("s", {}, peer_, &producer_side, &rw).code(), ErrorCode::kAlreadyExists);
-  EXPECT_EQ(registry.open("nope", peer_, &reader_side, &ro, &slot_).code(), ErrorCode::kNotFound);
-  ASSERT_TRUE(registry.open("s", peer_, &reader_side, &ro, &slot_).ok());
+  EXPECT_EQ(registry.open("nope", "", peer_, &reader_side, &ro, &grant_).code(), ErrorCode::kNotFound);
+  ASSERT_TRUE(registry.open("s", "", peer_, &reader_side, &ro, &grant_).ok());
   // The reader's segment fd is read-only; the wait page beside it is writable.
   EXPECT_EQ(fcntl(ro.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
   OwnedFd wait(open((config_.segment_dir + "/" + producer_side->wait_file_name()).c_str(), O_RDWR));
@@ -65,7 +65,7 @@ TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   ASSERT_TRUE(registry.stat("s", &snap).ok());
   EXPECT_EQ(snap.readers, 1u);
   EXPECT_EQ(snap.producer_pid, static_cast<uint32_t>(getpid()));
-  registry.reader_detached(reader_side, slot_);
+  registry.reader_detached(reader_side, grant_);
   ASSERT_TRUE(registry.stat("s", &snap).ok());
   EXPECT_EQ(snap.readers, 0u);
 }
@@ -87,15 +87,15 @@ TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLet
   OwnedFd rw, ro, ro2;
   ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &rw).ok());
   EXPECT_EQ(files(), 2u);  // the segment and its wait page
-  ASSERT_TRUE(registry.open("s", peer_, &reading, &ro, &slot_).ok());
+  ASSERT_TRUE(registry.open("s", "", peer_, &reading, &ro, &grant_).ok());
   ASSERT_TRUE(registry.remove("s", /*force=*/false).ok());
   EXPECT_EQ(files(), 0u);  // unlinked: nobody can open it by name, not even around the daemon
-  EXPECT_EQ(registry.open("s", peer_, &reading, &ro2, &slot_).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(registry.open("s", "", peer_, &reading, &ro2, &grant_).code(), ErrorCode::kNotFound);
   auto list = registry.list();
   ASSERT_EQ(list.size(), 1u);
   EXPECT_TRUE(list[0].removing);
   EXPECT_EQ(list[0].state, shm::StreamState::kOpen);  // the producer may keep writing
-  registry.reader_detached(reading, slot_);
+  registry.reader_detached(reading, grant_);
   EXPECT_EQ(registry.list().size(), 1u);  // the producer still holds it
   registry.producer_detached(stream, /*closed_cleanly=*/true);
   EXPECT_TRUE(registry.list().empty());

@@ -183,7 +183,8 @@ void TestDaemon::start() {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
   child_ = Child::spawn({bin_dir() + "/shmstreamd", "--foreground", "--socket", socket_path_,
-                         "--ready-fd", "3", "--log-level", "warn"},
+                         "--persist-dir", dir_ + "/persist", "--ready-fd", "3", "--log-level",
+                         "warn"},
                         false, false, {}, ready[1]);
   ::close(ready[1]);
   char byte = 0;
@@ -218,6 +219,13 @@ TestDaemon::~TestDaemon() {
   }
   std::error_code ec;
   std::filesystem::remove_all(dir_, ec);
+}
+
+void TestDaemon::crash_and_restart() {
+  child_.kill(SIGKILL);
+  int status = child_.wait(10s);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "shmstreamd exit " << status;
+  start();
 }
 
 bool TestDaemon::alive() { return child_.pid() > 0 && ::kill(child_.pid(), 0) == 0; }

@@ -71,6 +71,10 @@ class TestDaemon {
   int stop();
   // Stops it and starts a new one on the same socket (which adopts the old one's streams).
   void restart();
+  // Kills it with SIGKILL and starts a new one on the same socket.
+  void crash_and_restart();
+  // Its persistent directory (shmstreamd --persist-dir).
+  std::string persist_dir() const { return dir_ + "/persist"; }
 
  private:
   void start();

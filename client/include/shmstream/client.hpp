@@ -62,6 +62,13 @@ enum class Retention {
 };
 const char* to_string(Retention retention);  // "unbounded", "drop-oldest", "block"
 
+// A named cursor of a stream (see OpenOptions::cursor).
+struct CursorInfo {
+  std::string name;
+  uint64_t position = 0;    // committed; the lag is StreamInfo::bytes - position
+  uint32_t reader_pid = 0;  // the reader holding it now; 0 if none
+};
+
 struct StreamInfo {
   std::string name;
   StreamState state = StreamState::kOpen;
@@ -78,6 +85,8 @@ struct StreamInfo {
   bool records = false;        // carries framed records
   uint32_t max_readers = 0;
   uint64_t slowest_reader = 0;  // lowest position a reader published; `bytes` if none
+  std::vector<CursorInfo> cursors;
+  std::string directory;  // a persistent stream's directory; empty in shared memory
 };
 
 struct CreateOptions {
@@ -86,6 +95,27 @@ struct CreateOptions {
   uint64_t ring_capacity = 0;  // rings: bytes kept (rounded up to 4 KiB); required for rings
   bool records = false;        // a records stream: publish()/next_record() instead of bytes
   uint32_t max_readers = 0;    // readers allowed at once; 0 = the daemon's default (64)
+  // Keep the stream in a file on disk, so that it outlives RAM, the daemon and a reboot: in
+  // `directory` (absolute, existing) if given, else in the daemon's persistent directory.
+  bool persistent = false;
+  std::string directory;
+};
+
+// When a named cursor's position is committed.
+enum class CommitMode {
+  kAuto,      // each read, next() or next_record() first commits what the previous one
+              // delivered: after a crash, at most the last delivery comes again (at least once)
+  kExplicit,  // only Reader::commit() does: commit after processing (exactly once when the
+              // processing's effect and the commit's token go together)
+};
+
+struct OpenOptions {
+  // Read as this named cursor (1 to 64 of A-Z a-z 0-9 . _ : @ -): start where it committed
+  // (at the oldest offset if new); the daemon keeps it after the reader goes, across daemon
+  // restarts, and for persistent streams across reboots. One reader at a time (kBusy).
+  // In a kBlock ring, a cursor holds the producer back even while no reader holds it.
+  std::string cursor;
+  CommitMode commit = CommitMode::kAuto;
 };
 
 // One record of a records stream, seen zero-copy in the stream's mapping.
@@ -190,6 +220,14 @@ class Reader {
   uint64_t position() const;
   uint64_t committed() const;
   StreamState state() const;
+  // Named cursors: commits `offset` (default: the position) with an opaque `token` of yours,
+  // stored atomically with it (e.g. how much output you had produced by then).
+  Status commit();
+  Status commit(uint64_t offset, uint64_t token = 0);
+  // The cursor's committed position and token (at open: where this reader started).
+  uint64_t cursor_position() const;
+  uint64_t cursor_token() const;
+
   // Any thread: wakes reads blocked in other threads (they return kInterrupted), then
   // releases the mapping and stops counting as a reader.
   void close();
@@ -216,12 +254,14 @@ class Client {
   // Creates a new, empty stream; the caller becomes its producer. kAlreadyExists if taken.
   Result<Producer> create(std::string_view name, const CreateOptions& options = {});
   // Opens a stream for reading from offset 0. kNotFound if there is none (or it was removed).
-  Result<Reader> open(std::string_view name);
+  Result<Reader> open(std::string_view name, const OpenOptions& options = {});
   Result<std::vector<StreamInfo>> list();
   Result<StreamInfo> stat(std::string_view name);
   // Removes a stream. Without force, current readers may finish; with force, everyone using it
   // fails at once with kCancelled.
   Status remove(std::string_view name, bool force = false);
+  // Forgets a named cursor no reader holds. kBusy if one does.
+  Status remove_cursor(std::string_view name, std::string_view cursor);
   const std::string& socket_path() const;
 
  private:

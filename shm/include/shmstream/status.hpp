@@ -40,6 +40,7 @@ enum class ErrorCode : int {
   kOverrun = 19,         // a ring overwrote the offset asked for; Status::offset() is the oldest
                          // offset still available, from which the reader may resume
   kTooManyReaders = 20,  // the stream has as many readers as it allows
+  kBusy = 21,            // a named cursor already has a live reader
 };
 
 // "not_found", "producer_died", ... (stable, used in JSON and CLI messages).
