@@ -15,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <map>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -120,6 +121,28 @@ std::string retention_of(const shmstream::StreamInfo& info) {
   return out + ":" + std::to_string(c);
 }
 
+std::string cursors_json(const shmstream::StreamInfo& info) {
+  std::string out = "[";
+  for (const auto& c : info.cursors) {
+    out += (out.size() > 1 ? "," : "") + std::string("{\"name\":") + json_string(c.name) +
+           ",\"position\":" + std::to_string(c.position) +
+           ",\"lag\":" + std::to_string(info.bytes - std::min(info.bytes, c.position)) +
+           ",\"reader_pid\":" + std::to_string(c.reader_pid) + "}";
+  }
+  return out + "]";
+}
+
+// "  cursor NAME  at P  lag L  held by pid N" (or "idle"), one line per cursor.
+void print_cursors(const shmstream::StreamInfo& info, const char* indent) {
+  for (const auto& c : info.cursors) {
+    std::string holder = c.reader_pid != 0 ? "held by pid " + std::to_string(c.reader_pid) : "idle";
+    std::printf("%scursor %-20s at %14llu  lag %14llu  %s\n", indent, c.name.c_str(),
+                static_cast<unsigned long long>(c.position),
+                static_cast<unsigned long long>(info.bytes - std::min(info.bytes, c.position)),
+                holder.c_str());
+  }
+}
+
 std::string info_json(const shmstream::StreamInfo& info) {
   return "{\"name\":" + json_string(info.name) + ",\"state\":\"" + state_of(info) +
          "\",\"stream_state\":\"" + shmstream::to_string(info.state) +
@@ -134,7 +157,9 @@ std::string info_json(const shmstream::StreamInfo& info) {
          ",\"oldest\":" + std::to_string(info.oldest) +
          ",\"records\":" + (info.records ? "true" : "false") +
          ",\"max_readers\":" + std::to_string(info.max_readers) +
-         ",\"slowest_reader\":" + std::to_string(info.slowest_reader) + "}";
+         ",\"slowest_reader\":" + std::to_string(info.slowest_reader) +
+         ",\"directory\":" + json_string(info.directory) + ",\"cursors\":" + cursors_json(info) +
+         "}";
 }
 
 shmstream::Client connect(const std::string& socket, bool no_autostart) {
@@ -175,6 +200,8 @@ struct WriteOptions {
   uint32_t max_readers = 0;
   bool records = false;
   Format format = Format::kLine;
+  bool persistent = false;
+  std::string directory;
   std::vector<std::string> command;  // after "--": run it and stream its stdout
 };
 
@@ -343,6 +370,14 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   options.records = w.records;
   options.max_readers = w.max_readers;
   options.retention = w.retention;
+  options.persistent = w.persistent;
+  if (!w.directory.empty()) {
+    std::error_code ec;
+    options.directory = std::filesystem::absolute(w.directory, ec).lexically_normal().string();
+    if (!std::filesystem::is_directory(options.directory, ec)) {
+      fail("--dir " + w.directory + ": not an existing directory");
+    }
+  }
   bool ring = options.retention != shmstream::Retention::kUnbounded;
   if (ring && w.capacity.empty()) {
     fail(std::string("--retention ") + shmstream::to_string(w.retention) +
@@ -384,7 +419,9 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
 
 // Copies the stream to stdout straight from the mapping; into a pipe, an unbounded stream's
 // bytes are not even copied (vmsplice).
-int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice) {
+// With a named cursor (`cursor`), what reached stdout is committed after each write: a cat
+// killed at any moment and started again repeats at most its last write (at least once).
+int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cursor) {
   while (reader.position() < stop_at) {
     auto view =
         reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
@@ -394,21 +431,25 @@ int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice) {
       if (errno == EPIPE) return 0;
       fail(std::string("writing stdout: ") + std::strerror(errno));
     }
+    if (cursor) check(reader.commit());
   }
   return 0;
 }
 
 // Prints each record as a line, or length-framed; output is batched into kChunk writes, and
 // flushed whenever the reader would wait (so a live stream's records appear at once).
-int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format) {
+// With a named cursor, each flush commits the records it wrote (see cat_bytes()).
+int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool cursor) {
   std::vector<std::byte> out;
   out.reserve(kChunk);
+  uint64_t written_to = reader.position();  // the records in `out` end here
   auto flush = [&] {
     if (!write_all(STDOUT_FILENO, out)) {
       if (errno == EPIPE) std::exit(0);
       fail(std::string("writing stdout: ") + std::strerror(errno));
     }
     out.clear();
+    if (cursor) check(reader.commit(written_to, 0));
   };
   while (reader.position() < stop_at) {
     // Nothing more committed yet: show what we have before waiting.
@@ -437,26 +478,33 @@ int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format) {
            std::to_string((*record)->offset) + " was overwritten while read (oldest now " +
            std::to_string(reader.oldest()) + ")");
     }
+    written_to = reader.position();
     if (out.size() >= kChunk) flush();
   }
   flush();
   return 0;
 }
 
-int cmd_cat(shmstream::Client& client, const std::string& name, uint64_t offset, bool no_follow,
-            bool records, std::optional<Format> format) {
-  auto reader = take(client.open(name));
+int cmd_cat(shmstream::Client& client, const std::string& name, std::optional<uint64_t> offset,
+            bool no_follow, bool records, std::optional<Format> format, const std::string& cursor) {
+  shmstream::OpenOptions open_options;
+  open_options.cursor = cursor;
+  open_options.commit = shmstream::CommitMode::kExplicit;  // after each write to stdout
+  auto reader = take(client.open(name, open_options));
   auto info = take(client.stat(name));
   if (records && !info.records) fail("stream \"" + name + "\" carries bytes, not records");
   if (format && !info.records)
     fail("--format applies to records streams; \"" + name + "\" carries bytes");
-  check(reader.seek(static_cast<int64_t>(offset)));
+  if (offset) check(reader.seek(static_cast<int64_t>(*offset)));
+  bool with_cursor = !cursor.empty();
   uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
   // Best effort: a bigger pipe takes more of the stream per system call.
   if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
-  if (info.records) return cat_records(reader, stop_at, format.value_or(Format::kLine));
+  if (info.records) {
+    return cat_records(reader, stop_at, format.value_or(Format::kLine), with_cursor);
+  }
   bool splice = is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
-  return cat_bytes(reader, stop_at, splice);
+  return cat_bytes(reader, stop_at, splice, with_cursor);
 }
 
 int cmd_ls(shmstream::Client& client, bool json) {
@@ -476,6 +524,8 @@ int cmd_ls(shmstream::Client& client, bool json) {
                 state_of(s).c_str(), s.records ? "records" : "bytes", retention_of(s).c_str(),
                 static_cast<unsigned long long>(s.oldest), static_cast<unsigned long long>(s.bytes),
                 s.readers, s.producer_pid);
+    if (!s.directory.empty()) std::printf("  persistent in %s\n", s.directory.c_str());
+    print_cursors(s, "  ");
   }
   return 0;
 }
@@ -498,6 +548,9 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
       static_cast<unsigned long long>(info.bytes), info.readers, info.max_readers,
       static_cast<unsigned long long>(info.slowest_reader), info.producer_pid, info.producer_uid,
       static_cast<unsigned long long>(info.max_bytes), when);
+  std::printf("stored in:     %s\n",
+              info.directory.empty() ? "shared memory" : info.directory.c_str());
+  print_cursors(info, "");
   return 0;
 }
 
@@ -535,6 +588,10 @@ int main(int argc, char** argv) {
   write->add_option("--capacity", w.capacity, "Ring capacity for drop-oldest/block (64K, 16M...)");
   write->add_option("--max-readers", w.max_readers, "Readers allowed at once (default: daemon's)");
   write->add_flag("--records", w.records, "A records stream: one record per input line");
+  write->add_flag("--persistent", w.persistent,
+                  "Keep it on disk, in the daemon's persistent directory: it survives a daemon "
+                  "restart and a reboot");
+  write->add_option("--dir", w.directory, "Keep it on disk in this directory (implies --persistent)");
   write
       ->add_option("--format", write_format,
                    "Records framing: line (default) or len (u32 little-endian length + bytes)")
@@ -542,13 +599,18 @@ int main(int argc, char** argv) {
 
   auto* cat = app.add_subcommand(
       "cat", "Copy stream NAME to stdout, following it until closed (records: one per line)");
-  uint64_t offset = 0;
+  std::optional<uint64_t> offset;
+  std::string cursor;
   bool no_follow = false;
   bool cat_records_flag = false;
   std::string cat_format;
   cat->add_option("NAME", name, "Stream name")->required();
-  cat->add_option("--offset", offset, "Start at this byte offset (records: a record's offset)")
-      ->capture_default_str();
+  auto* offset_option =
+      cat->add_option("--offset", offset, "Start at this byte offset (records: a record's offset)");
+  cat->add_option("--cursor", cursor,
+                  "Read as this named cursor: resume where it left off; what reaches stdout is "
+                  "committed after each write (at least once)")
+      ->excludes(offset_option);
   cat->add_flag("--no-follow", no_follow, "Stop at what is committed now instead of waiting");
   cat->add_flag("--records", cat_records_flag, "Expect a records stream (fail if it is not)");
   cat->add_option("--format", cat_format,
@@ -567,6 +629,10 @@ int main(int argc, char** argv) {
   bool force = false;
   rm->add_option("NAME", name, "Stream name")->required();
   rm->add_flag("--force", force, "Cancel it at once: every reader and the producer fail");
+  std::string rm_cursor;
+  rm->add_option("--cursor", rm_cursor,
+                 "Remove only this named cursor of the stream (it stops holding a block ring)")
+      ->excludes("--force");
 
   // `write NAME -- CMD ARGS...`: everything after the first "--" is the command, untouched.
   std::vector<char*> args(argv, argv + argc);
@@ -600,12 +666,12 @@ int main(int argc, char** argv) {
   if (*cat) {
     std::optional<Format> format;
     if (!cat_format.empty()) format = to_format(cat_format);
-    return cmd_cat(client, name, offset, no_follow, cat_records_flag, format);
+    return cmd_cat(client, name, offset, no_follow, cat_records_flag, format, cursor);
   }
   if (*ls) return cmd_ls(client, json);
   if (*stat) return cmd_stat(client, name, json);
   if (*rm) {
-    check(client.remove(name, force));
+    check(rm_cursor.empty() ? client.remove(name, force) : client.remove_cursor(name, rm_cursor));
     return 0;
   }
   return 1;
