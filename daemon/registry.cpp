@@ -23,6 +23,7 @@ Status errno_status(int err, const std::string& what) {
   ErrorCode code = ErrorCode::kIo;
   if (err == ENOSPC || err == ENOMEM) code = ErrorCode::kNoSpace;
   if (err == EACCES || err == EPERM) code = ErrorCode::kPermissionDenied;
+  if (err == ENOENT) code = ErrorCode::kNotFound;
   return Status(code, fmt::format("{}: {}", what, std::strerror(err)));
 }
 

@@ -628,6 +628,12 @@ Status ProducerCore::ensure_file_size(uint64_t data_end) {
   // clear ENOSPC here instead of a SIGBUS when the page is first written.
   int rc = fallocate(segment_.fd(), 0, static_cast<off_t>(kHeaderSize + file_size_),
                      static_cast<off_t>(target - file_size_));
+  if (rc != 0 && errno == ENOSPC) {
+    // Nearly full: the headroom does not fit, but what this append needs may still.
+    target = std::min(max, (data_end + kRingGranule - 1) / kRingGranule * kRingGranule);
+    rc = fallocate(segment_.fd(), 0, static_cast<off_t>(kHeaderSize + file_size_),
+                   static_cast<off_t>(target - file_size_));
+  }
   if (rc != 0 && errno == EOPNOTSUPP) {
     rc = ftruncate(segment_.fd(), static_cast<off_t>(kHeaderSize + target));
   }

@@ -165,7 +165,9 @@ void Child::kill(int signo) {
 // ---------------------------------------------------------------------------------------------
 // TestDaemon
 
-TestDaemon::TestDaemon() {
+TestDaemon::TestDaemon() : TestDaemon(std::vector<std::string>{}) {}
+
+TestDaemon::TestDaemon(std::vector<std::string> extra_args) : extra_args_(std::move(extra_args)) {
   char tmpl[] = "/tmp/shmstream-test-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp");
   dir_ = tmpl;
@@ -182,10 +184,11 @@ void TestDaemon::restart() {
 void TestDaemon::start() {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  child_ = Child::spawn({bin_dir() + "/shmstreamd", "--foreground", "--socket", socket_path_,
-                         "--persist-dir", dir_ + "/persist", "--ready-fd", "3", "--log-level",
-                         "warn"},
-                        false, false, {}, ready[1]);
+  std::vector<std::string> argv = {bin_dir() + "/shmstreamd", "--foreground", "--socket",
+                                   socket_path_,  "--persist-dir", dir_ + "/persist",
+                                   "--ready-fd",  "3",           "--log-level", "warn"};
+  argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  child_ = Child::spawn(argv, false, false, {}, ready[1]);
   ::close(ready[1]);
   char byte = 0;
   bool ok = poll_one(ready[0], POLLIN, 10s) > 0 && ::read(ready[0], &byte, 1) == 1;
@@ -371,8 +374,10 @@ std::string read_all(int fd) {
 }
 
 std::pair<int, std::string> run_cli(const TestDaemon& daemon, const std::vector<std::string>& args,
-                                    const std::string& input, std::chrono::milliseconds timeout) {
+                                    const std::string& input, std::chrono::milliseconds timeout,
+                                    bool with_stderr) {
   std::vector<std::string> argv = {bin_dir() + "/shmstream"};
+  if (with_stderr) argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", bin_dir() + "/shmstream"};
   argv.insert(argv.end(), args.begin(), args.end());
   signal(SIGPIPE, SIG_IGN);  // a CLI that fails stops reading its input: EPIPE, not death
   Child child = Child::spawn(argv, !input.empty(), true, daemon.env());

@@ -58,6 +58,8 @@ class Child {
 class TestDaemon {
  public:
   TestDaemon();
+  // With more shmstreamd options (e.g. {"--segment-dir", DIR}).
+  explicit TestDaemon(std::vector<std::string> extra_args);
   ~TestDaemon();
   const std::string& socket_path() const { return socket_path_; }
   const std::string& dir() const { return dir_; }
@@ -81,6 +83,7 @@ class TestDaemon {
 
   std::string dir_;
   std::string socket_path_;
+  std::vector<std::string> extra_args_;
   Child child_;
 };
 
@@ -91,10 +94,12 @@ Client connect_to(const TestDaemon& daemon);
 std::string read_all(int fd);
 
 // Runs the shmstream CLI against `daemon` with `input` on its stdin (/dev/null if empty);
-// returns {wait status, stdout}. Fails (status -1) if it runs longer than `timeout`.
+// returns {wait status, stdout}. Fails (status -1) if it runs longer than `timeout`. With
+// `with_stderr`, stderr comes in the output too.
 std::pair<int, std::string> run_cli(const TestDaemon& daemon, const std::vector<std::string>& args,
                                     const std::string& input = "",
-                                    std::chrono::milliseconds timeout = std::chrono::seconds(30));
+                                    std::chrono::milliseconds timeout = std::chrono::seconds(30),
+                                    bool with_stderr = false);
 
 // Deterministic pseudo-random bytes (splitmix64) and a fast 64-bit digest.
 void fill_random(uint64_t seed, uint64_t offset, std::byte* out, size_t length);

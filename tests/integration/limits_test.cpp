@@ -1,0 +1,133 @@
+// Limits with clear errors, through the CLI: too many readers, a stream's maximum size, and a
+// full shared-memory file system. In each case what was committed before stays readable.
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "shmstream/client.hpp"
+#include "support/harness.hpp"
+
+namespace shmstream::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
+
+std::string random_text(uint64_t seed, size_t bytes) {
+  std::string out(bytes, '\0');
+  fill_random(seed, 0, reinterpret_cast<std::byte*>(out.data()), bytes);
+  return out;
+}
+
+TEST(Limits, TheReaderPastTheLimitGetsTooManyReadersAndTheOthersGoOn) {
+  TestDaemon daemon;
+  auto client = connect_to(daemon);
+  Child writer = Child::spawn(
+      {bin_dir() + "/shmstream", "write", "few", "--max-readers", "2"}, true, false, daemon.env());
+  ASSERT_TRUE(eventually([&] { return client.stat("few").ok(); }));
+  std::vector<Child> cats;
+  for (int i = 0; i < 2; ++i) {
+    cats.push_back(Child::spawn({bin_dir() + "/shmstream", "cat", "few"}, false, true,
+                                daemon.env()));
+  }
+  ASSERT_TRUE(eventually([&] { return client.stat("few").value().readers == 2; }));
+  auto [status, out] = run_cli(daemon, {"cat", "few"}, "", 30s, /*with_stderr=*/true);
+  EXPECT_TRUE(exited_with(status, 1)) << status;
+  EXPECT_NE(out.find("too many readers"), std::string::npos) << out;
+  EXPECT_NE(out.find("all 2 reader slots are taken"), std::string::npos) << out;
+  // The two readers were not disturbed: they get what is written next, and the end.
+  ASSERT_EQ(::write(writer.stdin_fd(), "after\n", 6), 6);
+  writer.close_stdin();
+  EXPECT_EQ(writer.wait(10s), 0);
+  for (auto& cat : cats) {
+    EXPECT_EQ(read_all(cat.stdout_fd()), "after\n");
+    EXPECT_EQ(cat.wait(10s), 0);
+  }
+}
+
+TEST(Limits, AnUnboundedStreamStopsAtItsMaximumSizeKeepingWhatFits) {
+  TestDaemon daemon;
+  std::string input = random_text(3, 3 << 20);
+  auto [status, out] =
+      run_cli(daemon, {"write", "capped", "--max-bytes", "1048576"}, input, 30s, true);
+  EXPECT_TRUE(exited_with(status, 1)) << status;
+  EXPECT_NE(out.find("beyond its maximum of 1048576"), std::string::npos) << out;
+  EXPECT_NE(out.find("aborted at 1048576 bytes"), std::string::npos) << out;
+  auto [cs, data] = run_cli(daemon, {"cat", "capped"});
+  // Everything that fitted is readable; the end is reported as the producer's failure.
+  EXPECT_FALSE(exited_with(cs, 0));
+  EXPECT_EQ(data, input.substr(0, 1 << 20));
+}
+
+// A segment directory on a tmpfs of its own, 16 MiB (needs root to mount; skipped otherwise).
+class FullFileSystem : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "mounting a small tmpfs needs root";
+    char tmpl[] = "/tmp/shmstream-small-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    if (mount("tmpfs", dir_.c_str(), "tmpfs", 0, "size=16m,mode=0700") != 0) {
+      std::string why = std::strerror(errno);
+      std::filesystem::remove(dir_);
+      dir_.clear();
+      GTEST_SKIP() << "cannot mount a tmpfs here: " << why;
+    }
+    daemon_ = std::make_unique<TestDaemon>(std::vector<std::string>{"--segment-dir", dir_});
+  }
+  void TearDown() override {
+    daemon_.reset();
+    if (!dir_.empty()) {
+      EXPECT_EQ(umount(dir_.c_str()), 0) << std::strerror(errno);
+      std::filesystem::remove(dir_);
+    }
+  }
+
+  std::string dir_;
+  std::unique_ptr<TestDaemon> daemon_;
+};
+
+TEST_F(FullFileSystem, TheProducerGetsNoSpaceAndEverythingCommittedStaysReadable) {
+  std::string input = random_text(5, 64 << 20);
+  auto [status, out] = run_cli(*daemon_, {"write", "big"}, input, 60s, true);
+  EXPECT_TRUE(exited_with(status, 1)) << status;
+  EXPECT_NE(out.find("No space left on device"), std::string::npos) << out;
+  auto info = connect_to(*daemon_).stat("big").value();
+  EXPECT_EQ(info.state, StreamState::kAborted);
+  // Nearly all of the 16 MiB went to the stream before it ran out.
+  EXPECT_GT(info.bytes, 12u << 20);
+  EXPECT_LT(info.bytes, 16u << 20);
+  auto [cs, data] = run_cli(*daemon_, {"cat", "big"});
+  EXPECT_EQ(data.size(), info.bytes);
+  EXPECT_TRUE(data == input.substr(0, info.bytes)) << "the committed prefix differs";
+  // Once removed, the space is back: a new stream can be written whole.
+  ASSERT_TRUE(connect_to(*daemon_).remove("big").ok());
+  auto [again, ignored] = run_cli(*daemon_, {"write", "small"}, input.substr(0, 8 << 20));
+  EXPECT_TRUE(exited_with(again, 0)) << again;
+}
+
+// A library user sees the same: kNoSpace from append, with the committed length intact.
+TEST_F(FullFileSystem, AppendReturnsNoSpace) {
+  auto client = connect_to(*daemon_);
+  auto producer = client.create("lib").value();
+  std::vector<std::byte> chunk(256 << 10, std::byte{1});
+  Status last;
+  uint64_t written = 0;
+  while ((last = producer.append(chunk)).ok()) written += chunk.size();
+  EXPECT_EQ(last.code(), ErrorCode::kNoSpace) << last.to_string();
+  EXPECT_EQ(producer.committed(), written);
+  auto reader = client.open("lib").value();
+  EXPECT_TRUE(reader.wait_for(written, 1s).ok());
+  EXPECT_TRUE(producer.close().ok());
+}
+
+}  // namespace
+}  // namespace shmstream::test
