@@ -233,13 +233,8 @@ struct Reader::Impl {
       : connection(std::move(c)),
         handle(h),
         name(std::move(n)),
-        core(std::move(segment), std::move(wait), static_cast<int>(slot)),
-        auto_commit(auto_commit_in && core.is_cursor()) {}
-  // Auto-commit: what the previous call delivered was processed, since the caller is back.
-  // (A position sought past the committed end is committed once the bytes exist.)
-  Status deliver() {
-    if (!auto_commit || core.position() > core.committed()) return Status();
-    return core.commit(core.position(), core.cursor_token());
+        core(std::move(segment), std::move(wait), static_cast<int>(slot)) {
+    core.set_auto_commit(auto_commit_in);
   }
   ~Impl() { close(); }
   void close() {
@@ -252,7 +247,6 @@ struct Reader::Impl {
   uint64_t handle;
   std::string name;
   shm::ReaderCore core;
-  bool auto_commit;
   std::atomic<bool> released{false};
 };
 
@@ -264,7 +258,6 @@ Reader::~Reader() = default;
 const std::string& Reader::name() const { return impl_->name; }
 
 Result<size_t> Reader::read(std::span<std::byte> buf, Timeout timeout, const Cancellation* cancel) {
-  if (Status s = impl_->deliver(); !s.ok()) return s;
   return impl_->core.read(buf, deadline_after(timeout), cancel);
 }
 
@@ -275,7 +268,6 @@ Result<size_t> Reader::read_at(uint64_t offset, std::span<std::byte> buf, Timeou
 
 Result<std::span<const std::byte>> Reader::next(size_t max, Timeout timeout,
                                                 const Cancellation* cancel) {
-  if (Status s = impl_->deliver(); !s.ok()) return s;
   return impl_->core.next(max, deadline_after(timeout), cancel);
 }
 
@@ -284,7 +276,6 @@ Result<std::span<const std::byte>> Reader::view(uint64_t offset, size_t length) 
 }
 
 Result<std::optional<Record>> Reader::next_record(Timeout timeout, const Cancellation* cancel) {
-  if (Status s = impl_->deliver(); !s.ok()) return s;
   auto record = impl_->core.next_record(deadline_after(timeout), cancel);
   if (!record.ok()) return record.status();
   if (!record->has_value()) return std::optional<Record>();

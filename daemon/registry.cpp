@@ -209,6 +209,7 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
             stream.cursors.count(cursor) == 0) {
           slot.pid = 0;
           stream.cursors[cursor] = Cursor{i, 0, 0};
+          shm::settle_cursor_hold(*wait, i);
         } else {
           shm::release_reader_slot(*wait, i);
         }
@@ -273,6 +274,13 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
     }
     dir = std::filesystem::path(dir).lexically_normal().string();
     if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    // Another user may only name a directory of their own: the daemon writes there for them.
+    struct stat st {};
+    if (!create.directory.empty() && peer.uid != geteuid() &&
+        (::stat(dir.c_str(), &st) != 0 || st.st_uid != peer.uid)) {
+      return Status(ErrorCode::kPermissionDenied,
+                    fmt::format("{}: directory {} is not owned by uid {}", what, dir, peer.uid));
+    }
     auto fd = directory_fd(dir, /*record=*/true);
     if (!fd.ok()) return Status(fd.status().code(), what + ": " + fd.status().message());
     stream->dir_fd = *fd;
@@ -346,6 +354,7 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
     held->reader_pid = peer.pid;
     ++held->generation;
     stream->wait.slot(held->slot).pid = pid;  // display only
+    shm::settle_cursor_hold(stream->wait, held->slot);  // its last reader may have died
     out_grant = ReaderGrant{held->slot, cursor, held->generation};
   } else {
     auto slot = cursor.empty() ? shm::claim_reader_slot(stream->wait, oldest, pid)
@@ -447,7 +456,10 @@ void Registry::reader_detached(const std::shared_ptr<Stream>& stream, const Read
     // The cursor stays; only the reader that holds it now lets go of it.
     if (c != stream->cursors.end() && c->second.generation == grant.generation) {
       c->second.reader_pid = 0;
-      if (stream->wait.valid()) stream->wait.slot(c->second.slot).pid = 0;
+      if (stream->wait.valid()) {
+        stream->wait.slot(c->second.slot).pid = 0;
+        shm::settle_cursor_hold(stream->wait, c->second.slot);
+      }
     }
   } else if (stream->wait.valid()) {
     shm::release_reader_slot(stream->wait, grant.slot);

@@ -553,6 +553,21 @@ CursorPosition cursor_committed(const ReaderSlot& slot) {
           entry.token.load(std::memory_order_relaxed)};
 }
 
+void settle_cursor_hold(const WaitPageMap& wait, uint32_t index) {
+  if (index >= wait.max_readers()) return;
+  ReaderSlot& slot = wait.slot(index);
+  // Release: as the reader's own store in publish_position() (its reads are long done).
+  slot.position.store(cursor_committed(slot).position, std::memory_order_release);
+  WaitPage& page = wait.page();
+  // seq_cst: Dekker with the producer's space_wanted store and re-scan (as below).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (page.space_wanted.load(std::memory_order_relaxed) != kNobody) {
+    // Release: the producer acquire-loads space_word before it scans again.
+    page.space_word.fetch_add(1, std::memory_order_release);
+    futex_wake_all(&page.space_word, /*shared=*/true);
+  }
+}
+
 void release_reader_slot(const WaitPageMap& wait, uint32_t index) {
   if (index >= wait.max_readers()) return;
   WaitPage& page = wait.page();
@@ -1030,10 +1045,32 @@ Status ReaderCore::check_intact(uint64_t offset) const {
 }
 
 void ReaderCore::publish_position(uint64_t position, bool now) {
+  if (slot_ == nullptr) return;
   // A named cursor holds the producer back at its committed position, not where it reads.
-  if (slot_ == nullptr || cursor_ || position == published_) return;
+  if (cursor_) position = cursor_position_;
+  if (position == published_) return;
   if (!now && position > published_ && position - published_ < step_) return;
   store_position(position);
+}
+
+void ReaderCore::write_commit(uint64_t position, uint64_t token) {
+  // Relaxed: only this reader writes its slot's entries and sequence.
+  uint32_t seq = slot_->commit_seq.load(std::memory_order_relaxed);
+  CursorCommit& entry = slot_->committed[(seq + 1) & 1];
+  entry.position.store(position, std::memory_order_relaxed);
+  entry.token.store(token, std::memory_order_relaxed);
+  // Release: pairs with cursor_committed()'s acquire load; the entry above is whole first.
+  slot_->commit_seq.store(seq + 1, std::memory_order_release);
+  cursor_position_ = position;
+  cursor_token_ = token;
+}
+
+void ReaderCore::commit_delivered() {
+  if (!cursor_ || !delivered_ || position_ == cursor_position_) return;
+  write_commit(position_, cursor_token_);
+  // The hold follows lazily (before sleeping and on close it is exact): a hold behind the
+  // commit only keeps a few more bytes.
+  publish_position(position_, /*now=*/false);
 }
 
 Status ReaderCore::commit(uint64_t position, uint64_t token) {
@@ -1048,16 +1085,9 @@ Status ReaderCore::commit(uint64_t position, uint64_t token) {
                   fmt::format("{}: cannot commit offset {} beyond the committed length {}",
                               describe_, position, committed()));
   }
-  // Relaxed: only this reader writes its slot's entries and sequence.
-  uint32_t seq = slot_->commit_seq.load(std::memory_order_relaxed);
-  CursorCommit& entry = slot_->committed[(seq + 1) & 1];
-  entry.position.store(position, std::memory_order_relaxed);
-  entry.token.store(token, std::memory_order_relaxed);
-  // Release: pairs with cursor_committed()'s acquire load; the entry above is whole first.
-  slot_->commit_seq.store(seq + 1, std::memory_order_release);
-  cursor_position_ = position;
-  cursor_token_ = token;
-  if (position != published_) store_position(position);
+  write_commit(position, token);
+  // An explicit commit moves the hold at once: the caller may not read (and so publish) again.
+  publish_position(position, /*now=*/true);
   return Status();
 }
 
@@ -1089,6 +1119,7 @@ Status ReaderCore::seek(int64_t offset, Whence whence) {
                   fmt::format("{}: seek to negative offset {}", describe_, target));
   }
   position_ = static_cast<uint64_t>(target);
+  delivered_ = false;
   OpGuard guard(this);
   if (guard.admitted()) publish_position(position_, /*now=*/true);
   return Status();
@@ -1188,9 +1219,14 @@ Result<size_t> ReaderCore::read_at(uint64_t offset, std::span<std::byte> buf,
 
 Result<size_t> ReaderCore::read(std::span<std::byte> buf, Clock::time_point deadline,
                                 const Cancellation* cancel) {
+  if (auto_commit_) {
+    OpGuard guard(this);
+    if (guard.admitted()) commit_delivered();
+  }
   auto n = read_at(position_, buf, deadline, cancel);
   if (n.ok()) {
     position_ += *n;
+    delivered_ = true;
     publish_position(position_, /*now=*/false);
   }
   return n;
@@ -1200,6 +1236,7 @@ Result<std::span<const std::byte>> ReaderCore::next(size_t max, Clock::time_poin
                                                     const Cancellation* cancel) {
   OpGuard guard(this);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
+  if (auto_commit_) commit_delivered();
   // The previous view is done with: the producer of a blocking ring may reuse it.
   publish_position(position_, /*now=*/false);
   Status s = wait_admitted(position_ + 1, deadline, cancel);
@@ -1209,6 +1246,7 @@ Result<std::span<const std::byte>> ReaderCore::next(size_t max, Clock::time_poin
   size_t n = static_cast<size_t>(std::min<uint64_t>(max, committed() - position_));
   std::span<const std::byte> out(at(position_), n);
   position_ += n;
+  delivered_ = true;
   return out;
 }
 
@@ -1233,6 +1271,7 @@ Result<std::optional<RecordView>> ReaderCore::next_record(Clock::time_point dead
   }
   OpGuard guard(this);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
+  if (auto_commit_) commit_delivered();
   // The previous record is done with: the producer of a blocking ring may reuse it.
   publish_position(position_, /*now=*/false);
   uint64_t committed = cached_committed_;
@@ -1255,6 +1294,7 @@ Result<std::optional<RecordView>> ReaderCore::next_record(Clock::time_point dead
   }
   RecordView out{std::span(at(position_) + sizeof(frame), frame.length), position_};
   position_ += size;
+  delivered_ = true;
   return std::optional<RecordView>(out);
 }
 

@@ -148,6 +148,9 @@ struct CursorPosition {
 };
 // The cursor's committed position and token (the entry commit_seq names).
 CursorPosition cursor_committed(const ReaderSlot& slot);
+// Daemon, for a cursor no reader holds: makes its hold (slot position, which a reader
+// publishes lazily) exactly its committed position, waking a producer that waits for room.
+void settle_cursor_hold(const WaitPageMap& wait, uint32_t index);
 
 // Ends the stream: kOpen -> to (kClosed or kAborted); any state but kCancelled -> kCancelled.
 // Wakes every reader. Returns false when the state did not allow it (already ended).
@@ -287,6 +290,9 @@ class ReaderCore {
   // Only the committed position holds back a blocking ring's producer.
   bool is_cursor() const { return cursor_; }
   Status commit(uint64_t position, uint64_t token);
+  // Automatic commits: read(), next() and next_record() first commit what the previous one
+  // delivered (not a position sought since), keeping the token: a few stores to our own slot.
+  void set_auto_commit(bool on) { auto_commit_ = on && cursor_; }
   uint64_t cursor_position() const { return cursor_position_; }
   uint64_t cursor_token() const { return cursor_token_; }
 
@@ -306,6 +312,9 @@ class ReaderCore {
   void publish_position(uint64_t position, bool now);
   // Stores `position` in our slot and wakes a blocked producer that waits for it.
   void store_position(uint64_t position);
+  void write_commit(uint64_t position, uint64_t token);
+  // Called by an admitted operation (the slot must not be written once we are closed).
+  void commit_delivered();
   const std::byte* at(uint64_t offset) const {
     return segment_.data() + (ring_ == 0 ? offset : mask_ != 0 ? offset & mask_ : offset % ring_);
   }
@@ -324,6 +333,8 @@ class ReaderCore {
   uint64_t position_ = 0;
   bool spin_ = false;
   bool cursor_ = false;
+  bool delivered_ = false;  // position_ is the end of what the last read op delivered
+  bool auto_commit_ = false;
   uint64_t cursor_position_ = 0;
   uint64_t cursor_token_ = 0;
   std::atomic<uint32_t> closing_{0};  // private futex word: 1 once close() began

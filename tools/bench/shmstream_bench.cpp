@@ -306,7 +306,8 @@ void scenario_cli(const Options& o) {
 
 constexpr size_t kRecordSize = 64;
 
-double stream_records(const Options& o, uint64_t count) {
+// With a `cursor` name, the subscriber reads as that named cursor, committing automatically.
+double stream_records(const Options& o, uint64_t count, const std::string& cursor = "") {
   const std::string name = "bench-records";
   int created[2];
   if (pipe(created) != 0) die("pipe");
@@ -328,7 +329,9 @@ double stream_records(const Options& o, uint64_t count) {
   bodies.push_back([&](int go_fd) {
     await_created(created);
     auto client = connect_client(o);
-    auto reader = take(client.open(name), "open");
+    shmstream::OpenOptions open_options;
+    open_options.cursor = cursor;
+    auto reader = take(client.open(name, open_options), "open");
     ready_and_wait(go_fd);
     uint64_t acc = 0, seen = 0;
     for (;;) {
@@ -392,6 +395,18 @@ void scenario_records(const Options& o) {
       o, {[&] { return stream_records(o, count); }, [&] { return seqpacket_records(count); }});
   report(o, {"records_64B", "records_per_s", "M/s", m[0] / 1e6, "unix_seqpacket", m[1] / 1e6, true,
              params});
+}
+
+// Scenario: the same small records read through a named cursor committing each one
+// (CommitMode::kAuto), against an anonymous subscriber in the same run.
+void scenario_cursor(const Options& o) {
+  const uint64_t count = o.quick ? 2'000'000 : 20'000'000;
+  std::string params =
+      "\"records\":" + std::to_string(count) + ",\"record_bytes\":" + std::to_string(kRecordSize);
+  auto m = medians(o, {[&] { return stream_records(o, count, "bench-cursor"); },
+                       [&] { return stream_records(o, count); }});
+  report(o, {"records_64B_cursor_auto_commit", "records_per_s", "M/s", m[0] / 1e6,
+             "anonymous_subscriber", m[1] / 1e6, true, params});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -717,8 +732,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--dump", o.dump, "Write latency samples (ns) to this directory, for plots");
   app.add_option("--scenario", only,
-                 "Run only these: throughput, fanout, cli, records, idle, latency, spin, memory, "
-                 "iceoryx, control");
+                 "Run only these: throughput, fanout, cli, records, cursor, idle, latency, spin, "
+                 "memory, iceoryx, control");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
     o.bytes = 128ULL << 20;
@@ -735,6 +750,7 @@ int main(int argc, char** argv) {
   if (wanted("fanout")) scenario_fanout(o);
   if (wanted("cli")) scenario_cli(o);
   if (wanted("records")) scenario_records(o);
+  if (wanted("cursor")) scenario_cursor(o);
   if (wanted("idle")) scenario_idle_readers(o);
   if (wanted("latency")) scenario_latency(o);
   if (wanted("spin")) scenario_latency_spin(o);
