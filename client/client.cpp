@@ -414,10 +414,9 @@ Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
     });
   });
   if (!granted.ok()) return granted.status();
-  return Reader(std::make_unique<Reader::Impl>(connection_, granted->handle, owned,
-                                               std::move(granted->segment),
-                                               std::move(granted->wait), granted->slot,
-                                               options.commit == CommitMode::kAuto));
+  return Reader(std::make_unique<Reader::Impl>(
+      connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait),
+      granted->slot, options.commit == CommitMode::kAuto));
 }
 
 Result<std::vector<StreamInfo>> Client::list() {

@@ -221,8 +221,8 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
     // only what it can reach; readers opening from now on use the new file).
     unlinkat(stream.dir_fd, file.c_str(), 0);
   }
-  OwnedFd fd(
-      openat(stream.dir_fd, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  OwnedFd fd(openat(stream.dir_fd, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                    0600));
   if (fd.get() < 0) return errno_status(errno, what + ": creating the wait file");
   if (Status s = shm::format_wait_page(fd.get(), stream.id, max_readers); !s.ok()) {
     return Status(s.code(), fmt::format("{}: {}", what, s.message()));
@@ -269,8 +269,9 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
     std::string dir = create.directory.empty() ? config_.persist_dir : create.directory;
     if (dir.empty()) {
       return Status(ErrorCode::kInvalidArgument,
-                    what + ": this daemon has no persistent directory (shmstreamd --persist-dir); "
-                           "name one with --dir");
+                    what +
+                        ": this daemon has no persistent directory (shmstreamd --persist-dir); "
+                        "name one with --dir");
     }
     dir = std::filesystem::path(dir).lexically_normal().string();
     if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
@@ -337,8 +338,8 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
       // A reader that died may not have been seen going yet: its cursor is free to take.
       if (held->reader_pid != 0 && process_alive(held->reader_pid)) {
         return Status(ErrorCode::kBusy,
-                      fmt::format("stream \"{}\": cursor \"{}\" is held by the reader pid {}",
-                                  name, cursor, held->reader_pid));
+                      fmt::format("stream \"{}\": cursor \"{}\" is held by the reader pid {}", name,
+                                  cursor, held->reader_pid));
       }
     }
   }
@@ -353,12 +354,11 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
   if (held != nullptr) {
     held->reader_pid = peer.pid;
     ++held->generation;
-    stream->wait.slot(held->slot).pid = pid;  // display only
+    stream->wait.slot(held->slot).pid = pid;            // display only
     shm::settle_cursor_hold(stream->wait, held->slot);  // its last reader may have died
     out_grant = ReaderGrant{held->slot, cursor, held->generation};
   } else {
-    auto slot = cursor.empty() ? shm::claim_reader_slot(stream->wait, oldest, pid)
-                               : shm::claim_cursor_slot(stream->wait, cursor, oldest, pid);
+    auto slot = shm::claim_reader_slot(stream->wait, oldest, pid, cursor);
     if (!slot.ok()) {
       return Status(slot.status().code(), fmt::format("stream \"{}\": too many readers: {}", name,
                                                       slot.status().message()));
@@ -478,7 +478,8 @@ void Registry::flush(const Stream& stream) const {
   // In the background: a large stream's flush must not stall the event loop.
   std::thread([fds, name = stream.name] {
     for (int fd : fds) {
-      if (fdatasync(fd) != 0) spdlog::warn("stream \"{}\": fdatasync: {}", name, std::strerror(errno));
+      if (fdatasync(fd) != 0)
+        spdlog::warn("stream \"{}\": fdatasync: {}", name, std::strerror(errno));
       ::close(fd);
     }
   }).detach();
@@ -521,9 +522,9 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
       s.slowest_reader = std::min(s.slowest_reader, slot.position.load(std::memory_order_relaxed));
     }
     for (const auto& [name, cursor] : stream.cursors) {
-      s.cursors.push_back(CursorSnapshot{
-          name, shm::cursor_committed(stream.wait.slot(cursor.slot)).position,
-          static_cast<uint32_t>(cursor.reader_pid)});
+      s.cursors.push_back(
+          CursorSnapshot{name, shm::cursor_committed(stream.wait.slot(cursor.slot)).position,
+                         static_cast<uint32_t>(cursor.reader_pid)});
     }
   }
   s.directory = stream.directory;

@@ -174,7 +174,7 @@ class Registry {
   StreamSnapshot snapshot(const Stream& stream) const;
 
   RegistryConfig config_;
-  int dir_fd_ = -1;                            // segment_dir
+  int dir_fd_ = -1;                              // segment_dir
   std::map<std::string, OwnedFd> persist_dirs_;  // by path
   bool shutting_down_ = false;
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name

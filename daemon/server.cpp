@@ -197,8 +197,8 @@ class ControlImpl final : public proto::Control::Server {
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
     ReaderGrant grant;
-    Status status = guarded(
-        "open", [&] { return registry_.open(name, cursor, peer_, &stream, &fd, &grant); });
+    Status status =
+        guarded("open", [&] { return registry_.open(name, cursor, peer_, &stream, &fd, &grant); });
     auto results = context.getResults();
     set_status(results.initStatus(), status);
     if (status.ok()) {
@@ -238,8 +238,7 @@ class ControlImpl final : public proto::Control::Server {
     auto params = context.getParams();
     std::string name = text(params.getName());
     std::string cursor = text(params.getCursor());
-    Status status =
-        guarded("removeCursor", [&] { return registry_.remove_cursor(name, cursor); });
+    Status status = guarded("removeCursor", [&] { return registry_.remove_cursor(name, cursor); });
     set_status(context.getResults().initStatus(), status);
     return kj::READY_NOW;
   }

@@ -476,7 +476,11 @@ WaitPageMap::~WaitPageMap() {
   if (page_ != nullptr) munmap(page_, length_);
 }
 
-Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, uint32_t pid) {
+Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, uint32_t pid,
+                                   std::string_view cursor) {
+  if (!cursor.empty()) {
+    if (Status s = validate_cursor_name(cursor); !s.ok()) return s;
+  }
   WaitPage& page = wait.page();
   for (uint32_t i = 0; i < wait.max_readers(); ++i) {
     ReaderSlot& slot = wait.slot(i);
@@ -484,8 +488,16 @@ Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, u
     if (slot.in_use.load(std::memory_order_relaxed) != 0) continue;
     slot.position.store(position, std::memory_order_relaxed);
     slot.pid = pid;
+    slot.cursor = cursor.empty() ? 0 : 1;
+    // Relaxed: nobody reads the entries before in_use's release store below hands them out.
+    slot.commit_seq.store(0, std::memory_order_relaxed);
+    slot.committed[0].position.store(position, std::memory_order_relaxed);
+    slot.committed[0].token.store(0, std::memory_order_relaxed);
+    slot.name_length = static_cast<uint8_t>(cursor.size());
+    std::memset(slot.name, 0, sizeof(slot.name));
+    std::memcpy(slot.name, cursor.data(), cursor.size());
     // Release: pairs with the producer's acquire load in slowest_reader(); it sees the
-    // position stored above with the slot.
+    // position stored above with the slot (and a reader the other fields).
     slot.in_use.store(1, std::memory_order_release);
     // Relaxed: a scan bound only; a producer that misses the new slot is caught by the
     // reader's own oldest_offset checks.
@@ -508,36 +520,6 @@ Status validate_cursor_name(std::string_view name) {
   return Status(ErrorCode::kInvalidArgument,
                 fmt::format("cursor name \"{}\" is invalid: use 1 to {} of A-Z a-z 0-9 . _ : @ -",
                             name.substr(0, 80), kMaxCursorNameLength));
-}
-
-Result<uint32_t> claim_cursor_slot(const WaitPageMap& wait, std::string_view name,
-                                   uint64_t position, uint32_t pid) {
-  if (Status s = validate_cursor_name(name); !s.ok()) return s;
-  WaitPage& page = wait.page();
-  for (uint32_t i = 0; i < wait.max_readers(); ++i) {
-    ReaderSlot& slot = wait.slot(i);
-    // Relaxed: only the daemon (one thread) claims and releases slots.
-    if (slot.in_use.load(std::memory_order_relaxed) != 0) continue;
-    slot.position.store(position, std::memory_order_relaxed);
-    slot.pid = pid;
-    slot.cursor = 1;
-    // Relaxed: nobody reads the entries before in_use's release store below hands them out.
-    slot.commit_seq.store(0, std::memory_order_relaxed);
-    slot.committed[0].position.store(position, std::memory_order_relaxed);
-    slot.committed[0].token.store(0, std::memory_order_relaxed);
-    slot.name_length = static_cast<uint8_t>(name.size());
-    std::memset(slot.name, 0, sizeof(slot.name));
-    std::memcpy(slot.name, name.data(), name.size());
-    // Release: as in claim_reader_slot(); the fields above come with it.
-    slot.in_use.store(1, std::memory_order_release);
-    // Relaxed: a scan bound (see claim_reader_slot()).
-    if (page.slots_in_use_hint.load(std::memory_order_relaxed) <= i) {
-      page.slots_in_use_hint.store(i + 1, std::memory_order_relaxed);
-    }
-    return i;
-  }
-  return Status(ErrorCode::kTooManyReaders,
-                fmt::format("all {} reader slots are taken", wait.max_readers()));
 }
 
 std::string_view cursor_name(const ReaderSlot& slot) {

@@ -131,16 +131,15 @@ class WaitPageMap {
 
 // Daemon side of reader slots. Takes a free slot for a reader starting at `position`
 // (kTooManyReaders when none is free), and gives it back (waking a producer waiting for room).
-Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, uint32_t pid);
+// With a `cursor` name, the slot is a named cursor's, committed at `position`.
+Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, uint32_t pid,
+                                   std::string_view cursor = {});
 void release_reader_slot(const WaitPageMap& wait, uint32_t index);
 
 // Named cursors: a slot that stays in use while no reader holds it, so that its committed
 // position survives the reader (and the daemon: it lives in the wait file).
 // Whether `name` may name a cursor: 1 to 64 of [A-Za-z0-9._:@-].
 Status validate_cursor_name(std::string_view name);
-// Claims a free slot for a new cursor committed at `position`.
-Result<uint32_t> claim_cursor_slot(const WaitPageMap& wait, std::string_view name,
-                                   uint64_t position, uint32_t pid);
 std::string_view cursor_name(const ReaderSlot& slot);
 struct CursorPosition {
   uint64_t position = 0;

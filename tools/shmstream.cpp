@@ -14,8 +14,8 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <map>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -282,11 +282,21 @@ class Input {
 // Copies the input into a bytes stream, reading straight into the reserved span (no extra
 // copy). Returns an error message, or empty at EOF.
 // `chunk`: the most reserved at once (a ring's reservations must fit in it, and a quarter of it
-// lets readers work on the rest meanwhile).
-std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk) {
+// lets readers work on the rest meanwhile). `limit`: an unbounded stream's maximum size; input
+// that ends exactly there closes the stream, one byte more is the stream's too_large error.
+std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk, uint64_t limit) {
   if (is_pipe(fd)) (void)fcntl(fd, F_SETPIPE_SZ, static_cast<int>(kChunk));
   for (;;) {
-    auto span = producer.reserve(chunk);
+    uint64_t room = limit - std::min(limit, producer.committed());
+    if (room == 0) {
+      std::byte extra;
+      ssize_t n = ::read(fd, &extra, 1);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return std::string("reading input: ") + std::strerror(errno);
+      if (n == 0) return "";
+      return producer.append(std::span(&extra, 1)).message();
+    }
+    auto span = producer.reserve(static_cast<size_t>(std::min<uint64_t>(chunk, room)));
     if (!span.ok()) return span.status().message();
     ssize_t n = ::read(fd, span->data(), span->size());
     if (n < 0 && errno == EINTR) continue;
@@ -401,7 +411,8 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   size_t chunk =
       ring ? static_cast<size_t>(std::clamp<uint64_t>(options.ring_capacity / 4, 1, kChunk))
            : kChunk;
-  std::string error = !w.records                 ? copy_bytes(producer, input.fd(), chunk)
+  uint64_t limit = ring ? UINT64_MAX : take(client.stat(name)).max_bytes;
+  std::string error = !w.records                 ? copy_bytes(producer, input.fd(), chunk, limit)
                       : w.format == Format::kLen ? copy_len_framed(producer, input.fd())
                                                  : copy_lines(producer, input.fd());
   if (!error.empty()) input.stop();
@@ -591,7 +602,8 @@ int main(int argc, char** argv) {
   write->add_flag("--persistent", w.persistent,
                   "Keep it on disk, in the daemon's persistent directory: it survives a daemon "
                   "restart and a reboot");
-  write->add_option("--dir", w.directory, "Keep it on disk in this directory (implies --persistent)");
+  write->add_option("--dir", w.directory,
+                    "Keep it on disk in this directory (implies --persistent)");
   write
       ->add_option("--format", write_format,
                    "Records framing: line (default) or len (u32 little-endian length + bytes)")

@@ -55,7 +55,8 @@ TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   OwnedFd rw, ro;
   ASSERT_TRUE(registry.create("s", {}, peer_, &producer_side, &rw).ok());
   EXPECT_EQ(registry.create("s", {}, peer_, &producer_side, &rw).code(), ErrorCode::kAlreadyExists);
-  EXPECT_EQ(registry.open("nope", "", peer_, &reader_side, &ro, &grant_).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(registry.open("nope", "", peer_, &reader_side, &ro, &grant_).code(),
+            ErrorCode::kNotFound);
   ASSERT_TRUE(registry.open("s", "", peer_, &reader_side, &ro, &grant_).ok());
   // The reader's segment fd is read-only; the wait page beside it is writable.
   EXPECT_EQ(fcntl(ro.get(), F_GETFL) & O_ACCMODE, O_RDONLY);

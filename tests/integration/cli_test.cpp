@@ -1,10 +1,10 @@
 // The CLI's records, framing, retention and captured-command modes, through a private daemon.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <signal.h>
 #include <sstream>
 #include <string>
 #include <thread>

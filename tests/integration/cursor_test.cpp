@@ -149,8 +149,8 @@ TEST_F(Cursors, AutomaticCommitsWhatThePreviousCallDelivered) {
 
 TEST_F(Cursors, BadNamesAndUnknownCursorsAreClearErrors) {
   auto producer = records_stream("s", 1);
-  for (const std::string& bad :
-       std::vector<std::string>{std::string(1, '\0'), "has space", "slash/", std::string(65, 'c')}) {
+  for (const std::string& bad : std::vector<std::string>{std::string(1, '\0'), "has space",
+                                                         "slash/", std::string(65, 'c')}) {
     auto r = open_cursor("s", bad);
     EXPECT_EQ(r.status().code(), ErrorCode::kInvalidArgument) << bad;
   }

@@ -30,13 +30,13 @@ std::string random_text(uint64_t seed, size_t bytes) {
 TEST(Limits, TheReaderPastTheLimitGetsTooManyReadersAndTheOthersGoOn) {
   TestDaemon daemon;
   auto client = connect_to(daemon);
-  Child writer = Child::spawn(
-      {bin_dir() + "/shmstream", "write", "few", "--max-readers", "2"}, true, false, daemon.env());
+  Child writer = Child::spawn({bin_dir() + "/shmstream", "write", "few", "--max-readers", "2"},
+                              true, false, daemon.env());
   ASSERT_TRUE(eventually([&] { return client.stat("few").ok(); }));
   std::vector<Child> cats;
   for (int i = 0; i < 2; ++i) {
-    cats.push_back(Child::spawn({bin_dir() + "/shmstream", "cat", "few"}, false, true,
-                                daemon.env()));
+    cats.push_back(
+        Child::spawn({bin_dir() + "/shmstream", "cat", "few"}, false, true, daemon.env()));
   }
   ASSERT_TRUE(eventually([&] { return client.stat("few").value().readers == 2; }));
   auto [status, out] = run_cli(daemon, {"cat", "few"}, "", 30s, /*with_stderr=*/true);
@@ -64,7 +64,15 @@ TEST(Limits, AnUnboundedStreamStopsAtItsMaximumSizeKeepingWhatFits) {
   auto [cs, data] = run_cli(daemon, {"cat", "capped"});
   // Everything that fitted is readable; the end is reported as the producer's failure.
   EXPECT_FALSE(exited_with(cs, 0));
-  EXPECT_EQ(data, input.substr(0, 1 << 20));
+  EXPECT_EQ(data.size(), size_t{1} << 20);
+  EXPECT_TRUE(data == input.substr(0, 1 << 20)) << "the committed prefix differs";
+  // Input that ends exactly at the maximum is a complete stream.
+  auto [es, ignored] =
+      run_cli(daemon, {"write", "exact", "--max-bytes", "65536"}, input.substr(0, 65536));
+  EXPECT_TRUE(exited_with(es, 0)) << es;
+  auto info = connect_to(daemon).stat("exact").value();
+  EXPECT_EQ(info.state, StreamState::kClosed);
+  EXPECT_EQ(info.bytes, 65536u);
 }
 
 // A segment directory on a tmpfs of its own, 16 MiB (needs root to mount; skipped otherwise).

@@ -146,8 +146,7 @@ TEST_F(Persistence, AfterARebootAnOpenStreamIsAbortedEvenIfItsProducerPidIsAlive
   ASSERT_GE(fd, 0);
   std::byte other_boot[16];
   std::fill(std::begin(other_boot), std::end(other_boot), std::byte{0x5a});
-  ASSERT_EQ(pwrite(fd, other_boot, sizeof(other_boot), offsetof(shm::SegmentHeader, boot_id)),
-            16);
+  ASSERT_EQ(pwrite(fd, other_boot, sizeof(other_boot), offsetof(shm::SegmentHeader, boot_id)), 16);
   ::close(fd);
   reconnect_after_crash();
   auto info = client_->stat("booted").value();

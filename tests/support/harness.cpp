@@ -184,9 +184,9 @@ void TestDaemon::restart() {
 void TestDaemon::start() {
   int ready[2];
   if (pipe2(ready, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-  std::vector<std::string> argv = {bin_dir() + "/shmstreamd", "--foreground", "--socket",
-                                   socket_path_,  "--persist-dir", dir_ + "/persist",
-                                   "--ready-fd",  "3",           "--log-level", "warn"};
+  std::vector<std::string> argv = {
+      bin_dir() + "/shmstreamd", "--foreground", "--socket", socket_path_,  "--persist-dir",
+      dir_ + "/persist",         "--ready-fd",   "3",        "--log-level", "warn"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   child_ = Child::spawn(argv, false, false, {}, ready[1]);
   ::close(ready[1]);
