@@ -495,7 +495,7 @@ Result<uint32_t> claim_reader_slot(const WaitPageMap& wait, uint64_t position, u
     slot.committed[0].token.store(0, std::memory_order_relaxed);
     slot.name_length = static_cast<uint8_t>(cursor.size());
     std::memset(slot.name, 0, sizeof(slot.name));
-    std::memcpy(slot.name, cursor.data(), cursor.size());
+    if (!cursor.empty()) std::memcpy(slot.name, cursor.data(), cursor.size());
     // Release: pairs with the producer's acquire load in slowest_reader(); it sees the
     // position stored above with the slot (and a reader the other fields).
     slot.in_use.store(1, std::memory_order_release);
