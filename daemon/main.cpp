@@ -91,6 +91,10 @@ int main(int argc, char** argv) {
                  "Readers a stream allows at once when its creator names no limit")
       ->capture_default_str()
       ->check(CLI::Range(1u, shmstream::shm::kMaxReadersLimit));
+  uint64_t max_ring_bytes = shmstream::shm::kMaxRingCapacity;
+  app.add_option("--max-ring-bytes", max_ring_bytes,
+                 "Largest ring a client may create (rings are allocated whole)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("shmstreamd"));
@@ -148,6 +152,7 @@ int main(int argc, char** argv) {
   config.instance = shmstream::shm::instance_tag(socket_path);
   config.default_max_bytes = default_max_bytes;
   config.default_max_readers = default_max_readers;
+  config.max_ring_capacity = max_ring_bytes;
   try {
     shmstream::daemon::Registry registry(config);
     {

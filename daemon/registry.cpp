@@ -8,11 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <random>
-#include <thread>
 
 #include "shm/naming.hpp"
 
@@ -56,33 +56,43 @@ Registry::Registry(RegistryConfig config) : config_(std::move(config)) {
     throw std::runtime_error(
         fmt::format("segment directory {}: {}", config_.segment_dir, std::strerror(errno)));
   }
-  adopt_existing_segments(dir_fd_, "");
+  adopt_existing_segments(dir_fd_, nullptr, "");
   if (config_.persist_dir.empty()) return;
   // Persistent streams: the daemon's directory, then every other directory it recorded there.
   struct stat st {};
   if (::stat(config_.persist_dir.c_str(), &st) != 0) return;  // created when first needed
-  std::vector<std::string> dirs{config_.persist_dir};
-  if (FILE* list = std::fopen((config_.persist_dir + "/directories").c_str(), "re")) {
-    char line[4096];
-    while (std::fgets(line, sizeof(line), list) != nullptr) {
-      std::string path(line);
-      while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
-      if (!path.empty() && path != config_.persist_dir) dirs.push_back(path);
-    }
-    std::fclose(list);
-  }
+  std::vector<std::string> dirs = recorded_directories();
+  dirs.insert(dirs.begin(), config_.persist_dir);
   for (const auto& dir : dirs) {
     auto fd = directory_fd(dir, /*record=*/false);
     if (!fd.ok()) {
       spdlog::warn("persistent directory {}: {}", dir, fd.status().message());
       continue;
     }
-    adopt_existing_segments(*fd, dir);
+    adopt_existing_segments((*fd)->get(), *fd, dir);
   }
 }
 
-Result<int> Registry::directory_fd(const std::string& path, bool record) {
-  if (auto it = persist_dirs_.find(path); it != persist_dirs_.end()) return it->second.get();
+std::vector<std::string> Registry::recorded_directories() const {
+  std::vector<std::string> dirs;
+  if (FILE* list = std::fopen((config_.persist_dir + "/directories").c_str(), "re")) {
+    char line[4096];
+    while (std::fgets(line, sizeof(line), list) != nullptr) {
+      std::string path(line);
+      while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
+      if (!path.empty() && path != config_.persist_dir &&
+          std::find(dirs.begin(), dirs.end(), path) == dirs.end()) {
+        dirs.push_back(path);
+      }
+    }
+    std::fclose(list);
+  }
+  return dirs;
+}
+
+Result<std::shared_ptr<OwnedFd>> Registry::directory_fd(const std::string& path, bool record) {
+  std::erase_if(persist_dirs_, [](const auto& entry) { return entry.second.expired(); });
+  if (auto it = persist_dirs_.find(path); it != persist_dirs_.end()) return it->second.lock();
   if (path.empty() || path[0] != '/') {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("directory \"{}\": not an absolute path", path));
@@ -102,18 +112,25 @@ Result<int> Registry::directory_fd(const std::string& path, bool record) {
                     "this daemon has no persistent directory (shmstreamd --persist-dir) in "
                     "which to record another one");
     }
-    if (auto own = directory_fd(config_.persist_dir, false); !own.ok()) return own.status();
-    std::string list = config_.persist_dir + "/directories";
-    FILE* out = std::fopen(list.c_str(), "ae");
-    if (out == nullptr) return errno_status(errno, "recording " + path + " in " + list);
-    std::fprintf(out, "%s\n", path.c_str());
-    bool ok = std::fflush(out) == 0 && fsync(fileno(out)) == 0;
-    std::fclose(out);
-    if (!ok) return errno_status(errno, "recording " + path + " in " + list);
+    auto own = directory_fd(config_.persist_dir, false);
+    if (!own.ok()) return own.status();
+    auto known = recorded_directories();
+    if (std::find(known.begin(), known.end(), path) == known.end()) {
+      std::string list = config_.persist_dir + "/directories";
+      FILE* out = std::fopen(list.c_str(), "ae");
+      if (out == nullptr) return errno_status(errno, "recording " + path + " in " + list);
+      std::fprintf(out, "%s\n", path.c_str());
+      bool ok = std::fflush(out) == 0 && fsync(fileno(out)) == 0;
+      std::fclose(out);
+      if (!ok) return errno_status(errno, "recording " + path + " in " + list);
+    }
   }
-  int raw = fd.get();
-  persist_dirs_.emplace(path, std::move(fd));
-  return raw;
+  // Shared by the streams in it, and closed with the last of them (the daemon's own persistent
+  // directory stays open).
+  auto shared = std::make_shared<OwnedFd>(std::move(fd));
+  if (path == config_.persist_dir) persist_dir_fd_ = shared;
+  persist_dirs_[path] = shared;
+  return shared;
 }
 
 Registry::~Registry() {
@@ -122,7 +139,8 @@ Registry::~Registry() {
 
 // Segments left by an earlier daemon on the same socket come back into the table, so that
 // committed data stays readable; a corrupt or foreign file with our prefix is unlinked.
-void Registry::adopt_existing_segments(int dir_fd, const std::string& directory) {
+void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd>& holder,
+                                       const std::string& directory) {
   int scan_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
   DIR* dir = fdopendir(scan_fd);
   if (dir == nullptr) return;
@@ -149,6 +167,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::string& directory)
     stream->id = segment->header().stream_id;
     stream->file_name = file;
     stream->dir_fd = dir_fd;
+    stream->dir_holder = holder;
     stream->directory = directory;
     stream->header = std::move(segment.value());
     if (live_.count(stream->name) != 0 ||
@@ -254,6 +273,12 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
                   fmt::format("stream \"{}\": {} readers exceeds the limit {}", name, max_readers,
                               shm::kMaxReadersLimit));
   }
+  if (create.ring_capacity > config_.max_ring_capacity) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": a ring of {} bytes exceeds this daemon's limit of {} "
+                              "(shmstreamd --max-ring-bytes)",
+                              name, create.ring_capacity, config_.max_ring_capacity));
+  }
   if (max_bytes > shm::kMaxDataSizeLimit) {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("stream \"{}\": maximum size {} exceeds the limit {}", name,
@@ -284,7 +309,8 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
     }
     auto fd = directory_fd(dir, /*record=*/true);
     if (!fd.ok()) return Status(fd.status().code(), what + ": " + fd.status().message());
-    stream->dir_fd = *fd;
+    stream->dir_fd = (*fd)->get();
+    stream->dir_holder = *fd;
     stream->directory = dir;
   }
   OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
@@ -470,19 +496,14 @@ void Registry::reader_detached(const std::shared_ptr<Stream>& stream, const Read
 
 void Registry::flush(const Stream& stream) const {
   if (stream.directory.empty()) return;
-  std::vector<int> fds;
+  // Starts writeback of both files now, without waiting for it (a multi-GiB stream's fsync
+  // would stall the event loop): the disk has them seconds later, not at this instant.
   for (const std::string& file : {stream.file_name, stream.wait_file_name()}) {
-    int fd = openat(stream.dir_fd, file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd >= 0) fds.push_back(fd);
-  }
-  // In the background: a large stream's flush must not stall the event loop.
-  std::thread([fds, name = stream.name] {
-    for (int fd : fds) {
-      if (fdatasync(fd) != 0)
-        spdlog::warn("stream \"{}\": fdatasync: {}", name, std::strerror(errno));
-      ::close(fd);
+    OwnedFd fd(openat(stream.dir_fd, file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (fd.get() >= 0 && sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
+      spdlog::warn("stream \"{}\": writing {} back: {}", stream.name, file, std::strerror(errno));
     }
-  }).detach();
+  }
 }
 
 void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {

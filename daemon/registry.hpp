@@ -31,6 +31,8 @@ struct RegistryConfig {
   std::string instance;  // see shm::instance_tag()
   uint64_t default_max_bytes = shm::kDefaultMaxDataSize;
   uint32_t default_max_readers = shm::kDefaultMaxReaders;
+  // Rings are allocated whole at creation: the largest one a client may ask for.
+  uint64_t max_ring_capacity = shm::kMaxRingCapacity;
 };
 
 // What a new stream is (see proto CreateOptions).
@@ -61,7 +63,8 @@ struct Cursor {
 struct Stream {
   std::string name;
   uint64_t id = 0;
-  int dir_fd = -1;        // the directory holding its files (owned by the Registry)
+  int dir_fd = -1;  // the directory holding its files (the Registry's, or dir_holder's)
+  std::shared_ptr<class OwnedFd> dir_holder;  // a persistent directory, open while used
   std::string directory;  // a persistent stream's directory; empty for shared memory
   std::string file_name;  // in that directory
   std::string wait_file_name() const { return file_name + ".w"; }
@@ -150,7 +153,7 @@ class Registry {
   // A reader's capability went away: its slot is freed (a blocked producer may go on); a
   // cursor's slot is kept, committed where its reader left it.
   void reader_detached(const std::shared_ptr<Stream>& stream, const ReaderGrant& grant);
-  // A persistent stream ended: flush its files to disk (in the background).
+  // A persistent stream ended: start writing its files back to disk.
   void flush(const Stream& stream) const;
   // The producer's process exited (seen through its pidfd): an open stream is aborted.
   void producer_exited(const std::shared_ptr<Stream>& stream);
@@ -164,10 +167,13 @@ class Registry {
 
  private:
   void release_if_unheld(const std::shared_ptr<Stream>& stream);
-  // Adopts the streams whose files lie in `dir_fd` (see the constructor).
-  void adopt_existing_segments(int dir_fd, const std::string& directory);
-  // The fd of directory `path` (opened once and kept); `record` adds it to persist_dir's list.
-  Result<int> directory_fd(const std::string& path, bool record);
+  // Adopts the streams whose files lie in `dir_fd` (held open by `holder`, if not ours).
+  void adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd>& holder,
+                               const std::string& directory);
+  // Directory `path`, open (shared with the streams in it); `record` adds it to the list in
+  // persist_dir of the directories to adopt from after a restart.
+  Result<std::shared_ptr<OwnedFd>> directory_fd(const std::string& path, bool record);
+  std::vector<std::string> recorded_directories() const;
   // Creates (or, with reuse, validates and keeps) the wait file of `stream`, and maps it.
   Status ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers);
   void unlink_files(const Stream& stream);
@@ -175,7 +181,8 @@ class Registry {
 
   RegistryConfig config_;
   int dir_fd_ = -1;                              // segment_dir
-  std::map<std::string, OwnedFd> persist_dirs_;  // by path
+  std::shared_ptr<OwnedFd> persist_dir_fd_;                    // persist_dir, once opened
+  std::map<std::string, std::weak_ptr<OwnedFd>> persist_dirs_;  // by path
   bool shutting_down_ = false;
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name
   std::set<std::shared_ptr<Stream>> removing_;           // removed, still held

@@ -23,7 +23,7 @@ struct ServerLimits {
   uint64_t max_message_words = 1 << 20;
 };
 
-class Server : private kj::TaskSet::ErrorHandler {
+class Server final : private kj::TaskSet::ErrorHandler {
  public:
   Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, ServerLimits limits = {});
   ~Server() noexcept(false);

@@ -1,0 +1,198 @@
+// make_seeds — writes the fuzz targets' seed corpus (tests/fuzz/corpus/), so that the fuzzers
+// start from inputs that pass validation and then mutate their way into the corners:
+//   segment/  whole segment files: byte and records streams, rings that wrapped, ended states
+//   control/  control-socket sessions: the Cap'n Proto RPC messages a client sends (bootstrap,
+//             then calls of every Control method on it)
+//
+//   make_seeds OUTDIR
+#include <capnp/message.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "proto/control.capnp.h"
+#include "shm/segment.hpp"
+
+using namespace shmstream;
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "make_seeds: %s\n", what.c_str());
+  std::exit(1);
+}
+
+void save(const std::filesystem::path& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) die("writing " + path.string());
+}
+
+// A segment made by the real producer, `fill` writing into it; returns the file's bytes.
+std::string segment_file(const shm::SegmentParams& params,
+                         const std::function<void(shm::ProducerCore&)>& fill) {
+  int fd = memfd_create("seed", MFD_CLOEXEC);
+  int wait_fd = memfd_create("seed-wait", MFD_CLOEXEC);
+  if (!shm::format_segment(fd, params).ok() ||
+      !shm::format_wait_page(wait_fd, params.stream_id, 1).ok()) {
+    die("formatting a segment");
+  }
+  {
+    auto segment = shm::Segment::map(fd, shm::Access::kReadWrite, shm::MapExtent::kWhole, "seed");
+    auto wait = shm::WaitPageMap::map(wait_fd, params.stream_id, "seed");
+    if (!segment.ok() || !wait.ok()) die("mapping a segment");
+    shm::ProducerCore producer(std::move(segment.value()), std::move(wait.value()));
+    fill(producer);
+  }
+  std::string bytes(static_cast<size_t>(lseek(fd, 0, SEEK_END)), '\0');
+  if (pread(fd, bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+    die("reading a segment");
+  }
+  close(fd);
+  close(wait_fd);
+  return bytes;
+}
+
+std::span<const std::byte> text(const std::string& s) { return std::as_bytes(std::span(s)); }
+
+void segment_seeds(const std::filesystem::path& dir) {
+  shm::SegmentParams p;
+  p.name = "seed";
+  p.stream_id = 42;
+  p.producer_pid = 1;
+  p.max_data_size = 8192;  // small files: the fuzzer mutates all of it
+  save(dir / "bytes-closed", segment_file(p, [](shm::ProducerCore& w) {
+         (void)w.append(text(std::string(3000, 'b')));
+         (void)w.close();
+       }));
+  save(dir / "bytes-open-empty", segment_file(p, [](shm::ProducerCore&) {}));
+  p.records = true;
+  save(dir / "records-open", segment_file(p, [](shm::ProducerCore& w) {
+         for (const char* r : {"", "one", "a record of some length, longer than a line"}) {
+           (void)w.publish(text(r));
+         }
+       }));
+  save(dir / "records-aborted", segment_file(p, [](shm::ProducerCore& w) {
+         (void)w.publish(text(std::string(100, 'r')));
+         (void)w.abort();
+       }));
+  p.ring_capacity = 4096;
+  save(dir / "records-ring-wrapped", segment_file(p, [](shm::ProducerCore& w) {
+         for (int i = 0; i < 200; ++i) (void)w.publish(text("record " + std::to_string(i)));
+         (void)w.close();
+       }));
+  p.records = false;
+  p.block_when_full = true;
+  save(dir / "bytes-block-ring", segment_file(p, [](shm::ProducerCore& w) {
+         (void)w.append(text(std::string(2048, 'k')));
+       }));
+}
+
+// One control session: the bootstrap, then `calls` on the bootstrap capability.
+struct Call {
+  uint16_t method;
+  std::function<void(capnp::AnyPointer::Builder)> params;
+};
+
+std::string session(const std::vector<Call>& calls) {
+  std::string out;
+  auto append = [&](capnp::MessageBuilder& message) {
+    auto words = capnp::messageToFlatArray(message);
+    auto bytes = words.asBytes();
+    out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  };
+  {
+    capnp::MallocMessageBuilder message;
+    message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
+    append(message);
+  }
+  uint32_t question = 1;
+  for (const auto& c : calls) {
+    capnp::MallocMessageBuilder message;
+    auto call = message.initRoot<capnp::rpc::Message>().initCall();
+    call.setQuestionId(question++);
+    call.initTarget().initPromisedAnswer().setQuestionId(0);
+    call.setInterfaceId(capnp::typeId<proto::Control>());
+    call.setMethodId(c.method);
+    c.params(call.initParams().getContent());
+    append(message);
+  }
+  return out;
+}
+
+void control_seeds(const std::filesystem::path& dir) {
+  auto create = [](const char* name, proto::Retention retention, uint64_t ring, bool records) {
+    return Call{0, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::CreateParams>();
+                  params.setName(name);
+                  auto options = params.initOptions();
+                  options.setRetention(retention);
+                  options.setRingCapacity(ring);
+                  options.setRecords(records);
+                  options.setMaxReaders(2);
+                }};
+  };
+  auto open = [](const char* name, const char* cursor) {
+    return Call{1, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::OpenParams>();
+                  params.setName(name);
+                  params.initOptions().setCursor(cursor);
+                }};
+  };
+  Call list{2, [](capnp::AnyPointer::Builder p) { p.initAs<proto::Control::ListParams>(); }};
+  auto stat = [](const char* name) {
+    return Call{3, [=](capnp::AnyPointer::Builder p) {
+                  p.initAs<proto::Control::StatParams>().setName(name);
+                }};
+  };
+  auto remove = [](const char* name, bool force) {
+    return Call{4, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::RemoveParams>();
+                  params.setName(name);
+                  params.setForce(force);
+                }};
+  };
+  auto remove_cursor = [](const char* name, const char* cursor) {
+    return Call{5, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::RemoveCursorParams>();
+                  params.setName(name);
+                  params.setCursor(cursor);
+                }};
+  };
+  save(dir / "bootstrap-only", session({}));
+  save(dir / "list", session({list}));
+  save(dir / "create-open-stat-list",
+       session({create("s", proto::Retention::UNBOUNDED, 0, false), open("s", ""), stat("s"),
+                list}));
+  save(dir / "ring-records-cursor",
+       session({create("r", proto::Retention::DROP_OLDEST, 65536, true), open("r", "c1"),
+                open("r", "c1"), remove_cursor("r", "c1"), remove("r", true)}));
+  save(dir / "block-ring-remove",
+       session({create("b", proto::Retention::BLOCK, 4096, false), open("b", ""), open("b", ""),
+                open("b", ""), remove("b", false), stat("b")}));
+  save(dir / "bad-names", session({create("", proto::Retention::UNBOUNDED, 0, false),
+                                   open("../etc", ""), stat("a/b"), open("s", "bad cursor")}));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: make_seeds OUTDIR\n");
+    return 2;
+  }
+  std::filesystem::path out = argv[1];
+  std::filesystem::create_directories(out / "segment");
+  std::filesystem::create_directories(out / "control");
+  segment_seeds(out / "segment");
+  control_seeds(out / "control");
+  return 0;
+}
