@@ -240,6 +240,7 @@ void Connection::release(uint64_t handle) {
 
 Status Connection::exception_status(const char* what, const kj::Exception& e) const {
   ErrorCode code = e.getType() == kj::Exception::Type::DISCONNECTED ? ErrorCode::kUnavailable
+                   : e.getType() == kj::Exception::Type::OVERLOADED ? ErrorCode::kLimitExceeded
                                                                     : ErrorCode::kProtocol;
   return Status(code, fmt::format("{} via {}: {}", what, socket_path_,
                                   code == ErrorCode::kUnavailable ? "connection to shmstreamd lost"

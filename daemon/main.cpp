@@ -95,6 +95,14 @@ int main(int argc, char** argv) {
   app.add_option("--max-ring-bytes", max_ring_bytes,
                  "Largest ring a client may create (rings are allocated whole)")
       ->capture_default_str();
+  uint32_t max_streams_per_user = 4096;
+  app.add_option("--max-streams-per-user", max_streams_per_user,
+                 "Live streams one user may have created")
+      ->capture_default_str();
+  shmstream::daemon::ServerLimits limits;
+  app.add_option("--max-connections-per-user", limits.max_connections_per_user,
+                 "Control connections one user may hold open at once")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("shmstreamd"));
@@ -153,10 +161,11 @@ int main(int argc, char** argv) {
   config.default_max_bytes = default_max_bytes;
   config.default_max_readers = default_max_readers;
   config.max_ring_capacity = max_ring_bytes;
+  config.max_streams_per_user = max_streams_per_user;
   try {
     shmstream::daemon::Registry registry(config);
     {
-      shmstream::daemon::Server server(io, registry, listen_fd);
+      shmstream::daemon::Server server(io, registry, listen_fd, limits);
       spdlog::info("serving {} (pid {}, segments in {} as {}*)", socket_path, getpid(), segment_dir,
                    shmstream::shm::segment_file_prefix(config.instance));
       if (ready_fd >= 0) {

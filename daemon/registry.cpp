@@ -273,6 +273,16 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
                   fmt::format("stream \"{}\": {} readers exceeds the limit {}", name, max_readers,
                               shm::kMaxReadersLimit));
   }
+  size_t owned = 0;
+  for (const auto& [other, stream] : live_) {
+    owned += stream->header.header().producer_uid == static_cast<uint32_t>(peer.uid) ? 1 : 0;
+  }
+  if (owned >= config_.max_streams_per_user) {
+    return Status(ErrorCode::kLimitExceeded,
+                  fmt::format("stream \"{}\": uid {} already has {} streams, the most this daemon "
+                              "allows (shmstreamd --max-streams-per-user)",
+                              name, peer.uid, owned));
+  }
   if (create.ring_capacity > config_.max_ring_capacity) {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("stream \"{}\": a ring of {} bytes exceeds this daemon's limit of {} "

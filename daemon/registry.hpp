@@ -31,6 +31,8 @@ struct RegistryConfig {
   std::string instance;  // see shm::instance_tag()
   uint64_t default_max_bytes = shm::kDefaultMaxDataSize;
   uint32_t default_max_readers = shm::kDefaultMaxReaders;
+  // Live streams one user may have created (removed ones still held do not count).
+  uint32_t max_streams_per_user = 4096;
   // Rings are allocated whole at creation: the largest one a client may ask for.
   uint64_t max_ring_capacity = shm::kMaxRingCapacity;
 };
@@ -180,8 +182,8 @@ class Registry {
   StreamSnapshot snapshot(const Stream& stream) const;
 
   RegistryConfig config_;
-  int dir_fd_ = -1;                              // segment_dir
-  std::shared_ptr<OwnedFd> persist_dir_fd_;                    // persist_dir, once opened
+  int dir_fd_ = -1;                                             // segment_dir
+  std::shared_ptr<OwnedFd> persist_dir_fd_;                     // persist_dir, once opened
   std::map<std::string, std::weak_ptr<OwnedFd>> persist_dirs_;  // by path
   bool shutting_down_ = false;
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name

@@ -140,8 +140,20 @@ class ReaderImpl final : public proto::Reader::Server {
 
 class ControlImpl final : public proto::Control::Server {
  public:
-  ControlImpl(daemon::Server& server, Registry& registry, Peer peer)
-      : server_(server), registry_(registry), peer_(peer) {}
+  // A non-empty `refusal` refuses every request with it (a connection over a limit).
+  ControlImpl(daemon::Server& server, Registry& registry, Peer peer, std::string refusal)
+      : server_(server), registry_(registry), peer_(peer), refusal_(std::move(refusal)) {}
+
+  DispatchCallResult dispatchCall(
+      uint64_t interfaceId, uint16_t methodId,
+      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
+    if (!refusal_.empty()) {
+      return {kj::Promise<void>(kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__,
+                                              kj::str(refusal_))),
+              false};
+    }
+    return proto::Control::Server::dispatchCall(interfaceId, methodId, context);
+  }
 
   kj::Promise<void> create(CreateContext context) override {
     auto params = context.getParams();
@@ -247,15 +259,17 @@ class ControlImpl final : public proto::Control::Server {
   daemon::Server& server_;
   Registry& registry_;
   Peer peer_;
+  std::string refusal_;
 };
 
 struct Server::Connection {
   Connection(kj::Own<kj::AsyncCapabilityStream> stream_in, Server& server, Registry& registry,
-             Peer peer, capnp::ReaderOptions options)
+             Peer peer, capnp::ReaderOptions options, std::string refusal)
       : stream(kj::mv(stream_in)),
         // One fd per message is enough: clients never need to send us more.
         network(*stream, 1, capnp::rpc::twoparty::Side::SERVER, options),
-        rpc(capnp::makeRpcServer(network, kj::heap<ControlImpl>(server, registry, peer))) {}
+        rpc(capnp::makeRpcServer(
+            network, kj::heap<ControlImpl>(server, registry, peer, std::move(refusal)))) {}
 
   kj::Own<kj::AsyncCapabilityStream> stream;
   capnp::TwoPartyVatNetwork network;
@@ -350,7 +364,18 @@ void Server::serve(int fd) {
       io_.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
                                                      kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
                                                      kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
-  auto connection = kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options);
+  std::string refusal;
+  uint32_t& mine = connections_by_uid_[peer.uid];
+  if (mine >= limits_.max_connections_per_user) {
+    refusal = fmt::format(
+        "too many connections: uid {} holds {}, the most this daemon allows "
+        "(shmstreamd --max-connections-per-user)",
+        peer.uid, mine);
+    spdlog::warn("connection from pid {} refused: {}", peer.pid, refusal);
+  }
+  ++mine;
+  auto connection =
+      kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options, std::move(refusal));
   ++connections_;
   spdlog::debug("connection {} from pid {} uid {}", id, peer.pid, peer.uid);
   auto done = connection->network.onDisconnect();
@@ -359,12 +384,21 @@ void Server::serve(int fd) {
         // Dropping the connection drops its capabilities: producers detach, readers uncount.
         connection = nullptr;
         --connections_;
+        release_uid(peer.uid);
         spdlog::debug("connection {} (pid {}) closed", id, peer.pid);
       },
       [this, id, peer](kj::Exception&& e) {
         --connections_;
+        release_uid(peer.uid);
         spdlog::warn("connection {} (pid {}) dropped: {}", id, peer.pid, e.getDescription().cStr());
       }));
+}
+
+void Server::release_uid(uid_t uid) {
+  if (auto it = connections_by_uid_.find(uid);
+      it != connections_by_uid_.end() && --it->second == 0) {
+    connections_by_uid_.erase(it);
+  }
 }
 
 void Server::taskFailed(kj::Exception&& exception) {

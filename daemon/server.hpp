@@ -21,6 +21,9 @@ namespace shmstream::daemon {
 struct ServerLimits {
   // Largest control message accepted, in 8-byte words (guards the daemon's memory).
   uint64_t max_message_words = 1 << 20;
+  // Connections one uid may hold open at once; the next gets kLimitExceeded on every request
+  // (and costs others nothing).
+  uint32_t max_connections_per_user = 256;
 };
 
 class Server final : private kj::TaskSet::ErrorHandler {
@@ -47,6 +50,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   void producer_process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch);
 
   void serve(int fd);
+  void release_uid(uid_t uid);
   void taskFailed(kj::Exception&& exception) override;
 
   kj::AsyncIoContext& io_;
@@ -56,6 +60,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   kj::UnixEventPort::FdObserver listen_observer_;
   std::map<pid_t, std::shared_ptr<ProcessWatch>> watches_;
   size_t connections_ = 0;
+  std::map<uid_t, uint32_t> connections_by_uid_;
   uint64_t next_connection_id_ = 1;
   kj::TaskSet tasks_;
 };

@@ -48,6 +48,8 @@ std::string_view error_code_name(ErrorCode code) {
       return "too_many_readers";
     case ErrorCode::kBusy:
       return "busy";
+    case ErrorCode::kLimitExceeded:
+      return "limit_exceeded";
   }
   return "unknown";
 }

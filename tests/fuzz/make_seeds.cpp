@@ -91,9 +91,8 @@ void segment_seeds(const std::filesystem::path& dir) {
        }));
   p.records = false;
   p.block_when_full = true;
-  save(dir / "bytes-block-ring", segment_file(p, [](shm::ProducerCore& w) {
-         (void)w.append(text(std::string(2048, 'k')));
-       }));
+  save(dir / "bytes-block-ring",
+       segment_file(p, [](shm::ProducerCore& w) { (void)w.append(text(std::string(2048, 'k'))); }));
 }
 
 // One control session: the bootstrap, then `calls` on the bootstrap capability.
@@ -169,9 +168,8 @@ void control_seeds(const std::filesystem::path& dir) {
   };
   save(dir / "bootstrap-only", session({}));
   save(dir / "list", session({list}));
-  save(dir / "create-open-stat-list",
-       session({create("s", proto::Retention::UNBOUNDED, 0, false), open("s", ""), stat("s"),
-                list}));
+  save(dir / "create-open-stat-list", session({create("s", proto::Retention::UNBOUNDED, 0, false),
+                                               open("s", ""), stat("s"), list}));
   save(dir / "ring-records-cursor",
        session({create("r", proto::Retention::DROP_OLDEST, 65536, true), open("r", "c1"),
                 open("r", "c1"), remove_cursor("r", "c1"), remove("r", true)}));

@@ -63,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // Random access too: views and reads at and around the committed end.
   const uint64_t committed = reader.committed();
-  for (uint64_t offset : {uint64_t{0}, committed / 2, committed > 0 ? committed - 1 : 0, committed}) {
+  for (uint64_t offset :
+       {uint64_t{0}, committed / 2, committed > 0 ? committed - 1 : 0, committed}) {
     (void)reader.view(offset, 1);
     std::byte buf[64];
     (void)reader.read_at(offset, buf, now, nullptr);

@@ -137,5 +137,41 @@ TEST_F(FullFileSystem, AppendReturnsNoSpace) {
   EXPECT_TRUE(producer.close().ok());
 }
 
+TEST(Limits, AUserOverTheirConnectionLimitIsRefusedClearlyAndOthersAreServed) {
+  TestDaemon daemon({"--max-connections-per-user", "3"});
+  std::vector<Client> clients;
+  for (int i = 0; i < 3; ++i) {
+    clients.push_back(connect_to(daemon));
+    ASSERT_TRUE(clients.back().list().ok());
+  }
+  {
+    auto extra = connect_to(daemon);
+    auto refused = extra.list();
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), ErrorCode::kLimitExceeded) << refused.status().to_string();
+    EXPECT_NE(refused.status().message().find("too many connections"), std::string::npos);
+    EXPECT_EQ(extra.create("nope").status().code(), ErrorCode::kLimitExceeded);
+  }
+  // The three within the limit go on; when one leaves, a new connection is served.
+  auto producer = clients[0].create("s").value();
+  EXPECT_TRUE(clients[1].open("s").ok());
+  clients.pop_back();
+  ASSERT_TRUE(eventually([&] { return connect_to(daemon).list().ok(); }));
+}
+
+TEST(Limits, AUserOverTheirStreamLimitGetsLimitExceeded) {
+  TestDaemon daemon({"--max-streams-per-user", "2"});
+  auto client = connect_to(daemon);
+  auto a = client.create("a").value();
+  auto b = client.create("b").value();
+  auto c = client.create("c");
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), ErrorCode::kLimitExceeded) << c.status().to_string();
+  EXPECT_NE(c.status().message().find("already has 2 streams"), std::string::npos);
+  // Removed streams stop counting.
+  ASSERT_TRUE(client.remove("a").ok());
+  EXPECT_TRUE(client.create("c").ok());
+}
+
 }  // namespace
 }  // namespace shmstream::test

@@ -41,6 +41,7 @@ enum class ErrorCode : int {
                          // offset still available, from which the reader may resume
   kTooManyReaders = 20,  // the stream has as many readers as it allows
   kBusy = 21,            // a named cursor already has a live reader
+  kLimitExceeded = 22,   // a daemon limit: streams per user, connections per user
 };
 
 // "not_found", "producer_died", ... (stable, used in JSON and CLI messages).
