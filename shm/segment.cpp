@@ -24,7 +24,6 @@ constexpr int kPollsPerCheck = 4096;
 // than this many commits after the previous wake-up (readers sleep often: their heavy barriers
 // would cost more than the fences, and delay their wake-ups).
 constexpr uint32_t kQuietCommitsBeforeLight = 64;
-constexpr int kPausesPerPoll = 4;
 
 std::string errno_text(int err) { return std::strerror(err); }
 
