@@ -91,6 +91,16 @@ struct Answer {
   Status status;
 };
 
+// Sends the request `build` makes and returns the status in its reply (or the call's failure).
+template <typename Build>
+Status status_call(Connection& connection, const char* what, Build build) {
+  auto reply = connection.run<Answer>(what, [&](LoopState& loop) {
+    return build(loop).send().then(
+        [](auto response) { return Answer{from_proto(response.getStatus())}; });
+  });
+  return reply.ok() ? reply->status : reply.status();
+}
+
 // A capability granted with a segment fd.
 struct Grant {
   Status status;
@@ -452,14 +462,12 @@ Result<StreamInfo> Client::stat(std::string_view name) {
 Status Client::remove(std::string_view name, bool force) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   std::string owned(name);
-  auto reply = connection_->run<Answer>("remove", [&](LoopState& loop) {
+  return status_call(*connection_, "remove", [&](LoopState& loop) {
     auto request = loop.control.removeRequest();
     request.setName(owned);
     request.setForce(force);
-    return request.send().then(
-        [](auto response) { return Answer{from_proto(response.getStatus())}; });
+    return request;
   });
-  return reply.ok() ? reply->status : reply.status();
 }
 
 Status Client::remove_cursor(std::string_view name, std::string_view cursor) {
@@ -467,14 +475,12 @@ Status Client::remove_cursor(std::string_view name, std::string_view cursor) {
   if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
   std::string owned(name);
   std::string owned_cursor(cursor);
-  auto reply = connection_->run<Answer>("removeCursor", [&](LoopState& loop) {
+  return status_call(*connection_, "removeCursor", [&](LoopState& loop) {
     auto request = loop.control.removeCursorRequest();
     request.setName(owned);
     request.setCursor(owned_cursor);
-    return request.send().then(
-        [](auto response) { return Answer{from_proto(response.getStatus())}; });
+    return request;
   });
-  return reply.ok() ? reply->status : reply.status();
 }
 
 }  // namespace shmstream

@@ -36,6 +36,14 @@ uint64_t random_id() {
 
 bool process_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
+// kBusy while a live reader holds the cursor (one that died unseen does not count).
+Status unless_held(const std::string& stream, const std::string& name, const Cursor& cursor) {
+  if (cursor.reader_pid == 0 || !process_alive(cursor.reader_pid)) return Status();
+  return Status(ErrorCode::kBusy, fmt::format("stream \"{}\": cursor \"{}\" is held by the reader "
+                                              "pid {}",
+                                              stream, name, cursor.reader_pid));
+}
+
 }  // namespace
 
 OwnedFd& OwnedFd::operator=(OwnedFd&& other) noexcept {
@@ -371,12 +379,7 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
   if (!cursor.empty()) {
     if (auto c = stream->cursors.find(cursor); c != stream->cursors.end()) {
       held = &c->second;
-      // A reader that died may not have been seen going yet: its cursor is free to take.
-      if (held->reader_pid != 0 && process_alive(held->reader_pid)) {
-        return Status(ErrorCode::kBusy,
-                      fmt::format("stream \"{}\": cursor \"{}\" is held by the reader pid {}", name,
-                                  cursor, held->reader_pid));
-      }
+      if (Status s = unless_held(name, cursor, *held); !s.ok()) return s;
     }
   }
   // A fresh read-only open: the reader cannot gain write access through it, even by mprotect.
@@ -399,10 +402,9 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
       return Status(slot.status().code(), fmt::format("stream \"{}\": too many readers: {}", name,
                                                       slot.status().message()));
     }
-    out_grant.slot = *slot;
+    out_grant = ReaderGrant{*slot, cursor, cursor.empty() ? 0u : 1u};
     if (!cursor.empty()) {
       stream->cursors[cursor] = Cursor{*slot, peer.pid, 1};
-      out_grant = ReaderGrant{*slot, cursor, 1};
       spdlog::info("stream \"{}\": cursor \"{}\" created at {}", name, cursor, oldest);
     }
   }
@@ -426,11 +428,7 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
     return Status(ErrorCode::kNotFound,
                   fmt::format("stream \"{}\": no cursor \"{}\"", name, cursor));
   }
-  if (c->second.reader_pid != 0 && process_alive(c->second.reader_pid)) {
-    return Status(ErrorCode::kBusy, fmt::format("stream \"{}\": cursor \"{}\" is held by the "
-                                                "reader pid {}",
-                                                name, cursor, c->second.reader_pid));
-  }
+  if (Status s = unless_held(name, cursor, c->second); !s.ok()) return s;
   // A reader that died unseen still counts until its capability goes; its slot is free now.
   shm::release_reader_slot(stream.wait, c->second.slot);
   stream.cursors.erase(c);

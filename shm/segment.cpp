@@ -534,13 +534,12 @@ CursorPosition cursor_committed(const ReaderSlot& slot) {
           entry.token.load(std::memory_order_relaxed)};
 }
 
-void settle_cursor_hold(const WaitPageMap& wait, uint32_t index) {
-  if (index >= wait.max_readers()) return;
-  ReaderSlot& slot = wait.slot(index);
-  // Release: as the reader's own store in publish_position() (its reads are long done).
-  slot.position.store(cursor_committed(slot).position, std::memory_order_release);
-  WaitPage& page = wait.page();
-  // seq_cst: Dekker with the producer's space_wanted store and re-scan (as below).
+namespace {
+
+// After the daemon changed a slot (freed it, or moved its hold): wakes a producer waiting for
+// room. seq_cst fence: Dekker with the producer's space_wanted store and re-scan: either it
+// sees the slot's new value, or we see it waiting and wake it.
+void wake_space_waiter(WaitPage& page) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (page.space_wanted.load(std::memory_order_relaxed) != kNobody) {
     // Release: the producer acquire-loads space_word before it scans again.
@@ -549,20 +548,22 @@ void settle_cursor_hold(const WaitPageMap& wait, uint32_t index) {
   }
 }
 
+}  // namespace
+
+void settle_cursor_hold(const WaitPageMap& wait, uint32_t index) {
+  if (index >= wait.max_readers()) return;
+  ReaderSlot& slot = wait.slot(index);
+  // Release: as the reader's own store in publish_position() (its reads are long done).
+  slot.position.store(cursor_committed(slot).position, std::memory_order_release);
+  wake_space_waiter(wait.page());
+}
+
 void release_reader_slot(const WaitPageMap& wait, uint32_t index) {
   if (index >= wait.max_readers()) return;
-  WaitPage& page = wait.page();
   // Release: pairs with the producer's acquire load; it stops counting this reader.
   wait.slot(index).in_use.store(0, std::memory_order_release);
   wait.slot(index).cursor = 0;  // daemon-only field; the slot is free now
-  // seq_cst: Dekker with the producer's space_wanted store and re-scan: either it sees the
-  // slot free, or we see it waiting and wake it.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (page.space_wanted.load(std::memory_order_relaxed) != kNobody) {
-    // Release: the producer acquire-loads space_word before it scans again.
-    page.space_word.fetch_add(1, std::memory_order_release);
-    futex_wake_all(&page.space_word, /*shared=*/true);
-  }
+  wake_space_waiter(wait.page());
 }
 
 // ---------------------------------------------------------------------------------------------

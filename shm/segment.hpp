@@ -287,7 +287,6 @@ class ReaderCore {
   // Named cursors (a slot whose `cursor` is set): the reader starts at the cursor's committed
   // position; commit() stores a new one (with the caller's token) where the daemon keeps it.
   // Only the committed position holds back a blocking ring's producer.
-  bool is_cursor() const { return cursor_; }
   Status commit(uint64_t position, uint64_t token);
   // Automatic commits: read(), next() and next_record() first commit what the previous one
   // delivered (not a position sought since), keeping the token: a few stores to our own slot.

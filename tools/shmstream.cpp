@@ -121,12 +121,16 @@ std::string retention_of(const shmstream::StreamInfo& info) {
   return out + ":" + std::to_string(c);
 }
 
+uint64_t lag_of(const shmstream::StreamInfo& info, const shmstream::CursorInfo& cursor) {
+  return info.bytes - std::min(info.bytes, cursor.position);
+}
+
 std::string cursors_json(const shmstream::StreamInfo& info) {
   std::string out = "[";
   for (const auto& c : info.cursors) {
     out += (out.size() > 1 ? "," : "") + std::string("{\"name\":") + json_string(c.name) +
            ",\"position\":" + std::to_string(c.position) +
-           ",\"lag\":" + std::to_string(info.bytes - std::min(info.bytes, c.position)) +
+           ",\"lag\":" + std::to_string(lag_of(info, c)) +
            ",\"reader_pid\":" + std::to_string(c.reader_pid) + "}";
   }
   return out + "]";
@@ -138,8 +142,7 @@ void print_cursors(const shmstream::StreamInfo& info, const char* indent) {
     std::string holder = c.reader_pid != 0 ? "held by pid " + std::to_string(c.reader_pid) : "idle";
     std::printf("%scursor %-20s at %14llu  lag %14llu  %s\n", indent, c.name.c_str(),
                 static_cast<unsigned long long>(c.position),
-                static_cast<unsigned long long>(info.bytes - std::min(info.bytes, c.position)),
-                holder.c_str());
+                static_cast<unsigned long long>(lag_of(info, c)), holder.c_str());
   }
 }
 
