@@ -76,6 +76,18 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
                                      c.getPosition(), c.getReaderPid()});
   }
   out.directory = std::string(in.getDirectory().cStr(), in.getDirectory().size());
+  out.owner_gid = in.getOwnerGid();
+  switch (in.getMode()) {
+    case proto::Mode::GROUP:
+      out.mode = StreamMode::kGroup;
+      break;
+    case proto::Mode::EVERYONE:
+      out.mode = StreamMode::kEveryone;
+      break;
+    default:
+      out.mode = StreamMode::kOwner;
+      break;
+  }
   return out;
 }
 
@@ -101,54 +113,62 @@ Status status_call(Connection& connection, const char* what, Build build) {
   return reply.ok() ? reply->status : reply.status();
 }
 
-// A capability granted with a segment fd.
+// A capability granted with a segment fd, and the stream's wait file.
 struct Grant {
   Status status;
   uint64_t handle = 0;
   int fd = -1;
+  int wait_fd = -1;
   uint32_t slot = 0;  // readers: their slot in the wait file
 };
 
-// Completes a create/open reply: keeps the capability, dups the fd that rode along with it.
-kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability::Client cap,
-                              uint32_t slot = 0) {
-  if (!status.ok()) return Grant{status};
-  auto fd_promise = cap.getFd();
-  return fd_promise.then([&loop, cap = kj::mv(cap), slot](kj::Maybe<int> fd) mutable -> Grant {
-    KJ_IF_MAYBE (received, fd) {
-      // The received fd belongs to the RPC message; keep our own duplicate.
-      int own = fcntl(*received, F_DUPFD_CLOEXEC, 0);
-      if (own < 0) return Grant{Status(ErrorCode::kIo, "dup of the segment fd failed")};
-      return Grant{Status(), loop.hold(kj::mv(cap)), own, slot};
-    }
-    return Grant{Status(ErrorCode::kProtocol, "the daemon's reply carried no segment fd")};
+// The fd that rode along with `cap`, duplicated: the received one is owned by the capability's
+// import and closes with it, so `cap` stays alive until the dup. -1 if none came.
+kj::Promise<int> take_fd(capnp::Capability::Client cap) {
+  auto fd = cap.getFd();
+  return fd.then([cap = kj::mv(cap)](kj::Maybe<int> fd) {
+    KJ_IF_MAYBE (received, fd) { return fcntl(*received, F_DUPFD_CLOEXEC, 0); }
+    return -1;
   });
 }
 
-// Opens the wait page beside the segment behind `segment_fd` ("<segment file>.w").
-Result<int> open_wait_page(int segment_fd, const std::string& what) {
-  char path[PATH_MAX] = {};
-  std::string link = "/proc/self/fd/" + std::to_string(segment_fd);
-  ssize_t n = readlink(link.c_str(), path, sizeof(path) - 3);
-  constexpr std::string_view kDeleted = " (deleted)";
-  std::string_view target(path, n > 0 ? static_cast<size_t>(n) : 0);
-  if (target.empty() || target.ends_with(kDeleted)) {
-    return Status(ErrorCode::kNotFound, what + ": removed while opening");
-  }
-  std::string wait_path = std::string(target) + ".w";
-  int fd = ::open(wait_path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    return Status(
-        errno == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
-        fmt::format("{}: opening its wait page {}: {}", what, wait_path, std::strerror(errno)));
-  }
-  return fd;
+// Completes a create/open reply: keeps the capability, takes the segment's fd and the wait
+// file's.
+kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability::Client cap,
+                              capnp::Capability::Client wait_file, uint32_t slot = 0) {
+  if (!status.ok()) return Grant{status};
+  auto fds = kj::heapArrayBuilder<kj::Promise<int>>(2);
+  fds.add(take_fd(cap));
+  fds.add(take_fd(kj::mv(wait_file)));
+  return kj::joinPromises(fds.finish())
+      .then([&loop, cap = kj::mv(cap), slot](kj::Array<int> got) mutable -> Grant {
+        if (got[0] >= 0 && got[1] >= 0) {
+          return Grant{Status(), loop.hold(kj::mv(cap)), got[0], got[1], slot};
+        }
+        for (int fd : got) {
+          if (fd >= 0) ::close(fd);
+        }
+        return Grant{Status(ErrorCode::kProtocol,
+                            "the daemon's reply lacked the segment's or the wait file's fd")};
+      });
 }
 
 }  // namespace
 
 const char* to_string(StreamState state) {
   return shm::state_name(static_cast<shm::StreamState>(state));
+}
+
+const char* to_string(StreamMode mode) {
+  switch (mode) {
+    case StreamMode::kOwner:
+      return "owner";
+    case StreamMode::kGroup:
+      return "group";
+    case StreamMode::kEveryone:
+      return "everyone";
+  }
+  return "invalid";
 }
 
 const char* to_string(Retention retention) {
@@ -358,12 +378,11 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
   if (!grant->status.ok()) return grant->status;
   std::string described = fmt::format("stream \"{}\"", name);
   auto segment = shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described);
-  auto wait_fd =
-      segment.ok() ? open_wait_page(grant->fd, described) : Result<int>(segment.status());
-  auto wait = wait_fd.ok() ? shm::WaitPageMap::map(*wait_fd, segment->header().stream_id, described)
-                           : Result<shm::WaitPageMap>(wait_fd.status());
+  auto wait = segment.ok()
+                  ? shm::WaitPageMap::map(grant->wait_fd, segment->header().stream_id, described)
+                  : Result<shm::WaitPageMap>(segment.status());
   ::close(grant->fd);
-  if (wait_fd.ok()) ::close(*wait_fd);
+  ::close(grant->wait_fd);
   if (!wait.ok()) {
     connection.release(grant->handle);
     return wait.status();
@@ -387,6 +406,17 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
         out.setMaxReaders(options.max_readers);
         out.setPersistent(options.persistent);
         out.setDirectory(options.directory);
+        switch (options.mode) {
+          case StreamMode::kOwner:
+            out.setMode(proto::Mode::OWNER);
+            break;
+          case StreamMode::kGroup:
+            out.setMode(proto::Mode::GROUP);
+            break;
+          case StreamMode::kEveryone:
+            out.setMode(proto::Mode::EVERYONE);
+            break;
+        }
         switch (options.retention) {
           case Retention::kUnbounded:
             out.setRetention(proto::Retention::UNBOUNDED);
@@ -399,7 +429,8 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
             break;
         }
         return request.send().then([&loop](auto response) {
-          return take_grant(loop, from_proto(response.getStatus()), response.getProducer());
+          return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
+                            response.getWaitFile());
         });
       });
   if (!granted.ok()) return granted.status();
@@ -420,7 +451,7 @@ Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
     request.initOptions().setCursor(options.cursor);
     return request.send().then([&loop](auto response) {
       return take_grant(loop, from_proto(response.getStatus()), response.getReader(),
-                        response.getSlot());
+                        response.getWaitFile(), response.getSlot());
     });
   });
   if (!granted.ok()) return granted.status();

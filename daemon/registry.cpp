@@ -44,7 +44,40 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
                                               stream, name, cursor.reader_pid));
 }
 
+// Root and the daemon's own user pass every check (as the kernel would let them).
+bool privileged(const Peer& peer) { return peer.uid == 0 || peer.uid == geteuid(); }
+
 }  // namespace
+
+mode_t file_mode(Mode mode) {
+  switch (mode) {
+    case Mode::kGroup:
+      return 0640;
+    case Mode::kEveryone:
+      return 0644;
+    case Mode::kOwner:
+      break;
+  }
+  return 0600;
+}
+
+Mode mode_of_file(mode_t bits) {
+  if ((bits & S_IROTH) != 0) return Mode::kEveryone;
+  if ((bits & S_IRGRP) != 0) return Mode::kGroup;
+  return Mode::kOwner;
+}
+
+const char* mode_name(Mode mode) {
+  switch (mode) {
+    case Mode::kGroup:
+      return "group";
+    case Mode::kEveryone:
+      return "everyone";
+    case Mode::kOwner:
+      break;
+  }
+  return "owner";
+}
 
 OwnedFd& OwnedFd::operator=(OwnedFd&& other) noexcept {
   if (this != &other) {
@@ -178,6 +211,12 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
     stream->dir_holder = holder;
     stream->directory = directory;
     stream->header = std::move(segment.value());
+    struct stat st {};
+    if (fstat(fd.get(), &st) == 0) {  // ownership and mode live in the file itself
+      stream->owner_uid = st.st_uid;
+      stream->owner_gid = st.st_gid;
+      stream->mode = mode_of_file(st.st_mode);
+    }
     if (live_.count(stream->name) != 0 ||
         file != shm::segment_file_name(config_.instance, stream->id)) {
       spdlog::warn("unlinking duplicate or misnamed segment {} (stream \"{}\")", file,
@@ -217,6 +256,48 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
   }
 }
 
+Status Registry::may_read(const Stream& stream, const Peer& peer) const {
+  bool in_group = peer.gid == stream.owner_gid ||
+                  std::find(peer.groups.begin(), peer.groups.end(), stream.owner_gid) !=
+                      peer.groups.end();
+  if (privileged(peer) || peer.uid == stream.owner_uid || stream.mode == Mode::kEveryone ||
+      (stream.mode == Mode::kGroup && in_group)) {
+    return Status();
+  }
+  return Status(ErrorCode::kPermissionDenied,
+                fmt::format("stream \"{}\": permission denied: it is readable by its {} only "
+                            "(owner uid {}, group gid {}); you are uid {}",
+                            stream.name, stream.mode == Mode::kGroup ? "owner's group" : "owner",
+                            stream.owner_uid, stream.owner_gid, peer.uid));
+}
+
+Status Registry::may_remove(const Stream& stream, const Peer& peer) const {
+  if (privileged(peer) || peer.uid == stream.owner_uid) return Status();
+  return Status(ErrorCode::kPermissionDenied,
+                fmt::format("stream \"{}\": permission denied: only its owner (uid {}) or root may "
+                            "remove it; you are uid {}",
+                            stream.name, stream.owner_uid, peer.uid));
+}
+
+Status Registry::give_to_owner(int fd, const Stream& stream, mode_t bits,
+                               const std::string& what) const {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return errno_status(errno, what);
+  if ((st.st_uid != stream.owner_uid || st.st_gid != stream.owner_gid) &&
+      fchown(fd, stream.owner_uid, stream.owner_gid) != 0) {
+    int err = errno;
+    return Status(ErrorCode::kPermissionDenied,
+                  fmt::format("{}: this daemon (uid {}) cannot give its files to uid {} gid {}: {}; "
+                              "other users need the system-wide daemon (shmstreamd --system), "
+                              "which runs as root",
+                              what, geteuid(), stream.owner_uid, stream.owner_gid,
+                              std::strerror(err)));
+  }
+  // Explicit, whatever the daemon's umask.
+  if (fchmod(fd, bits) != 0) return errno_status(errno, what + ": setting its mode");
+  return Status();
+}
+
 Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers) {
   std::string file = stream.wait_file_name();
   std::string what = fmt::format("stream \"{}\"", stream.name);
@@ -242,6 +323,7 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
         }
       }
       stream.wait = std::move(wait.value());
+      stream.wait_fd = std::make_shared<OwnedFd>(std::move(fd));
       return Status();
     }
     // Missing or unusable: a fresh one (a live producer keeps waking through its old mapping
@@ -251,12 +333,16 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
   OwnedFd fd(openat(stream.dir_fd, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
                     0600));
   if (fd.get() < 0) return errno_status(errno, what + ": creating the wait file");
+  // Its owner's only, always: other readers reach it through the descriptor the daemon hands
+  // them (proto WaitFile), so a mode never lets anyone else write reader slots.
+  if (Status s = give_to_owner(fd.get(), stream, 0600, what + ": the wait file"); !s.ok()) return s;
   if (Status s = shm::format_wait_page(fd.get(), stream.id, max_readers); !s.ok()) {
     return Status(s.code(), fmt::format("{}: {}", what, s.message()));
   }
   auto wait = shm::WaitPageMap::map(fd.get(), stream.id, what);
   if (!wait.ok()) return wait.status();
   stream.wait = std::move(wait.value());
+  stream.wait_fd = std::make_shared<OwnedFd>(std::move(fd));
   return Status();
 }
 
@@ -283,7 +369,7 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   }
   size_t owned = 0;
   for (const auto& [other, stream] : live_) {
-    owned += stream->header.header().producer_uid == static_cast<uint32_t>(peer.uid) ? 1 : 0;
+    owned += stream->owner_uid == peer.uid ? 1 : 0;
   }
   if (owned >= config_.max_streams_per_user) {
     return Status(ErrorCode::kLimitExceeded,
@@ -307,6 +393,9 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   stream->id = random_id();
   stream->file_name = shm::segment_file_name(config_.instance, stream->id);
   stream->dir_fd = dir_fd_;
+  stream->owner_uid = peer.uid;
+  stream->owner_gid = peer.gid;
+  stream->mode = create.mode;
   std::string what = fmt::format("stream \"{}\"", name);
   if (create.persistent || !create.directory.empty()) {
     std::string dir = create.directory.empty() ? config_.persist_dir : create.directory;
@@ -334,6 +423,10 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
                     O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd.get() < 0) return errno_status(errno, what + ": creating segment");
+  if (Status s = give_to_owner(fd.get(), *stream, file_mode(create.mode), what); !s.ok()) {
+    unlinkat(stream->dir_fd, stream->file_name.c_str(), 0);
+    return s;
+  }
   shm::SegmentParams params;
   params.name = name;
   params.max_data_size = max_bytes;
@@ -375,6 +468,7 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
     return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
   }
   const auto& stream = it->second;
+  if (Status s = may_read(*stream, peer); !s.ok()) return s;
   Cursor* held = nullptr;
   if (!cursor.empty()) {
     if (auto c = stream->cursors.find(cursor); c != stream->cursors.end()) {
@@ -415,7 +509,8 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
   return Status();
 }
 
-Status Registry::remove_cursor(const std::string& name, const std::string& cursor) {
+Status Registry::remove_cursor(const std::string& name, const std::string& cursor,
+                               const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
   auto it = live_.find(name);
@@ -423,6 +518,7 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
     return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
   }
   Stream& stream = *it->second;
+  if (Status s = may_read(stream, peer); !s.ok()) return s;
   auto c = stream.cursors.find(cursor);
   if (c == stream.cursors.end()) {
     return Status(ErrorCode::kNotFound,
@@ -436,13 +532,14 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
   return Status();
 }
 
-Status Registry::remove(const std::string& name, bool force) {
+Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   auto it = live_.find(name);
   if (it == live_.end()) {
     return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
   }
   std::shared_ptr<Stream> stream = it->second;
+  if (Status s = may_remove(*stream, peer); !s.ok()) return s;
   live_.erase(it);
   if (force) shm::end_stream(stream->header.mutable_header(), shm::StreamState::kCancelled);
   // Unlinked now: nobody can open it any more; mappings held keep the memory until released.
@@ -532,7 +629,7 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.bytes = h.committed_length.load(std::memory_order_acquire);
   s.readers = stream.readers;
   s.producer_pid = h.producer_pid;
-  s.producer_uid = h.producer_uid;
+  s.producer_uid = stream.owner_uid;
   s.max_bytes = h.max_data_size;
   s.created_unix_ns = h.created_unix_ns;
   s.stream_id = h.stream_id;
@@ -557,6 +654,8 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
     }
   }
   s.directory = stream.directory;
+  s.owner_gid = stream.owner_gid;
+  s.mode = stream.mode;
   return s;
 }
 

@@ -37,6 +37,13 @@ struct RegistryConfig {
   uint64_t max_ring_capacity = shm::kMaxRingCapacity;
 };
 
+// Who may open a stream for reading, besides its owner and root (proto Mode). The segment
+// file's permission bits say the same, so that going around the daemon does not help.
+enum class Mode : uint8_t { kOwner = 0, kGroup = 1, kEveryone = 2 };
+mode_t file_mode(Mode mode);           // 0600, 0640, 0644
+Mode mode_of_file(mode_t bits);        // the inverse, for adopted segments
+const char* mode_name(Mode mode);      // "owner", "group", "everyone"
+
 // What a new stream is (see proto CreateOptions).
 struct CreateParams {
   uint64_t max_bytes = 0;      // unbounded streams; 0 = the configured default
@@ -46,6 +53,7 @@ struct CreateParams {
   uint32_t max_readers = 0;  // 0 = the configured default
   bool persistent = false;   // in a directory on disk
   std::string directory;     // absolute; empty = persist_dir (if persistent)
+  Mode mode = Mode::kOwner;
 };
 
 // Who is on the other end of a control connection (from SO_PEERCRED).
@@ -53,6 +61,7 @@ struct Peer {
   pid_t pid = 0;
   uid_t uid = 0;
   gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups (SO_PEERGROUPS)
 };
 
 // A named cursor of a stream: its slot in the wait file stays claimed while no reader holds it.
@@ -72,6 +81,10 @@ struct Stream {
   std::string wait_file_name() const { return file_name + ".w"; }
   shm::Segment header;    // the daemon's read-write mapping of the header page only
   shm::WaitPageMap wait;  // the daemon's mapping of the wait file (reader slots)
+  std::shared_ptr<class OwnedFd> wait_fd;  // the wait file, read-write: handed to clients
+  uid_t owner_uid = 0;    // the creator's uid (from its socket), owner of the files
+  gid_t owner_gid = 0;    // the creator's primary group, the files' group
+  Mode mode = Mode::kOwner;
   uint32_t readers = 0;   // live Reader capabilities
   bool producer_attached = false;
   bool removed = false;  // unlinked; kept only while held
@@ -103,6 +116,8 @@ struct StreamSnapshot {
   uint64_t slowest_reader;  // lowest published reader position; `bytes` if none
   std::vector<CursorSnapshot> cursors;
   std::string directory;
+  uint32_t owner_gid;
+  Mode mode;
 };
 
 // What a reader holds (see Registry::open).
@@ -145,8 +160,10 @@ class Registry {
   // (created if new); kBusy while a live reader holds it.
   Status open(const std::string& name, const std::string& cursor, const Peer& peer,
               std::shared_ptr<Stream>* stream, OwnedFd* fd, ReaderGrant* grant);
-  Status remove(const std::string& name, bool force);
-  Status remove_cursor(const std::string& name, const std::string& cursor);
+  // Only the owner (or root, or the daemon's own user) may remove a stream; anyone who may
+  // open it may remove its cursors.
+  Status remove(const std::string& name, bool force, const Peer& peer);
+  Status remove_cursor(const std::string& name, const std::string& cursor, const Peer& peer);
   std::vector<StreamSnapshot> list() const;
   Status stat(const std::string& name, StreamSnapshot* out) const;
 
@@ -169,6 +186,11 @@ class Registry {
 
  private:
   void release_if_unheld(const std::shared_ptr<Stream>& stream);
+  // kPermissionDenied unless `peer` may read `stream` (its mode), or may remove it (owner).
+  Status may_read(const Stream& stream, const Peer& peer) const;
+  Status may_remove(const Stream& stream, const Peer& peer) const;
+  // Gives a new file to the stream's owner with its mode (the daemon may run as root).
+  Status give_to_owner(int fd, const Stream& stream, mode_t bits, const std::string& what) const;
   // Adopts the streams whose files lie in `dir_fd` (held open by `holder`, if not ours).
   void adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd>& holder,
                                const std::string& directory);

@@ -65,6 +65,8 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
     cursors[i].setReaderPid(s.cursors[i].reader_pid);
   }
   out.setDirectory(s.directory);
+  out.setOwnerGid(s.owner_gid);
+  out.setMode(static_cast<proto::Mode>(s.mode));
 }
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
@@ -80,6 +82,16 @@ Status guarded(const char* what, Fn&& fn) {
     return Status(ErrorCode::kInternal, fmt::format("{}: internal error: {}", what, e.what()));
   }
 }
+
+// The stream's wait file, read-write, for a client the daemon let in.
+class WaitFileImpl final : public proto::WaitFile::Server {
+ public:
+  explicit WaitFileImpl(std::shared_ptr<OwnedFd> fd) : fd_(std::move(fd)) {}
+  kj::Maybe<int> getFd() override { return fd_->get(); }
+
+ private:
+  std::shared_ptr<OwnedFd> fd_;
+};
 
 class ProducerImpl final : public proto::Producer::Server {
  public:
@@ -168,6 +180,21 @@ class ControlImpl final : public proto::Control::Server {
       create.max_readers = options.getMaxReaders();
       create.persistent = options.getPersistent();
       create.directory = text(options.getDirectory());
+      switch (options.getMode()) {
+        case proto::Mode::OWNER:
+          create.mode = Mode::kOwner;
+          break;
+        case proto::Mode::GROUP:
+          create.mode = Mode::kGroup;
+          break;
+        case proto::Mode::EVERYONE:
+          create.mode = Mode::kEveryone;
+          break;
+        default:
+          return Status(ErrorCode::kInvalidArgument,
+                        fmt::format("stream \"{}\": unknown mode {}", name,
+                                    static_cast<int>(options.getMode())));
+      }
       switch (options.getRetention()) {
         case proto::Retention::UNBOUNDED:
           if (options.getRingCapacity() != 0) {
@@ -197,6 +224,7 @@ class ControlImpl final : public proto::Control::Server {
     set_status(results.initStatus(), status);
     if (status.ok()) {
       server_.watch_producer(stream, peer_.pid);
+      results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
       results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
     }
     return kj::READY_NOW;
@@ -215,6 +243,7 @@ class ControlImpl final : public proto::Control::Server {
     set_status(results.initStatus(), status);
     if (status.ok()) {
       results.setSlot(grant.slot);
+      results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
       results.setReader(
           kj::heap<ReaderImpl>(registry_, std::move(stream), std::move(fd), std::move(grant)));
     }
@@ -241,7 +270,7 @@ class ControlImpl final : public proto::Control::Server {
   kj::Promise<void> remove(RemoveContext context) override {
     auto params = context.getParams();
     std::string name = text(params.getName());
-    Status status = guarded("remove", [&] { return registry_.remove(name, params.getForce()); });
+    Status status = guarded("remove", [&] { return registry_.remove(name, params.getForce(), peer_); });
     set_status(context.getResults().initStatus(), status);
     return kj::READY_NOW;
   }
@@ -250,7 +279,8 @@ class ControlImpl final : public proto::Control::Server {
     auto params = context.getParams();
     std::string name = text(params.getName());
     std::string cursor = text(params.getCursor());
-    Status status = guarded("removeCursor", [&] { return registry_.remove_cursor(name, cursor); });
+    Status status = guarded("removeCursor", [&] { return registry_.remove_cursor(name, cursor, peer_);
+    });
     set_status(context.getResults().initStatus(), status);
     return kj::READY_NOW;
   }
@@ -355,7 +385,14 @@ void Server::serve(int fd) {
     ::close(fd);
     return;
   }
-  Peer peer{cred.pid, cred.uid, cred.gid};
+  Peer peer{cred.pid, cred.uid, cred.gid, {}};
+  // Supplementary groups, for streams readable by a group (Linux 4.13+; without it, only the
+  // primary group counts).
+  gid_t groups[256];
+  socklen_t groups_len = sizeof(groups);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &groups_len) == 0) {
+    peer.groups.assign(groups, groups + groups_len / sizeof(gid_t));
+  }
   capnp::ReaderOptions options;
   options.traversalLimitInWords = limits_.max_message_words;
   options.nestingLimit = 16;

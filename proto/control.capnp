@@ -53,6 +53,18 @@ struct StreamInfo {
   # The stream's named cursors, by name.
   directory @17 :Text;
   # A persistent stream's directory; empty for a stream in shared memory.
+  ownerGid @18 :UInt32;
+  # The stream's group (its creator's primary group); the owner is `producerUid`.
+  mode @19 :Mode;
+  # Who may open it; the segment file carries the same permissions.
+}
+
+enum Mode {
+  # Who may open a stream for reading (its owner and root always may; only they may remove it).
+  # The segment file's permission bits say the same, so the kernel refuses anyone else too.
+  owner @0;     # 0600
+  group @1;     # 0640: members of the owner's group
+  everyone @2;  # 0644
 }
 
 struct CursorInfo {
@@ -89,19 +101,23 @@ struct CreateOptions {
   # so that it survives a daemon restart and a reboot.
   directory @6 :Text;
   # An absolute path of an existing directory to keep it in (implies persistent).
+  mode @7 :Mode;
+  # Who may read it; default owner only.
 }
 
 interface Control {
   # One per connection; the daemon learns the caller's pid and uid from the socket
   # (SO_PEERCRED), never from the request.
 
-  create @0 (name :Text, options :CreateOptions) -> (status :Status, producer :Producer);
+  create @0 (name :Text, options :CreateOptions)
+      -> (status :Status, producer :Producer, waitFile :WaitFile);
   # Creates an empty open stream owned by the caller, who becomes its producer.
 
-  open @1 (name :Text, options :OpenOptions) -> (status :Status, reader :Reader, slot :UInt32);
-  # Opens a stream for reading; counts as a reader until the capability is dropped. `slot` is
-  # the reader's slot in the stream's wait file, where it publishes its position (a named
-  # cursor: its committed position).
+  open @1 (name :Text, options :OpenOptions)
+      -> (status :Status, reader :Reader, slot :UInt32, waitFile :WaitFile);
+  # Opens a stream for reading if its mode lets the caller; counts as a reader until the
+  # capability is dropped. `slot` is the reader's slot in the stream's wait file, where it
+  # publishes its position (a named cursor: its committed position).
 
   list @2 () -> (streams :List(StreamInfo));
   # Every stream, live or removing, sorted by name.
@@ -109,12 +125,14 @@ interface Control {
   stat @3 (name :Text) -> (status :Status, info :StreamInfo);
 
   remove @4 (name :Text, force :Bool) -> (status :Status);
+  # Only the stream's owner (or root) may remove it.
   # Removes the name at once. Without force, current readers may read to the end and the
   # producer may write until it closes; memory is released when the last of them lets go.
   # With force, the stream is cancelled: every reader and the producer fail from now on.
 
   removeCursor @5 (name :Text, cursor :Text) -> (status :Status);
   # Forgets a named cursor that no reader holds (it stops holding back a blocking ring).
+  # Anyone who may open the stream may remove its cursors.
 }
 
 interface Producer {
@@ -131,4 +149,10 @@ interface Producer {
 interface Reader {
   # Carries the segment's read-only file descriptor (Capability::getFd()).
   # Holding it counts as one reader; drop it to stop counting. No methods yet.
+}
+
+interface WaitFile {
+  # Carries the read-write descriptor of the stream's wait file (reader slots and the futex
+  # words), Capability::getFd(). The file itself is its owner's only (0600): readers of other
+  # users reach it only through this descriptor, granted after the daemon's permission check.
 }

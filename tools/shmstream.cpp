@@ -2,6 +2,8 @@
 // remove streams. Uses only the public client API. See `shmstream --help`.
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -146,6 +148,16 @@ void print_cursors(const shmstream::StreamInfo& info, const char* indent) {
   }
 }
 
+// A uid or gid as its name, if it has one ("1000" otherwise).
+std::string user_name(uint32_t uid) {
+  if (const passwd* pw = getpwuid(uid); pw != nullptr) return pw->pw_name;
+  return std::to_string(uid);
+}
+std::string group_name(uint32_t gid) {
+  if (const group* gr = getgrgid(gid); gr != nullptr) return gr->gr_name;
+  return std::to_string(gid);
+}
+
 std::string info_json(const shmstream::StreamInfo& info) {
   return "{\"name\":" + json_string(info.name) + ",\"state\":\"" + state_of(info) +
          "\",\"stream_state\":\"" + shmstream::to_string(info.state) +
@@ -153,6 +165,10 @@ std::string info_json(const shmstream::StreamInfo& info) {
          ",\"readers\":" + std::to_string(info.readers) +
          ",\"producer_pid\":" + std::to_string(info.producer_pid) +
          ",\"producer_uid\":" + std::to_string(info.producer_uid) +
+         ",\"owner\":" + json_string(user_name(info.producer_uid)) +
+         ",\"owner_gid\":" + std::to_string(info.owner_gid) +
+         ",\"group\":" + json_string(group_name(info.owner_gid)) + ",\"mode\":\"" +
+         shmstream::to_string(info.mode) + "\"" +
          ",\"max_bytes\":" + std::to_string(info.max_bytes) +
          ",\"created_unix_ns\":" + std::to_string(info.created_unix_ns) + ",\"retention\":\"" +
          shmstream::to_string(info.retention) +
@@ -205,6 +221,7 @@ struct WriteOptions {
   Format format = Format::kLine;
   bool persistent = false;
   std::string directory;
+  shmstream::StreamMode mode = shmstream::StreamMode::kOwner;
   std::vector<std::string> command;  // after "--": run it and stream its stdout
 };
 
@@ -384,6 +401,7 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   options.max_readers = w.max_readers;
   options.retention = w.retention;
   options.persistent = w.persistent;
+  options.mode = w.mode;
   if (!w.directory.empty()) {
     std::error_code ec;
     options.directory = std::filesystem::absolute(w.directory, ec).lexically_normal().string();
@@ -531,13 +549,14 @@ int cmd_ls(shmstream::Client& client, bool json) {
     std::printf("%s]\n", out.c_str());
     return 0;
   }
-  std::printf("%-24s %-9s %-8s %-12s %14s %14s %7s %8s\n", "NAME", "STATE", "KIND", "RETENTION",
-              "OLDEST", "BYTES", "READERS", "PID");
+  std::printf("%-24s %-9s %-8s %-12s %14s %14s %7s %8s %-12s %s\n", "NAME", "STATE", "KIND",
+              "RETENTION", "OLDEST", "BYTES", "READERS", "PID", "OWNER", "MODE");
   for (const auto& s : streams) {
-    std::printf("%-24s %-9s %-8s %-12s %14llu %14llu %7u %8u\n", s.name.c_str(),
+    std::printf("%-24s %-9s %-8s %-12s %14llu %14llu %7u %8u %-12s %s\n", s.name.c_str(),
                 state_of(s).c_str(), s.records ? "records" : "bytes", retention_of(s).c_str(),
                 static_cast<unsigned long long>(s.oldest), static_cast<unsigned long long>(s.bytes),
-                s.readers, s.producer_pid);
+                s.readers, s.producer_pid, user_name(s.producer_uid).c_str(),
+                shmstream::to_string(s.mode));
     if (!s.directory.empty()) std::printf("  persistent in %s\n", s.directory.c_str());
     print_cursors(s, "  ");
   }
@@ -562,6 +581,9 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
       static_cast<unsigned long long>(info.bytes), info.readers, info.max_readers,
       static_cast<unsigned long long>(info.slowest_reader), info.producer_pid, info.producer_uid,
       static_cast<unsigned long long>(info.max_bytes), when);
+  std::printf("owner:         %s (uid %u), group %s (gid %u)\nmode:          %s\n",
+              user_name(info.producer_uid).c_str(), info.producer_uid,
+              group_name(info.owner_gid).c_str(), info.owner_gid, shmstream::to_string(info.mode));
   std::printf("stored in:     %s\n",
               info.directory.empty() ? "shared memory" : info.directory.c_str());
   print_cursors(info, "");
@@ -601,6 +623,16 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(retentions));
   write->add_option("--capacity", w.capacity, "Ring capacity for drop-oldest/block (64K, 16M...)");
   write->add_option("--max-readers", w.max_readers, "Readers allowed at once (default: daemon's)");
+  const std::map<std::string, shmstream::StreamMode> modes = {
+      {"owner", shmstream::StreamMode::kOwner},
+      {"group", shmstream::StreamMode::kGroup},
+      {"everyone", shmstream::StreamMode::kEveryone}};
+  write
+      ->add_option("--mode", w.mode,
+                   "Who may read it: owner (0600), group (0640: your primary group) or everyone "
+                   "(0644); the owner and root always may, and only they may remove it")
+      ->transform(CLI::CheckedTransformer(modes))
+      ->default_str("owner");
   write->add_flag("--records", w.records, "A records stream: one record per input line");
   write->add_flag("--persistent", w.persistent,
                   "Keep it on disk, in the daemon's persistent directory: it survives a daemon "

@@ -21,7 +21,7 @@ class RegistryTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     config_.segment_dir = tmpl;
     config_.instance = shm::instance_tag(tmpl);
-    peer_ = Peer{getpid(), getuid(), getgid()};
+    peer_ = Peer{getpid(), getuid(), getgid(), {}};
   }
   void TearDown() override { std::filesystem::remove_all(config_.segment_dir); }
 
@@ -89,7 +89,7 @@ TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLet
   ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &rw).ok());
   EXPECT_EQ(files(), 2u);  // the segment and its wait page
   ASSERT_TRUE(registry.open("s", "", peer_, &reading, &ro, &grant_).ok());
-  ASSERT_TRUE(registry.remove("s", /*force=*/false).ok());
+  ASSERT_TRUE(registry.remove("s", /*force=*/false, peer_).ok());
   EXPECT_EQ(files(), 0u);  // unlinked: nobody can open it by name, not even around the daemon
   EXPECT_EQ(registry.open("s", "", peer_, &reading, &ro2, &grant_).code(), ErrorCode::kNotFound);
   auto list = registry.list();
@@ -109,9 +109,9 @@ TEST_F(RegistryTest, ForcedRemovalCancels) {
   std::shared_ptr<Stream> stream;
   OwnedFd fd;
   ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &fd).ok());
-  ASSERT_TRUE(registry.remove("s", /*force=*/true).ok());
+  ASSERT_TRUE(registry.remove("s", /*force=*/true, peer_).ok());
   EXPECT_EQ(shm::load_state(stream->header.header()), shm::StreamState::kCancelled);
-  EXPECT_EQ(registry.remove("s", true).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(registry.remove("s", true, peer_).code(), ErrorCode::kNotFound);
 }
 
 TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
@@ -123,7 +123,7 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
     ASSERT_TRUE(registry.create("alive", {}, peer_, &stream, &fd).ok());
-    ASSERT_TRUE(registry.create("orphan", {}, Peer{dead, getuid(), getgid()}, &stream, &fd).ok());
+    ASSERT_TRUE(registry.create("orphan", {}, Peer{dead, getuid(), getgid(), {}}, &stream, &fd).ok());
     registry.set_shutting_down();  // as on SIGTERM: producers keep their streams open
   }
   std::string junk =

@@ -118,7 +118,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int i = 0; i < 1000 && w.server->connection_count() != 0; ++i) w.io.waitScope.poll();
   // Nothing outlives the input: its streams go, and the connection count is back to zero.
   for (const auto& s : w.registry->list()) {
-    if (!s.removing) (void)w.registry->remove(s.name, /*force=*/true);
+    if (!s.removing) (void)w.registry->remove(s.name, /*force=*/true, daemon::Peer{0, 0, 0, {}});
   }
   if (w.server->connection_count() != 0 || !w.registry->list().empty()) {
     std::fprintf(stderr, "control_fuzz: %zu connections, %zu streams left after the input\n",

@@ -62,6 +62,16 @@ enum class Retention {
 };
 const char* to_string(Retention retention);  // "unbounded", "drop-oldest", "block"
 
+// Who may open a stream for reading. Its owner (the creator's uid, as the daemon saw it on the
+// socket) and root always may, and only they may remove it. The segment file carries the same
+// permission bits, so the kernel refuses anyone else who goes around the daemon.
+enum class StreamMode {
+  kOwner,     // the owner only (0600)
+  kGroup,     // and members of the owner's primary group (0640)
+  kEveryone,  // every local user (0644)
+};
+const char* to_string(StreamMode mode);  // "owner", "group", "everyone"
+
 // A named cursor of a stream (see OpenOptions::cursor).
 struct CursorInfo {
   std::string name;
@@ -87,6 +97,8 @@ struct StreamInfo {
   uint64_t slowest_reader = 0;  // lowest position a reader published; `bytes` if none
   std::vector<CursorInfo> cursors;
   std::string directory;  // a persistent stream's directory; empty in shared memory
+  uint32_t owner_gid = 0;  // the owner is producer_uid
+  StreamMode mode = StreamMode::kOwner;
 };
 
 struct CreateOptions {
@@ -99,6 +111,7 @@ struct CreateOptions {
   // `directory` (absolute, existing) if given, else in the daemon's persistent directory.
   bool persistent = false;
   std::string directory;
+  StreamMode mode = StreamMode::kOwner;
 };
 
 // When a named cursor's position is committed.
