@@ -55,6 +55,7 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.producer_uid = in.getProducerUid();
   out.max_bytes = in.getMaxBytes();
   out.created_unix_ns = in.getCreatedUnixNs();
+  out.stream_id = in.getStreamId();
   switch (in.getRetention()) {
     case proto::Retention::UNBOUNDED:
       out.retention = Retention::kUnbounded;

@@ -16,6 +16,7 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -26,12 +27,42 @@
 
 namespace {
 
+constexpr const char* kSystemSocket = "/run/shmstream/control.sock";
+constexpr const char* kSystemPersistDir = "/var/lib/shmstream";
+
 [[noreturn]] void die(const std::string& message, int code = 1) {
   std::fprintf(stderr, "shmstreamd: %s\n", message.c_str());
   std::exit(code);
 }
 
-int listen_on(const std::string& path) {
+// The listening socket systemd passed (socket activation: LISTEN_PID is us, LISTEN_FDS >= 1,
+// the socket is fd 3); -1 if none. Its path comes back in `path`.
+int activated_socket(std::string* path) {
+  const char* pid = std::getenv("LISTEN_PID");
+  const char* fds = std::getenv("LISTEN_FDS");
+  if (pid == nullptr || fds == nullptr || std::atol(pid) != getpid() || std::atoi(fds) < 1) {
+    return -1;
+  }
+  unsetenv("LISTEN_PID");  // not for our children
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  constexpr int kFirst = 3;  // SD_LISTEN_FDS_START
+  sockaddr_un addr{};
+  socklen_t len = sizeof(addr);
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (getsockname(kFirst, reinterpret_cast<sockaddr*>(&addr), &len) != 0 ||
+      addr.sun_family != AF_UNIX || addr.sun_path[0] == '\0' ||
+      getsockopt(kFirst, SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 || type != SOCK_STREAM) {
+    die("socket activation: fd 3 is not a listening Unix stream socket with a path");
+  }
+  *path = std::string(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
+  fcntl(kFirst, F_SETFD, FD_CLOEXEC);
+  fcntl(kFirst, F_SETFL, fcntl(kFirst, F_GETFL) | O_NONBLOCK);
+  return kFirst;
+}
+
+int listen_on(const std::string& path, mode_t mode) {
   sockaddr_un addr{};
   if (path.size() >= sizeof(addr.sun_path)) {
     die("socket path too long (" + std::to_string(path.size()) + " bytes, limit " +
@@ -46,6 +77,9 @@ int listen_on(const std::string& path) {
   int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   umask(old);
   if (rc != 0) die("bind " + path + ": " + std::strerror(errno));
+  // Connecting needs write permission on the socket: 0600 for a per-user daemon, 0666 for the
+  // system-wide one (each stream's mode still decides who may read what).
+  if (chmod(path.c_str(), mode) != 0) die("chmod " + path + ": " + std::strerror(errno));
   if (listen(fd, 512) != 0) die("listen " + path + ": " + std::strerror(errno));
   return fd;
 }
@@ -103,7 +137,31 @@ int main(int argc, char** argv) {
   app.add_option("--max-connections-per-user", limits.max_connections_per_user,
                  "Control connections one user may hold open at once")
       ->capture_default_str();
+  bool system = false;
+  app.add_flag("--system", system,
+               "The system-wide daemon, one socket for all users (needs root, to give each "
+               "stream's files to its creator): socket " +
+                   std::string(kSystemSocket) + " (mode 0666), persistent streams in " +
+                   kSystemPersistDir);
+  std::string socket_mode_text;
+  app.add_option("--socket-mode", socket_mode_text,
+                 "Permission bits of the socket, octal (default 0600; 0666 with --system)");
   CLI11_PARSE(app, argc, argv);
+  if (system) {
+    if (geteuid() != 0) die("--system needs root: it gives each stream's files to its creator");
+    if (app.count("--socket") == 0) socket_path = kSystemSocket;
+    if (app.count("--persist-dir") == 0) persist_dir = kSystemPersistDir;
+  }
+  mode_t socket_mode = system ? 0666 : 0600;
+  if (!socket_mode_text.empty()) {
+    char* end = nullptr;
+    unsigned long bits = std::strtoul(socket_mode_text.c_str(), &end, 8);
+    if (*end != '\0' || bits > 0777) die("--socket-mode " + socket_mode_text + ": not octal bits");
+    socket_mode = static_cast<mode_t>(bits);
+  }
+  std::string activated_path;
+  int activated_fd = activated_socket(&activated_path);
+  if (activated_fd >= 0) socket_path = activated_path;
 
   spdlog::set_default_logger(spdlog::stderr_color_mt("shmstreamd"));
   spdlog::set_level(spdlog::level::from_str(log_level));
@@ -113,7 +171,10 @@ int main(int argc, char** argv) {
   std::filesystem::path socket_fs(socket_path);
   socket_path = std::filesystem::absolute(socket_fs).lexically_normal().string();
   std::error_code ec;
+  // The socket's directory: others must be able to reach a system-wide socket in it.
+  mode_t old_umask = umask(system ? 022 : 077);
   std::filesystem::create_directories(std::filesystem::path(socket_path).parent_path(), ec);
+  umask(old_umask);
   if (ec)
     die("creating " + std::filesystem::path(socket_path).parent_path().string() + ": " +
         ec.message());
@@ -125,7 +186,7 @@ int main(int argc, char** argv) {
   if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     die("another shmstreamd already serves " + socket_path, 3);
   }
-  int listen_fd = listen_on(socket_path);
+  int listen_fd = activated_fd >= 0 ? activated_fd : listen_on(socket_path, socket_mode);
 
   if (!foreground) {
     pid_t pid = fork();
@@ -166,7 +227,8 @@ int main(int argc, char** argv) {
     shmstream::daemon::Registry registry(config);
     {
       shmstream::daemon::Server server(io, registry, listen_fd, limits);
-      spdlog::info("serving {} (pid {}, segments in {} as {}*)", socket_path, getpid(), segment_dir,
+      spdlog::info("serving {} (pid {}{}, segments in {} as {}*)", socket_path, getpid(),
+                   activated_fd >= 0 ? ", socket from systemd" : "", segment_dir,
                    shmstream::shm::segment_file_prefix(config.instance));
       if (ready_fd >= 0) {
         char byte = 1;
@@ -180,7 +242,8 @@ int main(int argc, char** argv) {
           server.run().then([]() { return 0; }).exclusiveJoin(kj::mv(stop)).wait(io.waitScope);
       spdlog::info("signal {}: shutting down; streams stay for the next daemon", signo);
       registry.set_shutting_down();
-      unlink(socket_path.c_str());
+      if (activated_fd < 0) unlink(socket_path.c_str());  // systemd's socket stays, for the next
+
     }
   } catch (const std::exception& e) {
     die(e.what());

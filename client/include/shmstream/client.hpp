@@ -89,6 +89,7 @@ struct StreamInfo {
   uint32_t producer_uid = 0;
   uint64_t max_bytes = 0;
   uint64_t created_unix_ns = 0;
+  uint64_t stream_id = 0;  // unique per segment: a re-created name gets a new one
   Retention retention = Retention::kUnbounded;
   uint64_t ring_capacity = 0;  // rings: bytes kept
   uint64_t oldest = 0;         // the oldest offset still available
