@@ -201,6 +201,7 @@ struct Producer::Impl {
   Status end(bool clean) {
     Status local = clean ? core.close() : core.abort();
     ended = true;
+    connection->remember(handle, std::nullopt);  // a restarted daemon finds it ended
     // Tell the daemon too, so that dropping the capability later is not taken for a death.
     auto remote =
         connection->run<Answer>(clean ? "close" : "abort", [this, clean](LoopState& loop) {
@@ -354,7 +355,7 @@ Result<Client> Client::connect(const ClientOptions& options) {
   std::string path = options.socket_path.empty() ? default_socket_path() : options.socket_path;
   auto fd = connect_socket(path, options.autostart, options.daemon_path);
   if (!fd.ok()) return fd.status();
-  auto connection = Connection::start(*fd, path);
+  auto connection = Connection::start(*fd, path, options.autostart, options.daemon_path);
   if (!connection.ok()) return connection.status();
   return Client(std::move(connection.value()));
 }
@@ -435,6 +436,8 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
         });
       });
   if (!granted.ok()) return granted.status();
+  connection_->remember(granted->handle,
+                        Reattach{true, owned, granted->segment.header().stream_id, 0});
   return Producer(std::make_unique<Producer::Impl>(
       connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait)));
 }
@@ -456,6 +459,9 @@ Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
     });
   });
   if (!granted.ok()) return granted.status();
+  connection_->remember(granted->handle, Reattach{false, owned,
+                                                  granted->segment.header().stream_id,
+                                                  granted->slot});
   return Reader(std::make_unique<Reader::Impl>(
       connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait),
       granted->slot, options.commit == CommitMode::kAuto));

@@ -115,9 +115,12 @@ Result<int> connect_socket(const std::string& socket_path, bool autostart,
                                                      socket_path, std::strerror(-fd)));
 }
 
-Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket_path) {
+Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket_path,
+                                                      bool autostart, std::string daemon_path) {
   std::shared_ptr<Connection> connection(new Connection());
   connection->socket_path_ = std::move(socket_path);
+  connection->autostart_ = autostart;
+  connection->daemon_path_ = std::move(daemon_path);
   connection->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (connection->wake_fd_ < 0) {
     ::close(fd);
@@ -142,29 +145,99 @@ Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket
   return connection;
 }
 
+namespace {
+
+// One RPC connection to a daemon.
+struct Session {
+  kj::Own<kj::AsyncCapabilityStream> stream;
+  kj::Own<capnp::TwoPartyVatNetwork> network;
+  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+};
+
+kj::Own<Session> open_session(kj::AsyncIoContext& io, int fd, LoopState& state) {
+  auto session = kj::heap<Session>();
+  session->stream =
+      io.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
+                                                    kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
+  // Up to 4 fds per message: replies carry a segment fd and a wait-file fd.
+  session->network = kj::heap<capnp::TwoPartyVatNetwork>(*session->stream, 4,
+                                                         capnp::rpc::twoparty::Side::CLIENT);
+  session->rpc = kj::heap(capnp::makeRpcClient(*session->network));
+  capnp::MallocMessageBuilder message;
+  auto host = message.initRoot<capnp::rpc::twoparty::VatId>();
+  host.setSide(capnp::rpc::twoparty::Side::SERVER);
+  state.control = session->rpc->bootstrap(host).castAs<proto::Control>();
+  return session;
+}
+
+// Takes back, from a new daemon, each capability remembered for reattachment; a capability
+// the daemon refuses (its stream was removed meanwhile) stays broken: calls on it fail.
+kj::Promise<void> reattach_all(LoopState& state) {
+  auto requests = kj::heapArrayBuilder<kj::Promise<void>>(state.reattach.size());
+  for (const auto& [handle, how] : state.reattach) {
+    auto replace = [&state, handle = handle](auto response) {
+      if (response.getStatus().getCode() != 0) return;
+      auto it = state.capabilities.find(handle);
+      if (it == state.capabilities.end()) return;  // released meanwhile
+      if (response.hasProducer()) it->second = response.getProducer();
+    };
+    if (how.producer) {
+      auto request = state.control.reattachProducerRequest();
+      request.setName(how.name);
+      request.setStreamId(how.stream_id);
+      requests.add(request.send().then(replace, [](kj::Exception&&) {}));
+    } else {
+      auto request = state.control.reattachReaderRequest();
+      request.setName(how.name);
+      request.setStreamId(how.stream_id);
+      request.setSlot(how.slot);
+      requests.add(request.send().then(
+          [&state, handle = handle](auto response) {
+            if (response.getStatus().getCode() != 0) return;
+            auto it = state.capabilities.find(handle);
+            if (it != state.capabilities.end()) it->second = response.getReader();
+          },
+          [](kj::Exception&&) {}));
+    }
+  }
+  return kj::joinPromises(requests.finish());
+}
+
+}  // namespace
+
 void Connection::thread_main(int fd, std::promise<void>* ready) {
   bool started = false;
   try {
     auto io = kj::setupAsyncIo();
-    auto stream =
-        io.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
-                                                      kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
-    // Up to 4 fds per message: replies carry a segment fd with each Producer or Reader.
-    capnp::TwoPartyVatNetwork network(*stream, 4, capnp::rpc::twoparty::Side::CLIENT);
-    auto rpc = capnp::makeRpcClient(network);
     LoopState state;
-    {
-      capnp::MallocMessageBuilder message;
-      auto host = message.initRoot<capnp::rpc::twoparty::VatId>();
-      host.setSide(capnp::rpc::twoparty::Side::SERVER);
-      state.control = rpc.bootstrap(host).castAs<proto::Control>();
-    }
+    // Sessions are kept until the end: capabilities of a lost one may still refer to it.
+    std::vector<kj::Own<Session>> sessions;
+    sessions.push_back(open_session(io, fd, state));
     kj::UnixEventPort::FdObserver wake(io.unixEventPort, wake_fd_,
                                        kj::UnixEventPort::FdObserver::OBSERVE_READ);
     struct Ignore : kj::TaskSet::ErrorHandler {
       void taskFailed(kj::Exception&&) override {}  // run() already stored the error
     } ignore;
     kj::TaskSet tasks(ignore);
+    // When the daemon goes away: reconnect, with a growing pause between attempts (the
+    // daemon may be restarting), then reattach. Requests meanwhile fail with kUnavailable.
+    std::function<kj::Promise<void>(kj::Duration)> reconnect;
+    std::function<kj::Promise<void>()> watch = [&]() {
+      return sessions.back()->network->onDisconnect().then(
+          [&]() { return reconnect(10 * kj::MILLISECONDS); });
+    };
+    reconnect = [&](kj::Duration pause) -> kj::Promise<void> {
+      auto fd = connect_socket(socket_path_, autostart_, daemon_path_);
+      if (!fd.ok()) {
+        return io.provider->getTimer().afterDelay(pause).then([&, pause]() {
+          return reconnect(std::min(pause * 2, 1000 * kj::MILLISECONDS));
+        });
+      }
+      sessions.push_back(open_session(io, *fd, state));
+      reconnections_.fetch_add(1, std::memory_order_relaxed);  // a counter: no data published
+      return reattach_all(state).then([&]() { return watch(); });
+    };
+    tasks.add(watch());
     started = true;
     ready->set_value();
     // Runs queued jobs whenever the eventfd fires, until stopping_ is set.
@@ -186,7 +259,8 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
       });
     };
     pump().wait(io.waitScope);
-    // Capabilities die on their own thread, before the connection they belong to.
+    // Capabilities die on their own thread, before the connections they belong to.
+    // (The tasks, then the sessions, go as the scope ends, in that order.)
     state.capabilities.clear();
     state.control = nullptr;
   } catch (...) {
@@ -234,6 +308,18 @@ Connection::~Connection() {
 void Connection::release(uint64_t handle) {
   submit([handle](LoopState& loop) {
     loop.capabilities.erase(handle);
+    loop.reattach.erase(handle);
+    return kj::Promise<void>(kj::READY_NOW);
+  });
+}
+
+void Connection::remember(uint64_t handle, std::optional<Reattach> how) {
+  submit([handle, how = std::move(how)](LoopState& loop) {
+    if (!how) {
+      loop.reattach.erase(handle);
+    } else if (loop.capabilities.count(handle) != 0) {
+      loop.reattach[handle] = *how;
+    }
     return kj::Promise<void>(kj::READY_NOW);
   });
 }

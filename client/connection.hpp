@@ -9,6 +9,7 @@
 #include <kj/async.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -26,10 +27,19 @@
 
 namespace shmstream {
 
+// How to take a capability back from a restarted daemon (proto reattachProducer/Reader).
+struct Reattach {
+  bool producer = false;
+  std::string name;
+  uint64_t stream_id = 0;
+  uint32_t slot = 0;  // readers
+};
+
 // What the loop thread owns; touched only on that thread.
 struct LoopState {
   proto::Control::Client control{nullptr};
   std::map<uint64_t, capnp::Capability::Client> capabilities;
+  std::map<uint64_t, Reattach> reattach;  // by capability handle
   uint64_t next_handle = 1;
   uint64_t hold(capnp::Capability::Client cap) {
     capabilities.emplace(next_handle, kj::mv(cap));
@@ -39,8 +49,11 @@ struct LoopState {
 
 class Connection {
  public:
-  // Takes ownership of `fd`, a connected Unix stream socket.
-  static Result<std::shared_ptr<Connection>> start(int fd, std::string socket_path);
+  // Takes ownership of `fd`, a connected Unix stream socket. When the daemon goes away, the
+  // connection reconnects by itself (starting a daemon if `autostart`), and takes back the
+  // capabilities remembered with remember(); meanwhile requests fail with kUnavailable.
+  static Result<std::shared_ptr<Connection>> start(int fd, std::string socket_path,
+                                                   bool autostart, std::string daemon_path);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -52,6 +65,10 @@ class Connection {
   // Drops a capability held by handle (its server-side effects: reader uncounted, etc.).
   // Does not wait.
   void release(uint64_t handle);
+  // Reattaches capability `handle` after a reconnection, or (nullopt) no longer.
+  void remember(uint64_t handle, std::optional<Reattach> how);
+  // Reconnections so far (for tests and diagnostics).
+  uint64_t reconnections() const { return reconnections_.load(std::memory_order_relaxed); }
   const std::string& socket_path() const { return socket_path_; }
 
  private:
@@ -66,6 +83,9 @@ class Connection {
   void thread_main(int fd, std::promise<void>* ready);
 
   std::string socket_path_;
+  bool autostart_ = false;
+  std::string daemon_path_;
+  std::atomic<uint64_t> reconnections_{0};
   int wake_fd_ = -1;  // eventfd: written after queueing, watched by the loop
   std::thread thread_;
   std::mutex mutex_;              // guards jobs_, stopping_ and every job's result slot

@@ -306,18 +306,25 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
     auto wait = fd.get() >= 0 ? shm::WaitPageMap::map(fd.get(), stream.id, what)
                               : Result<shm::WaitPageMap>(Status(ErrorCode::kNotFound, "missing"));
     if (wait.ok()) {
-      // The readers of an earlier daemon are not ours to track: their slots are freed. Named
-      // cursors stay, committed where they were, and nobody holds them now.
+      // The readers of an earlier daemon: those still alive (this boot) keep their slots, to
+      // reattach (the server watches their pids); the others' slots are freed. Named cursors
+      // stay, committed where they were, held by their reader if it lives.
+      bool this_boot = shm::created_this_boot(stream.header.header());
       for (uint32_t i = 0; i < wait->max_readers(); ++i) {
         shm::ReaderSlot& slot = wait->slot(i);
         // Relaxed: only the daemon claims slots, and no reader of ours holds one yet.
         bool in_use = slot.in_use.load(std::memory_order_relaxed) != 0;
+        auto pid = static_cast<pid_t>(slot.pid);
+        bool live = in_use && this_boot && process_alive(pid);
         std::string cursor(shm::cursor_name(slot));
         if (in_use && slot.cursor != 0 && shm::validate_cursor_name(cursor).ok() &&
             stream.cursors.count(cursor) == 0) {
-          slot.pid = 0;
-          stream.cursors[cursor] = Cursor{i, 0, 0};
+          if (!live) slot.pid = 0;
+          stream.cursors[cursor] = Cursor{i, live ? pid : 0, 0};
+          if (live) stream.orphans[i] = pid;
           shm::settle_cursor_hold(*wait, i);
+        } else if (live && slot.cursor == 0) {
+          stream.orphans[i] = pid;
         } else {
           shm::release_reader_slot(*wait, i);
         }
@@ -473,6 +480,12 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
   if (!cursor.empty()) {
     if (auto c = stream->cursors.find(cursor); c != stream->cursors.end()) {
       held = &c->second;
+      // Kept since adoption for this very process, which now opens it anew: its own.
+      if (auto o = stream->orphans.find(held->slot);
+          o != stream->orphans.end() && o->second == peer.pid) {
+        stream->orphans.erase(o);
+        held->reader_pid = 0;
+      }
       if (Status s = unless_held(name, cursor, *held); !s.ok()) return s;
     }
   }
@@ -550,6 +563,89 @@ Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   removing_.insert(stream);
   release_if_unheld(stream);
   return Status();
+}
+
+Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, const Peer& peer,
+                                   std::shared_ptr<Stream>* out) {
+  auto it = live_.find(name);
+  if (it == live_.end() || it->second->id != stream_id) {
+    return Status(ErrorCode::kNotFound,
+                  fmt::format("stream \"{}\": gone (removed while the daemon restarted)", name));
+  }
+  const auto& stream = it->second;
+  if (stream->producer_attached ||
+      stream->header.header().producer_pid != static_cast<uint32_t>(peer.pid)) {
+    return Status(ErrorCode::kPermissionDenied,
+                  fmt::format("stream \"{}\": pid {} is not its unattached producer", name,
+                              peer.pid));
+  }
+  stream->producer_attached = true;
+  spdlog::info("stream \"{}\": producer pid {} reattached", name, peer.pid);
+  *out = stream;
+  return Status();
+}
+
+Status Registry::reattach_reader(const std::string& name, uint64_t stream_id, uint32_t slot,
+                                 const Peer& peer, std::shared_ptr<Stream>* out,
+                                 ReaderGrant* grant) {
+  auto it = live_.find(name);
+  if (it == live_.end() || it->second->id != stream_id) {
+    return Status(ErrorCode::kNotFound,
+                  fmt::format("stream \"{}\": gone (removed while the daemon restarted)", name));
+  }
+  const auto& stream = it->second;
+  auto orphan = stream->orphans.find(slot);
+  if (orphan == stream->orphans.end() || orphan->second != peer.pid) {
+    return Status(ErrorCode::kPermissionDenied,
+                  fmt::format("stream \"{}\": reader slot {} is not kept for pid {}", name, slot,
+                              peer.pid));
+  }
+  stream->orphans.erase(orphan);
+  ReaderGrant out_grant{slot, "", 0};
+  for (auto& [cursor_name, cursor] : stream->cursors) {
+    if (cursor.slot == slot) out_grant = ReaderGrant{slot, cursor_name, ++cursor.generation};
+  }
+  ++stream->readers;
+  spdlog::info("stream \"{}\": reader pid {} reattached (slot {})", name, peer.pid, slot);
+  *grant = out_grant;
+  *out = stream;
+  return Status();
+}
+
+void Registry::orphan_reader_exited(const std::shared_ptr<Stream>& stream, uint32_t slot,
+                                    pid_t pid) {
+  auto orphan = stream->orphans.find(slot);
+  if (orphan == stream->orphans.end() || orphan->second != pid) return;  // reattached
+  stream->orphans.erase(orphan);
+  for (auto& [name, cursor] : stream->cursors) {
+    if (cursor.slot == slot) {
+      cursor.reader_pid = 0;
+      if (stream->wait.valid()) {
+        stream->wait.slot(slot).pid = 0;
+        shm::settle_cursor_hold(stream->wait, slot);
+      }
+      return;
+    }
+  }
+  if (stream->wait.valid()) shm::release_reader_slot(stream->wait, slot);
+  spdlog::info("stream \"{}\": reader pid {} exited before reattaching; slot {} freed",
+               stream->name, pid, slot);
+}
+
+void Registry::expire_orphans() {
+  for (const auto& orphan : orphan_readers()) {
+    spdlog::info("stream \"{}\": reader pid {} did not reattach in time", orphan.stream->name,
+                 orphan.pid);
+    orphan_reader_exited(orphan.stream, orphan.slot, orphan.pid);
+  }
+}
+
+std::vector<Registry::Orphan> Registry::orphan_readers() const {
+  std::vector<Orphan> out;
+  for (const auto& [name, stream] : live_) {
+    for (const auto& [slot, pid] : stream->orphans) out.push_back(Orphan{stream, slot, pid});
+  }
+  return out;
 }
 
 void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly) {

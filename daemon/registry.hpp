@@ -89,6 +89,9 @@ struct Stream {
   bool producer_attached = false;
   bool removed = false;  // unlinked; kept only while held
   std::map<std::string, Cursor> cursors;
+  // Reader slots an earlier daemon gave to readers still alive when this one adopted the
+  // stream (slot -> reader pid): kept for them to reattach, freed when their process exits.
+  std::map<uint32_t, pid_t> orphans;
 };
 
 struct CursorSnapshot {
@@ -166,6 +169,26 @@ class Registry {
   Status remove_cursor(const std::string& name, const std::string& cursor, const Peer& peer);
   std::vector<StreamSnapshot> list() const;
   Status stat(const std::string& name, StreamSnapshot* out) const;
+
+  // A client whose daemon restarted takes back what it held (it still has its mappings): the
+  // producer of stream `stream_id` (only its own pid may), or reader slot `slot` (kept for
+  // its pid since adoption). The stream id guards against a name re-created meanwhile.
+  Status reattach_producer(const std::string& name, uint64_t stream_id, const Peer& peer,
+                           std::shared_ptr<Stream>* out);
+  Status reattach_reader(const std::string& name, uint64_t stream_id, uint32_t slot,
+                         const Peer& peer, std::shared_ptr<Stream>* out, ReaderGrant* grant);
+  // An adopted reader slot's process exited before reattaching: its slot is freed (a cursor's
+  // is kept, unheld).
+  void orphan_reader_exited(const std::shared_ptr<Stream>& stream, uint32_t slot, pid_t pid);
+  struct Orphan {
+    std::shared_ptr<Stream> stream;
+    uint32_t slot;
+    pid_t pid;
+  };
+  std::vector<Orphan> orphan_readers() const;
+  // Frees the adopted slots not reattached yet (their process lives, but no longer holds the
+  // reader: it let go while no daemon ran, or cannot reconnect).
+  void expire_orphans();
 
   // A producer's capability went away: closed_cleanly false ends the stream as aborted.
   void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly);

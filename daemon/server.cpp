@@ -99,7 +99,11 @@ class ProducerImpl final : public proto::Producer::Server {
       : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)) {}
   ~ProducerImpl() noexcept(false) { registry_.producer_detached(stream_, closed_); }
 
-  kj::Maybe<int> getFd() override { return fd_.get(); }
+  // None for a reattached producer: it kept its mapping.
+  kj::Maybe<int> getFd() override {
+    if (fd_.get() < 0) return nullptr;
+    return fd_.get();
+  }
 
   kj::Promise<void> close(CloseContext context) override { return end(context, true); }
   kj::Promise<void> abort(AbortContext context) override { return end(context, false); }
@@ -139,7 +143,11 @@ class ReaderImpl final : public proto::Reader::Server {
         grant_(std::move(grant)) {}
   ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_, grant_); }
 
-  kj::Maybe<int> getFd() override { return fd_.get(); }
+  // None for a reattached reader: it kept its mapping.
+  kj::Maybe<int> getFd() override {
+    if (fd_.get() < 0) return nullptr;
+    return fd_.get();
+  }
 
  private:
   Registry& registry_;
@@ -285,6 +293,40 @@ class ControlImpl final : public proto::Control::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> reattachProducer(ReattachProducerContext context) override {
+    auto params = context.getParams();
+    std::string name = text(params.getName());
+    std::shared_ptr<Stream> stream;
+    Status status = guarded("reattachProducer", [&] {
+      return registry_.reattach_producer(name, params.getStreamId(), peer_, &stream);
+    });
+    auto results = context.getResults();
+    set_status(results.initStatus(), status);
+    if (status.ok()) {
+      server_.watch_producer(stream, peer_.pid);
+      results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), OwnedFd()));
+    }
+    return kj::READY_NOW;
+  }
+
+  kj::Promise<void> reattachReader(ReattachReaderContext context) override {
+    auto params = context.getParams();
+    std::string name = text(params.getName());
+    std::shared_ptr<Stream> stream;
+    ReaderGrant grant;
+    Status status = guarded("reattachReader", [&] {
+      return registry_.reattach_reader(name, params.getStreamId(), params.getSlot(), peer_,
+                                       &stream, &grant);
+    });
+    auto results = context.getResults();
+    set_status(results.initStatus(), status);
+    if (status.ok()) {
+      results.setReader(
+          kj::heap<ReaderImpl>(registry_, std::move(stream), OwnedFd(), std::move(grant)));
+    }
+    return kj::READY_NOW;
+  }
+
  private:
   daemon::Server& server_;
   Registry& registry_;
@@ -316,47 +358,67 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
   for (const auto& stream : registry_.unattached_open_streams()) {
     watch_producer(stream, static_cast<pid_t>(stream->header.header().producer_pid));
   }
+  auto orphans = registry_.orphan_readers();
+  if (!orphans.empty()) {
+    tasks_.add(io_.provider->getTimer()
+                   .afterDelay(limits_.reattach_grace_ms * kj::MILLISECONDS)
+                   .then([this]() { registry_.expire_orphans(); }));
+  }
+  for (const auto& orphan : orphans) {
+    bool gone = false;
+    if (auto* watch = watch_process(orphan.pid, &gone)) {
+      watch->slots.emplace_back(orphan.stream, orphan.slot);
+    } else if (gone) {
+      registry_.orphan_reader_exited(orphan.stream, orphan.slot, orphan.pid);
+    }
+  }
 }
 
 void Server::watch_producer(const std::shared_ptr<Stream>& stream, pid_t pid) {
+  bool gone = false;
+  if (auto* watch = watch_process(pid, &gone)) {
+    std::erase_if(watch->streams, [](const auto& w) { return w.expired(); });
+    watch->streams.push_back(stream);
+  } else if (gone) {
+    registry_.producer_exited(stream);  // no live producer
+  }
+}
+
+Server::ProcessWatch* Server::watch_process(pid_t pid, bool* gone) {
   if (auto it = watches_.find(pid); it != watches_.end()) {
     pollfd p{it->second->pidfd.get(), POLLIN, 0};
-    if (::poll(&p, 1, 0) == 0) {  // still the same live process: one pidfd serves all
-      auto& streams = it->second->streams;
-      std::erase_if(streams, [](const auto& w) { return w.expired(); });
-      streams.push_back(stream);
-      return;
-    }
+    if (::poll(&p, 1, 0) == 0) return it->second.get();  // the same live process: one pidfd
     // That process exited and its pid was reused before we handled the exit: handle it now.
-    producer_process_exited(pid, it->second);
+    process_exited(pid, it->second);
   }
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) {
-    if (errno == ESRCH) {
-      registry_.producer_exited(stream);  // already gone: no live producer
-    } else {
-      spdlog::warn("pidfd_open({}): {}", pid, std::strerror(errno));
-    }
-    return;
+    *gone = errno == ESRCH;
+    if (!*gone) spdlog::warn("pidfd_open({}): {}; not watching it", pid, std::strerror(errno));
+    return nullptr;
   }
   auto watch = std::make_shared<ProcessWatch>();
   watch->pidfd = OwnedFd(pidfd);
   watch->observer = kj::heap<kj::UnixEventPort::FdObserver>(
       io_.unixEventPort, pidfd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
-  watch->streams.push_back(stream);
   watches_[pid] = watch;
   tasks_.add(watch->observer->whenBecomesReadable().then(
-      [this, pid, watch]() { producer_process_exited(pid, watch); }));
+      [this, pid, watch]() { process_exited(pid, watch); }));
+  return watch.get();
 }
 
-void Server::producer_process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch) {
+void Server::process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch) {
   if (auto it = watches_.find(pid); it != watches_.end() && it->second == watch) {
     watches_.erase(it);
   }
   for (const auto& weak : watch->streams) {
     if (auto stream = weak.lock()) registry_.producer_exited(stream);
   }
+  for (const auto& [weak, slot] : watch->slots) {
+    if (auto stream = weak.lock()) registry_.orphan_reader_exited(stream, slot, pid);
+  }
   watch->streams.clear();
+  watch->slots.clear();
 }
 
 Server::~Server() noexcept(false) {}

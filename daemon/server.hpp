@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "daemon/registry.hpp"
@@ -24,6 +25,9 @@ struct ServerLimits {
   // Connections one uid may hold open at once; the next gets kLimitExceeded on every request
   // (and costs others nothing).
   uint32_t max_connections_per_user = 256;
+  // After a restart, how long the readers of the previous daemon have to reattach before
+  // their slots are freed (clients reconnect within about a second).
+  uint64_t reattach_grace_ms = 10'000;
 };
 
 class Server final : private kj::TaskSet::ErrorHandler {
@@ -45,9 +49,13 @@ class Server final : private kj::TaskSet::ErrorHandler {
     OwnedFd pidfd;
     // Declared after pidfd, so destroyed first: it unregisters the fd from epoll while open.
     kj::Own<kj::UnixEventPort::FdObserver> observer;
-    std::vector<std::weak_ptr<Stream>> streams;
+    std::vector<std::weak_ptr<Stream>> streams;  // it produces them
+    std::vector<std::pair<std::weak_ptr<Stream>, uint32_t>> slots;  // adopted reader slots
   };
-  void producer_process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch);
+  // The watch of live process `pid` (one pidfd serves all its streams); nullptr if it is gone
+  // (`gone` set) or cannot be watched.
+  ProcessWatch* watch_process(pid_t pid, bool* gone);
+  void process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch);
 
   void serve(int fd);
   void release_uid(uid_t uid);

@@ -133,6 +133,15 @@ interface Control {
   removeCursor @5 (name :Text, cursor :Text) -> (status :Status);
   # Forgets a named cursor that no reader holds (it stops holding back a blocking ring).
   # Anyone who may open the stream may remove its cursors.
+
+  reattachProducer @6 (name :Text, streamId :UInt64) -> (status :Status, producer :Producer);
+  # After a daemon restart, the producer of stream `streamId` (the daemon checks the caller's
+  # pid against the segment's) takes its role back; it still has its mapping, so the returned
+  # capability carries no descriptor.
+
+  reattachReader @7 (name :Text, streamId :UInt64, slot :UInt32) -> (status :Status, reader :Reader);
+  # After a daemon restart, a reader still alive takes back its slot (kept for its pid since the
+  # new daemon adopted the stream, and freed if it exits first). No descriptor either.
 }
 
 interface Producer {
