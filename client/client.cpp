@@ -207,8 +207,8 @@ struct Producer::Impl {
         connection->run<Answer>(clean ? "close" : "abort", [this, clean](LoopState& loop) {
           auto cap = loop.capabilities.at(handle).castAs<proto::Producer>();
           auto finish = [](auto response) { return Answer{from_proto(response.getStatus())}; };
-          if (clean) return cap.closeRequest().send().then(finish);
-          return cap.abortRequest().send().then(finish);
+          if (clean) return cap.closeRequest().send().then(kj::mv(finish));
+          return cap.abortRequest().send().then(kj::mv(finish));
         });
     (void)remote;  // best effort: see below
     if (!local.ok()) return local;

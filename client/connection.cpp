@@ -175,27 +175,31 @@ kj::Own<Session> open_session(kj::AsyncIoContext& io, int fd, LoopState& state) 
 kj::Promise<void> reattach_all(LoopState& state) {
   auto requests = kj::heapArrayBuilder<kj::Promise<void>>(state.reattach.size());
   for (const auto& [handle, how] : state.reattach) {
-    auto replace = [&state, handle = handle](auto response) {
-      if (response.getStatus().getCode() != 0) return;
+    // Puts the capability of a successful reply in place of the broken one.
+    auto replace = [&state, handle = handle](Status status, capnp::Capability::Client cap) {
       auto it = state.capabilities.find(handle);
-      if (it == state.capabilities.end()) return;  // released meanwhile
-      if (response.hasProducer()) it->second = response.getProducer();
+      if (status.ok() && it != state.capabilities.end()) it->second = kj::mv(cap);
+    };
+    auto status_of = [](const auto& response) {
+      return Status(static_cast<ErrorCode>(response.getStatus().getCode()), "");
     };
     if (how.producer) {
       auto request = state.control.reattachProducerRequest();
       request.setName(how.name);
       request.setStreamId(how.stream_id);
-      requests.add(request.send().then(replace, [](kj::Exception&&) {}));
+      requests.add(request.send().then(
+          [replace, status_of](auto response) {
+            replace(status_of(response), response.getProducer());
+          },
+          [](kj::Exception&&) {}));
     } else {
       auto request = state.control.reattachReaderRequest();
       request.setName(how.name);
       request.setStreamId(how.stream_id);
       request.setSlot(how.slot);
       requests.add(request.send().then(
-          [&state, handle = handle](auto response) {
-            if (response.getStatus().getCode() != 0) return;
-            auto it = state.capabilities.find(handle);
-            if (it != state.capabilities.end()) it->second = response.getReader();
+          [replace, status_of](auto response) {
+            replace(status_of(response), response.getReader());
           },
           [](kj::Exception&&) {}));
     }

@@ -225,10 +225,14 @@ TestDaemon::~TestDaemon() {
 }
 
 void TestDaemon::crash_and_restart() {
+  kill_without_restart();
+  start();
+}
+
+void TestDaemon::kill_without_restart() {
   child_.kill(SIGKILL);
   int status = child_.wait(10s);
   EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "shmstreamd exit " << status;
-  start();
 }
 
 bool TestDaemon::alive() { return child_.pid() > 0 && ::kill(child_.pid(), 0) == 0; }

@@ -75,6 +75,9 @@ class TestDaemon {
   void restart();
   // Kills it with SIGKILL and starts a new one on the same socket.
   void crash_and_restart();
+  // The same in two steps, to act while no daemon runs.
+  void kill_without_restart();
+  void start_again() { start(); }
   // Its persistent directory (shmstreamd --persist-dir).
   std::string persist_dir() const { return dir_ + "/persist"; }
 
