@@ -934,6 +934,9 @@ ReaderCore::ReaderCore(Segment segment, WaitPageMap wait, int slot)
     slot_ = &wait_.slot(static_cast<uint32_t>(slot));
     // Relaxed: our own slot; the daemon stored it before handing it to us.
     published_ = slot_->position.load(std::memory_order_relaxed);
+    // A new reader starts where the daemon claimed its slot: the oldest offset still kept
+    // (a ring that wrapped before we joined has lost offset 0).
+    position_ = published_;
     if (slot_->cursor != 0) {
       cursor_ = true;
       CursorPosition committed = cursor_committed(*slot_);

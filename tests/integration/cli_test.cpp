@@ -143,9 +143,15 @@ TEST_F(Cli, LsAndStatShowRetentionTheOldestOffsetAndTheKind) {
   EXPECT_NE(json.find("\"records\":false"), std::string::npos) << json;
   auto [ss, stat] = cli({"stat", "ring"});
   EXPECT_NE(stat.find("retention:     drop-oldest:64K"), std::string::npos) << stat;
-  // A reader starting at 0 is told where the ring now starts.
+  // A new reader starts at the oldest offset kept, and reads the ring's last 64 KiB...
   auto [cs, out] = cli({"cat", "ring"});
-  EXPECT_TRUE(exited_with(cs, 1)) << cs;
+  EXPECT_TRUE(exited_with(cs, 0)) << cs;
+  EXPECT_EQ(out.size(), input.size() - info.oldest);
+  // ... while one asking for offset 0 is told where the ring now starts.
+  auto [zs, zero] = run_cli(daemon_, {"cat", "ring", "--offset", "0"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(zs, 1)) << zs;
+  EXPECT_NE(zero.find("overrun"), std::string::npos) << zero;
+  EXPECT_NE(zero.find(std::to_string(info.oldest)), std::string::npos) << zero;
 }
 
 // The expected output of `seq 1 N`.
