@@ -146,6 +146,12 @@ int main(int argc, char** argv) {
   std::string socket_mode_text;
   app.add_option("--socket-mode", socket_mode_text,
                  "Permission bits of the socket, octal (default 0600; 0666 with --system)");
+  app.add_option("--max-connections", limits.max_connections,
+                 "Control connections in all (each costs a descriptor)")
+      ->capture_default_str();
+  app.add_option("--stall-limit-ms", limits.stall_limit_ms,
+                 "Drop a client that leaves a reply unread this long")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (system) {
     if (geteuid() != 0) die("--system needs root: it gives each stream's files to its creator");

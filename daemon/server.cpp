@@ -15,6 +15,7 @@
 #include <exception>
 #include <string>
 
+#include "daemon/paced_stream.hpp"
 #include "proto/control.capnp.h"
 
 namespace shmstream::daemon {
@@ -459,13 +460,25 @@ void Server::serve(int fd) {
   options.traversalLimitInWords = limits_.max_message_words;
   options.nestingLimit = 16;
   uint64_t id = next_connection_id_++;
-  auto stream =
+  kj::Own<kj::AsyncCapabilityStream> stream = kj::heap<PacedStream>(
       io_.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
                                                      kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC |
-                                                     kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK);
+                                                     kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK),
+      io_.provider->getTimer(), limits_.reply_backlog_bytes,
+      limits_.stall_limit_ms * kj::MILLISECONDS, [id, peer, this]() {
+        spdlog::warn("connection {} (pid {} uid {}): stalled, its replies unread for {} ms; "
+                     "dropping it",
+                     id, peer.pid, peer.uid, limits_.stall_limit_ms);
+      });
   std::string refusal;
   uint32_t& mine = connections_by_uid_[peer.uid];
-  if (mine >= limits_.max_connections_per_user) {
+  if (connections_ >= limits_.max_connections) {
+    refusal = fmt::format(
+        "too many connections: the daemon serves {}, the most it allows "
+        "(shmstreamd --max-connections)",
+        connections_);
+    spdlog::warn("connection from pid {} refused: {}", peer.pid, refusal);
+  } else if (mine >= limits_.max_connections_per_user) {
     refusal = fmt::format(
         "too many connections: uid {} holds {}, the most this daemon allows "
         "(shmstreamd --max-connections-per-user)",

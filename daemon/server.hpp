@@ -25,6 +25,13 @@ struct ServerLimits {
   // Connections one uid may hold open at once; the next gets kLimitExceeded on every request
   // (and costs others nothing).
   uint32_t max_connections_per_user = 256;
+  // Connections in all; the next gets kLimitExceeded on every request. Refused connections
+  // stay open (answering) and count, so this also bounds the daemon's descriptors.
+  uint32_t max_connections = 4096;
+  // While a client leaves more than this many reply bytes unread, none of its further requests
+  // is read; if that lasts stall_limit_ms, it is dropped (see PacedStream).
+  size_t reply_backlog_bytes = 64 * 1024;
+  uint64_t stall_limit_ms = 30'000;
   // After a restart, how long the readers of the previous daemon have to reattach before
   // their slots are freed (clients reconnect within about a second).
   uint64_t reattach_grace_ms = 10'000;

@@ -1,13 +1,22 @@
 // The control socket under abuse: garbage, truncated frames and silent half-messages cost only
 // their own connection; the daemon keeps serving everyone else.
+#include <capnp/message.h>
+#include <capnp/rpc.capnp.h>
+#include <capnp/serialize.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <random>
 
+#include "proto/control.capnp.h"
 #include "shmstream/client.hpp"
 #include "support/harness.hpp"
 
@@ -115,6 +124,115 @@ TEST(ControlSocket, CallsFailCleanlyWhenTheDaemonIsGone) {
   auto again = Client::connect(options);
   EXPECT_EQ(again.status().code(), ErrorCode::kUnavailable);
   EXPECT_NE(again.status().message().find("autostart disabled"), std::string::npos);
+}
+
+
+// The bytes of an RPC session: bootstrap, then `calls` list() calls on it.
+std::string list_calls(uint32_t calls) {
+  std::string out;
+  auto append = [&](capnp::MessageBuilder& message) {
+    auto words = capnp::messageToFlatArray(message);
+    auto bytes = words.asBytes();
+    out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
+  };
+  capnp::MallocMessageBuilder bootstrap;
+  bootstrap.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
+  append(bootstrap);
+  for (uint32_t q = 1; q <= calls; ++q) {
+    capnp::MallocMessageBuilder message;
+    auto call = message.initRoot<capnp::rpc::Message>().initCall();
+    call.setQuestionId(q);
+    call.initTarget().initPromisedAnswer().setQuestionId(0);
+    call.setInterfaceId(capnp::typeId<proto::Control>());
+    call.setMethodId(2);  // list
+    call.initParams().getContent().initAs<proto::Control::ListParams>();
+    append(message);
+  }
+  return out;
+}
+
+size_t daemon_rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoul(line.substr(6));
+  }
+  return 0;
+}
+
+size_t fd_count(pid_t pid) {
+  size_t n = 0;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+// A client floods list() calls and never reads a reply. The daemon stops reading its requests
+// once its replies back up (so its memory does not grow with them), keeps serving others, and
+// drops the stalled client after --stall-limit-ms.
+TEST(ControlSocket, AClientThatNeverReadsItsRepliesIsHeldBackThenDroppedAndCostsOthersNothing) {
+  TestDaemon daemon({"--stall-limit-ms", "3000"});
+  auto client = connect_to(daemon);
+  // Replies worth their bytes: 40 streams to list.
+  std::vector<Producer> producers;
+  for (int i = 0; i < 40; ++i) {
+    producers.push_back(client.create("stream-with-a-longish-name-" + std::to_string(i)).value());
+  }
+  ASSERT_TRUE(client.list().ok());
+  size_t fds_before = fd_count(daemon.pid());
+  size_t rss_before = daemon_rss_kib(daemon.pid());
+
+  int flood = raw_connect(daemon.socket_path());
+  ASSERT_GE(flood, 0);
+  ASSERT_EQ(fcntl(flood, F_SETFL, O_NONBLOCK), 0);
+  // 100,000 calls would bring ~1 GiB of replies; the daemon must stop taking them long before.
+  std::string bytes = list_calls(100'000);
+  size_t sent = 0;
+  bool held_back = false;  // the daemon stopped reading our requests (and had not dropped us)
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (sent < bytes.size() && std::chrono::steady_clock::now() < deadline) {
+    ssize_t n = send(flood, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN) break;  // dropped already
+    // Our send buffer is full: wait (bounded) for room; none coming means backpressure.
+    pollfd p{flood, POLLOUT, 0};
+    if (poll(&p, 1, 300) == 0) {
+      held_back = true;
+      break;
+    }
+  }
+  EXPECT_TRUE(held_back) << "sent " << sent << " of " << bytes.size()
+                         << " bytes of requests without the daemon holding them back ("
+                         << std::strerror(errno) << ")";
+  // Others are served meanwhile.
+  EXPECT_TRUE(client.list().ok());
+  {
+    auto other = connect_to(daemon);
+    EXPECT_TRUE(other.create("other").ok());
+  }
+  EXPECT_TRUE(client.remove("other").ok());
+  // Its memory did not follow the flood (at most what was read before the backpressure).
+  EXPECT_LT(daemon_rss_kib(daemon.pid()), rss_before + 64 * 1024)
+      << "daemon RSS " << daemon_rss_kib(daemon.pid()) << " KiB, was " << rss_before;
+  // After the stall limit, the flooding connection is dropped: the daemon holds the
+  // descriptors it held before.
+  EXPECT_TRUE(eventually([&] { return fd_count(daemon.pid()) == fds_before; }, 10s))
+      << fd_count(daemon.pid()) << " fds, " << fds_before << " before";
+  char buf[4096];
+  ssize_t n = 0;
+  do {
+    n = recv(flood, buf, sizeof(buf), MSG_DONTWAIT);
+  } while (n > 0);
+  // The end of the stream, or a reset (the daemon closed with our requests unread).
+  EXPECT_TRUE(n == 0 || errno == ECONNRESET) << std::strerror(errno);
+  close(flood);
+  EXPECT_TRUE(daemon.alive());
 }
 
 }  // namespace

@@ -137,8 +137,9 @@ TEST_F(FullFileSystem, AppendReturnsNoSpace) {
   EXPECT_TRUE(producer.close().ok());
 }
 
-TEST(Limits, AUserOverTheirConnectionLimitIsRefusedClearlyAndOthersAreServed) {
-  TestDaemon daemon({"--max-connections-per-user", "3"});
+// With a limit of 3 connections: the fourth is refused clearly on every request, the three go
+// on, and once one leaves a new connection is served.
+void expect_fourth_connection_refused(const TestDaemon& daemon) {
   std::vector<Client> clients;
   for (int i = 0; i < 3; ++i) {
     clients.push_back(connect_to(daemon));
@@ -152,11 +153,20 @@ TEST(Limits, AUserOverTheirConnectionLimitIsRefusedClearlyAndOthersAreServed) {
     EXPECT_NE(refused.status().message().find("too many connections"), std::string::npos);
     EXPECT_EQ(extra.create("nope").status().code(), ErrorCode::kLimitExceeded);
   }
-  // The three within the limit go on; when one leaves, a new connection is served.
   auto producer = clients[0].create("s").value();
   EXPECT_TRUE(clients[1].open("s").ok());
   clients.pop_back();
   ASSERT_TRUE(eventually([&] { return connect_to(daemon).list().ok(); }));
+}
+
+TEST(Limits, AUserOverTheirConnectionLimitIsRefusedClearlyAndOthersAreServed) {
+  TestDaemon daemon({"--max-connections-per-user", "3"});
+  expect_fourth_connection_refused(daemon);
+}
+
+TEST(Limits, ConnectionsOverTheDaemonsTotalLimitAreRefusedClearly) {
+  TestDaemon daemon({"--max-connections", "3"});
+  expect_fourth_connection_refused(daemon);
 }
 
 TEST(Limits, AUserOverTheirStreamLimitGetsLimitExceeded) {
