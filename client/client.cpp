@@ -128,7 +128,9 @@ struct Grant {
 kj::Promise<int> take_fd(capnp::Capability::Client cap) {
   auto fd = cap.getFd();
   return fd.then([cap = kj::mv(cap)](kj::Maybe<int> fd) {
-    KJ_IF_MAYBE (received, fd) { return fcntl(*received, F_DUPFD_CLOEXEC, 0); }
+    KJ_IF_MAYBE (received, fd) {
+      return fcntl(*received, F_DUPFD_CLOEXEC, 0);
+    }
     return -1;
   });
 }
@@ -459,9 +461,8 @@ Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
     });
   });
   if (!granted.ok()) return granted.status();
-  connection_->remember(granted->handle, Reattach{false, owned,
-                                                  granted->segment.header().stream_id,
-                                                  granted->slot});
+  connection_->remember(granted->handle,
+                        Reattach{false, owned, granted->segment.header().stream_id, granted->slot});
   return Reader(std::make_unique<Reader::Impl>(
       connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait),
       granted->slot, options.commit == CommitMode::kAuto));

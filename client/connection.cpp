@@ -160,8 +160,8 @@ kj::Own<Session> open_session(kj::AsyncIoContext& io, int fd, LoopState& state) 
       io.lowLevelProvider->wrapUnixSocketFd(fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP |
                                                     kj::LowLevelAsyncIoProvider::ALREADY_CLOEXEC);
   // Up to 4 fds per message: replies carry a segment fd and a wait-file fd.
-  session->network = kj::heap<capnp::TwoPartyVatNetwork>(*session->stream, 4,
-                                                         capnp::rpc::twoparty::Side::CLIENT);
+  session->network =
+      kj::heap<capnp::TwoPartyVatNetwork>(*session->stream, 4, capnp::rpc::twoparty::Side::CLIENT);
   session->rpc = kj::heap(capnp::makeRpcClient(*session->network));
   capnp::MallocMessageBuilder message;
   auto host = message.initRoot<capnp::rpc::twoparty::VatId>();
@@ -233,9 +233,8 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
     reconnect = [&](kj::Duration pause) -> kj::Promise<void> {
       auto fd = connect_socket(socket_path_, autostart_, daemon_path_);
       if (!fd.ok()) {
-        return io.provider->getTimer().afterDelay(pause).then([&, pause]() {
-          return reconnect(std::min(pause * 2, 1000 * kj::MILLISECONDS));
-        });
+        return io.provider->getTimer().afterDelay(pause).then(
+            [&, pause]() { return reconnect(std::min(pause * 2, 1000 * kj::MILLISECONDS)); });
       }
       sessions.push_back(open_session(io, *fd, state));
       reconnections_.fetch_add(1, std::memory_order_relaxed);  // a counter: no data published

@@ -52,8 +52,8 @@ class Connection {
   // Takes ownership of `fd`, a connected Unix stream socket. When the daemon goes away, the
   // connection reconnects by itself (starting a daemon if `autostart`), and takes back the
   // capabilities remembered with remember(); meanwhile requests fail with kUnavailable.
-  static Result<std::shared_ptr<Connection>> start(int fd, std::string socket_path,
-                                                   bool autostart, std::string daemon_path);
+  static Result<std::shared_ptr<Connection>> start(int fd, std::string socket_path, bool autostart,
+                                                   std::string daemon_path);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;

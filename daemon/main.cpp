@@ -249,7 +249,6 @@ int main(int argc, char** argv) {
       spdlog::info("signal {}: shutting down; streams stay for the next daemon", signo);
       registry.set_shutting_down();
       if (activated_fd < 0) unlink(socket_path.c_str());  // systemd's socket stays, for the next
-
     }
   } catch (const std::exception& e) {
     die(e.what());

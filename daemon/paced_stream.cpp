@@ -84,8 +84,7 @@ kj::Promise<kj::AsyncCapabilityStream::ReadResult> PacedStream::tryReadWithStrea
     kj::Own<kj::AsyncCapabilityStream>* stream_buffer, size_t max_streams) {
   return guard(
       ready_to_read().then([this, buffer, min_bytes, max_bytes, stream_buffer, max_streams]() {
-        return inner_->tryReadWithStreams(buffer, min_bytes, max_bytes, stream_buffer,
-                                          max_streams);
+        return inner_->tryReadWithStreams(buffer, min_bytes, max_bytes, stream_buffer, max_streams);
       }));
 }
 

@@ -32,9 +32,9 @@ class PacedStream final : public kj::AsyncCapabilityStream {
   kj::Promise<void> writeWithFds(kj::ArrayPtr<const kj::byte> data,
                                  kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> more_data,
                                  kj::ArrayPtr<const int> fds) override;
-  kj::Promise<void> writeWithStreams(kj::ArrayPtr<const kj::byte> data,
-                                     kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> more_data,
-                                     kj::Array<kj::Own<kj::AsyncCapabilityStream>> streams) override;
+  kj::Promise<void> writeWithStreams(
+      kj::ArrayPtr<const kj::byte> data, kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> more_data,
+      kj::Array<kj::Own<kj::AsyncCapabilityStream>> streams) override;
   kj::Promise<void> whenWriteDisconnected() override { return inner_->whenWriteDisconnected(); }
   void shutdownWrite() override { inner_->shutdownWrite(); }
   void abortRead() override { inner_->abortRead(); }

@@ -257,9 +257,8 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
 }
 
 Status Registry::may_read(const Stream& stream, const Peer& peer) const {
-  bool in_group = peer.gid == stream.owner_gid ||
-                  std::find(peer.groups.begin(), peer.groups.end(), stream.owner_gid) !=
-                      peer.groups.end();
+  bool in_group = peer.gid == stream.owner_gid || std::find(peer.groups.begin(), peer.groups.end(),
+                                                            stream.owner_gid) != peer.groups.end();
   if (privileged(peer) || peer.uid == stream.owner_uid || stream.mode == Mode::kEveryone ||
       (stream.mode == Mode::kGroup && in_group)) {
     return Status();
@@ -286,12 +285,12 @@ Status Registry::give_to_owner(int fd, const Stream& stream, mode_t bits,
   if ((st.st_uid != stream.owner_uid || st.st_gid != stream.owner_gid) &&
       fchown(fd, stream.owner_uid, stream.owner_gid) != 0) {
     int err = errno;
-    return Status(ErrorCode::kPermissionDenied,
-                  fmt::format("{}: this daemon (uid {}) cannot give its files to uid {} gid {}: {}; "
-                              "other users need the system-wide daemon (shmstreamd --system), "
-                              "which runs as root",
-                              what, geteuid(), stream.owner_uid, stream.owner_gid,
-                              std::strerror(err)));
+    return Status(
+        ErrorCode::kPermissionDenied,
+        fmt::format("{}: this daemon (uid {}) cannot give its files to uid {} gid {}: {}; "
+                    "other users need the system-wide daemon (shmstreamd --system), "
+                    "which runs as root",
+                    what, geteuid(), stream.owner_uid, stream.owner_gid, std::strerror(err)));
   }
   // Explicit, whatever the daemon's umask.
   if (fchmod(fd, bits) != 0) return errno_status(errno, what + ": setting its mode");
@@ -575,9 +574,9 @@ Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, 
   const auto& stream = it->second;
   if (stream->producer_attached ||
       stream->header.header().producer_pid != static_cast<uint32_t>(peer.pid)) {
-    return Status(ErrorCode::kPermissionDenied,
-                  fmt::format("stream \"{}\": pid {} is not its unattached producer", name,
-                              peer.pid));
+    return Status(
+        ErrorCode::kPermissionDenied,
+        fmt::format("stream \"{}\": pid {} is not its unattached producer", name, peer.pid));
   }
   stream->producer_attached = true;
   spdlog::info("stream \"{}\": producer pid {} reattached", name, peer.pid);
@@ -596,9 +595,9 @@ Status Registry::reattach_reader(const std::string& name, uint64_t stream_id, ui
   const auto& stream = it->second;
   auto orphan = stream->orphans.find(slot);
   if (orphan == stream->orphans.end() || orphan->second != peer.pid) {
-    return Status(ErrorCode::kPermissionDenied,
-                  fmt::format("stream \"{}\": reader slot {} is not kept for pid {}", name, slot,
-                              peer.pid));
+    return Status(
+        ErrorCode::kPermissionDenied,
+        fmt::format("stream \"{}\": reader slot {} is not kept for pid {}", name, slot, peer.pid));
   }
   stream->orphans.erase(orphan);
   ReaderGrant out_grant{slot, "", 0};

@@ -40,9 +40,9 @@ struct RegistryConfig {
 // Who may open a stream for reading, besides its owner and root (proto Mode). The segment
 // file's permission bits say the same, so that going around the daemon does not help.
 enum class Mode : uint8_t { kOwner = 0, kGroup = 1, kEveryone = 2 };
-mode_t file_mode(Mode mode);           // 0600, 0640, 0644
-Mode mode_of_file(mode_t bits);        // the inverse, for adopted segments
-const char* mode_name(Mode mode);      // "owner", "group", "everyone"
+mode_t file_mode(Mode mode);       // 0600, 0640, 0644
+Mode mode_of_file(mode_t bits);    // the inverse, for adopted segments
+const char* mode_name(Mode mode);  // "owner", "group", "everyone"
 
 // What a new stream is (see proto CreateOptions).
 struct CreateParams {
@@ -82,10 +82,10 @@ struct Stream {
   shm::Segment header;    // the daemon's read-write mapping of the header page only
   shm::WaitPageMap wait;  // the daemon's mapping of the wait file (reader slots)
   std::shared_ptr<class OwnedFd> wait_fd;  // the wait file, read-write: handed to clients
-  uid_t owner_uid = 0;    // the creator's uid (from its socket), owner of the files
-  gid_t owner_gid = 0;    // the creator's primary group, the files' group
+  uid_t owner_uid = 0;  // the creator's uid (from its socket), owner of the files
+  gid_t owner_gid = 0;  // the creator's primary group, the files' group
   Mode mode = Mode::kOwner;
-  uint32_t readers = 0;   // live Reader capabilities
+  uint32_t readers = 0;  // live Reader capabilities
   bool producer_attached = false;
   bool removed = false;  // unlinked; kept only while held
   std::map<std::string, Cursor> cursors;

@@ -279,7 +279,8 @@ class ControlImpl final : public proto::Control::Server {
   kj::Promise<void> remove(RemoveContext context) override {
     auto params = context.getParams();
     std::string name = text(params.getName());
-    Status status = guarded("remove", [&] { return registry_.remove(name, params.getForce(), peer_); });
+    Status status =
+        guarded("remove", [&] { return registry_.remove(name, params.getForce(), peer_); });
     set_status(context.getResults().initStatus(), status);
     return kj::READY_NOW;
   }
@@ -288,8 +289,8 @@ class ControlImpl final : public proto::Control::Server {
     auto params = context.getParams();
     std::string name = text(params.getName());
     std::string cursor = text(params.getCursor());
-    Status status = guarded("removeCursor", [&] { return registry_.remove_cursor(name, cursor, peer_);
-    });
+    Status status =
+        guarded("removeCursor", [&] { return registry_.remove_cursor(name, cursor, peer_); });
     set_status(context.getResults().initStatus(), status);
     return kj::READY_NOW;
   }
@@ -316,8 +317,8 @@ class ControlImpl final : public proto::Control::Server {
     std::shared_ptr<Stream> stream;
     ReaderGrant grant;
     Status status = guarded("reattachReader", [&] {
-      return registry_.reattach_reader(name, params.getStreamId(), params.getSlot(), peer_,
-                                       &stream, &grant);
+      return registry_.reattach_reader(name, params.getStreamId(), params.getSlot(), peer_, &stream,
+                                       &grant);
     });
     auto results = context.getResults();
     set_status(results.initStatus(), status);
@@ -466,9 +467,10 @@ void Server::serve(int fd) {
                                                      kj::LowLevelAsyncIoProvider::ALREADY_NONBLOCK),
       io_.provider->getTimer(), limits_.reply_backlog_bytes,
       limits_.stall_limit_ms * kj::MILLISECONDS, [id, peer, this]() {
-        spdlog::warn("connection {} (pid {} uid {}): stalled, its replies unread for {} ms; "
-                     "dropping it",
-                     id, peer.pid, peer.uid, limits_.stall_limit_ms);
+        spdlog::warn(
+            "connection {} (pid {} uid {}): stalled, its replies unread for {} ms; "
+            "dropping it",
+            id, peer.pid, peer.uid, limits_.stall_limit_ms);
       });
   std::string refusal;
   uint32_t& mine = connections_by_uid_[peer.uid];

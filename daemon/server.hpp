@@ -56,7 +56,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
     OwnedFd pidfd;
     // Declared after pidfd, so destroyed first: it unregisters the fd from epoll while open.
     kj::Own<kj::UnixEventPort::FdObserver> observer;
-    std::vector<std::weak_ptr<Stream>> streams;  // it produces them
+    std::vector<std::weak_ptr<Stream>> streams;                     // it produces them
     std::vector<std::pair<std::weak_ptr<Stream>, uint32_t>> slots;  // adopted reader slots
   };
   // The watch of live process `pid` (one pidfd serves all its streams); nullptr if it is gone

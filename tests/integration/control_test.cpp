@@ -126,7 +126,6 @@ TEST(ControlSocket, CallsFailCleanlyWhenTheDaemonIsGone) {
   EXPECT_NE(again.status().message().find("autostart disabled"), std::string::npos);
 }
 
-
 // The bytes of an RPC session: bootstrap, then `calls` list() calls on it.
 std::string list_calls(uint32_t calls) {
   std::string out;

@@ -66,9 +66,9 @@ TEST(DaemonCrash, AttachedClientsKeepWorkingReconnectAndTheNewDaemonListsEverySt
     ASSERT_TRUE(done.append("finished").ok());
     ASSERT_TRUE(done.close().ok());
   }
-  Child orphan = Child::spawn({bin_dir() + "/producer_helper", daemon.socket_path(), "orphan",
-                               "4096", "1", "4096", "hold"},
-                              true, true);
+  Child orphan = Child::spawn(
+      {bin_dir() + "/producer_helper", daemon.socket_path(), "orphan", "4096", "1", "4096", "hold"},
+      true, true);
   ASSERT_TRUE(orphan.wait_for_line("created", 30s));
   ASSERT_EQ(write(orphan.stdin_fd(), "go\n", 3), 3);
   ASSERT_TRUE(orphan.wait_for_line("written", 30s));
@@ -145,8 +145,8 @@ TEST(DaemonCrash, AReaderThatDiesWhileNoDaemonRunsFreesItsSlot) {
   ring.ring_capacity = 64 * 1024;
   auto producer = client.create("ring", ring).value();
   // No autostart: it would start a daemon itself once this one dies (as clients do).
-  Child cat = Child::spawn({bin_dir() + "/shmstream", "--no-autostart", "cat", "ring"}, false,
-                           true, daemon.env());
+  Child cat = Child::spawn({bin_dir() + "/shmstream", "--no-autostart", "cat", "ring"}, false, true,
+                           daemon.env());
   ASSERT_TRUE(eventually([&] { return client.stat("ring").value().readers == 1; }));
   daemon.kill_without_restart();
   cat.kill(SIGKILL);

@@ -113,8 +113,7 @@ class Permissions : public ::testing::Test {
                                      const std::string& input = "") {
     std::string command = "exec setpriv --reuid=" + std::to_string(user.uid()) +
                           " --regid=" + std::to_string(user.gid()) + " --init-groups -- " +
-                          cli_dir_ + "/shmstream --no-autostart --socket " +
-                          daemon_->socket_path();
+                          cli_dir_ + "/shmstream --no-autostart --socket " + daemon_->socket_path();
     for (const auto& a : args) command += " " + a;
     Child child = Child::spawn({"/bin/sh", "-c", command + " 2>&1"}, !input.empty(), true);
     if (!input.empty()) {
@@ -203,9 +202,8 @@ TEST_F(Permissions, AnOwnerOnlyStreamIsRefusedToOthersByTheDaemonAndByTheKernel)
 }
 
 TEST_F(Permissions, GroupAndEveryoneModesLetTheRightUsersReadOnly) {
-  ASSERT_TRUE(exited_with(cli_as(*alice_, {"write", "team", "--mode", "group"}, "for the team\n")
-                              .first,
-                          0));
+  ASSERT_TRUE(exited_with(
+      cli_as(*alice_, {"write", "team", "--mode", "group"}, "for the team\n").first, 0));
   ASSERT_TRUE(exited_with(
       cli_as(*alice_, {"write", "public", "--mode", "everyone"}, "for all\n").first, 0));
 
@@ -247,8 +245,8 @@ TEST_F(Permissions, GroupAndEveryoneModesLetTheRightUsersReadOnly) {
 
 // systemd's socket activation: the daemon serves the listening socket it is handed as fd 3.
 TEST(SocketActivation, TheDaemonServesTheSocketSystemdPassesIt) {
-  std::string dir = std::filesystem::temp_directory_path() /
-                    ("shmstream-activation-" + std::to_string(getpid()));
+  std::string dir =
+      std::filesystem::temp_directory_path() / ("shmstream-activation-" + std::to_string(getpid()));
   std::filesystem::create_directories(dir);
   std::string path = dir + "/control.sock";
   int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -115,11 +115,11 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
       uint64_t bytes = std::uniform_int_distribution<uint64_t>(1, 32 << 20)(rng);
       uint64_t ring = chance(0.3) ? (64 << 10) << std::uniform_int_distribution<>(0, 4)(rng) : 0;
       seeds[name] = seed;
-      running.push_back({Child::spawn({child_bin, "produce", daemon.socket_path(), name,
-                                       std::to_string(seed), std::to_string(bytes),
-                                       std::to_string(ring)},
-                                      false, false),
-                         false, name});
+      running.push_back(
+          {Child::spawn({child_bin, "produce", daemon.socket_path(), name, std::to_string(seed),
+                         std::to_string(bytes), std::to_string(ring)},
+                        false, false),
+           false, name});
       ++tally.producers;
     }
     if (running.size() < 16 && !seeds.empty() && chance(0.5)) {
@@ -178,8 +178,7 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
   EXPECT_TRUE(eventually([&] { return count_dir("/dev/shm") == shm_before; }, 30s))
       << count_dir("/dev/shm") << " entries in /dev/shm, " << shm_before << " before";
   EXPECT_TRUE(eventually([&] { return count_dir(fd_dir) == fds_before; }, 30s))
-      << "the daemon holds " << count_dir(fd_dir) << " descriptors, " << fds_before
-      << " before";
+      << "the daemon holds " << count_dir(fd_dir) << " descriptors, " << fds_before << " before";
   EXPECT_GT(tally.readers_verified, 0);
   std::printf(
       "soak: %lld s; producers %d (closed %d, failed or cancelled %d); readers %d (verified %d, "

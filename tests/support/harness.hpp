@@ -34,7 +34,7 @@ class Child {
                      const std::vector<std::string>& extra_env = {}, int fd3 = -1);
 
   pid_t pid() const { return pid_; }
-  int pidfd() const { return pidfd_; }  // readable once the child exits
+  int pidfd() const { return pidfd_; }          // readable once the child exits
   int stdin_fd() const { return stdin_fd_; }    // write end, -1 if not piped
   int stdout_fd() const { return stdout_fd_; }  // read end, -1 if not piped
   void close_stdin();

@@ -97,7 +97,7 @@ struct StreamInfo {
   uint32_t max_readers = 0;
   uint64_t slowest_reader = 0;  // lowest position a reader published; `bytes` if none
   std::vector<CursorInfo> cursors;
-  std::string directory;  // a persistent stream's directory; empty in shared memory
+  std::string directory;   // a persistent stream's directory; empty in shared memory
   uint32_t owner_gid = 0;  // the owner is producer_uid
   StreamMode mode = StreamMode::kOwner;
 };
