@@ -30,6 +30,10 @@ static_assert(static_cast<int>(StreamState::kAborted) ==
 static_assert(static_cast<int>(StreamState::kCancelled) ==
               static_cast<int>(shm::StreamState::kCancelled));
 StreamState from_shm(shm::StreamState state) { return static_cast<StreamState>(state); }
+// So does StreamMode the schema's Mode.
+static_assert(static_cast<int>(StreamMode::kOwner) == static_cast<int>(proto::Mode::OWNER));
+static_assert(static_cast<int>(StreamMode::kGroup) == static_cast<int>(proto::Mode::GROUP));
+static_assert(static_cast<int>(StreamMode::kEveryone) == static_cast<int>(proto::Mode::EVERYONE));
 
 StreamInfo from_proto(proto::StreamInfo::Reader in) {
   StreamInfo out;
@@ -78,17 +82,9 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   }
   out.directory = std::string(in.getDirectory().cStr(), in.getDirectory().size());
   out.owner_gid = in.getOwnerGid();
-  switch (in.getMode()) {
-    case proto::Mode::GROUP:
-      out.mode = StreamMode::kGroup;
-      break;
-    case proto::Mode::EVERYONE:
-      out.mode = StreamMode::kEveryone;
-      break;
-    default:
-      out.mode = StreamMode::kOwner;
-      break;
-  }
+  // The daemon sends owner, group or everyone (proto::Mode numbers them as StreamMode does).
+  out.mode = in.getMode() <= proto::Mode::EVERYONE ? static_cast<StreamMode>(in.getMode())
+                                                   : StreamMode::kOwner;
   return out;
 }
 
@@ -410,17 +406,7 @@ Result<Producer> Client::create(std::string_view name, const CreateOptions& opti
         out.setMaxReaders(options.max_readers);
         out.setPersistent(options.persistent);
         out.setDirectory(options.directory);
-        switch (options.mode) {
-          case StreamMode::kOwner:
-            out.setMode(proto::Mode::OWNER);
-            break;
-          case StreamMode::kGroup:
-            out.setMode(proto::Mode::GROUP);
-            break;
-          case StreamMode::kEveryone:
-            out.setMode(proto::Mode::EVERYONE);
-            break;
-        }
+        out.setMode(static_cast<proto::Mode>(options.mode));
         switch (options.retention) {
           case Retention::kUnbounded:
             out.setRetention(proto::Retention::UNBOUNDED);

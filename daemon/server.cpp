@@ -70,6 +70,10 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setMode(static_cast<proto::Mode>(s.mode));
 }
 
+static_assert(static_cast<int>(Mode::kOwner) == static_cast<int>(proto::Mode::OWNER));
+static_assert(static_cast<int>(Mode::kGroup) == static_cast<int>(proto::Mode::GROUP));
+static_assert(static_cast<int>(Mode::kEveryone) == static_cast<int>(proto::Mode::EVERYONE));
+
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
 
 // Runs a request handler; an exception escaping it becomes an internal-error status, so no
@@ -189,21 +193,13 @@ class ControlImpl final : public proto::Control::Server {
       create.max_readers = options.getMaxReaders();
       create.persistent = options.getPersistent();
       create.directory = text(options.getDirectory());
-      switch (options.getMode()) {
-        case proto::Mode::OWNER:
-          create.mode = Mode::kOwner;
-          break;
-        case proto::Mode::GROUP:
-          create.mode = Mode::kGroup;
-          break;
-        case proto::Mode::EVERYONE:
-          create.mode = Mode::kEveryone;
-          break;
-        default:
-          return Status(ErrorCode::kInvalidArgument,
-                        fmt::format("stream \"{}\": unknown mode {}", name,
-                                    static_cast<int>(options.getMode())));
+      // proto::Mode and daemon::Mode number owner, group, everyone alike.
+      if (options.getMode() > proto::Mode::EVERYONE) {
+        return Status(ErrorCode::kInvalidArgument,
+                      fmt::format("stream \"{}\": unknown mode {}", name,
+                                  static_cast<int>(options.getMode())));
       }
+      create.mode = static_cast<Mode>(options.getMode());
       switch (options.getRetention()) {
         case proto::Retention::UNBOUNDED:
           if (options.getRingCapacity() != 0) {

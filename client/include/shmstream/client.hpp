@@ -66,9 +66,9 @@ const char* to_string(Retention retention);  // "unbounded", "drop-oldest", "blo
 // socket) and root always may, and only they may remove it. The segment file carries the same
 // permission bits, so the kernel refuses anyone else who goes around the daemon.
 enum class StreamMode {
-  kOwner,     // the owner only (0600)
-  kGroup,     // and members of the owner's primary group (0640)
-  kEveryone,  // every local user (0644)
+  kOwner = 0,     // the owner only (0600)
+  kGroup = 1,     // and members of the owner's primary group (0640)
+  kEveryone = 2,  // every local user (0644)
 };
 const char* to_string(StreamMode mode);  // "owner", "group", "everyone"
 
