@@ -98,9 +98,9 @@ class Permissions : public ::testing::Test {
   }
   void TearDown() override {
     if (daemon_) {
-      for (const auto& s : connect_to(*daemon_).list().value()) {
-        (void)connect_to(*daemon_).remove(s.name, true);
-      }
+      auto client = connect_to(*daemon_);
+      auto streams = client.list().value();
+      for (const auto& s : streams) (void)client.remove(s.name, true);
     }
     daemon_.reset();
     carol_.reset();

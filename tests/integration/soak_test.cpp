@@ -168,7 +168,8 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
       },
       30s));
   ASSERT_TRUE(daemon.alive());
-  for (const auto& s : client.list().value()) {
+  auto left = client.list().value();
+  for (const auto& s : left) {
     Status removed = client.remove(s.name, true);
     EXPECT_TRUE(removed.ok() || removed.code() == ErrorCode::kNotFound) << removed.to_string();
   }
