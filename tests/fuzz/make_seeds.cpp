@@ -166,6 +166,21 @@ void control_seeds(const std::filesystem::path& dir) {
                   params.setCursor(cursor);
                 }};
   };
+  auto reattach_producer = [](const char* name, uint64_t id) {
+    return Call{6, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::ReattachProducerParams>();
+                  params.setName(name);
+                  params.setStreamId(id);
+                }};
+  };
+  auto reattach_reader = [](const char* name, uint64_t id, uint32_t slot) {
+    return Call{7, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::ReattachReaderParams>();
+                  params.setName(name);
+                  params.setStreamId(id);
+                  params.setSlot(slot);
+                }};
+  };
   save(dir / "bootstrap-only", session({}));
   save(dir / "list", session({list}));
   save(dir / "create-open-stat-list", session({create("s", proto::Retention::UNBOUNDED, 0, false),
@@ -176,6 +191,21 @@ void control_seeds(const std::filesystem::path& dir) {
   save(dir / "block-ring-remove",
        session({create("b", proto::Retention::BLOCK, 4096, false), open("b", ""), open("b", ""),
                 open("b", ""), remove("b", false), stat("b")}));
+  // Reattaching what the caller never held: refused, whatever the ids.
+  save(dir / "reattach-foreign",
+       session({create("m", proto::Retention::UNBOUNDED, 0, false), reattach_producer("m", 1),
+                reattach_reader("m", 1, 0), reattach_reader("m", 0, 4000000000u),
+                reattach_producer("nope", 0)}));
+  // Modes: each of them, and one past the last.
+  auto create_with_mode = [](const char* name, uint16_t mode) {
+    return Call{0, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::CreateParams>();
+                  params.setName(name);
+                  params.initOptions().setMode(static_cast<proto::Mode>(mode));
+                }};
+  };
+  save(dir / "modes", session({create_with_mode("o", 0), create_with_mode("g", 1),
+                               create_with_mode("e", 2), create_with_mode("x", 3), list}));
   save(dir / "bad-names", session({create("", proto::Retention::UNBOUNDED, 0, false),
                                    open("../etc", ""), stat("a/b"), open("s", "bad cursor")}));
 }
