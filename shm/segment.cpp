@@ -943,6 +943,7 @@ ReaderCore::ReaderCore(Segment segment, WaitPageMap wait, int slot)
       cursor_position_ = committed.position;
       cursor_token_ = committed.token;
       position_ = committed.position;  // a named cursor resumes where it committed
+      fresh_ = false;
     }
   }
   if (ring_ != 0) {
@@ -1105,6 +1106,7 @@ Status ReaderCore::seek(int64_t offset, Whence whence) {
   }
   position_ = static_cast<uint64_t>(target);
   delivered_ = false;
+  fresh_ = false;
   OpGuard guard(this);
   if (guard.admitted()) publish_position(position_, /*now=*/true);
   return Status();
@@ -1202,13 +1204,32 @@ Result<size_t> ReaderCore::read_at(uint64_t offset, std::span<std::byte> buf,
   return n;
 }
 
+template <typename Op>
+auto ReaderCore::follow_if_fresh(Op op) -> decltype(op()) {
+  auto result = op();
+  constexpr int kAttempts = 8;  // a producer that laps a ring this often wins: overrun
+  for (int i = 0; i < kAttempts && fresh_ && block_ring_ && !result.ok() &&
+                  result.status().code() == ErrorCode::kOverrun;
+       ++i) {
+    {
+      OpGuard guard(this);
+      if (!guard.admitted()) break;
+      position_ = std::max(position_, result.status().offset());
+      publish_position(position_, /*now=*/true);
+    }
+    result = op();
+  }
+  if (result.ok()) fresh_ = false;
+  return result;
+}
+
 Result<size_t> ReaderCore::read(std::span<std::byte> buf, Clock::time_point deadline,
                                 const Cancellation* cancel) {
   if (auto_commit_) {
     OpGuard guard(this);
     if (guard.admitted()) commit_delivered();
   }
-  auto n = read_at(position_, buf, deadline, cancel);
+  auto n = follow_if_fresh([&] { return read_at(position_, buf, deadline, cancel); });
   if (n.ok()) {
     position_ += *n;
     delivered_ = true;
@@ -1219,6 +1240,11 @@ Result<size_t> ReaderCore::read(std::span<std::byte> buf, Clock::time_point dead
 
 Result<std::span<const std::byte>> ReaderCore::next(size_t max, Clock::time_point deadline,
                                                     const Cancellation* cancel) {
+  return follow_if_fresh([&] { return next_once(max, deadline, cancel); });
+}
+
+Result<std::span<const std::byte>> ReaderCore::next_once(size_t max, Clock::time_point deadline,
+                                                         const Cancellation* cancel) {
   OpGuard guard(this);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
   if (auto_commit_) commit_delivered();
@@ -1251,6 +1277,11 @@ Result<std::span<const std::byte>> ReaderCore::view(uint64_t offset, size_t leng
 
 Result<std::optional<RecordView>> ReaderCore::next_record(Clock::time_point deadline,
                                                           const Cancellation* cancel) {
+  return follow_if_fresh([&] { return next_record_once(deadline, cancel); });
+}
+
+Result<std::optional<RecordView>> ReaderCore::next_record_once(Clock::time_point deadline,
+                                                               const Cancellation* cancel) {
   if (!segment_.records()) {
     return Status(ErrorCode::kInvalidArgument, describe_ + ": a byte stream has no records");
   }

@@ -313,6 +313,17 @@ class ReaderCore {
   void write_commit(uint64_t position, uint64_t token);
   // Called by an admitted operation (the slot must not be written once we are closed).
   void commit_delivered();
+  // Runs the read operation `op`. In a block ring, a reader that has read nothing yet and was
+  // given no offset (not a cursor, no seek) follows the ring's oldest offset if `op` finds its
+  // start overwritten: a producer racing the reader's join may have moved on from where the
+  // daemon placed it (once the producer sees the slot, it waits for it). Anyone else, and every
+  // reader of a drop-oldest ring (falling behind is its news), gets the overrun.
+  template <typename Op>
+  auto follow_if_fresh(Op op) -> decltype(op());
+  Result<std::span<const std::byte>> next_once(size_t max, Clock::time_point deadline,
+                                               const Cancellation* cancel);
+  Result<std::optional<RecordView>> next_record_once(Clock::time_point deadline,
+                                                     const Cancellation* cancel);
   const std::byte* at(uint64_t offset) const {
     return segment_.data() + (ring_ == 0 ? offset : mask_ != 0 ? offset & mask_ : offset % ring_);
   }
@@ -332,6 +343,7 @@ class ReaderCore {
   bool spin_ = false;
   bool cursor_ = false;
   bool delivered_ = false;  // position_ is the end of what the last read op delivered
+  bool fresh_ = true;       // nothing read, no offset asked for (see follow_if_fresh())
   bool auto_commit_ = false;
   uint64_t cursor_position_ = 0;
   uint64_t cursor_token_ = 0;

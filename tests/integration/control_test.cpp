@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -217,6 +218,11 @@ TEST(ControlSocket, AClientThatNeverReadsItsRepliesIsHeldBackThenDroppedAndCosts
   }
   EXPECT_TRUE(client.remove("other").ok());
   // Its memory did not follow the flood (at most what was read before the backpressure).
+  std::printf(
+      "flood: the daemon took %zu of %zu request bytes, then held back; its RSS grew by "
+      "%ld KiB\n",
+      sent, bytes.size(),
+      static_cast<long>(daemon_rss_kib(daemon.pid())) - static_cast<long>(rss_before));
   EXPECT_LT(daemon_rss_kib(daemon.pid()), rss_before + 64 * 1024)
       << "daemon RSS " << daemon_rss_kib(daemon.pid()) << " KiB, was " << rss_before;
   // After the stall limit, the flooding connection is dropped: the daemon holds the

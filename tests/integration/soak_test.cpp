@@ -1,6 +1,7 @@
 // Soak: for SHMSTREAM_SOAK_SECONDS (off by default; deploy/soak and .ci/run set it), producer
-// and reader processes come and go on one daemon, some of them killed with SIGKILL at random,
-// streams removed at random (some by force). At the end:
+// and reader processes come and go, some of them killed with SIGKILL at random, streams removed
+// at random (some by force), and the daemon itself killed with SIGKILL and restarted every few
+// seconds (the clients reconnect by themselves). At the end:
 //   - every reader that finished saw a byte-exact stretch of what its producer committed (each
 //     checks every byte it read, at its offset);
 //   - the daemon is alive and answers;
@@ -50,7 +51,7 @@ struct Running {
 struct Tally {
   int producers = 0, producers_closed = 0, producers_failed = 0;
   int readers = 0, readers_verified = 0, readers_unopened = 0;
-  int killed = 0, removals = 0, forced_removals = 0;
+  int killed = 0, removals = 0, forced_removals = 0, daemon_kills = 0;
   uint64_t bytes_verified = 0;
 };
 
@@ -64,9 +65,9 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
   auto client = connect_to(daemon);
   // The baseline, with our own client connected (it stays connected throughout).
   ASSERT_TRUE(client.list().ok());
-  const std::string fd_dir = "/proc/" + std::to_string(daemon.pid()) + "/fd";
+  auto fd_dir = [&] { return "/proc/" + std::to_string(daemon.pid()) + "/fd"; };
   const size_t shm_before = count_dir("/dev/shm");
-  const size_t fds_before = count_dir(fd_dir);
+  const size_t fds_before = count_dir(fd_dir());
 
   std::mt19937_64 rng(std::random_device{}());
   auto chance = [&](double p) { return std::uniform_real_distribution<>(0, 1)(rng) < p; };
@@ -106,6 +107,7 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
   };
 
   const auto end = Clock::now() + duration;
+  auto last_daemon_kill = Clock::now();
   while (Clock::now() < end) {
     int producers = 0;
     for (const auto& r : running) producers += r.reader ? 0 : 1;
@@ -144,9 +146,16 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
       std::advance(pick, std::uniform_int_distribution<size_t>(0, seeds.size() - 1)(rng));
       bool force = chance(0.5);
       Status s = client.remove(pick->first, force);
-      EXPECT_TRUE(s.ok() || s.code() == ErrorCode::kNotFound) << s.to_string();
+      // (Unavailable: the daemon is restarting, and our client reconnecting.)
+      EXPECT_TRUE(s.ok() || s.code() == ErrorCode::kNotFound || s.code() == ErrorCode::kUnavailable)
+          << s.to_string();
       if (s.ok()) (force ? tally.forced_removals : tally.removals)++;
       seeds.erase(pick);
+    }
+    if (Clock::now() - last_daemon_kill > 5s && chance(0.05)) {
+      daemon.crash_and_restart();
+      last_daemon_kill = Clock::now();
+      ++tally.daemon_kills;
     }
     // Paced by the children: wait (briefly) for any of them to exit.
     std::vector<pollfd> fds;
@@ -168,6 +177,7 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
       },
       30s));
   ASSERT_TRUE(daemon.alive());
+  ASSERT_TRUE(eventually([&] { return client.list().ok(); }, 30s));  // reconnected
   auto left = client.list().value();
   for (const auto& s : left) {
     Status removed = client.remove(s.name, true);
@@ -178,16 +188,18 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
       << daemon.segment_files().size() << " segment files left";
   EXPECT_TRUE(eventually([&] { return count_dir("/dev/shm") == shm_before; }, 30s))
       << count_dir("/dev/shm") << " entries in /dev/shm, " << shm_before << " before";
-  EXPECT_TRUE(eventually([&] { return count_dir(fd_dir) == fds_before; }, 30s))
-      << "the daemon holds " << count_dir(fd_dir) << " descriptors, " << fds_before << " before";
+  // (A restarted daemon holds the same ones: socket, lock, directories, our connection.)
+  EXPECT_TRUE(eventually([&] { return count_dir(fd_dir()) == fds_before; }, 30s))
+      << "the daemon holds " << count_dir(fd_dir()) << " descriptors, " << fds_before << " before";
   EXPECT_GT(tally.readers_verified, 0);
   std::printf(
       "soak: %lld s; producers %d (closed %d, failed or cancelled %d); readers %d (verified %d, "
-      "%.1f MiB checked; stream gone before opening %d); SIGKILLs %d; removals %d + %d forced\n",
+      "%.1f MiB checked; stream gone before opening %d); SIGKILLs %d (and %d of the daemon); "
+      "removals %d + %d forced\n",
       static_cast<long long>(duration.count()), tally.producers, tally.producers_closed,
       tally.producers_failed, tally.readers, tally.readers_verified,
       static_cast<double>(tally.bytes_verified) / (1 << 20), tally.readers_unopened, tally.killed,
-      tally.removals, tally.forced_removals);
+      tally.daemon_kills, tally.removals, tally.forced_removals);
 }
 
 }  // namespace

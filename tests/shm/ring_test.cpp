@@ -103,6 +103,26 @@ TEST_F(SegmentTest, DropOldestOverrunNamesTheOldestOffsetAndTheReaderResumesTher
   EXPECT_GT(total, kRing / 2);
 }
 
+// A reader joining a block ring while the producer moves on: the daemon claimed its slot at
+// an oldest offset the producer had already decided to overwrite (it had not seen the slot).
+// The reader, which has read nothing and asked for no offset, starts at the new oldest instead
+// of failing; one that asked for the lost offset gets the overrun.
+TEST_F(SegmentTest, AReaderJoiningABlockRingAsTheProducerMovesOnStartsAtTheNewOldest) {
+  format(ring(kRing, /*block=*/true));
+  auto p = producer();
+  for (int i = 0; i < 40; ++i) append_pattern(p, 8192);  // no reader yet: 5 rings go by
+  auto r = slotted_reader();  // claimed at 0, as if the claim raced the producer
+  ASSERT_GT(r.oldest(), 0u);
+  std::vector<std::byte> buf(4096);
+  auto n = r.read(buf, in(1s), nullptr);
+  ASSERT_TRUE(n.ok()) << n.status().to_string();
+  EXPECT_EQ(r.position() - *n, r.oldest());
+  EXPECT_TRUE(matches_pattern(std::span(buf).first(*n), r.position() - *n));
+  auto asked = slotted_reader();
+  ASSERT_TRUE(asked.seek(0, Whence::kStart).ok());
+  EXPECT_EQ(asked.read(buf, in(1s), nullptr).status().code(), ErrorCode::kOverrun);
+}
+
 TEST_F(SegmentTest, AViewOverwrittenAfterItWasTakenIsReportedNotIntact) {
   format(ring(kRing));
   auto p = producer();

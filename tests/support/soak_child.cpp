@@ -7,7 +7,8 @@
 //   soak_child read SOCKET NAME SEED
 //     Opens NAME and reads to its end, checking every byte against fill_random(SEED) at its
 //     offset. Prints "verified BYTES" and exits 0 when all it read matched, however the stream
-//     ended (closed, producer died, removed by force); exit 3 if it could not open the stream;
+//     ended (closed, producer died, removed by force); exit 3 if it could not open the stream
+//     (or reach the daemon);
 //     exit 2, naming the offset, at the first byte that differs.
 #include <cstdio>
 #include <cstdlib>
@@ -23,20 +24,21 @@ namespace {
 
 using shmstream::ErrorCode;
 
-shmstream::Client connect(const char* socket) {
+// Connects, or exits with `failure` (the daemon may be restarting).
+shmstream::Client connect(const char* socket, int failure) {
   shmstream::ClientOptions options;
   options.socket_path = socket;
   options.autostart = false;
   auto client = shmstream::Client::connect(options);
   if (!client.ok()) {
     std::fprintf(stderr, "soak_child: %s\n", client.status().to_string().c_str());
-    std::exit(1);
+    std::exit(failure);
   }
   return std::move(client.value());
 }
 
 int produce(const char* socket, const char* name, uint64_t seed, uint64_t bytes, uint64_t ring) {
-  auto client = connect(socket);
+  auto client = connect(socket, 1);
   shmstream::CreateOptions options;
   if (ring != 0) {
     options.retention = shmstream::Retention::kBlock;
@@ -58,7 +60,7 @@ int produce(const char* socket, const char* name, uint64_t seed, uint64_t bytes,
 }
 
 int read(const char* socket, const char* name, uint64_t seed) {
-  auto client = connect(socket);
+  auto client = connect(socket, 3);
   auto reader = client.open(name);
   if (!reader.ok()) return 3;
   std::vector<std::byte> buf(256 * 1024);
