@@ -175,21 +175,18 @@ kj::Own<Session> open_session(kj::AsyncIoContext& io, int fd, LoopState& state) 
 kj::Promise<void> reattach_all(LoopState& state) {
   auto requests = kj::heapArrayBuilder<kj::Promise<void>>(state.reattach.size());
   for (const auto& [handle, how] : state.reattach) {
-    // Puts the capability of a successful reply in place of the broken one.
-    auto replace = [&state, handle = handle](Status status, capnp::Capability::Client cap) {
+    // Puts the capability of a granted reply (status code 0) in place of the broken one.
+    auto replace = [&state, handle = handle](bool granted, capnp::Capability::Client cap) {
       auto it = state.capabilities.find(handle);
-      if (status.ok() && it != state.capabilities.end()) it->second = kj::mv(cap);
-    };
-    auto status_of = [](const auto& response) {
-      return Status(static_cast<ErrorCode>(response.getStatus().getCode()), "");
+      if (granted && it != state.capabilities.end()) it->second = kj::mv(cap);
     };
     if (how.producer) {
       auto request = state.control.reattachProducerRequest();
       request.setName(how.name);
       request.setStreamId(how.stream_id);
       requests.add(request.send().then(
-          [replace, status_of](auto response) {
-            replace(status_of(response), response.getProducer());
+          [replace](auto response) {
+            replace(response.getStatus().getCode() == 0, response.getProducer());
           },
           [](kj::Exception&&) {}));
     } else {
@@ -198,8 +195,8 @@ kj::Promise<void> reattach_all(LoopState& state) {
       request.setStreamId(how.stream_id);
       request.setSlot(how.slot);
       requests.add(request.send().then(
-          [replace, status_of](auto response) {
-            replace(status_of(response), response.getReader());
+          [replace](auto response) {
+            replace(response.getStatus().getCode() == 0, response.getReader());
           },
           [](kj::Exception&&) {}));
     }

@@ -67,18 +67,6 @@ Mode mode_of_file(mode_t bits) {
   return Mode::kOwner;
 }
 
-const char* mode_name(Mode mode) {
-  switch (mode) {
-    case Mode::kGroup:
-      return "group";
-    case Mode::kEveryone:
-      return "everyone";
-    case Mode::kOwner:
-      break;
-  }
-  return "owner";
-}
-
 OwnedFd& OwnedFd::operator=(OwnedFd&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);
@@ -564,14 +552,21 @@ Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   return Status();
 }
 
-Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, const Peer& peer,
-                                   std::shared_ptr<Stream>* out) {
+Result<std::shared_ptr<Stream>> Registry::find_reattachable(const std::string& name,
+                                                            uint64_t stream_id) const {
   auto it = live_.find(name);
   if (it == live_.end() || it->second->id != stream_id) {
     return Status(ErrorCode::kNotFound,
                   fmt::format("stream \"{}\": gone (removed while the daemon restarted)", name));
   }
-  const auto& stream = it->second;
+  return it->second;
+}
+
+Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, const Peer& peer,
+                                   std::shared_ptr<Stream>* out) {
+  auto found = find_reattachable(name, stream_id);
+  if (!found.ok()) return found.status();
+  const auto& stream = *found;
   if (stream->producer_attached ||
       stream->header.header().producer_pid != static_cast<uint32_t>(peer.pid)) {
     return Status(
@@ -587,12 +582,9 @@ Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, 
 Status Registry::reattach_reader(const std::string& name, uint64_t stream_id, uint32_t slot,
                                  const Peer& peer, std::shared_ptr<Stream>* out,
                                  ReaderGrant* grant) {
-  auto it = live_.find(name);
-  if (it == live_.end() || it->second->id != stream_id) {
-    return Status(ErrorCode::kNotFound,
-                  fmt::format("stream \"{}\": gone (removed while the daemon restarted)", name));
-  }
-  const auto& stream = it->second;
+  auto found = find_reattachable(name, stream_id);
+  if (!found.ok()) return found.status();
+  const auto& stream = *found;
   auto orphan = stream->orphans.find(slot);
   if (orphan == stream->orphans.end() || orphan->second != peer.pid) {
     return Status(
@@ -611,31 +603,32 @@ Status Registry::reattach_reader(const std::string& name, uint64_t stream_id, ui
   return Status();
 }
 
+bool Registry::forget_orphan(Stream& stream, uint32_t slot, pid_t pid) {
+  auto orphan = stream.orphans.find(slot);
+  if (orphan == stream.orphans.end() || orphan->second != pid) return false;  // reattached
+  stream.orphans.erase(orphan);
+  Cursor* cursor = nullptr;
+  for (auto& [name, c] : stream.cursors) {
+    if (c.slot == slot) cursor = &c;
+  }
+  let_go(stream, slot, cursor);
+  return true;
+}
+
 void Registry::orphan_reader_exited(const std::shared_ptr<Stream>& stream, uint32_t slot,
                                     pid_t pid) {
-  auto orphan = stream->orphans.find(slot);
-  if (orphan == stream->orphans.end() || orphan->second != pid) return;  // reattached
-  stream->orphans.erase(orphan);
-  for (auto& [name, cursor] : stream->cursors) {
-    if (cursor.slot == slot) {
-      cursor.reader_pid = 0;
-      if (stream->wait.valid()) {
-        stream->wait.slot(slot).pid = 0;
-        shm::settle_cursor_hold(stream->wait, slot);
-      }
-      return;
-    }
+  if (forget_orphan(*stream, slot, pid)) {
+    spdlog::info("stream \"{}\": reader pid {} exited before reattaching; slot {} let go",
+                 stream->name, pid, slot);
   }
-  if (stream->wait.valid()) shm::release_reader_slot(stream->wait, slot);
-  spdlog::info("stream \"{}\": reader pid {} exited before reattaching; slot {} freed",
-               stream->name, pid, slot);
 }
 
 void Registry::expire_orphans() {
   for (const auto& orphan : orphan_readers()) {
-    spdlog::info("stream \"{}\": reader pid {} did not reattach in time", orphan.stream->name,
-                 orphan.pid);
-    orphan_reader_exited(orphan.stream, orphan.slot, orphan.pid);
+    if (forget_orphan(*orphan.stream, orphan.slot, orphan.pid)) {
+      spdlog::info("stream \"{}\": reader pid {} did not reattach in time; slot {} let go",
+                   orphan.stream->name, orphan.pid, orphan.slot);
+    }
   }
 }
 
@@ -676,19 +669,27 @@ std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
   return out;
 }
 
+void Registry::let_go(Stream& stream, uint32_t slot, Cursor* cursor) {
+  if (cursor != nullptr) {
+    cursor->reader_pid = 0;
+    if (stream.wait.valid()) {
+      stream.wait.slot(slot).pid = 0;
+      shm::settle_cursor_hold(stream.wait, slot);
+    }
+  } else if (stream.wait.valid()) {
+    shm::release_reader_slot(stream.wait, slot);
+  }
+}
+
 void Registry::reader_detached(const std::shared_ptr<Stream>& stream, const ReaderGrant& grant) {
   if (!grant.cursor.empty()) {
     auto c = stream->cursors.find(grant.cursor);
     // The cursor stays; only the reader that holds it now lets go of it.
     if (c != stream->cursors.end() && c->second.generation == grant.generation) {
-      c->second.reader_pid = 0;
-      if (stream->wait.valid()) {
-        stream->wait.slot(c->second.slot).pid = 0;
-        shm::settle_cursor_hold(stream->wait, c->second.slot);
-      }
+      let_go(*stream, c->second.slot, &c->second);
     }
-  } else if (stream->wait.valid()) {
-    shm::release_reader_slot(stream->wait, grant.slot);
+  } else {
+    let_go(*stream, grant.slot, nullptr);
   }
   if (stream->readers > 0) --stream->readers;
   release_if_unheld(stream);

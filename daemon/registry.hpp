@@ -40,9 +40,8 @@ struct RegistryConfig {
 // Who may open a stream for reading, besides its owner and root (proto Mode). The segment
 // file's permission bits say the same, so that going around the daemon does not help.
 enum class Mode : uint8_t { kOwner = 0, kGroup = 1, kEveryone = 2 };
-mode_t file_mode(Mode mode);       // 0600, 0640, 0644
-Mode mode_of_file(mode_t bits);    // the inverse, for adopted segments
-const char* mode_name(Mode mode);  // "owner", "group", "everyone"
+mode_t file_mode(Mode mode);     // 0600, 0640, 0644
+Mode mode_of_file(mode_t bits);  // the inverse, for adopted segments
 
 // What a new stream is (see proto CreateOptions).
 struct CreateParams {
@@ -209,6 +208,13 @@ class Registry {
 
  private:
   void release_if_unheld(const std::shared_ptr<Stream>& stream);
+  // A reader no longer holds `slot`: a cursor's stays claimed, unheld, its hold settled; any
+  // other slot is freed (a blocked producer may go on).
+  void let_go(Stream& stream, uint32_t slot, Cursor* cursor);
+  // Lets go of adopted slot `slot` if it is still kept for `pid`; false if it was reattached.
+  bool forget_orphan(Stream& stream, uint32_t slot, pid_t pid);
+  Result<std::shared_ptr<Stream>> find_reattachable(const std::string& name,
+                                                    uint64_t stream_id) const;
   // kPermissionDenied unless `peer` may read `stream` (its mode), or may remove it (owner).
   Status may_read(const Stream& stream, const Peer& peer) const;
   Status may_remove(const Stream& stream, const Peer& peer) const;

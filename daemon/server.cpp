@@ -88,6 +88,12 @@ Status guarded(const char* what, Fn&& fn) {
   }
 }
 
+// The fd a capability carries; none for a reattached producer or reader (it kept its mapping).
+kj::Maybe<int> maybe_fd(const OwnedFd& fd) {
+  if (fd.get() < 0) return nullptr;
+  return fd.get();
+}
+
 // The stream's wait file, read-write, for a client the daemon let in.
 class WaitFileImpl final : public proto::WaitFile::Server {
  public:
@@ -104,11 +110,7 @@ class ProducerImpl final : public proto::Producer::Server {
       : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)) {}
   ~ProducerImpl() noexcept(false) { registry_.producer_detached(stream_, closed_); }
 
-  // None for a reattached producer: it kept its mapping.
-  kj::Maybe<int> getFd() override {
-    if (fd_.get() < 0) return nullptr;
-    return fd_.get();
-  }
+  kj::Maybe<int> getFd() override { return maybe_fd(fd_); }
 
   kj::Promise<void> close(CloseContext context) override { return end(context, true); }
   kj::Promise<void> abort(AbortContext context) override { return end(context, false); }
@@ -148,11 +150,7 @@ class ReaderImpl final : public proto::Reader::Server {
         grant_(std::move(grant)) {}
   ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_, grant_); }
 
-  // None for a reattached reader: it kept its mapping.
-  kj::Maybe<int> getFd() override {
-    if (fd_.get() < 0) return nullptr;
-    return fd_.get();
-  }
+  kj::Maybe<int> getFd() override { return maybe_fd(fd_); }
 
  private:
   Registry& registry_;

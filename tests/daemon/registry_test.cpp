@@ -123,7 +123,8 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
     ASSERT_TRUE(registry.create("alive", {}, peer_, &stream, &fd).ok());
-    ASSERT_TRUE(registry.create("orphan", {}, Peer{dead, getuid(), getgid(), {}}, &stream, &fd).ok());
+    ASSERT_TRUE(
+        registry.create("orphan", {}, Peer{dead, getuid(), getgid(), {}}, &stream, &fd).ok());
     registry.set_shutting_down();  // as on SIGTERM: producers keep their streams open
   }
   std::string junk =

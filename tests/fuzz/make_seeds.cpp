@@ -6,8 +6,6 @@
 //
 //   make_seeds OUTDIR
 #include <capnp/message.h>
-#include <capnp/rpc.capnp.h>
-#include <capnp/serialize.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -20,6 +18,7 @@
 
 #include "proto/control.capnp.h"
 #include "shm/segment.hpp"
+#include "support/rpc_session.hpp"
 
 using namespace shmstream;
 
@@ -96,36 +95,8 @@ void segment_seeds(const std::filesystem::path& dir) {
 }
 
 // One control session: the bootstrap, then `calls` on the bootstrap capability.
-struct Call {
-  uint16_t method;
-  std::function<void(capnp::AnyPointer::Builder)> params;
-};
-
-std::string session(const std::vector<Call>& calls) {
-  std::string out;
-  auto append = [&](capnp::MessageBuilder& message) {
-    auto words = capnp::messageToFlatArray(message);
-    auto bytes = words.asBytes();
-    out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-  };
-  {
-    capnp::MallocMessageBuilder message;
-    message.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
-    append(message);
-  }
-  uint32_t question = 1;
-  for (const auto& c : calls) {
-    capnp::MallocMessageBuilder message;
-    auto call = message.initRoot<capnp::rpc::Message>().initCall();
-    call.setQuestionId(question++);
-    call.initTarget().initPromisedAnswer().setQuestionId(0);
-    call.setInterfaceId(capnp::typeId<proto::Control>());
-    call.setMethodId(c.method);
-    c.params(call.initParams().getContent());
-    append(message);
-  }
-  return out;
-}
+using Call = test::RpcCall;
+std::string session(const std::vector<Call>& calls) { return test::rpc_session(calls); }
 
 void control_seeds(const std::filesystem::path& dir) {
   auto create = [](const char* name, proto::Retention retention, uint64_t ring, bool records) {

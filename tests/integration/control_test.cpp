@@ -1,8 +1,5 @@
 // The control socket under abuse: garbage, truncated frames and silent half-messages cost only
 // their own connection; the daemon keeps serving everyone else.
-#include <capnp/message.h>
-#include <capnp/rpc.capnp.h>
-#include <capnp/serialize.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
@@ -20,6 +17,7 @@
 #include "proto/control.capnp.h"
 #include "shmstream/client.hpp"
 #include "support/harness.hpp"
+#include "support/rpc_session.hpp"
 
 namespace shmstream::test {
 namespace {
@@ -129,26 +127,8 @@ TEST(ControlSocket, CallsFailCleanlyWhenTheDaemonIsGone) {
 
 // The bytes of an RPC session: bootstrap, then `calls` list() calls on it.
 std::string list_calls(uint32_t calls) {
-  std::string out;
-  auto append = [&](capnp::MessageBuilder& message) {
-    auto words = capnp::messageToFlatArray(message);
-    auto bytes = words.asBytes();
-    out.append(reinterpret_cast<const char*>(bytes.begin()), bytes.size());
-  };
-  capnp::MallocMessageBuilder bootstrap;
-  bootstrap.initRoot<capnp::rpc::Message>().initBootstrap().setQuestionId(0);
-  append(bootstrap);
-  for (uint32_t q = 1; q <= calls; ++q) {
-    capnp::MallocMessageBuilder message;
-    auto call = message.initRoot<capnp::rpc::Message>().initCall();
-    call.setQuestionId(q);
-    call.initTarget().initPromisedAnswer().setQuestionId(0);
-    call.setInterfaceId(capnp::typeId<proto::Control>());
-    call.setMethodId(2);  // list
-    call.initParams().getContent().initAs<proto::Control::ListParams>();
-    append(message);
-  }
-  return out;
+  RpcCall list{2, [](capnp::AnyPointer::Builder p) { p.initAs<proto::Control::ListParams>(); }};
+  return rpc_session(std::vector<RpcCall>(calls, list));
 }
 
 size_t daemon_rss_kib(pid_t pid) {
