@@ -67,7 +67,6 @@ int read(const char* socket, const char* name, uint64_t seed) {
   std::vector<std::byte> want(buf.size());
   uint64_t verified = 0;
   for (;;) {
-    uint64_t at = reader->position();
     auto n = reader->read(buf, std::chrono::seconds(60));
     if (!n.ok() || *n == 0) {
       // Every way a stream ends is fine here; only a wrong byte is not.
@@ -78,11 +77,23 @@ int read(const char* socket, const char* name, uint64_t seed) {
                   ended ? "" : (" (" + n.status().to_string() + ")").c_str());
       return ended ? 0 : 4;
     }
+    // Where the bytes came from: the position before the read is not always it (a new reader
+    // of a block ring follows the oldest offset if the producer moved on as it joined).
+    uint64_t at = reader->position() - *n;
     shmstream::test::fill_random(seed, at, want.data(), *n);
     if (std::memcmp(buf.data(), want.data(), *n) != 0) {
       size_t i = 0;
       while (buf[i] == want[i]) ++i;
-      std::printf("MISMATCH at offset %llu\n", static_cast<unsigned long long>(at + i));
+      auto info = client.stat(name);
+      std::printf(
+          "MISMATCH at offset %llu (read of %zu at %llu; got %02x want %02x; ring %llu, "
+          "committed %llu, oldest %llu, state %s)\n",
+          static_cast<unsigned long long>(at + i), *n, static_cast<unsigned long long>(at),
+          static_cast<unsigned>(buf[i]), static_cast<unsigned>(want[i]),
+          info.ok() ? static_cast<unsigned long long>(info->ring_capacity) : 0ULL,
+          info.ok() ? static_cast<unsigned long long>(info->bytes) : 0ULL,
+          info.ok() ? static_cast<unsigned long long>(info->oldest) : 0ULL,
+          info.ok() ? shmstream::to_string(info->state) : "?");
       return 2;
     }
     verified += *n;

@@ -199,7 +199,9 @@ class Reader {
   const std::string& name() const;
   // Blocks until bytes at the position are committed, copies up to buf.size() of them and
   // advances. Returns 0 at the clean end of the stream. Errors: kTimeout, kInterrupted (the
-  // Cancellation fired or the reader was closed), kProducerDied, kCancelled.
+  // Cancellation fired or the reader was closed), kProducerDied, kCancelled. The bytes came
+  // from position() - n: a new reader of a block ring that has read nothing and sought nowhere
+  // starts at the oldest offset kept, which may have moved on since it opened.
   Result<size_t> read(std::span<std::byte> buf, Timeout timeout = kForever,
                       const Cancellation* cancel = nullptr);
   // As read(), at `offset`, leaving the position alone.
