@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "client/connection.hpp"
+#include "client/watcher.hpp"
 #include "shm/naming.hpp"
 #include "shm/segment.hpp"
 
@@ -272,12 +273,21 @@ struct Reader::Impl {
     // Only the first close() releases the capability (close may race the destructor's).
     if (!released.exchange(true, std::memory_order_acq_rel)) connection->release(handle);
   }
+  // After a read that found nothing at the position: an event loop's descriptor watches it.
+  template <typename T>
+  Result<T> rearm_if_empty(Result<T> result) {
+    if (watcher && !result.ok() && result.status().code() == ErrorCode::kTimeout) {
+      watcher->rearm(core.position());
+    }
+    return result;
+  }
 
   std::shared_ptr<Connection> connection;
   uint64_t handle;
   std::string name;
   shm::ReaderCore core;
   std::atomic<bool> released{false};
+  std::unique_ptr<ReadyWatcher> watcher;  // destroyed first: it watches `core`
 };
 
 Reader::Reader(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -288,7 +298,7 @@ Reader::~Reader() = default;
 const std::string& Reader::name() const { return impl_->name; }
 
 Result<size_t> Reader::read(std::span<std::byte> buf, Timeout timeout, const Cancellation* cancel) {
-  return impl_->core.read(buf, deadline_after(timeout), cancel);
+  return impl_->rearm_if_empty(impl_->core.read(buf, deadline_after(timeout), cancel));
 }
 
 Result<size_t> Reader::read_at(uint64_t offset, std::span<std::byte> buf, Timeout timeout,
@@ -298,7 +308,7 @@ Result<size_t> Reader::read_at(uint64_t offset, std::span<std::byte> buf, Timeou
 
 Result<std::span<const std::byte>> Reader::next(size_t max, Timeout timeout,
                                                 const Cancellation* cancel) {
-  return impl_->core.next(max, deadline_after(timeout), cancel);
+  return impl_->rearm_if_empty(impl_->core.next(max, deadline_after(timeout), cancel));
 }
 
 Result<std::span<const std::byte>> Reader::view(uint64_t offset, size_t length) {
@@ -306,7 +316,7 @@ Result<std::span<const std::byte>> Reader::view(uint64_t offset, size_t length) 
 }
 
 Result<std::optional<Record>> Reader::next_record(Timeout timeout, const Cancellation* cancel) {
-  auto record = impl_->core.next_record(deadline_after(timeout), cancel);
+  auto record = impl_->rearm_if_empty(impl_->core.next_record(deadline_after(timeout), cancel));
   if (!record.ok()) return record.status();
   if (!record->has_value()) return std::optional<Record>();
   return std::optional<Record>(Record{(*record)->data, (*record)->offset});
@@ -333,6 +343,15 @@ uint64_t Reader::position() const { return impl_->core.position(); }
 uint64_t Reader::committed() const { return impl_->core.committed(); }
 StreamState Reader::state() const { return from_shm(impl_->core.state()); }
 void Reader::close() { impl_->close(); }
+
+Result<int> Reader::event_fd() {
+  if (!impl_->watcher) {
+    auto watcher = ReadyWatcher::start(impl_->core, impl_->core.position());
+    if (!watcher.ok()) return watcher.status();
+    impl_->watcher = std::move(watcher.value());
+  }
+  return impl_->watcher->fd();
+}
 Status Reader::commit() { return impl_->core.commit(position(), impl_->core.cursor_token()); }
 Status Reader::commit(uint64_t offset, uint64_t token) { return impl_->core.commit(offset, token); }
 uint64_t Reader::cursor_position() const { return impl_->core.cursor_position(); }

@@ -1161,31 +1161,61 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
     }
     // A blocking ring's producer may wait for us: show it how far we got before we sleep.
     publish_position(position_, /*now=*/true);
-    // Tell the producer the offset we sleep for: min_wanted = min(min_wanted, target).
-    std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
-    uint64_t wanted = min_wanted.load(std::memory_order_relaxed);
-    while (target < wanted &&
-           !min_wanted.compare_exchange_weak(wanted, target, std::memory_order_seq_cst,
-                                             std::memory_order_relaxed)) {
-    }
-    // Dekker with the producer's fence in commit(): our registration is ordered before the
-    // re-check below, so either we see its new length or it sees our offset and wakes us.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    // A light producer has no fence there: make it execute one now (asymmetric Dekker). If we
-    // cannot, sleep in short slices so that a missed wake-up costs at most one slice.
-    // Acquire: pairs with leave_light_mode()'s release store (a 0 read here means every light
-    // commit is visible to the re-check below); a 1 is Dekker with enter_light_mode()'s fence.
-    Clock::time_point sleep_until = deadline;
-    if (h.light_producer.load(std::memory_order_acquire) != 0 && !heavy_barrier()) {
-      sleep_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
-    }
-    // Acquire: pairs with commit()'s release store.
-    if (h.committed_length.load(std::memory_order_acquire) >= target) continue;
-    FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
-    size_t count = 2;
-    if (cancel != nullptr) watches[count++] = {cancel->word(), 0, false};
-    futex_wait(std::span(watches, count), sleep_until);
+    FutexWatch cancelled{nullptr, 0, false};
+    if (cancel != nullptr) cancelled = {cancel->word(), 0, false};
+    sleep_for_commit(target, seen, deadline, cancelled);
   }
+}
+
+void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
+                                  FutexWatch also) {
+  const SegmentHeader& h = segment_.header();
+  // Tell the producer the offset we sleep for: min_wanted = min(min_wanted, target).
+  std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
+  uint64_t wanted = min_wanted.load(std::memory_order_relaxed);
+  while (target < wanted &&
+         !min_wanted.compare_exchange_weak(wanted, target, std::memory_order_seq_cst,
+                                           std::memory_order_relaxed)) {
+  }
+  // Dekker with the producer's fence in commit(): our registration is ordered before the
+  // re-check below, so either we see its new length or it sees our offset and wakes us.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // A light producer has no fence there: make it execute one now (asymmetric Dekker). If we
+  // cannot, sleep in short slices so that a missed wake-up costs at most one slice.
+  // Acquire: pairs with leave_light_mode()'s release store (a 0 read here means every light
+  // commit is visible to the re-check below); a 1 is Dekker with enter_light_mode()'s fence.
+  Clock::time_point sleep_until = deadline;
+  if (h.light_producer.load(std::memory_order_acquire) != 0 && !heavy_barrier()) {
+    sleep_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+  }
+  // Acquire: pairs with commit()'s release store.
+  if (h.committed_length.load(std::memory_order_acquire) >= target) return;
+  FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
+  size_t count = 2;
+  if (also.word != nullptr) watches[count++] = also;
+  futex_wait(std::span(watches, count), sleep_until);
+}
+
+ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uint32_t>* word,
+                                          uint32_t seen) {
+  OpGuard guard(this);
+  if (!guard.admitted()) return WatchResult::kClosed;
+  const SegmentHeader& h = segment_.header();
+  for (;;) {
+    // Acquire loads as in wait_admitted(): the wait word first, then the length and state.
+    uint32_t seen_word = h.wait_word.load(std::memory_order_acquire);
+    if (h.committed_length.load(std::memory_order_acquire) >= target) return WatchResult::kReady;
+    if (load_state(h) != StreamState::kOpen) return WatchResult::kReady;
+    // Acquire: pairs with the owner's release increment of *word (its new target is visible).
+    if (word->load(std::memory_order_acquire) != seen) return WatchResult::kRearmed;
+    if (closing_.load(std::memory_order_acquire) != 0) return WatchResult::kClosed;
+    sleep_for_commit(target, seen_word, kNoDeadline, FutexWatch{word, seen, false});
+  }
+}
+
+void ReaderCore::publish_position_now() {
+  OpGuard guard(this);
+  if (guard.admitted()) publish_position(position_, /*now=*/true);
 }
 
 Result<size_t> ReaderCore::read_at(uint64_t offset, std::span<std::byte> buf,

@@ -297,10 +297,25 @@ class ReaderCore {
   // Any thread: wakes blocked waits with kInterrupted, waits for them to return, unmaps.
   void close();
 
+  // Event loops. For a watcher thread, concurrently with the reader's own operations: blocks
+  // until the committed length reaches `target` or the stream is no longer open (kReady),
+  // *word != seen (kRearmed: the owner moved the target), or the reader closes (kClosed).
+  // Touches neither the position nor the slot.
+  enum class WatchResult { kReady, kRearmed, kClosed };
+  WatchResult watch(uint64_t target, const std::atomic<uint32_t>* word, uint32_t seen);
+  // Stores the position in our slot now: a reader about to wait elsewhere (in an event loop)
+  // must not hold a blocking ring's producer back with a lazily published position.
+  void publish_position_now();
+
  private:
   class OpGuard;
   // wait_until() for a caller that already holds an admitted OpGuard.
   Status wait_admitted(uint64_t target, Clock::time_point deadline, const Cancellation* cancel);
+  // Sleeps (at most until `deadline`) unless the committed length reached `target`, after
+  // registering `target` with the producer; wakes when the stream's wait word leaves `seen`,
+  // the reader closes, or `also` (if it has a word) fires. Callers re-check their condition.
+  void sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
+                        FutexWatch also);
   Status ended_status(StreamState state) const;
   Status check_readable(uint64_t offset, StreamState state) const;
   Status overrun(uint64_t offset) const;

@@ -8,6 +8,7 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -466,7 +467,40 @@ void scenario_idle_readers(const Options& o) {
 // for a few microseconds before it sleeps).
 constexpr auto kPingGap = 100us;
 
-std::vector<double> stream_pingpong(const Options& o, bool spin) {
+// How a ping-pong side waits for the other's message.
+enum class PingWait {
+  kBlock,      // a blocking read (futex)
+  kSpin,       // WaitStrategy::kSpin
+  kEventLoop,  // epoll on Reader::event_fd(), reading with a zero timeout
+};
+
+// The next 8-byte message of `reader`, waited for as `how` says.
+std::span<const std::byte> next_message(shmstream::Reader& reader, PingWait how, int epoll_fd) {
+  if (how != PingWait::kEventLoop) return take(reader.next(8), "read");
+  for (;;) {
+    auto v = reader.next(8, shmstream::Timeout::zero());
+    if (v.ok()) return v.value();
+    if (v.status().code() != shmstream::ErrorCode::kTimeout) die(v.status().to_string());
+    epoll_event event;
+    if (epoll_wait(epoll_fd, &event, 1, -1) < 0 && errno != EINTR) die("epoll_wait");
+  }
+}
+
+// An epoll instance watching `reader` (event-loop waits), or -1.
+int watch_reader(shmstream::Reader& reader, PingWait how) {
+  if (how != PingWait::kEventLoop) return -1;
+  int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  epoll_event event{};
+  event.events = EPOLLIN;
+  if (epoll_fd < 0 ||
+      epoll_ctl(epoll_fd, EPOLL_CTL_ADD, take(reader.event_fd(), "event_fd"), &event) != 0) {
+    die("epoll");
+  }
+  return epoll_fd;
+}
+
+std::vector<double> stream_pingpong(const Options& o, PingWait how) {
+  const bool spin = how == PingWait::kSpin;
   const int n = o.latency_samples;
   SharedSamples samples(n);
   int created[2];
@@ -480,13 +514,14 @@ std::vector<double> stream_pingpong(const Options& o, bool spin) {
     if (read(created[0], &byte, 1) != 1) die("pong side failed");  // "bench-pong" exists
     auto pong = take(client.open("bench-pong"), "open");
     if (spin) pong.set_wait_strategy(shmstream::WaitStrategy::kSpin);
+    int epoll_fd = watch_reader(pong, how);
     ready_and_wait(go_fd);
     uint64_t msg = 0;
     for (int i = 0; i < n; ++i) {
       if (!spin) std::this_thread::sleep_for(kPingGap);
       auto t0 = Clock::now();
       check(ping.append(std::as_bytes(std::span(&msg, 1))), "append");
-      auto v = take(pong.next(8), "read");
+      auto v = next_message(pong, how, epoll_fd);
       if (v.size() != 8) die("short pong");
       samples.data()[i] = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / 2;
       ++msg;
@@ -509,9 +544,10 @@ std::vector<double> stream_pingpong(const Options& o, bool spin) {
       }
     }();
     if (spin) ping.set_wait_strategy(shmstream::WaitStrategy::kSpin);
+    int epoll_fd = watch_reader(ping, how);
     ready_and_wait(go_fd);
     for (int i = 0; i < n; ++i) {
-      auto v = take(ping.next(8), "read");
+      auto v = next_message(ping, how, epoll_fd);
       if (v.size() != 8) die("short ping");
       check(pong.append(v), "append");
     }
@@ -607,7 +643,7 @@ std::vector<double> spin_pingpong(const Options& o) {
 
 void scenario_latency_spin(const Options& o) {
   std::string params = "\"samples\":" + std::to_string(o.latency_samples) + ",\"message\":8";
-  auto shm = percentiles(dumped(o, "busy_poll_shmstream", stream_pingpong(o, /*spin=*/true)));
+  auto shm = percentiles(dumped(o, "busy_poll_shmstream", stream_pingpong(o, PingWait::kSpin)));
   auto raw = percentiles(dumped(o, "busy_poll_cacheline", spin_pingpong(o)));
   report(o, {"latency_busy_poll", "one_way_p50", "us", shm.p50 / 1e3, "cacheline_pingpong",
              raw.p50 / 1e3, false, params});
@@ -615,10 +651,24 @@ void scenario_latency_spin(const Options& o) {
              raw.p99 / 1e3, false, params});
 }
 
+// Scenario: one-way latency of a reader waiting in an event loop (epoll on Reader::event_fd())
+// against the same ping-pong with blocking reads, in the same run.
+void scenario_latency_event_loop(const Options& o) {
+  std::string params = "\"samples\":" + std::to_string(o.latency_samples) +
+                       ",\"message\":8,\"gap_us\":" + std::to_string(kPingGap.count());
+  auto loop =
+      percentiles(dumped(o, "event_loop_shmstream", stream_pingpong(o, PingWait::kEventLoop)));
+  auto blocked = percentiles(dumped(o, "blocked_shmstream", stream_pingpong(o, PingWait::kBlock)));
+  report(o, {"latency_event_loop", "one_way_p50", "us", loop.p50 / 1e3, "blocking_read",
+             blocked.p50 / 1e3, false, params});
+  report(o, {"latency_event_loop", "one_way_p99", "us", loop.p99 / 1e3, "blocking_read",
+             blocked.p99 / 1e3, false, params});
+}
+
 void scenario_latency(const Options& o) {
   std::string params = "\"samples\":" + std::to_string(o.latency_samples) +
                        ",\"message\":8,\"gap_us\":" + std::to_string(kPingGap.count());
-  auto shm = percentiles(dumped(o, "blocked_shmstream", stream_pingpong(o, /*spin=*/false)));
+  auto shm = percentiles(dumped(o, "blocked_shmstream", stream_pingpong(o, PingWait::kBlock)));
   auto raw = percentiles(dumped(o, "blocked_futex", futex_pingpong(o)));
   report(o, {"latency_blocked", "one_way_p50", "us", shm.p50 / 1e3, "futex_pingpong", raw.p50 / 1e3,
              false, params});
@@ -731,9 +781,10 @@ int main(int argc, char** argv) {
                  "Ring capacity of the throughput streams, in bytes (0: unbounded streams)")
       ->capture_default_str();
   app.add_option("--dump", o.dump, "Write latency samples (ns) to this directory, for plots");
-  app.add_option("--scenario", only,
-                 "Run only these: throughput, fanout, cli, records, cursor, idle, latency, spin, "
-                 "memory, iceoryx, control");
+  app.add_option(
+      "--scenario", only,
+      "Run only these: throughput, fanout, cli, records, cursor, idle, latency, spin, event_loop, "
+      "memory, iceoryx, control");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
     o.bytes = 128ULL << 20;
@@ -754,6 +805,7 @@ int main(int argc, char** argv) {
   if (wanted("idle")) scenario_idle_readers(o);
   if (wanted("latency")) scenario_latency(o);
   if (wanted("spin")) scenario_latency_spin(o);
+  if (wanted("event_loop")) scenario_latency_event_loop(o);
   if (wanted("memory")) scenario_memory(o);
   if (wanted("iceoryx")) scenario_iceoryx(o);
   if (wanted("control")) scenario_control(o);

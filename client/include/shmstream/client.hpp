@@ -244,6 +244,20 @@ class Reader {
   uint64_t cursor_position() const;
   uint64_t cursor_token() const;
 
+  // Event loops (epoll, poll, io_uring, Boost.Asio, KJ...): a file descriptor that polls
+  // readable (POLLIN) once a read at the position need not wait: bytes are committed there,
+  // the stream ended, or the reader was closed. When it does, read with a zero timeout until a
+  // read returns kTimeout: that read clears the descriptor and watches the new position. It
+  // stays readable while bytes remain (a loop may read a little at a time); a rare spurious
+  // wake-up only costs a read that returns kTimeout (and re-arms).
+  // Edge-triggered loops (EPOLLET, Asio, KJ) work the same way: each wake-up is a new write to
+  // the descriptor. Reading its 8-byte counter yourself only clears it (Asio's async_read_some
+  // does, which makes a wake-up that came before the wait impossible to miss).
+  // The Reader owns the descriptor (valid until the Reader is destroyed; do not close it).
+  // The first call starts a thread that sleeps in the futex for the loop: a wake-up costs a
+  // thread hand-off more than a blocking read (measured in the README).
+  Result<int> event_fd();
+
   // Any thread: wakes reads blocked in other threads (they return kInterrupted), then
   // releases the mapping and stops counting as a reader.
   void close();
