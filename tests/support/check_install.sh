@@ -25,6 +25,7 @@ case "$mode" in
     pc=$(find "$prefix" -name shmstream.pc)
     [ -n "$pc" ] || fail "no shmstream.pc installed under $prefix"
     export PKG_CONFIG_PATH=$(dirname "$pc")
+    export PYTHONPATH=$prefix/lib/python3/dist-packages PATH=$prefix/bin:$PATH
     cmake_prefix=(-DCMAKE_PREFIX_PATH="$prefix")
     ;;
   system)
@@ -91,4 +92,18 @@ uses_installed_library "$work/pc_cpp"
 uses_installed_library "$work/pc_c"
 run "$work/pc_cpp"
 run "$work/pc_c"
+
+echo "check_install: Python module (import shmstream), reading what the installed CLI wrote"
+/usr/bin/python3 - <<'PY' || fail "the installed Python module"
+import os, subprocess, sys
+import shmstream
+data = os.urandom(1 << 20)
+subprocess.run(["shmstream", "--no-autostart", "write", "py-check"], input=data, check=True)
+client = shmstream.Client()
+reader = client.open("py-check")
+got = b"".join(bytes(chunk) for chunk in reader)
+assert got == data, "the Python reader read other bytes than the CLI wrote"
+client.remove("py-check")
+print(f"  python: {len(got)} bytes read back intact ({shmstream.__file__})")
+PY
 echo "check_install: OK ($mode: $prefix)"

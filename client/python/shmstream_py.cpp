@@ -1,0 +1,412 @@
+// The Python module `shmstream`: the C++ client for Python, with zero-copy reads.
+//
+// Reader.next(), next_record() and view() return read-only memoryviews of the stream's own
+// mapping: no byte is copied (numpy.frombuffer wraps them without copying either). Each view
+// keeps the mapping alive; Reader.close() refuses (BufferError) while any is still referenced,
+// as Python's mmap does, so a view can never point at unmapped memory.
+//
+// Blocking calls release the GIL. A Reader or Producer serves one thread at a time (others get
+// RuntimeError), except Reader.close(), which any thread may call to wake a blocked read.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "shmstream/client.hpp"
+
+namespace py = pybind11;
+using shmstream::ErrorCode;
+using shmstream::Status;
+
+namespace {
+
+// shmstream.Error. A plain reference, never released: the module lives until the interpreter
+// ends, and a py::object destroyed after that would crash at exit.
+PyObject* error_class = nullptr;
+
+// Runs `f` without the GIL (a call that may block). Python objects may not be touched in it.
+template <typename F>
+auto released(F f) {
+  py::gil_scoped_release release;
+  return f();
+}
+
+[[noreturn]] void raise(const Status& status) {
+  py::object error = py::reinterpret_borrow<py::object>(error_class)(status.message());
+  error.attr("code") = std::string(shmstream::error_code_name(status.code()));
+  error.attr("offset") = status.offset();
+  PyErr_SetObject(error_class, error.ptr());
+  throw py::error_already_set();
+}
+
+template <typename T>
+T unwrap(shmstream::Result<T> result) {
+  if (!result.ok()) raise(result.status());
+  return std::move(result.value());
+}
+
+void check(const Status& status) {
+  if (!status.ok()) raise(status);
+}
+
+// None: forever; seconds otherwise (0 never waits).
+shmstream::Timeout timeout_of(std::optional<double> seconds) {
+  if (!seconds) return shmstream::kForever;
+  if (!std::isfinite(*seconds) || *seconds > 1e9) return shmstream::kForever;
+  return std::chrono::nanoseconds(static_cast<int64_t>(std::max(0.0, *seconds) * 1e9));
+}
+
+// One thread at a time per Producer or Reader.
+class Busy {
+ public:
+  explicit Busy(std::mutex& mutex, const char* what) : lock_(mutex, std::try_to_lock) {
+    if (!lock_.owns_lock()) {
+      throw std::runtime_error(std::string(what) + " is in use by another thread");
+    }
+  }
+
+ private:
+  std::unique_lock<std::mutex> lock_;
+};
+
+struct ReaderBox {
+  explicit ReaderBox(shmstream::Reader r) : reader(std::move(r)) {}
+  shmstream::Reader reader;
+  std::mutex busy;
+  std::atomic<int> views{0};  // live View objects (memoryviews of the mapping)
+  bool closed = false;
+};
+
+// The exporter behind each memoryview: bytes of the mapping, and a hold on it.
+struct View {
+  View(std::shared_ptr<ReaderBox> b, const std::byte* d, size_t n)
+      : box(std::move(b)), data(d), size(n) {
+    box->views.fetch_add(1, std::memory_order_relaxed);  // counted only; no data published
+  }
+  ~View() { box->views.fetch_sub(1, std::memory_order_relaxed); }
+  View(const View&) = delete;
+  View& operator=(const View&) = delete;
+  std::shared_ptr<ReaderBox> box;
+  const std::byte* data;
+  size_t size;
+};
+
+py::memoryview memoryview_of(const std::shared_ptr<ReaderBox>& box,
+                             std::span<const std::byte> bytes) {
+  py::object view = py::cast(std::make_unique<View>(box, bytes.data(), bytes.size()));
+  return py::memoryview(view);
+}
+
+class PyReader {
+ public:
+  explicit PyReader(shmstream::Reader reader)
+      : box_(std::make_shared<ReaderBox>(std::move(reader))) {}
+
+  py::memoryview next(size_t max, std::optional<double> timeout) {
+    Busy busy(box_->busy, "this Reader");
+    auto& reader = open();
+    auto got = unwrap(released([&] { return reader.next(max, timeout_of(timeout)); }));
+    return memoryview_of(box_, got);
+  }
+  py::object next_record(std::optional<double> timeout) {
+    Busy busy(box_->busy, "this Reader");
+    auto& reader = open();
+    auto record = unwrap(released([&] { return reader.next_record(timeout_of(timeout)); }));
+    if (!record) return py::none();
+    return memoryview_of(box_, record->data);
+  }
+  py::bytes read(size_t max, std::optional<double> timeout) {
+    Busy busy(box_->busy, "this Reader");
+    auto& reader = open();
+    std::string out(max, '\0');
+    size_t n = unwrap(released(
+        [&] { return reader.read(std::as_writable_bytes(std::span(out)), timeout_of(timeout)); }));
+    out.resize(n);
+    return py::bytes(out);
+  }
+  py::memoryview view(uint64_t offset, size_t length) {
+    Busy busy(box_->busy, "this Reader");
+    return memoryview_of(box_, unwrap(open().view(offset, length)));
+  }
+  void wait(uint64_t length, std::optional<double> timeout) {
+    Busy busy(box_->busy, "this Reader");
+    auto& reader = open();
+    check(released([&] { return reader.wait_for(length, timeout_of(timeout)); }));
+  }
+  void seek(int64_t offset, int whence) {
+    Busy busy(box_->busy, "this Reader");
+    if (whence < 0 || whence > 2) throw py::value_error("whence must be 0, 1 or 2");
+    check(open().seek(offset, static_cast<shmstream::Whence>(whence)));
+  }
+  int fileno() {
+    Busy busy(box_->busy, "this Reader");
+    return unwrap(open().event_fd());
+  }
+  void commit() {
+    Busy busy(box_->busy, "this Reader");
+    check(open().commit());
+  }
+  bool intact(uint64_t offset) { return !box_->closed && box_->reader.intact(offset); }
+  uint64_t position() { return box_->closed ? 0 : box_->reader.position(); }
+  uint64_t committed() { return box_->closed ? 0 : box_->reader.committed(); }
+  uint64_t oldest() { return box_->closed ? 0 : box_->reader.oldest(); }
+  std::string state() {
+    return box_->closed ? "closed-reader" : shmstream::to_string(box_->reader.state());
+  }
+  const std::string& name() { return box_->reader.name(); }
+  int live_views() const { return box_->views.load(std::memory_order_relaxed); }
+  // Any thread. Refuses while memoryviews of the mapping are alive.
+  void close() {
+    int views = box_->views.load(std::memory_order_relaxed);
+    if (views > 0) {
+      PyErr_SetString(PyExc_BufferError,
+                      (std::to_string(views) +
+                       " memoryview(s) of the stream's mapping still exist: release them "
+                       "(memoryview.release(), del) before closing the reader")
+                          .c_str());
+      throw py::error_already_set();
+    }
+    py::gil_scoped_release release;
+    box_->reader.close();
+    box_->closed = true;
+  }
+
+ private:
+  shmstream::Reader& open() {
+    if (box_->closed) {
+      raise(
+          Status(ErrorCode::kInterrupted, "stream \"" + box_->reader.name() + "\": reader closed"));
+    }
+    return box_->reader;
+  }
+  std::shared_ptr<ReaderBox> box_;
+};
+
+class PyProducer {
+ public:
+  explicit PyProducer(shmstream::Producer producer) : producer_(std::move(producer)) {}
+
+  void append(py::buffer data, std::optional<double> timeout) {
+    Busy busy(mutex_, "this Producer");
+    py::buffer_info info = data.request();
+    auto bytes = std::span(static_cast<const std::byte*>(info.ptr),
+                           static_cast<size_t>(info.size * info.itemsize));
+    check(released([&] { return producer_.append(bytes, timeout_of(timeout)); }));
+  }
+  void publish(py::buffer data, std::optional<double> timeout) {
+    Busy busy(mutex_, "this Producer");
+    py::buffer_info info = data.request();
+    auto bytes = std::span(static_cast<const std::byte*>(info.ptr),
+                           static_cast<size_t>(info.size * info.itemsize));
+    check(released([&] { return producer_.publish(bytes, timeout_of(timeout)); }));
+  }
+  // Zero-copy writes: a writable memoryview at the end of the stream; fill it, then commit(n).
+  py::memoryview reserve(size_t size, std::optional<double> timeout) {
+    Busy busy(mutex_, "this Producer");
+    auto room = unwrap(released([&] { return producer_.reserve(size, timeout_of(timeout)); }));
+    return py::memoryview::from_memory(room.data(), static_cast<ssize_t>(room.size()),
+                                       /*readonly=*/false);
+  }
+  void commit(size_t size) {
+    Busy busy(mutex_, "this Producer");
+    check(producer_.commit(size));
+  }
+  void close() {
+    Busy busy(mutex_, "this Producer");
+    check(producer_.close());
+  }
+  void abort() {
+    Busy busy(mutex_, "this Producer");
+    check(producer_.abort());
+  }
+  uint64_t committed() { return producer_.committed(); }
+  const std::string& name() { return producer_.name(); }
+
+ private:
+  shmstream::Producer producer_;
+  std::mutex mutex_;
+};
+
+shmstream::Retention retention_of(const std::string& name) {
+  if (name == "unbounded") return shmstream::Retention::kUnbounded;
+  if (name == "drop-oldest") return shmstream::Retention::kDropOldest;
+  if (name == "block") return shmstream::Retention::kBlock;
+  throw py::value_error("retention must be 'unbounded', 'drop-oldest' or 'block', not '" + name +
+                        "'");
+}
+
+shmstream::StreamMode mode_of(const std::string& name) {
+  if (name == "owner") return shmstream::StreamMode::kOwner;
+  if (name == "group") return shmstream::StreamMode::kGroup;
+  if (name == "everyone") return shmstream::StreamMode::kEveryone;
+  throw py::value_error("mode must be 'owner', 'group' or 'everyone', not '" + name + "'");
+}
+
+py::dict info_dict(const shmstream::StreamInfo& info) {
+  py::dict d;
+  d["name"] = info.name;
+  d["state"] = shmstream::to_string(info.state);
+  d["removing"] = info.removing;
+  d["bytes"] = info.bytes;
+  d["readers"] = info.readers;
+  d["producer_pid"] = info.producer_pid;
+  d["owner_uid"] = info.producer_uid;
+  d["owner_gid"] = info.owner_gid;
+  d["mode"] = shmstream::to_string(info.mode);
+  d["stream_id"] = info.stream_id;
+  d["retention"] = shmstream::to_string(info.retention);
+  d["ring_capacity"] = info.ring_capacity;
+  d["oldest"] = info.oldest;
+  d["records"] = info.records;
+  d["max_bytes"] = info.max_bytes;
+  d["slowest_reader"] = info.slowest_reader;
+  py::list cursors;
+  for (const auto& c : info.cursors) {
+    py::dict cursor;
+    cursor["name"] = c.name;
+    cursor["position"] = c.position;
+    cursor["reader_pid"] = c.reader_pid;
+    cursors.append(cursor);
+  }
+  d["cursors"] = cursors;
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(shmstream, m) {
+  m.doc() =
+      "shmstream: shared-memory streams. One producer appends; any number of readers, in any "
+      "processes, read the same bytes zero-copy (memoryviews of a read-only mapping).";
+  error_class = PyErr_NewExceptionWithDoc(
+      "shmstream.Error",
+      "A shmstream failure. .code is its stable name ('not_found', 'timeout', "
+      "'producer_died', ...); .offset, for 'overrun', the oldest offset still available.",
+      nullptr, nullptr);
+  if (error_class == nullptr) throw py::error_already_set();
+  m.attr("Error") = py::reinterpret_borrow<py::object>(error_class);
+
+  py::class_<View>(m, "_View", py::buffer_protocol()).def_buffer([](View& v) {
+    return py::buffer_info(const_cast<std::byte*>(v.data), 1,
+                           py::format_descriptor<uint8_t>::format(), 1,
+                           {static_cast<ssize_t>(v.size)}, {1}, /*readonly=*/true);
+  });
+
+  py::class_<PyReader>(m, "Reader", "Reads one stream at its own position (Client.open).")
+      .def("next", &PyReader::next, py::arg("max") = 1 << 20, py::arg("timeout") = py::none(),
+           "Waits for bytes at the position; returns a read-only memoryview of up to `max` of "
+           "them (zero-copy) and moves past them. Empty at the clean end of the stream.")
+      .def("next_record", &PyReader::next_record, py::arg("timeout") = py::none(),
+           "Records streams: the next record as a zero-copy memoryview; None at the clean end.")
+      .def("read", &PyReader::read, py::arg("max") = 1 << 20, py::arg("timeout") = py::none(),
+           "As next(), but copies into a new bytes object.")
+      .def("view", &PyReader::view, py::arg("offset"), py::arg("length"),
+           "Zero-copy memoryview of committed bytes [offset, offset + length); never waits.")
+      .def("wait", &PyReader::wait, py::arg("length"), py::arg("timeout") = py::none(),
+           "Waits until the committed length reaches `length`.")
+      .def("seek", &PyReader::seek, py::arg("offset"), py::arg("whence") = 0)
+      .def("fileno", &PyReader::fileno,
+           "A descriptor that polls readable when next() need not wait (selectors, asyncio's "
+           "add_reader). Read with timeout=0 until it raises Error('timeout'); that re-arms it.")
+      .def("commit", &PyReader::commit, "Named cursors: commits the position.")
+      .def("intact", &PyReader::intact, py::arg("offset"))
+      .def("close", &PyReader::close,
+           "Wakes blocked reads in other threads and releases the mapping. BufferError while "
+           "memoryviews of it are alive.")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](PyReader& r, py::args) { r.close(); })
+      .def("__iter__", [](py::object self) { return self; })
+      .def("__next__",
+           [](PyReader& r) {
+             py::memoryview v = r.next(1 << 20, std::nullopt);
+             if (py::len(v) == 0) throw py::stop_iteration();
+             return v;
+           })
+      .def_property_readonly("name", &PyReader::name)
+      .def_property_readonly("position", &PyReader::position)
+      .def_property_readonly("committed", &PyReader::committed)
+      .def_property_readonly("oldest", &PyReader::oldest)
+      .def_property_readonly("state", &PyReader::state)
+      .def_property_readonly("live_views", &PyReader::live_views,
+                             "memoryviews of the mapping still referenced");
+
+  py::class_<PyProducer>(m, "Producer", "Appends to one stream (Client.create).")
+      .def("append", &PyProducer::append, py::arg("data"), py::arg("timeout") = py::none(),
+           "Copies a bytes-like object to the end of the stream and publishes it.")
+      .def("publish", &PyProducer::publish, py::arg("data"), py::arg("timeout") = py::none(),
+           "Records streams: publishes one record.")
+      .def("reserve", &PyProducer::reserve, py::arg("size"), py::arg("timeout") = py::none(),
+           "Zero-copy: a writable memoryview at the end of the stream; fill it, then commit(n). "
+           "Do not use it after commit().")
+      .def("commit", &PyProducer::commit, py::arg("size"))
+      .def("close", &PyProducer::close, "Ends the stream cleanly.")
+      .def("abort", &PyProducer::abort, "Ends the stream as failed (readers: producer_died).")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__",
+           [](PyProducer& p, py::object type, py::object, py::object) {
+             if (type.is_none()) {
+               p.close();
+             } else {
+               p.abort();
+             }
+           })
+      .def_property_readonly("committed", &PyProducer::committed)
+      .def_property_readonly("name", &PyProducer::name);
+
+  py::class_<shmstream::Client>(m, "Client", "A connection to shmstreamd (started if none).")
+      .def(py::init([](std::optional<std::string> socket_path, bool autostart) {
+             shmstream::ClientOptions options;
+             if (socket_path) options.socket_path = *socket_path;
+             options.autostart = autostart;
+             return unwrap(released([&] { return shmstream::Client::connect(options); }));
+           }),
+           py::arg("socket_path") = py::none(), py::arg("autostart") = true)
+      .def(
+          "create",
+          [](shmstream::Client& c, const std::string& name, bool records,
+             const std::string& retention, uint64_t ring_capacity, uint64_t max_bytes,
+             const std::string& mode) {
+            shmstream::CreateOptions options;
+            options.records = records;
+            options.retention = retention_of(retention);
+            options.ring_capacity = ring_capacity;
+            options.max_bytes = max_bytes;
+            options.mode = mode_of(mode);
+            return std::make_unique<PyProducer>(
+                unwrap(released([&] { return c.create(name, options); })));
+          },
+          py::arg("name"), py::kw_only(), py::arg("records") = false,
+          py::arg("retention") = "unbounded", py::arg("ring_capacity") = 0,
+          py::arg("max_bytes") = 0, py::arg("mode") = "owner")
+      .def(
+          "open",
+          [](shmstream::Client& c, const std::string& name, std::optional<std::string> cursor) {
+            shmstream::OpenOptions options;
+            if (cursor) options.cursor = *cursor;
+            return PyReader(unwrap(released([&] { return c.open(name, options); })));
+          },
+          py::arg("name"), py::kw_only(), py::arg("cursor") = py::none())
+      .def("list",
+           [](shmstream::Client& c) {
+             auto streams = unwrap(released([&] { return c.list(); }));
+             py::list out;
+             for (const auto& s : streams) out.append(info_dict(s));
+             return out;
+           })
+      .def("stat",
+           [](shmstream::Client& c, const std::string& name) {
+             return info_dict(unwrap(released([&] { return c.stat(name); })));
+           })
+      .def(
+          "remove",
+          [](shmstream::Client& c, const std::string& name, bool force) {
+            check(released([&] { return c.remove(name, force); }));
+          },
+          py::arg("name"), py::arg("force") = false)
+      .def_property_readonly("socket_path", &shmstream::Client::socket_path);
+}

@@ -1,0 +1,264 @@
+"""The Python module: zero-copy reads (proven by address), interop with C++ producers and
+readers, records, errors, the event-loop descriptor and mapping lifetime.
+
+Run by ctest: PYTHONPATH holds the built module, SHMSTREAM_TEST_BIN the built executables.
+Each test class starts a private shmstreamd on a fresh socket and stops it after.
+"""
+import hashlib
+import os
+import selectors
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import numpy as np
+
+import shmstream
+
+BIN = os.environ["SHMSTREAM_TEST_BIN"]
+
+
+class Daemon:
+    """A private shmstreamd, ready when the constructor returns."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="shmstream-test-py.")
+        self.socket = os.path.join(self.dir, "ctl.sock")
+        ready_r, ready_w = os.pipe()
+        self.process = subprocess.Popen(
+            [f"{BIN}/shmstreamd", "--foreground", "--socket", self.socket, "--persist-dir",
+             os.path.join(self.dir, "persist"), "--log-level", "warn", "--ready-fd", str(ready_w)],
+            pass_fds=[ready_w])
+        os.close(ready_w)
+        ready = os.read(ready_r, 1)  # one byte once serving; EOF if it died
+        os.close(ready_r)
+        if not ready:
+            raise RuntimeError("shmstreamd did not start")
+        self.env = dict(os.environ, SHMSTREAM_SOCKET=self.socket)
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def mapping_of(address):
+    """The /proc/self/maps line of the mapping that holds `address`, or None."""
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span = line.split()[0]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if start <= address < end:
+                return line.strip()
+    return None
+
+
+def address_of(view):
+    """The address of a bytes-like object's first byte, through numpy (no copy)."""
+    array = np.frombuffer(view, dtype=np.uint8)
+    return array.__array_interface__["data"][0]
+
+
+class PythonModuleTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.daemon = Daemon()
+        cls.client = shmstream.Client(cls.daemon.socket, autostart=False)
+
+    @classmethod
+    def tearDownClass(cls):
+        del cls.client
+        cls.daemon.stop()
+
+    def tearDown(self):
+        for info in self.client.list():
+            self.client.remove(info["name"], force=True)
+
+    def test_reads_are_zero_copy_views_of_the_mapping(self):
+        data = os.urandom(1 << 20)
+        with self.client.create("zc") as producer:
+            producer.append(data)
+        stream_id = self.client.stat("zc")["stream_id"]
+        reader = self.client.open("zc")
+        view = reader.view(0, len(data))
+        self.assertIsInstance(view, memoryview)
+        self.assertTrue(view.readonly)
+        self.assertEqual(view.tobytes(), data)
+        address = address_of(view)
+        line = mapping_of(address)
+        # The bytes lie in a shared mapping of this stream's segment file, not in a Python
+        # buffer: no byte was copied.
+        self.assertIsNotNone(line)
+        self.assertIn(f"{stream_id:016x}", line, line)
+        self.assertIn("r--s", line, line)  # read-only, shared
+        # numpy wraps the same memory again, without copying.
+        array = np.frombuffer(view, dtype=np.uint8)
+        self.assertEqual(array.__array_interface__["data"][0], address)
+        self.assertFalse(array.flags.writeable)
+        # next() returns views of the same mapping at the reader's position.
+        first = reader.next(4096)
+        self.assertEqual(address_of(first), address)
+        second = reader.next(4096)
+        self.assertEqual(address_of(second), address + 4096)
+        self.assertEqual(reader.position, 8192)
+        self.assertEqual(reader.live_views, 3)
+        # The mapping outlives the reader's close only if no view is left.
+        with self.assertRaises(BufferError):
+            reader.close()
+        del array
+        view.release()
+        first.release()
+        second.release()
+        self.assertEqual(reader.live_views, 0)
+        reader.close()
+        with self.assertRaises(shmstream.Error) as caught:
+            reader.next()
+        self.assertEqual(caught.exception.code, "interrupted")
+
+    def test_reserve_writes_in_place(self):
+        producer = self.client.create("reserve")
+        room = producer.reserve(8)
+        self.assertFalse(room.readonly)
+        room[:] = b"in-place"
+        producer.commit(8)
+        producer.close()
+        reader = self.client.open("reserve")
+        self.assertEqual(bytes(reader.next()), b"in-place")
+
+    def test_python_reads_a_cpp_producer_live(self):
+        # The C++ CLI writes 8 MiB; Python reads it while it is written, zero-copy.
+        data = os.urandom(8 << 20)
+        writer = subprocess.Popen([f"{BIN}/shmstream", "--no-autostart", "write", "from-cpp"],
+                                  stdin=subprocess.PIPE, env=self.daemon.env)
+        feeder = threading.Thread(target=lambda: (writer.stdin.write(data), writer.stdin.close()))
+        feeder.start()
+        reader = None
+        deadline = time.monotonic() + 30
+        while reader is None:  # the CLI creates the stream once started: ask until it did
+            try:
+                reader = self.client.open("from-cpp")
+            except shmstream.Error as e:
+                self.assertEqual(e.code, "not_found")
+                self.assertIsNone(writer.poll(), "the CLI writer exited early")
+                self.assertLess(time.monotonic(), deadline, "no stream after 30 s")
+        digest = hashlib.sha256()
+        for chunk in reader:  # memoryviews until the clean end
+            digest.update(chunk)
+        feeder.join()
+        self.assertEqual(writer.wait(timeout=30), 0)
+        self.assertEqual(digest.hexdigest(), hashlib.sha256(data).hexdigest())
+
+    def test_cpp_reads_a_python_producer(self):
+        data = os.urandom(3 << 20) + b"end"
+        with self.client.create("from-py") as producer:
+            for i in range(0, len(data), 65536):
+                producer.append(memoryview(data)[i:i + 65536])
+        out = subprocess.run([f"{BIN}/shmstream", "--no-autostart", "cat", "from-py"],
+                             env=self.daemon.env, capture_output=True, timeout=60, check=True)
+        self.assertEqual(out.stdout, data)
+
+    def test_records_and_numpy_payloads(self):
+        with self.client.create("records", records=True) as producer:
+            for i in range(100):
+                producer.publish(np.arange(i, dtype=np.int32))
+            producer.publish(b"")
+        reader = self.client.open("records")
+        for i in range(100):
+            record = reader.next_record(timeout=5)
+            self.assertTrue(np.array_equal(np.frombuffer(record, dtype=np.int32), np.arange(i)))
+            record.release()
+        self.assertEqual(len(reader.next_record()), 0)  # an empty record
+        self.assertIsNone(reader.next_record())  # the clean end
+
+    def test_errors_are_shmstream_errors_with_codes(self):
+        with self.assertRaises(shmstream.Error) as caught:
+            self.client.open("missing")
+        self.assertEqual(caught.exception.code, "not_found")
+        self.assertIn("missing", str(caught.exception))
+        with self.assertRaises(shmstream.Error) as caught:
+            self.client.create("bad/name")
+        self.assertEqual(caught.exception.code, "invalid_argument")
+        with self.assertRaises(ValueError):
+            self.client.create("x", retention="sometimes")
+        producer = self.client.create("slow")
+        reader = self.client.open("slow")
+        with self.assertRaises(shmstream.Error) as caught:
+            reader.next(timeout=0.01)
+        self.assertEqual(caught.exception.code, "timeout")
+        # A producer that fails inside `with` aborts: readers learn it died.
+        try:
+            with producer:
+                producer.append(b"abc")
+                raise KeyError("boom")
+        except KeyError:
+            pass
+        self.assertEqual(bytes(reader.next()), b"abc")
+        with self.assertRaises(shmstream.Error) as caught:
+            reader.next()
+        self.assertEqual(caught.exception.code, "producer_died")
+        # An overrun names where to resume.
+        ring = self.client.create("ring", retention="drop-oldest", ring_capacity=4096)
+        lagging = self.client.open("ring")
+        for _ in range(16):
+            ring.append(b"r" * 1024)
+        with self.assertRaises(shmstream.Error) as caught:
+            lagging.next()
+        self.assertEqual(caught.exception.code, "overrun")
+        self.assertEqual(caught.exception.offset, lagging.oldest)
+
+    def test_close_from_another_thread_wakes_a_blocked_read(self):
+        producer = self.client.create("blocked")  # kept: dropping it would abort the stream
+        reader = self.client.open("blocked")
+        outcome = []
+
+        def read():
+            try:
+                reader.next()
+            except shmstream.Error as e:
+                outcome.append(e.code)
+
+        thread = threading.Thread(target=read)
+        thread.start()  # blocks without the GIL, so this thread goes on
+        reader.close()
+        thread.join(timeout=30)
+        self.assertFalse(thread.is_alive())
+        self.assertEqual(outcome, ["interrupted"])
+        producer.close()
+
+    def test_fileno_works_with_selectors(self):
+        producer = self.client.create("selected")
+        readers = [self.client.open("selected") for _ in range(3)]
+        selector = selectors.DefaultSelector()
+        for reader in readers:
+            selector.register(reader.fileno(), selectors.EVENT_READ, reader)
+        self.assertEqual(selector.select(timeout=0), [])
+        got = {id(r): b"" for r in readers}
+        for i in range(50):
+            producer.append(b"%d;" % i)
+        producer.close()
+        ended = 0
+        while ended < len(readers):
+            events = selector.select(timeout=30)
+            self.assertTrue(events, "no reader became readable within 30 s")
+            for key, _ in events:
+                reader = key.data
+                while True:
+                    try:
+                        chunk = reader.next(timeout=0)
+                    except shmstream.Error as e:
+                        self.assertEqual(e.code, "timeout")
+                        break
+                    if len(chunk) == 0:
+                        selector.unregister(key.fd)
+                        ended += 1
+                        break
+                    got[id(reader)] += bytes(chunk)
+        want = b"".join(b"%d;" % i for i in range(50))
+        self.assertEqual(list(got.values()), [want] * 3)
+
+
+if __name__ == "__main__":
+    unittest.main()
