@@ -81,6 +81,10 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
     out.cursors.push_back(CursorInfo{std::string(c.getName().cStr(), c.getName().size()),
                                      c.getPosition(), c.getReaderPid()});
   }
+  for (auto r : in.getAttached()) {
+    out.attached.push_back(ReaderInfo{r.getPid(), r.getPosition(),
+                                      std::string(r.getCursor().cStr(), r.getCursor().size())});
+  }
   out.directory = std::string(in.getDirectory().cStr(), in.getDirectory().size());
   out.owner_gid = in.getOwnerGid();
   // The daemon sends owner, group or everyone (proto::Mode numbers them as StreamMode does).

@@ -741,12 +741,17 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
       const shm::ReaderSlot& slot = stream.wait.slot(i);
       // Acquire: pairs with claim_reader_slot()'s release store; position: display only.
       if (slot.in_use.load(std::memory_order_acquire) == 0) continue;
-      s.slowest_reader = std::min(s.slowest_reader, slot.position.load(std::memory_order_relaxed));
+      uint64_t position = slot.position.load(std::memory_order_relaxed);
+      s.slowest_reader = std::min(s.slowest_reader, position);
+      if (slot.cursor == 0) s.attached.push_back(ReaderSnapshot{slot.pid, position, ""});
     }
     for (const auto& [name, cursor] : stream.cursors) {
-      s.cursors.push_back(
-          CursorSnapshot{name, shm::cursor_committed(stream.wait.slot(cursor.slot)).position,
-                         static_cast<uint32_t>(cursor.reader_pid)});
+      uint64_t position = shm::cursor_committed(stream.wait.slot(cursor.slot)).position;
+      s.cursors.push_back(CursorSnapshot{name, position, static_cast<uint32_t>(cursor.reader_pid)});
+      if (cursor.reader_pid != 0) {
+        s.attached.push_back(
+            ReaderSnapshot{static_cast<uint32_t>(cursor.reader_pid), position, name});
+      }
     }
   }
   s.directory = stream.directory;

@@ -99,6 +99,12 @@ struct CursorSnapshot {
   uint32_t reader_pid;
 };
 
+struct ReaderSnapshot {
+  uint32_t pid;
+  uint64_t position;
+  std::string cursor;  // empty for an anonymous reader
+};
+
 struct StreamSnapshot {
   std::string name;
   shm::StreamState state;
@@ -117,6 +123,7 @@ struct StreamSnapshot {
   uint32_t max_readers;
   uint64_t slowest_reader;  // lowest published reader position; `bytes` if none
   std::vector<CursorSnapshot> cursors;
+  std::vector<ReaderSnapshot> attached;
   std::string directory;
   uint32_t owner_gid;
   Mode mode;

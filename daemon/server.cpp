@@ -65,6 +65,12 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
     cursors[i].setPosition(s.cursors[i].position);
     cursors[i].setReaderPid(s.cursors[i].reader_pid);
   }
+  auto attached = out.initAttached(static_cast<unsigned>(s.attached.size()));
+  for (size_t i = 0; i < s.attached.size(); ++i) {
+    attached[i].setPid(s.attached[i].pid);
+    attached[i].setPosition(s.attached[i].position);
+    attached[i].setCursor(s.attached[i].cursor);
+  }
   out.setDirectory(s.directory);
   out.setOwnerGid(s.owner_gid);
   out.setMode(static_cast<proto::Mode>(s.mode));

@@ -57,6 +57,17 @@ struct StreamInfo {
   # The stream's group (its creator's primary group); the owner is `producerUid`.
   mode @19 :Mode;
   # Who may open it; the segment file carries the same permissions.
+  attached @20 :List(ReaderInfo);
+  # Each reader attached now, for monitoring (`shmstream top`).
+}
+
+struct ReaderInfo {
+  pid @0 :UInt32;
+  position @1 :UInt64;
+  # How far it read, as it last published it: exact for unbounded streams; a ring's readers
+  # publish every 1/16 of its capacity (and before they wait). A cursor's reader: its commit.
+  cursor @2 :Text;
+  # The named cursor it reads as; empty for an anonymous reader.
 }
 
 enum Mode {

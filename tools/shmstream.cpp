@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "shmstream/client.hpp"
+#include "terminal.hpp"
 
 extern char** environ;
 
@@ -31,6 +32,7 @@ namespace {
 constexpr size_t kChunk = 1 << 20;  // bytes moved per read/write system call
 
 [[noreturn]] void fail(const std::string& message) {
+  shmstream_cli::end_progress_line();
   std::fprintf(stderr, "shmstream: %s\n", message.c_str());
   std::exit(1);
 }
@@ -304,9 +306,11 @@ class Input {
 // `chunk`: the most reserved at once (a ring's reservations must fit in it, and a quarter of it
 // lets readers work on the rest meanwhile). `limit`: an unbounded stream's maximum size; input
 // that ends exactly there closes the stream, one byte more is the stream's too_large error.
-std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk, uint64_t limit) {
+std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk, uint64_t limit,
+                       shmstream_cli::Progress& progress) {
   if (is_pipe(fd)) (void)fcntl(fd, F_SETPIPE_SZ, static_cast<int>(kChunk));
   for (;;) {
+    progress.update(producer.committed());
     uint64_t room = limit - std::min(limit, producer.committed());
     if (room == 0) {
       std::byte extra;
@@ -327,15 +331,18 @@ std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk, uint
 }
 
 // Publishes one record per input line (without its newline; a last line without one counts).
-std::string copy_lines(shmstream::Producer& producer, int fd) {
+std::string copy_lines(shmstream::Producer& producer, int fd, shmstream_cli::Progress& progress) {
   std::vector<std::byte> buf(kChunk);
   size_t filled = 0;
+  uint64_t consumed = 0;  // input bytes taken
   for (;;) {
+    progress.update(consumed);
     if (filled == buf.size()) buf.resize(buf.size() * 2);  // a line longer than the buffer
     ssize_t n = ::read(fd, buf.data() + filled, buf.size() - filled);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return std::string("reading input: ") + std::strerror(errno);
     size_t end = filled + static_cast<size_t>(n);
+    consumed += static_cast<uint64_t>(n);
     size_t start = 0;
     size_t scan = filled;
     filled = end;
@@ -363,8 +370,11 @@ std::string copy_lines(shmstream::Producer& producer, int fd) {
 
 // Publishes records framed as a u32 little-endian length then that many bytes, each read
 // straight into its reserved frame.
-std::string copy_len_framed(shmstream::Producer& producer, int fd) {
+std::string copy_len_framed(shmstream::Producer& producer, int fd,
+                            shmstream_cli::Progress& progress) {
+  uint64_t consumed = 0;  // input bytes taken
   for (uint64_t index = 0;; ++index) {
+    progress.update(consumed);
     unsigned char len_bytes[4];
     ssize_t got = read_full(fd, reinterpret_cast<std::byte*>(len_bytes), 4);
     if (got < 0) return std::string("reading input: ") + std::strerror(errno);
@@ -388,6 +398,7 @@ std::string copy_len_framed(shmstream::Producer& producer, int fd) {
              std::to_string(length) + " bytes, the input ends after " + std::to_string(got);
     }
     if (auto s = producer.commit_record(length); !s.ok()) return s.message();
+    consumed += 4 + uint64_t{length};
   }
 }
 
@@ -433,9 +444,17 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
       ring ? static_cast<size_t>(std::clamp<uint64_t>(options.ring_capacity / 4, 1, kChunk))
            : kChunk;
   uint64_t limit = ring ? UINT64_MAX : take(client.stat(name)).max_bytes;
-  std::string error = !w.records                 ? copy_bytes(producer, input.fd(), chunk, limit)
-                      : w.format == Format::kLen ? copy_len_framed(producer, input.fd())
-                                                 : copy_lines(producer, input.fd());
+  // On a terminal, a progress line (of the input file's size, when it is a file).
+  struct stat input_stat {};
+  uint64_t total = fstat(input.fd(), &input_stat) == 0 && S_ISREG(input_stat.st_mode)
+                       ? static_cast<uint64_t>(input_stat.st_size)
+                       : 0;
+  shmstream_cli::Progress progress(name, "written", total);
+  if (isatty(input.fd()) == 1) progress.disable();  // someone types the input: leave the line
+  std::string error = !w.records ? copy_bytes(producer, input.fd(), chunk, limit, progress)
+                      : w.format == Format::kLen ? copy_len_framed(producer, input.fd(), progress)
+                                                 : copy_lines(producer, input.fd(), progress);
+  progress.finish(w.records ? total : producer.committed());
   if (!error.empty()) input.stop();
   auto [failed, code] = input.finish();
   if (error.empty() && failed.empty()) {
@@ -453,8 +472,11 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
 // bytes are not even copied (vmsplice).
 // With a named cursor (`cursor`), what reached stdout is committed after each write: a cat
 // killed at any moment and started again repeats at most its last write (at least once).
-int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cursor) {
+int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cursor,
+              shmstream_cli::Progress& progress) {
+  uint64_t start = reader.position();
   while (reader.position() < stop_at) {
+    progress.update(reader.position() - start);
     auto view =
         reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
     if (!view.ok()) fail(view.status().message());
@@ -465,13 +487,16 @@ int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cur
     }
     if (cursor) check(reader.commit());
   }
+  progress.finish(reader.position() - start);
   return 0;
 }
 
 // Prints each record as a line, or length-framed; output is batched into kChunk writes, and
 // flushed whenever the reader would wait (so a live stream's records appear at once).
 // With a named cursor, each flush commits the records it wrote (see cat_bytes()).
-int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool cursor) {
+int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool cursor,
+                shmstream_cli::Progress& progress) {
+  uint64_t start = reader.position();
   std::vector<std::byte> out;
   out.reserve(kChunk);
   uint64_t written_to = reader.position();  // the records in `out` end here
@@ -484,6 +509,7 @@ int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool
     if (cursor) check(reader.commit(written_to, 0));
   };
   while (reader.position() < stop_at) {
+    progress.update(reader.position() - start);
     // Nothing more committed yet: show what we have before waiting.
     if (!out.empty() && reader.committed() <= reader.position()) flush();
     auto record = reader.next_record();
@@ -514,6 +540,7 @@ int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool
     if (out.size() >= kChunk) flush();
   }
   flush();
+  progress.finish(reader.position() - start);
   return 0;
 }
 
@@ -532,11 +559,15 @@ int cmd_cat(shmstream::Client& client, const std::string& name, std::optional<ui
   uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
   // Best effort: a bigger pipe takes more of the stream per system call.
   if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
+  // A progress line on the terminal, unless the output goes there too.
+  shmstream_cli::Progress progress(name, "read",
+                                   no_follow ? stop_at - std::min(stop_at, reader.position()) : 0);
+  if (isatty(STDOUT_FILENO) == 1) progress.disable();
   if (info.records) {
-    return cat_records(reader, stop_at, format.value_or(Format::kLine), with_cursor);
+    return cat_records(reader, stop_at, format.value_or(Format::kLine), with_cursor, progress);
   }
   bool splice = is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
-  return cat_bytes(reader, stop_at, splice, with_cursor);
+  return cat_bytes(reader, stop_at, splice, with_cursor, progress);
 }
 
 int cmd_ls(shmstream::Client& client, bool json) {
@@ -672,6 +703,18 @@ int main(int argc, char** argv) {
   stat->add_option("NAME", name, "Stream name")->required();
   stat->add_flag("--json", json, "Print a JSON object");
 
+  auto* top = app.add_subcommand(
+      "top",
+      "Live view of every stream: write rate, readers and their lag, retention use, state; "
+      "q quits");
+  shmstream_cli::TopOptions top_options;
+  double interval_seconds = 1.0;
+  top->add_flag("--once", top_options.once,
+                "Print one frame as plain text and exit (rates over one interval), for scripts");
+  top->add_option("--interval", interval_seconds, "Seconds between frames")
+      ->capture_default_str()
+      ->check(CLI::Range(0.05, 3600.0));
+
   auto* rm = app.add_subcommand("rm", "Remove a stream; current readers may finish");
   bool force = false;
   rm->add_option("NAME", name, "Stream name")->required();
@@ -716,6 +759,10 @@ int main(int argc, char** argv) {
     return cmd_cat(client, name, offset, no_follow, cat_records_flag, format, cursor);
   }
   if (*ls) return cmd_ls(client, json);
+  if (*top) {
+    top_options.interval = std::chrono::milliseconds(static_cast<int64_t>(interval_seconds * 1000));
+    return shmstream_cli::run_top(client, top_options);
+  }
   if (*stat) return cmd_stat(client, name, json);
   if (*rm) {
     check(rm_cursor.empty() ? client.remove(name, force) : client.remove_cursor(name, rm_cursor));

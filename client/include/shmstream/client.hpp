@@ -79,6 +79,14 @@ struct CursorInfo {
   uint32_t reader_pid = 0;  // the reader holding it now; 0 if none
 };
 
+// A reader attached to a stream now (see StreamInfo::attached).
+struct ReaderInfo {
+  uint32_t pid = 0;
+  uint64_t position = 0;  // as last published: exact for unbounded streams, rings every 1/16
+                          // of the capacity; a cursor's reader: its committed position
+  std::string cursor;     // the named cursor it reads as; empty if anonymous
+};
+
 struct StreamInfo {
   std::string name;
   StreamState state = StreamState::kOpen;
@@ -97,8 +105,9 @@ struct StreamInfo {
   uint32_t max_readers = 0;
   uint64_t slowest_reader = 0;  // lowest position a reader published; `bytes` if none
   std::vector<CursorInfo> cursors;
-  std::string directory;   // a persistent stream's directory; empty in shared memory
-  uint32_t owner_gid = 0;  // the owner is producer_uid
+  std::vector<ReaderInfo> attached;  // each reader attached now, by pid
+  std::string directory;             // a persistent stream's directory; empty in shared memory
+  uint32_t owner_gid = 0;            // the owner is producer_uid
   StreamMode mode = StreamMode::kOwner;
 };
 
