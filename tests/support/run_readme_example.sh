@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
-# Runs the README's example against a private, autostarted daemon; checks its output and that
-# the daemon's segments are gone from /dev/shm afterwards; stops the daemon.
+# Runs one of the README's examples against a private, autostarted daemon; checks its output and
+# that the daemon's segments are gone from /dev/shm afterwards; stops the daemon.
+#
+#   run_readme_example.sh BIN_DIR EXPECTED_OUTPUT COMMAND...
 set -euo pipefail
-example="$1"
+bin_dir="$1"
+want="$2"
+shift 2
 work=$(mktemp -d /tmp/shmstream-readme.XXXXXX)
 export SHMSTREAM_SOCKET="$work/ctl.sock"
-export SHMSTREAMD="$(dirname "$example")/shmstreamd"
+export SHMSTREAMD="$bin_dir/shmstreamd"
 stop() {
   [ -f "$work/ctl.sock.lock" ] && kill "$(cat "$work/ctl.sock.lock")" 2>/dev/null || true
   rm -rf "$work"
 }
 trap stop EXIT
-out=$("$example")
-if [ "$out" != "hello, readers" ]; then
-  echo "FAIL: the README example printed '$out'"
+out=$("$@")
+if [ "$out" != "$(printf "$want")" ]; then
+  echo "FAIL: the README example printed '$out', not '$(printf "$want")'"
   exit 1
 fi
 # The daemon logs its segment prefix ("segments in /dev/shm as shmstream.<tag>.*").
