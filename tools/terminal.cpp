@@ -15,28 +15,31 @@
 
 namespace shmstream_cli {
 
-std::string human_bytes(double bytes) {
-  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  int unit = 0;
-  while (bytes >= 1024 && unit < 5) {
-    bytes /= 1024;
+namespace {
+
+// `value` in the largest of `units` (each `base` times the previous) that keeps it >= 1.
+template <size_t N>
+std::string scaled(double value, double base, const char* const (&units)[N]) {
+  size_t unit = 0;
+  while (value >= base && unit + 1 < N) {
+    value /= base;
     ++unit;
   }
   char out[32];
-  std::snprintf(out, sizeof out, unit == 0 ? "%.0f %s" : "%.1f %s", bytes, kUnits[unit]);
+  std::snprintf(out, sizeof out, unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
   return out;
+}
+
+}  // namespace
+
+std::string human_bytes(double bytes) {
+  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  return scaled(bytes, 1024, kUnits);
 }
 
 std::string human_rate(double bytes_per_second) {
   static const char* const kUnits[] = {"B/s", "kB/s", "MB/s", "GB/s", "TB/s"};
-  int unit = 0;
-  while (bytes_per_second >= 1000 && unit < 4) {
-    bytes_per_second /= 1000;
-    ++unit;
-  }
-  char out[32];
-  std::snprintf(out, sizeof out, unit == 0 ? "%.0f %s" : "%.1f %s", bytes_per_second, kUnits[unit]);
-  return out;
+  return scaled(bytes_per_second, 1000, kUnits);
 }
 
 // ---------------------------------------------------------------------------------------------
