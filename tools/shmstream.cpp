@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bridge/bridge.hpp"
 #include "shmstream/client.hpp"
 #include "terminal.hpp"
 
@@ -715,6 +716,28 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0.05, 3600.0));
 
+  auto* bridge = app.add_subcommand(
+      "bridge", "Carry streams through Redis Streams to other machines: bridge out, bridge in");
+  bridge->require_subcommand(1);
+  auto* bridge_out = bridge->add_subcommand(
+      "out",
+      "Follow stream NAME into the Redis stream KEY until NAME ends, exactly once across "
+      "restarts of the bridge and of Redis (entry IDs carry the offsets); reads as the named "
+      "cursor bridge:KEY, so `ls` and `top` show its lag. Plain TCP: anyone on the network path "
+      "can read or alter the data and the password; keep Redis on a trusted network");
+  shmstream_cli::BridgeOutOptions bridge_options;
+  std::string bridge_to;
+  std::string bridge_chunk = "64K";
+  bridge_out->add_option("NAME", name, "Local stream")->required();
+  bridge_out->add_option("--to", bridge_to, "redis://[:PASSWORD@]HOST[:PORT]/KEY")->required();
+  bridge_out->add_option("--maxlen", bridge_options.maxlen,
+                         "Trim the Redis stream to about this many entries (XADD MAXLEN ~ N)");
+  bridge_out->add_option("--chunk", bridge_chunk, "Byte streams: most bytes per Redis entry")
+      ->capture_default_str();
+  bridge_out->add_option("--batch", bridge_options.batch, "Entries per pipelined round trip")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+
   auto* rm = app.add_subcommand("rm", "Remove a stream; current readers may finish");
   bool force = false;
   rm->add_option("NAME", name, "Stream name")->required();
@@ -751,8 +774,22 @@ int main(int argc, char** argv) {
   w.retention = retentions.at(retention);
   w.format = to_format(write_format);
 
+  if (*bridge_out) {
+    auto url = shmstream_cli::parse_redis_url(bridge_to);
+    if (!url.ok()) fail("--to " + url.status().message());
+    if (url->key.empty()) fail("--to " + bridge_to + ": no key (redis://HOST:PORT/KEY)");
+    auto chunk = parse_size(bridge_chunk);
+    if (!chunk || *chunk == 0 || *chunk > (64u << 20)) {
+      fail("--chunk takes a size from 1 to 64M, not \"" + bridge_chunk + "\"");
+    }
+    bridge_options.name = name;
+    bridge_options.to = *url;
+    bridge_options.chunk = static_cast<size_t>(*chunk);
+  }
+
   auto client = connect(socket, no_autostart);
   if (*write) return cmd_write(client, name, w);
+  if (*bridge_out) return shmstream_cli::run_bridge_out(client, bridge_options);
   if (*cat) {
     std::optional<Format> format;
     if (!cat_format.empty()) format = to_format(cat_format);

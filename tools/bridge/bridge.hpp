@@ -1,0 +1,40 @@
+// tools/bridge/bridge.hpp — `shmstream bridge out|in`: a stream carried through Redis Streams
+// to other machines.
+//
+// Entry IDs carry the stream's offsets, so that Redis itself (which refuses an ID not larger
+// than its last) makes the bridge exactly-once across crashes of the bridge, of Redis and of
+// the network: an entry for the bytes [start, start + extent) has the ID
+// "<start + 1>-<extent>" (a records stream: one record per entry, the extent its frame; a byte
+// stream: a chunk per entry). The stream's end is an entry "<end + 1>-0" whose field "end" says
+// how it ended (closed, aborted, cancelled). So the last ID Redis generated says where a
+// bridge resumes, even after trimming (MAXLEN) removed the entries themselves.
+// Fields: "d" the payload, "k" the stream's kind ("records" or "bytes").
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "bridge/redis.hpp"
+#include "shmstream/client.hpp"
+
+namespace shmstream_cli {
+
+struct BridgeOutOptions {
+  std::string name;                         // the local stream
+  RedisUrl to;                              // with the key
+  size_t chunk = 64 << 10;                  // byte streams: most bytes per entry
+  size_t batch = 256;                       // entries per pipelined round trip
+  uint64_t maxlen = 0;                      // approximate trimming (XADD MAXLEN ~ N); 0: none
+  std::chrono::milliseconds timeout{5000};  // Redis connect and command timeout
+};
+
+// Follows the local stream into the Redis stream until the local stream ends (the end is
+// bridged too). Reads as the named cursor "bridge:<key>", committed once Redis has the entries,
+// so `ls` and `top` show how far behind the bridge is. Returns the exit code.
+int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& options);
+
+// The named cursor a bridge out to `key` reads as.
+std::string bridge_cursor_name(const std::string& key);
+
+}  // namespace shmstream_cli
