@@ -350,5 +350,6 @@ inline std::vector<double> dumped(const Options& o, const std::string& series,
 // Scenarios in other files.
 void scenario_iceoryx(const Options& o);
 void scenario_control(const Options& o);
+void scenario_bridge(const Options& o);
 
 }  // namespace shmstream::bench

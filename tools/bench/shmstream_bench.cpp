@@ -784,7 +784,7 @@ int main(int argc, char** argv) {
   app.add_option(
       "--scenario", only,
       "Run only these: throughput, fanout, cli, records, cursor, idle, latency, spin, event_loop, "
-      "memory, iceoryx, control");
+      "memory, iceoryx, control, bridge");
   CLI11_PARSE(app, argc, argv);
   if (o.quick) {
     o.bytes = 128ULL << 20;
@@ -809,6 +809,7 @@ int main(int argc, char** argv) {
   if (wanted("memory")) scenario_memory(o);
   if (wanted("iceoryx")) scenario_iceoryx(o);
   if (wanted("control")) scenario_control(o);
+  if (wanted("bridge")) scenario_bridge(o);
   kill(daemon, SIGTERM);
   waitpid(daemon, nullptr, 0);
   std::filesystem::remove_all(dir);
