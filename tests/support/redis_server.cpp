@@ -83,7 +83,9 @@ void RedisServer::start() {
   bool up = eventually(
       [&] {
         auto redis = shmstream_cli::Redis::connect(url, std::chrono::seconds(1));
-        return redis.ok() && redis->command({"PING"}).ok();
+        if (!redis.ok()) return false;
+        auto pong = redis->command({"PING"});  // "-LOADING ..." while it reads its data back
+        return pong.ok() && pong->text == "PONG";
       },
       std::chrono::seconds(20));
   ASSERT_TRUE(up) << "redis-server did not answer on port " << port_ << "; see " << dir_

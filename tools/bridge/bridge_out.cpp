@@ -50,10 +50,22 @@ struct Bridged {
   bool ended = false;   // the last entry is the end marker
 };
 
+// An error reply that means "not now" (a Redis still loading its data after a restart, busy
+// with a script, a replica without its master): kUnavailable, to retry. Else kProtocol.
+Status error_reply(const Redis& redis, const char* command, const RedisReply& reply) {
+  for (const char* transient : {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"}) {
+    if (reply.text.rfind(transient, 0) == 0) {
+      return Status(ErrorCode::kUnavailable, redis.describe() + ": " + reply.text);
+    }
+  }
+  return Status(ErrorCode::kProtocol, redis.describe() + ": " + command + ": " + reply.text);
+}
+
 // Fails (kInvalidArgument) if the key holds something other than a stream.
 Result<Bridged> bridged_so_far(Redis& redis, const std::string& key) {
   auto type = redis.command({"TYPE", key});
   if (!type.ok()) return type.status();
+  if (type->is_error()) return error_reply(redis, "TYPE", *type);
   if (type->text == "none") return Bridged{};
   if (type->text != "stream") {
     return Status(ErrorCode::kInvalidArgument, redis.describe() + ": key \"" + key + "\" holds a " +
@@ -61,9 +73,7 @@ Result<Bridged> bridged_so_far(Redis& redis, const std::string& key) {
   }
   auto info = redis.command({"XINFO", "STREAM", key});
   if (!info.ok()) return info.status();
-  if (info->is_error()) {
-    return Status(ErrorCode::kProtocol, redis.describe() + ": XINFO STREAM: " + info->text);
-  }
+  if (info->is_error()) return error_reply(redis, "XINFO STREAM", *info);
   for (size_t i = 0; i + 1 < info->elements.size(); i += 2) {
     if (info->elements[i].text != "last-generated-id") continue;
     auto id = parse_id(info->elements[i + 1].text);
@@ -148,6 +158,8 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
     for (;;) {
       auto so_far = bridged_so_far(redis, o.to.key);
       if (!so_far.ok() && so_far.status().code() == ErrorCode::kUnavailable) {
+        // Gone, or up but not ready (still loading its data): ask again shortly.
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
         redis = connect_retrying(o);
         continue;
       }
@@ -245,7 +257,12 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
       end.reset();
       continue;
     }
+    bool retry = false;
     for (const auto& reply : *replies) {
+      if (reply.is_error() && error_reply(redis, "XADD", reply).code() == ErrorCode::kUnavailable) {
+        retry = true;  // not ready: some entries may have landed; ask where we are, go on
+        break;
+      }
       if (reply.is_error() && reply.text.find(kNotAbove) == std::string::npos) {
         if (reply.text.rfind("WRONGTYPE", 0) == 0) {
           give_up(redis.describe() + ": key \"" + o.to.key +
@@ -254,6 +271,11 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
         }
         give_up(redis.describe() + ": XADD: " + reply.text);
       }
+    }
+    if (retry) {
+      if (!resume()) break;
+      end.reset();
+      continue;
     }
     (void)reader.commit(reader.position(), 0);  // best effort: it is only for ls and top
     progress.update(reader.position() - started_at);
