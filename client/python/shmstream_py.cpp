@@ -187,6 +187,12 @@ class PyReader {
   std::shared_ptr<ReaderBox> box_;
 };
 
+// The bytes of a bytes-like object (valid while `info` lives).
+std::span<const std::byte> bytes_of(const py::buffer_info& info) {
+  return std::span(static_cast<const std::byte*>(info.ptr),
+                   static_cast<size_t>(info.size * info.itemsize));
+}
+
 class PyProducer {
  public:
   explicit PyProducer(shmstream::Producer producer) : producer_(std::move(producer)) {}
@@ -194,15 +200,13 @@ class PyProducer {
   void append(py::buffer data, std::optional<double> timeout) {
     Busy busy(mutex_, "this Producer");
     py::buffer_info info = data.request();
-    auto bytes = std::span(static_cast<const std::byte*>(info.ptr),
-                           static_cast<size_t>(info.size * info.itemsize));
+    auto bytes = bytes_of(info);
     check(released([&] { return producer_.append(bytes, timeout_of(timeout)); }));
   }
   void publish(py::buffer data, std::optional<double> timeout) {
     Busy busy(mutex_, "this Producer");
     py::buffer_info info = data.request();
-    auto bytes = std::span(static_cast<const std::byte*>(info.ptr),
-                           static_cast<size_t>(info.size * info.itemsize));
+    auto bytes = bytes_of(info);
     check(released([&] { return producer_.publish(bytes, timeout_of(timeout)); }));
   }
   // Zero-copy writes: a writable memoryview at the end of the stream; fill it, then commit(n).

@@ -250,24 +250,18 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
     }
     if (batch.empty()) continue;
     auto replies = redis.pipeline(batch);
-    if (!replies.ok()) {
-      // Lost Redis mid-batch: some entries may have landed. Ask it where we are and go on.
-      redis = connect_retrying(o);
-      if (!resume()) break;
-      end.reset();
-      continue;
-    }
-    bool retry = false;
-    for (const auto& reply : *replies) {
-      if (reply.is_error() && error_reply(redis, "XADD", reply).code() == ErrorCode::kUnavailable) {
-        retry = true;  // not ready: some entries may have landed; ask where we are, go on
-        break;
-      }
-      if (reply.is_error() && reply.text.find(kNotAbove) == std::string::npos) {
+    // Redis lost, or not ready (still loading): some entries may have landed. Ask it where we
+    // are and go on (resume() reconnects as needed).
+    bool retry = !replies.ok();
+    for (size_t i = 0; !retry && i < replies->size(); ++i) {
+      const RedisReply& reply = (*replies)[i];
+      if (!reply.is_error() || reply.text.find(kNotAbove) != std::string::npos) continue;
+      if (error_reply(redis, "XADD", reply).code() == ErrorCode::kUnavailable) {
+        retry = true;
+      } else {
         if (reply.text.rfind("WRONGTYPE", 0) == 0) {
           give_up(redis.describe() + ": key \"" + o.to.key +
-                  "\" holds something other than a "
-                  "stream");
+                  "\" holds something other than a stream");
         }
         give_up(redis.describe() + ": XADD: " + reply.text);
       }
