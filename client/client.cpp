@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstring>
@@ -90,6 +91,9 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   // The daemon sends owner, group or everyone (proto::Mode numbers them as StreamMode does).
   out.mode = in.getMode() <= proto::Mode::EVERYONE ? static_cast<StreamMode>(in.getMode())
                                                    : StreamMode::kOwner;
+  out.origin = in.getOrigin();
+  out.resume_grace = std::chrono::milliseconds(in.getResumeGraceMs());
+  out.awaiting_producer = in.getAwaitingProducer();
   return out;
 }
 
@@ -416,36 +420,57 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
 }  // namespace
 
 Result<Producer> Client::create(std::string_view name, const CreateOptions& options) {
+  return acquire_producer(name, &options);
+}
+
+Result<Producer> Client::resume(std::string_view name) { return acquire_producer(name, nullptr); }
+
+Result<Producer> Client::acquire_producer(std::string_view name, const CreateOptions* create) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   std::string owned(name);
-  auto granted =
-      acquire(*connection_, "create", owned, shm::Access::kReadWrite, [&](LoopState& loop) {
-        auto request = loop.control.createRequest();
-        request.setName(owned);
-        auto out = request.initOptions();
-        out.setMaxBytes(options.max_bytes);
-        out.setRingCapacity(options.ring_capacity);
-        out.setRecords(options.records);
-        out.setMaxReaders(options.max_readers);
-        out.setPersistent(options.persistent);
-        out.setDirectory(options.directory);
-        out.setMode(static_cast<proto::Mode>(options.mode));
-        switch (options.retention) {
-          case Retention::kUnbounded:
-            out.setRetention(proto::Retention::UNBOUNDED);
-            break;
-          case Retention::kDropOldest:
-            out.setRetention(proto::Retention::DROP_OLDEST);
-            break;
-          case Retention::kBlock:
-            out.setRetention(proto::Retention::BLOCK);
-            break;
-        }
-        return request.send().then([&loop](auto response) {
-          return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
-                            response.getWaitFile());
-        });
-      });
+  auto send_create = [&](LoopState& loop) {
+    const CreateOptions& options = *create;
+    auto request = loop.control.createRequest();
+    request.setName(owned);
+    auto out = request.initOptions();
+    out.setMaxBytes(options.max_bytes);
+    out.setRingCapacity(options.ring_capacity);
+    out.setRecords(options.records);
+    out.setMaxReaders(options.max_readers);
+    out.setPersistent(options.persistent);
+    out.setDirectory(options.directory);
+    out.setMode(static_cast<proto::Mode>(options.mode));
+    out.setResumeGraceMs(static_cast<uint32_t>(
+        std::clamp<int64_t>(options.resume_grace.count(), 0, int64_t{UINT32_MAX})));
+    out.setOrigin(options.origin);
+    switch (options.retention) {
+      case Retention::kUnbounded:
+        out.setRetention(proto::Retention::UNBOUNDED);
+        break;
+      case Retention::kDropOldest:
+        out.setRetention(proto::Retention::DROP_OLDEST);
+        break;
+      case Retention::kBlock:
+        out.setRetention(proto::Retention::BLOCK);
+        break;
+    }
+    return request.send().then([&loop](auto response) {
+      return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
+                        response.getWaitFile());
+    });
+  };
+  auto send_resume = [&](LoopState& loop) {
+    auto request = loop.control.resumeRequest();
+    request.setName(owned);
+    return request.send().then([&loop](auto response) {
+      return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
+                        response.getWaitFile());
+    });
+  };
+  auto granted = create != nullptr ? acquire(*connection_, "create", owned,
+                                             shm::Access::kReadWrite, send_create)
+                                   : acquire(*connection_, "resume", owned,
+                                             shm::Access::kReadWrite, send_resume);
   if (!granted.ok()) return granted.status();
   connection_->remember(granted->handle,
                         Reattach{true, owned, granted->segment.header().stream_id, 0});

@@ -219,11 +219,20 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
       continue;
     }
     shm::SegmentHeader& h = stream->header.mutable_header();
+    stream->resume_grace_ms = std::min(h.resume_grace_ms, kMaxResumeGraceMs);
+    uint32_t producer = shm::producer_pid_now(h);
     if (shm::load_state(h) == shm::StreamState::kOpen &&
-        (!shm::created_this_boot(h) || !process_alive(h.producer_pid))) {
-      shm::end_stream(h, shm::StreamState::kAborted);
-      spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted", stream->name,
-                   h.producer_pid);
+        (!shm::created_this_boot(h) || !process_alive(producer))) {
+      if (stream->resume_grace_ms != 0) {
+        stream->awaiting_producer = true;
+        spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; open {} ms for a "
+                     "successor",
+                     stream->name, producer, stream->resume_grace_ms);
+      } else {
+        shm::end_stream(h, shm::StreamState::kAborted);
+        spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
+                     stream->name, producer);
+      }
     }
     spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name,
                  h.committed_length.load(std::memory_order_acquire),
@@ -382,6 +391,11 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
                   fmt::format("stream \"{}\": maximum size {} exceeds the limit {}", name,
                               max_bytes, shm::kMaxDataSizeLimit));
   }
+  if (create.resume_grace_ms > kMaxResumeGraceMs) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": a resume grace of {} ms exceeds the limit of {} ms",
+                              name, create.resume_grace_ms, kMaxResumeGraceMs));
+  }
   auto stream = std::make_shared<Stream>();
   stream->name = name;
   stream->id = random_id();
@@ -430,6 +444,8 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   params.stream_id = stream->id;
   params.producer_pid = static_cast<uint32_t>(peer.pid);
   params.producer_uid = static_cast<uint32_t>(peer.uid);
+  params.origin_offset = create.origin;
+  params.resume_grace_ms = create.resume_grace_ms;
   Status s = shm::format_segment(fd.get(), params);
   if (s.ok()) s = ensure_wait_page(*stream, /*reuse=*/false, max_readers);
   Result<shm::Segment> segment = s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite,
@@ -441,6 +457,8 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   }
   stream->header = std::move(segment.value());
   stream->producer_attached = true;
+  stream->producer_epoch = 1;
+  stream->resume_grace_ms = create.resume_grace_ms;
   // A persistent stream's new directory entries reach the disk now (its data on close).
   if (!stream->directory.empty()) fsync(stream->dir_fd);
   live_.emplace(name, stream);
@@ -567,13 +585,14 @@ Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, 
   auto found = find_reattachable(name, stream_id);
   if (!found.ok()) return found.status();
   const auto& stream = *found;
-  if (stream->producer_attached ||
-      stream->header.header().producer_pid != static_cast<uint32_t>(peer.pid)) {
+  if (stream->producer_attached || stream->awaiting_producer ||
+      shm::producer_pid_now(stream->header.header()) != static_cast<uint32_t>(peer.pid)) {
     return Status(
         ErrorCode::kPermissionDenied,
         fmt::format("stream \"{}\": pid {} is not its unattached producer", name, peer.pid));
   }
   stream->producer_attached = true;
+  ++stream->producer_epoch;
   spdlog::info("stream \"{}\": producer pid {} reattached", name, peer.pid);
   *out = stream;
   return Status();
@@ -640,28 +659,108 @@ std::vector<Registry::Orphan> Registry::orphan_readers() const {
   return out;
 }
 
-void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly) {
+Status Registry::resume(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* out,
+                        OwnedFd* out_fd) {
+  if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
+  auto it = live_.find(name);
+  if (it == live_.end()) {
+    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
+  }
+  const std::shared_ptr<Stream>& stream = it->second;
+  if (Status s = may_remove(*stream, peer); !s.ok()) {
+    return Status(s.code(), fmt::format("stream \"{}\": only its owner (uid {}) or root may resume "
+                                        "it",
+                                        name, stream->owner_uid));
+  }
+  shm::SegmentHeader& h = stream->header.mutable_header();
+  if (shm::StreamState state = shm::load_state(h); state != shm::StreamState::kOpen) {
+    return Status(ErrorCode::kStreamClosed,
+                  fmt::format("stream \"{}\": cannot resume it, it is {}", name,
+                              shm::state_name(state)));
+  }
+  if (stream->resume_grace_ms == 0) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("stream \"{}\": cannot resume it, it was created without a resume "
+                              "grace",
+                              name));
+  }
+  if (!stream->awaiting_producer) {
+    return Status(ErrorCode::kBusy,
+                  fmt::format("stream \"{}\": its producer (pid {}) is still running", name,
+                              shm::producer_pid_now(h)));
+  }
+  OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) return errno_status(errno, fmt::format("stream \"{}\": reopening", name));
+  uint32_t predecessor = shm::producer_pid_now(h);
+  // Relaxed: names the producer only (layout.hpp); the fd's hand-over orders it anyway.
+  h.resumed_pid.store(static_cast<uint32_t>(peer.pid), std::memory_order_relaxed);
+  stream->awaiting_producer = false;
+  stream->producer_attached = true;
+  ++stream->producer_epoch;
+  spdlog::info("stream \"{}\": resumed by pid {} at offset {} (producer pid {} had died)", name,
+               peer.pid, h.committed_length.load(std::memory_order_acquire), predecessor);
+  *out = stream;
+  *out_fd = std::move(fd);
+  return Status();
+}
+
+void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly,
+                                 uint64_t epoch) {
+  if (epoch != stream->producer_epoch) return;  // a predecessor's: a successor holds it now
   stream->producer_attached = false;
   if (!closed_cleanly) flush(*stream);
-  if (!closed_cleanly && !shutting_down_ &&
+  if (!closed_cleanly && !shutting_down_ && stream->resume_grace_ms == 0 &&
       shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
     spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted", stream->name,
-                 stream->header.header().producer_pid);
+                 shm::producer_pid_now(stream->header.header()));
   }
   release_if_unheld(stream);
 }
 
-void Registry::producer_exited(const std::shared_ptr<Stream>& stream) {
-  if (shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
-    spdlog::warn("stream \"{}\": producer pid {} exited without closing; aborted", stream->name,
-                 stream->header.header().producer_pid);
+bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid) {
+  shm::SegmentHeader& h = stream->header.mutable_header();
+  if (shm::producer_pid_now(h) != static_cast<uint32_t>(pid) || stream->awaiting_producer) {
+    return false;  // a predecessor's exit, or already seen
   }
+  if (stream->resume_grace_ms != 0 && shm::load_state(h) == shm::StreamState::kOpen) {
+    // Its capability is gone with it (if the socket's end is not handled yet, it will be:
+    // producer_detached() then sees a new epoch only if a successor came first).
+    stream->producer_attached = false;
+    stream->awaiting_producer = true;
+    spdlog::warn("stream \"{}\": producer pid {} exited without closing; open {} ms for a "
+                 "successor",
+                 stream->name, pid, stream->resume_grace_ms);
+    return true;
+  }
+  if (shm::end_stream(h, shm::StreamState::kAborted)) {
+    spdlog::warn("stream \"{}\": producer pid {} exited without closing; aborted", stream->name,
+                 pid);
+  }
+  return false;
+}
+
+void Registry::successor_overdue(const std::shared_ptr<Stream>& stream, uint64_t epoch) {
+  if (!stream->awaiting_producer || stream->producer_epoch != epoch) return;  // resumed
+  stream->awaiting_producer = false;
+  if (shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
+    spdlog::warn("stream \"{}\": no successor resumed it within {} ms; aborted", stream->name,
+                 stream->resume_grace_ms);
+  }
+  release_if_unheld(stream);
+}
+
+std::vector<std::shared_ptr<Stream>> Registry::awaiting_streams() const {
+  std::vector<std::shared_ptr<Stream>> out;
+  for (const auto& [name, stream] : live_) {
+    if (stream->awaiting_producer) out.push_back(stream);
+  }
+  return out;
 }
 
 std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
   std::vector<std::shared_ptr<Stream>> out;
   for (const auto& [name, stream] : live_) {
-    if (!stream->producer_attached &&
+    if (!stream->producer_attached && !stream->awaiting_producer &&
         shm::load_state(stream->header.header()) == shm::StreamState::kOpen) {
       out.push_back(stream);
     }
@@ -724,7 +823,7 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   // Acquire: pairs with the producer's release store in commit().
   s.bytes = h.committed_length.load(std::memory_order_acquire);
   s.readers = stream.readers;
-  s.producer_pid = h.producer_pid;
+  s.producer_pid = shm::producer_pid_now(h);
   s.producer_uid = stream.owner_uid;
   s.max_bytes = h.max_data_size;
   s.created_unix_ns = h.created_unix_ns;
@@ -757,6 +856,9 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.directory = stream.directory;
   s.owner_gid = stream.owner_gid;
   s.mode = stream.mode;
+  s.origin = h.origin_offset;
+  s.resume_grace_ms = stream.resume_grace_ms;
+  s.awaiting_producer = stream.awaiting_producer;
   return s;
 }
 

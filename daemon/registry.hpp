@@ -53,7 +53,12 @@ struct CreateParams {
   bool persistent = false;   // in a directory on disk
   std::string directory;     // absolute; empty = persist_dir (if persistent)
   Mode mode = Mode::kOwner;
+  uint32_t resume_grace_ms = 0;  // see proto CreateOptions.resumeGraceMs
+  uint64_t origin = 0;           // see proto CreateOptions.origin
 };
+
+// The longest resume grace a stream may ask for.
+inline constexpr uint32_t kMaxResumeGraceMs = 24u * 3600 * 1000;
 
 // Who is on the other end of a control connection (from SO_PEERCRED).
 struct Peer {
@@ -86,6 +91,11 @@ struct Stream {
   Mode mode = Mode::kOwner;
   uint32_t readers = 0;  // live Reader capabilities
   bool producer_attached = false;
+  // Bumped each time a producer takes the stream (create, reattach, resume): what a producer
+  // capability or a timer saw, so that a predecessor's late news is told apart.
+  uint64_t producer_epoch = 0;
+  uint32_t resume_grace_ms = 0;    // header's copy; 0: the stream aborts when its producer dies
+  bool awaiting_producer = false;  // its producer's process exited; it may be resumed
   bool removed = false;  // unlinked; kept only while held
   std::map<std::string, Cursor> cursors;
   // Reader slots an earlier daemon gave to readers still alive when this one adopted the
@@ -127,6 +137,9 @@ struct StreamSnapshot {
   std::string directory;
   uint32_t owner_gid;
   Mode mode;
+  uint64_t origin;
+  uint32_t resume_grace_ms;
+  bool awaiting_producer;
 };
 
 // What a reader holds (see Registry::open).
@@ -196,15 +209,28 @@ class Registry {
   // reader: it let go while no daemon ran, or cannot reconnect).
   void expire_orphans();
 
-  // A producer's capability went away: closed_cleanly false ends the stream as aborted.
-  void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly);
+  // Another process takes over stream `name`, open and awaiting a producer (its producer
+  // died; it has a resume grace): a read-write segment fd for it. Owner or root only.
+  Status resume(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* stream,
+                OwnedFd* fd);
+  // A producer's capability (taken at `epoch`) went away: closed_cleanly false ends the
+  // stream as aborted, unless it has a resume grace (then its process's exit starts the grace).
+  void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly,
+                         uint64_t epoch);
   // A reader's capability went away: its slot is freed (a blocked producer may go on); a
   // cursor's slot is kept, committed where its reader left it.
   void reader_detached(const std::shared_ptr<Stream>& stream, const ReaderGrant& grant);
   // A persistent stream ended: start writing its files back to disk.
   void flush(const Stream& stream) const;
-  // The producer's process exited (seen through its pidfd): an open stream is aborted.
-  void producer_exited(const std::shared_ptr<Stream>& stream);
+  // Producer process `pid` exited (seen through its pidfd): an open stream it produced is
+  // aborted, or, with a resume grace, awaits a successor: then true, and the caller calls
+  // successor_overdue() with the stream's producer_epoch after resume_grace_ms.
+  bool producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid);
+  // The grace ran out: aborted if nobody resumed it since `epoch`.
+  void successor_overdue(const std::shared_ptr<Stream>& stream, uint64_t epoch);
+  // Open streams awaiting a successor since adoption (their producer died while no daemon
+  // ran): the server gives each its grace.
+  std::vector<std::shared_ptr<Stream>> awaiting_streams() const;
   // Open streams whose producer runs but is not connected to this daemon (adopted after a
   // restart): the server watches their pids.
   std::vector<std::shared_ptr<Stream>> unattached_open_streams() const;

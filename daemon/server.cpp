@@ -74,6 +74,9 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setDirectory(s.directory);
   out.setOwnerGid(s.owner_gid);
   out.setMode(static_cast<proto::Mode>(s.mode));
+  out.setOrigin(s.origin);
+  out.setResumeGraceMs(s.resume_grace_ms);
+  out.setAwaitingProducer(s.awaiting_producer);
 }
 
 static_assert(static_cast<int>(Mode::kOwner) == static_cast<int>(proto::Mode::OWNER));
@@ -112,9 +115,13 @@ class WaitFileImpl final : public proto::WaitFile::Server {
 
 class ProducerImpl final : public proto::Producer::Server {
  public:
+  // Takes the stream's current producer epoch: its own.
   ProducerImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd)
-      : registry_(registry), stream_(std::move(stream)), fd_(std::move(fd)) {}
-  ~ProducerImpl() noexcept(false) { registry_.producer_detached(stream_, closed_); }
+      : registry_(registry),
+        stream_(std::move(stream)),
+        fd_(std::move(fd)),
+        epoch_(stream_->producer_epoch) {}
+  ~ProducerImpl() noexcept(false) { registry_.producer_detached(stream_, closed_, epoch_); }
 
   kj::Maybe<int> getFd() override { return maybe_fd(fd_); }
 
@@ -144,6 +151,7 @@ class ProducerImpl final : public proto::Producer::Server {
   Registry& registry_;
   std::shared_ptr<Stream> stream_;
   OwnedFd fd_;
+  uint64_t epoch_;
   bool closed_ = false;
 };
 
@@ -204,6 +212,8 @@ class ControlImpl final : public proto::Control::Server {
                                   static_cast<int>(options.getMode())));
       }
       create.mode = static_cast<Mode>(options.getMode());
+      create.resume_grace_ms = options.getResumeGraceMs();
+      create.origin = options.getOrigin();
       switch (options.getRetention()) {
         case proto::Retention::UNBOUNDED:
           if (options.getRingCapacity() != 0) {
@@ -311,6 +321,21 @@ class ControlImpl final : public proto::Control::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> resume(ResumeContext context) override {
+    std::string name = text(context.getParams().getName());
+    std::shared_ptr<Stream> stream;
+    OwnedFd fd;
+    Status status = guarded("resume", [&] { return registry_.resume(name, peer_, &stream, &fd); });
+    auto results = context.getResults();
+    set_status(results.initStatus(), status);
+    if (status.ok()) {
+      server_.watch_producer(stream, peer_.pid);
+      results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
+      results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
+    }
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> reattachReader(ReattachReaderContext context) override {
     auto params = context.getParams();
     std::string name = text(params.getName());
@@ -358,8 +383,9 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
       listen_observer_(io.unixEventPort, listen_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ),
       tasks_(*this) {
   for (const auto& stream : registry_.unattached_open_streams()) {
-    watch_producer(stream, static_cast<pid_t>(stream->header.header().producer_pid));
+    watch_producer(stream, static_cast<pid_t>(shm::producer_pid_now(stream->header.header())));
   }
+  for (const auto& stream : registry_.awaiting_streams()) start_grace(stream);
   auto orphans = registry_.orphan_readers();
   if (!orphans.empty()) {
     tasks_.add(io_.provider->getTimer()
@@ -382,8 +408,22 @@ void Server::watch_producer(const std::shared_ptr<Stream>& stream, pid_t pid) {
     std::erase_if(watch->streams, [](const auto& w) { return w.expired(); });
     watch->streams.push_back(stream);
   } else if (gone) {
-    registry_.producer_exited(stream);  // no live producer
+    producer_exited(stream, pid);  // no live producer
   }
+}
+
+void Server::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid) {
+  if (registry_.producer_exited(stream, pid)) start_grace(stream);
+}
+
+void Server::start_grace(const std::shared_ptr<Stream>& stream) {
+  std::weak_ptr<Stream> weak = stream;
+  uint64_t epoch = stream->producer_epoch;
+  tasks_.add(io_.provider->getTimer()
+                 .afterDelay(stream->resume_grace_ms * kj::MILLISECONDS)
+                 .then([this, weak, epoch]() {
+                   if (auto s = weak.lock()) registry_.successor_overdue(s, epoch);
+                 }));
 }
 
 Server::ProcessWatch* Server::watch_process(pid_t pid, bool* gone) {
@@ -414,7 +454,7 @@ void Server::process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch) {
     watches_.erase(it);
   }
   for (const auto& weak : watch->streams) {
-    if (auto stream = weak.lock()) registry_.producer_exited(stream);
+    if (auto stream = weak.lock()) producer_exited(stream, pid);
   }
   for (const auto& [weak, slot] : watch->slots) {
     if (auto stream = weak.lock()) registry_.orphan_reader_exited(stream, slot, pid);

@@ -63,6 +63,10 @@ class Server final : private kj::TaskSet::ErrorHandler {
   // (`gone` set) or cannot be watched.
   ProcessWatch* watch_process(pid_t pid, bool* gone);
   void process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch);
+  // Producer `pid` of `stream` exited: aborts it, or gives a successor its resume grace.
+  void producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid);
+  // Aborts `stream` after its resume grace unless a successor resumed it by then.
+  void start_grace(const std::shared_ptr<Stream>& stream);
 
   void serve(int fd);
   void release_uid(uid_t uid);

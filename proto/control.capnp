@@ -59,6 +59,12 @@ struct StreamInfo {
   # Who may open it; the segment file carries the same permissions.
   attached @20 :List(ReaderInfo);
   # Each reader attached now, for monitoring (`shmstream top`).
+  origin @21 :UInt64;
+  # See CreateOptions.origin.
+  resumeGraceMs @22 :UInt32;
+  # See CreateOptions.resumeGraceMs.
+  awaitingProducer @23 :Bool;
+  # Open, but its producer died: waiting (up to the grace) for another to resume it.
 }
 
 struct ReaderInfo {
@@ -114,6 +120,12 @@ struct CreateOptions {
   # An absolute path of an existing directory to keep it in (implies persistent).
   mode @7 :Mode;
   # Who may read it; default owner only.
+  resumeGraceMs @8 :UInt32;
+  # When the producer dies without closing, keep the stream open this long after its process
+  # exited, for a successor to resume it (Control.resume); 0 = abort at once (the default).
+  origin @9 :UInt64;
+  # For a stream that republishes another (bridge in): the other's offset of this one's
+  # offset 0. Kept with the stream, shown by stat; shmstream itself gives it no meaning.
 }
 
 interface Control {
@@ -153,6 +165,11 @@ interface Control {
   reattachReader @7 (name :Text, streamId :UInt64, slot :UInt32) -> (status :Status, reader :Reader);
   # After a daemon restart, a reader still alive takes back its slot (kept for its pid since the
   # new daemon adopted the stream, and freed if it exits first). No descriptor either.
+
+  resume @8 (name :Text) -> (status :Status, producer :Producer, waitFile :WaitFile);
+  # Takes over an open stream created with a resume grace whose producer died: the caller
+  # (its owner or root) becomes its producer at its committed length. kBusy while its
+  # producer's process still runs; kStreamClosed once it ended (the grace ran out).
 }
 
 interface Producer {

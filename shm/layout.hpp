@@ -43,12 +43,21 @@
 //                           the previous wake-up. Readers acquire-
 //                           load it after their fence: 0 means the producer fences.
 //   192 4  state            producer, daemon        CAS (acq_rel) / reader acquire load
+//   196 4  resumed_pid      daemon: the pid of the producer that resumed the stream after its
+//                           predecessor died (Control.resume); 0 while the creator produces.
+//                           Relaxed: names the producer for the daemon and in messages only
 //   200 8  oldest_offset    producer (rings)        relaxed store then a release fence, before
 //                           overwriting the bytes below it; readers read bytes, then an acquire
 //                           fence, then load it: bytes read below it may be overwritten (a
 //                           seqlock). Advances in steps of ring_capacity / 16, so that it
 //                           changes rarely and readers' loads of it hit their cache.
 //   208 8  data_file_size   producer                release store after the file grew
+//   216 8  origin_offset    creator: the offset, in the stream it republishes (bridge in), of
+//                           this stream's offset 0; 0 otherwise. Plain, like the identity.
+//   224 4  resume_grace_ms  creator: how long the stream stays open for a successor after its
+//                           producer died (Control.resume); 0 = abort at once. Plain.
+//   (resumed_pid, origin_offset and resume_grace_ms came within v4: older v4 segments hold
+//   zero there, which means what it meant before.)
 //   256 256 name            creator                 plain, NUL-padded
 //
 // The plain (immutable) fields are written before the creator passes the fd to anyone; the
@@ -177,10 +186,12 @@ struct alignas(kCacheLine) SegmentHeader {
 
   // Lifecycle line: written rarely (close, abort, cancel, file growth).
   std::atomic<uint32_t> state;
-  uint32_t reserved3_;
+  std::atomic<uint32_t> resumed_pid;
   std::atomic<uint64_t> oldest_offset;
   std::atomic<uint64_t> data_file_size;
-  std::byte pad3_[kCacheLine - 24];
+  uint64_t origin_offset;
+  uint32_t resume_grace_ms;
+  std::byte pad3_[kCacheLine - 36];
 
   char name[kMaxNameLength + 1];
   std::byte reserved_[kHeaderSize - 512];
@@ -206,6 +217,9 @@ static_assert(offsetof(SegmentHeader, light_producer) == 140);
 static_assert(offsetof(SegmentHeader, state) == 192);
 static_assert(offsetof(SegmentHeader, oldest_offset) == 200);
 static_assert(offsetof(SegmentHeader, data_file_size) == 208);
+static_assert(offsetof(SegmentHeader, resumed_pid) == 196);
+static_assert(offsetof(SegmentHeader, origin_offset) == 216);
+static_assert(offsetof(SegmentHeader, resume_grace_ms) == 224);
 static_assert(offsetof(SegmentHeader, name) == 256);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);

@@ -121,6 +121,8 @@ Status format_segment(int fd, const SegmentParams& params) {
                                 .count());
   header->producer_pid = params.producer_pid;
   header->producer_uid = params.producer_uid;
+  header->origin_offset = params.origin_offset;
+  header->resume_grace_ms = params.resume_grace_ms;
   current_boot_id(header->boot_id);
   header->name_length = static_cast<uint32_t>(params.name.size());
   header->flags =
@@ -133,6 +135,7 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->state.store(static_cast<uint32_t>(StreamState::kOpen), std::memory_order_relaxed);
   header->oldest_offset.store(0, std::memory_order_relaxed);
   header->data_file_size.store(0, std::memory_order_relaxed);
+  header->resumed_pid.store(0, std::memory_order_relaxed);
   Status status;
   if (ring != 0) {
     // fallocate, not ftruncate: on tmpfs it reserves the pages, so a full file system fails
@@ -354,6 +357,12 @@ StreamState load_state(const SegmentHeader& header) {
   // Acquire: pairs with the CAS in end_stream(); a reader that sees the end also sees every
   // commit made before it.
   return static_cast<StreamState>(header.state.load(std::memory_order_acquire));
+}
+
+uint32_t producer_pid_now(const SegmentHeader& header) {
+  // Relaxed: resumed_pid publishes nothing; it only names the producer (layout.hpp).
+  uint32_t resumed = header.resumed_pid.load(std::memory_order_relaxed);
+  return resumed != 0 ? resumed : header.producer_pid;
 }
 
 bool end_stream(SegmentHeader& header, StreamState to) {
@@ -983,7 +992,7 @@ Status ReaderCore::ended_status(StreamState state) const {
       return Status(ErrorCode::kEndOfStream, describe_ + ": end of stream");
     case StreamState::kAborted:
       return Status(ErrorCode::kProducerDied, fmt::format("{}: producer died (pid {})", describe_,
-                                                          segment_.header().producer_pid));
+                                                          producer_pid_now(segment_.header())));
     case StreamState::kCancelled:
       return Status(ErrorCode::kCancelled, describe_ + ": cancelled (removed by force)");
     case StreamState::kOpen:

@@ -50,6 +50,8 @@ struct SegmentParams {
   uint64_t stream_id = 0;
   uint32_t producer_pid = 0;
   uint32_t producer_uid = 0;
+  uint64_t origin_offset = 0;     // see layout.hpp
+  uint32_t resume_grace_ms = 0;   // see layout.hpp
 };
 
 // Makes an empty file (fd open read-write) a fresh, open segment with no data. A ring's data
@@ -155,6 +157,8 @@ void settle_cursor_hold(const WaitPageMap& wait, uint32_t index);
 // Wakes every reader. Returns false when the state did not allow it (already ended).
 bool end_stream(SegmentHeader& header, StreamState to);
 StreamState load_state(const SegmentHeader& header);
+// The pid of the stream's producer now: the one that resumed it last, else its creator.
+uint32_t producer_pid_now(const SegmentHeader& header);
 
 // The producer side of one segment.
 class ProducerCore {

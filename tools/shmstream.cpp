@@ -112,7 +112,10 @@ std::string json_string(const std::string& s) {
 }
 
 std::string state_of(const shmstream::StreamInfo& info) {
-  return info.removing ? "removing" : shmstream::to_string(info.state);
+  if (info.removing) return "removing";
+  // Open, its producer dead: waiting (up to its resume grace) for a successor.
+  if (info.awaiting_producer) return "orphaned";
+  return shmstream::to_string(info.state);
 }
 
 // "unbounded", or e.g. "block:4M" for a ring of 4 MiB.
@@ -180,8 +183,11 @@ std::string info_json(const shmstream::StreamInfo& info) {
          ",\"records\":" + (info.records ? "true" : "false") +
          ",\"max_readers\":" + std::to_string(info.max_readers) +
          ",\"slowest_reader\":" + std::to_string(info.slowest_reader) +
-         ",\"directory\":" + json_string(info.directory) + ",\"cursors\":" + cursors_json(info) +
-         "}";
+         ",\"directory\":" + json_string(info.directory) +
+         ",\"origin\":" + std::to_string(info.origin) +
+         ",\"resume_grace_ms\":" + std::to_string(info.resume_grace.count()) +
+         ",\"awaiting_producer\":" + (info.awaiting_producer ? "true" : "false") +
+         ",\"cursors\":" + cursors_json(info) + "}";
 }
 
 shmstream::Client connect(const std::string& socket, bool no_autostart) {
@@ -225,6 +231,8 @@ struct WriteOptions {
   bool persistent = false;
   std::string directory;
   shmstream::StreamMode mode = shmstream::StreamMode::kOwner;
+  double resume_grace_seconds = 0;   // see CreateOptions::resume_grace
+  bool resume = false;               // take over an orphaned NAME instead of creating it
   std::vector<std::string> command;  // after "--": run it and stream its stdout
 };
 
@@ -414,6 +422,8 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   options.retention = w.retention;
   options.persistent = w.persistent;
   options.mode = w.mode;
+  options.resume_grace =
+      std::chrono::milliseconds(static_cast<int64_t>(w.resume_grace_seconds * 1000));
   if (!w.directory.empty()) {
     std::error_code ec;
     options.directory = std::filesystem::absolute(w.directory, ec).lexically_normal().string();
@@ -434,7 +444,7 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
     }
     options.ring_capacity = *capacity;
   }
-  auto producer = take(client.create(name, options));
+  auto producer = take(w.resume ? client.resume(name) : client.create(name, options));
   Input input(w.command);
   if (!input.spawn_error().empty()) {
     producer.abort();
@@ -618,6 +628,14 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
               group_name(info.owner_gid).c_str(), info.owner_gid, shmstream::to_string(info.mode));
   std::printf("stored in:     %s\n",
               info.directory.empty() ? "shared memory" : info.directory.c_str());
+  if (info.resume_grace.count() != 0) {
+    std::printf("resume grace:  %lld ms%s\n", static_cast<long long>(info.resume_grace.count()),
+                info.awaiting_producer ? " (its producer died: awaiting a successor)" : "");
+  }
+  if (info.origin != 0) {
+    std::printf("origin:        offset 0 here is offset %llu of the stream it republishes\n",
+                static_cast<unsigned long long>(info.origin));
+  }
   print_cursors(info, "");
   return 0;
 }
@@ -666,6 +684,14 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(modes))
       ->default_str("owner");
   write->add_flag("--records", w.records, "A records stream: one record per input line");
+  write
+      ->add_option("--resume-grace", w.resume_grace_seconds,
+                   "If this writer dies, keep NAME open this many seconds for another "
+                   "`write --resume` to go on where it stopped (readers wait on)")
+      ->check(CLI::Range(0.0, 86400.0));
+  write->add_flag("--resume", w.resume,
+                  "Take over NAME, whose writer died within its resume grace, and append at its "
+                  "committed end (instead of creating NAME)");
   write->add_flag("--persistent", w.persistent,
                   "Keep it on disk, in the daemon's persistent directory: it survives a daemon "
                   "restart and a reboot");
@@ -738,6 +764,33 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
 
+  auto* bridge_in = bridge->add_subcommand(
+      "in",
+      "Follow the Redis stream KEY (written by `bridge out`) into the local stream NAME until "
+      "its end, exactly once: NAME is created with a resume grace, and a restarted bridge "
+      "resumes it where it stopped. Local readers fan it out zero-copy. Plain TCP, as for out");
+  shmstream_cli::BridgeInOptions bridge_in_options;
+  std::string bridge_from;
+  double bridge_grace_seconds = 30;
+  bridge_in->add_option("KEY", bridge_in_options.key, "Redis stream key")->required();
+  bridge_in->add_option("--from", bridge_from, "redis://[:PASSWORD@]HOST[:PORT]")->required();
+  bridge_in->add_option("--as", name, "Local stream to create (or resume)")->required();
+  bridge_in
+      ->add_option("--grace", bridge_grace_seconds,
+                   "Seconds NAME stays open for a restarted bridge after this one dies")
+      ->capture_default_str()
+      ->check(CLI::Range(0.001, 86400.0));
+  bridge_in->add_option("--batch", bridge_in_options.batch, "Most entries per XREAD")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  bridge_in->add_option("--max-bytes", bridge_in_options.max_bytes,
+                        "Longest NAME may grow (default: daemon's)");
+  bridge_in
+      ->add_option("--mode", bridge_in_options.mode,
+                   "Who may read NAME: owner, group or everyone (as for write)")
+      ->transform(CLI::CheckedTransformer(modes))
+      ->default_str("owner");
+
   auto* rm = app.add_subcommand("rm", "Remove a stream; current readers may finish");
   bool force = false;
   rm->add_option("NAME", name, "Stream name")->required();
@@ -787,9 +840,23 @@ int main(int argc, char** argv) {
     bridge_options.chunk = static_cast<size_t>(*chunk);
   }
 
+  if (*bridge_in) {
+    auto url = shmstream_cli::parse_redis_url(bridge_from);
+    if (!url.ok()) fail("--from " + url.status().message());
+    if (!url->key.empty() && url->key != bridge_in_options.key) {
+      fail("--from " + bridge_from + " names key \"" + url->key + "\", not KEY \"" +
+           bridge_in_options.key + "\"");
+    }
+    bridge_in_options.from = *url;
+    bridge_in_options.name = name;
+    bridge_in_options.grace =
+        std::chrono::milliseconds(static_cast<int64_t>(bridge_grace_seconds * 1000));
+  }
+
   auto client = connect(socket, no_autostart);
   if (*write) return cmd_write(client, name, w);
   if (*bridge_out) return shmstream_cli::run_bridge_out(client, bridge_options);
+  if (*bridge_in) return shmstream_cli::run_bridge_in(client, bridge_in_options);
   if (*cat) {
     std::optional<Format> format;
     if (!cat_format.empty()) format = to_format(cat_format);

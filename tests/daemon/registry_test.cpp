@@ -76,7 +76,7 @@ TEST_F(RegistryTest, ProducerThatGoesAwayWithoutClosingAbortsTheStream) {
   std::shared_ptr<Stream> stream;
   OwnedFd fd;
   ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &fd).ok());
-  registry.producer_detached(stream, /*closed_cleanly=*/false);
+  registry.producer_detached(stream, /*closed_cleanly=*/false, stream->producer_epoch);
   StreamSnapshot snap;
   ASSERT_TRUE(registry.stat("s", &snap).ok());
   EXPECT_EQ(snap.state, shm::StreamState::kAborted);
@@ -98,7 +98,7 @@ TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLet
   EXPECT_EQ(list[0].state, shm::StreamState::kOpen);  // the producer may keep writing
   registry.reader_detached(reading, grant_);
   EXPECT_EQ(registry.list().size(), 1u);  // the producer still holds it
-  registry.producer_detached(stream, /*closed_cleanly=*/true);
+  registry.producer_detached(stream, /*closed_cleanly=*/true, stream->producer_epoch);
   EXPECT_TRUE(registry.list().empty());
   // The name is free again, for a new segment.
   ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &rw).ok());

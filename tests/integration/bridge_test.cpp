@@ -1,10 +1,13 @@
-// `shmstream bridge out`: a local stream into a real redis-server (started by the test on a
-// free loopback port), exactly once across a SIGKILL of the bridge and a restart of Redis.
+// `shmstream bridge out` and `bridge in`: a local stream into a real redis-server (started by
+// the test on a free loopback port) and back out into another daemon's stream, exactly once
+// across SIGKILLs of each bridge and a restart of Redis; the same between two network
+// namespaces (two "hosts") where the test runs as root.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <atomic>
 #include <charconv>
+#include <cstring>
 
 #include "support/harness.hpp"
 #include "support/redis_server.hpp"
@@ -49,14 +52,27 @@ long long xlen(const RedisServer& redis, const std::string& key) {
   return reply.ok() ? reply->integer : -1;
 }
 
-// The bridge, with stderr into its stdout pipe (for the messages tests check).
-Child bridge_out(const TestDaemon& daemon, const std::string& name, const std::string& url,
-                 std::vector<std::string> extra = {}) {
-  std::vector<std::string> argv = {
-      "/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1", bin_dir() + "/shmstream", "bridge", "out", name,
-      "--to",    url};
-  argv.insert(argv.end(), extra.begin(), extra.end());
+// `shmstream ARGS...` against `daemon`, with stderr into its stdout pipe (for the messages
+// tests check); within network namespace `netns` if not empty.
+Child shmstream_cli(const TestDaemon& daemon, std::vector<std::string> args,
+                    const std::string& netns = "") {
+  std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1",
+                                   bin_dir() + "/shmstream"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (!netns.empty()) argv = Netns::exec_in(netns, argv);
   return Child::spawn(argv, false, true, daemon.env());
+}
+
+Child bridge_out(const TestDaemon& daemon, const std::string& name, const std::string& url,
+                 std::vector<std::string> extra = {}, const std::string& netns = "") {
+  std::vector<std::string> args = {"bridge", "out", name, "--to", url};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return shmstream_cli(daemon, args, netns);
+}
+
+Child bridge_in(const TestDaemon& daemon, const std::string& key, const std::string& url,
+                const std::string& name, const std::string& netns = "") {
+  return shmstream_cli(daemon, {"bridge", "in", key, "--from", url, "--as", name}, netns);
 }
 
 int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
@@ -212,6 +228,208 @@ TEST(BridgeOut, ClearErrors) {
                                "", 30s, /*with_stderr=*/true);
   EXPECT_EQ(exit_code(status), 1);
   EXPECT_NE(out.find("no such stream"), std::string::npos) << out;
+}
+
+// Record i of the round trip: its index, then pseudo-random bytes; 1 to 8 KiB.
+std::string round_trip_record(uint64_t i) {
+  std::string out(1024 + (i * 2654435761u) % 7169, '\0');
+  std::memcpy(out.data(), &i, sizeof i);
+  fill_random(i, 0, reinterpret_cast<std::byte*>(out.data() + sizeof i), out.size() - sizeof i);
+  return out;
+}
+
+// 100 MiB of records from stream "camera" of one daemon ("host"), through bridge out, Redis
+// and bridge in, into stream "camera" of another daemon, read there as they arrive. Midway
+// each bridge is SIGKILLed and started again, and Redis restarts; the records arrive byte-exact,
+// each once, in order. The bridges run in network namespaces `out_ns` and `in_ns` if given.
+void round_trip(RedisServer& redis, const std::string& out_ns = "", const std::string& in_ns = "") {
+  constexpr uint64_t kTotal = 100 << 20;
+  constexpr uint64_t kWindow = 16 << 20;  // the producer keeps at most this far ahead
+  uint64_t count = 0;
+  for (uint64_t bytes = 0; bytes < kTotal; ++count) bytes += round_trip_record(count).size();
+  TestDaemon here;
+  TestDaemon there;
+  Client source = connect_to(here);
+  Client sink = connect_to(there);
+  CreateOptions options;
+  options.records = true;
+  auto producer = source.create("camera", options).value();
+  std::string url = redis.url("frames");
+  Child out = bridge_out(here, "camera", url, {}, out_ns);
+  Child in = bridge_in(there, "frames", redis.url(""), "camera", in_ns);
+  auto started = std::chrono::steady_clock::now();
+
+  uint64_t sent = 0, sent_bytes = 0, got = 0, got_bytes = 0;
+  bool closed = false;
+  auto publish_ahead = [&] {
+    for (; sent < count && sent_bytes < got_bytes + kWindow; ++sent) {
+      std::string record = round_trip_record(sent);
+      ASSERT_TRUE(producer.publish(record).ok());
+      sent_bytes += record.size();
+    }
+    if (sent == count && !closed) {
+      ASSERT_TRUE(producer.close().ok());
+      closed = true;
+    }
+  };
+  publish_ahead();
+  // The bridge in creates its stream at the first entry it finds in Redis.
+  ASSERT_TRUE(eventually([&] { return sink.stat("camera").ok(); }, 60s));
+  auto reader = sink.open("camera").value();
+  std::vector<std::string> events;
+  for (;;) {
+    publish_ahead();
+    if (::testing::Test::HasFatalFailure()) return;
+    auto record = reader.next_record(60s);
+    ASSERT_TRUE(record.ok()) << "after " << got << " of " << count
+                             << " records: " << record.status().message();
+    if (!*record) break;  // the end, bridged
+    std::string_view data(reinterpret_cast<const char*>((*record)->data.data()),
+                          (*record)->data.size());
+    ASSERT_EQ(data, round_trip_record(got)) << "record " << got << " (lost, repeated or altered)";
+    ++got;
+    got_bytes += data.size();
+    if (got == count / 4) {
+      in.kill(SIGKILL);
+      in.wait(10s);
+      in = bridge_in(there, "frames", redis.url(""), "camera", in_ns);
+      events.push_back("bridge in SIGKILLed at record " + std::to_string(got));
+    } else if (got == count / 2) {
+      out.kill(SIGKILL);
+      out.wait(10s);
+      out = bridge_out(here, "camera", url, {}, out_ns);
+      events.push_back("bridge out SIGKILLed at record " + std::to_string(got) + " (" +
+                       std::to_string(sent) + " sent)");
+    } else if (got == count * 3 / 4) {
+      redis.restart();
+      events.push_back("redis restarted at record " + std::to_string(got));
+    }
+  }
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  EXPECT_EQ(got, count);
+  EXPECT_EQ(got_bytes, sent_bytes);
+  std::string out_said = read_all(out.stdout_fd());
+  std::string in_said = read_all(in.stdout_fd());
+  EXPECT_EQ(exit_code(out.wait(60s)), 0) << out_said;
+  EXPECT_EQ(exit_code(in.wait(60s)), 0) << in_said;
+  EXPECT_NE(in_said.find("resumed \"camera\""), std::string::npos) << in_said;
+  // The copy is the same stream: the same frames at the same offsets, closed.
+  auto original = source.stat("camera").value();
+  auto copy = sink.stat("camera").value();
+  EXPECT_EQ(copy.state, StreamState::kClosed);
+  EXPECT_EQ(copy.bytes, original.bytes);
+  EXPECT_EQ(copy.origin, 0u);
+  EXPECT_TRUE(copy.records);
+  std::printf("%llu records, %.1f MiB, in %.1f s (%.1f MiB/s) through two bridges and Redis:\n",
+              static_cast<unsigned long long>(got), static_cast<double>(got_bytes) / (1 << 20),
+              seconds, static_cast<double>(got_bytes) / (1 << 20) / seconds);
+  for (const auto& e : events) std::printf("  %s\n", e.c_str());
+  EXPECT_EQ(events.size(), 3u);
+}
+
+TEST(BridgeRoundTrip, HundredMiBOutAndBackInExactlyOnceThroughKillsAndARedisRestart) {
+  SKIP_WITHOUT_REDIS();
+  RedisServer redis;
+  if (::testing::Test::HasFatalFailure()) return;
+  round_trip(redis);
+}
+
+TEST(BridgeRoundTrip, BetweenTwoNetworkNamespaces) {
+  SKIP_WITHOUT_REDIS();
+  Netns hosts;
+  if (!hosts.ok()) GTEST_SKIP() << hosts.why();
+  // Host one runs the producer's bridge and Redis; host two the consumer's bridge, which
+  // reaches Redis over the veth pair only. Redis refuses other hosts without a password.
+  RedisServer redis("veth-secret", hosts.first(), hosts.first_address());
+  if (::testing::Test::HasFatalFailure()) return;
+  round_trip(redis, hosts.first(), hosts.second());
+}
+
+// Writes entries into Redis by hand, as a bridge out (or something else) would have.
+void xadd(const RedisServer& redis, const std::string& key, std::vector<std::string> args) {
+  auto r = redis.connect();
+  args.insert(args.begin(), {"XADD", key});
+  auto reply = r.command(args);
+  ASSERT_TRUE(reply.ok() && !reply->is_error()) << (reply.ok() ? reply->text : "lost");
+}
+
+std::string run_bridge_in(const TestDaemon& daemon, const RedisServer& redis,
+                          const std::string& key, const std::string& name, int* code) {
+  Child in = bridge_in(daemon, key, redis.url(""), name);
+  std::string said = read_all(in.stdout_fd());
+  *code = exit_code(in.wait(30s));
+  return said;
+}
+
+TEST(BridgeIn, EndsItsStreamAsTheSourceEnded) {
+  SKIP_WITHOUT_REDIS();
+  TestDaemon daemon;
+  Client client = connect_to(daemon);
+  RedisServer redis;
+  // A byte stream that started (after trimming) at offset 1000, then was aborted.
+  xadd(redis, "k", {"1001-5", "d", "hello", "k", "bytes"});
+  xadd(redis, "k", {"1006-6", "d", " world", "k", "bytes"});
+  xadd(redis, "k", {"1012-0", "end", "aborted", "k", "bytes"});
+  int code = 0;
+  std::string said = run_bridge_in(daemon, redis, "k", "copy", &code);
+  EXPECT_EQ(code, 1) << said;
+  EXPECT_NE(said.find("the source stream was aborted"), std::string::npos) << said;
+  auto info = client.stat("copy").value();
+  EXPECT_EQ(info.state, StreamState::kAborted);
+  EXPECT_EQ(info.origin, 1000u);
+  EXPECT_FALSE(info.records);
+  auto reader = client.open("copy").value();
+  char buf[64];
+  auto n = reader.read(std::as_writable_bytes(std::span(buf)), 0s);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(std::string(buf, *n), "hello world");
+  EXPECT_EQ(reader.read(std::as_writable_bytes(std::span(buf)), 0s).status().code(),
+            ErrorCode::kProducerDied);
+  // Bridging into it again: it ended, so it cannot be resumed; the message says what to do.
+  said = run_bridge_in(daemon, redis, "k", "copy", &code);
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(said.find("cannot resume it, it is aborted; remove it"), std::string::npos) << said;
+}
+
+TEST(BridgeIn, ClearErrors) {
+  SKIP_WITHOUT_REDIS();
+  TestDaemon daemon;
+  Client client = connect_to(daemon);
+  RedisServer redis;
+  int code = 0;
+  {  // Entries trimmed before the bridge read them: its stream aborts, saying which are gone.
+    xadd(redis, "gap", {"1-64", "d", "a", "k", "records"});
+    xadd(redis, "gap", {"129-64", "d", "c", "k", "records"});
+    std::string said = run_bridge_in(daemon, redis, "gap", "gap", &code);
+    EXPECT_EQ(code, 1);
+    EXPECT_NE(said.find("no longer holds offsets 64 to 128"), std::string::npos) << said;
+    EXPECT_EQ(client.stat("gap").value().state, StreamState::kAborted);
+    EXPECT_EQ(client.stat("gap").value().bytes, 64u);
+  }
+  {  // Not a stream; a stream not written by a bridge.
+    auto r = redis.connect();
+    ASSERT_TRUE(r.command({"SET", "str", "x"}).ok());
+    std::string said = run_bridge_in(daemon, redis, "str", "s1", &code);
+    EXPECT_EQ(code, 1);
+    EXPECT_NE(said.find("key \"str\" holds a string, not a stream"), std::string::npos) << said;
+    xadd(redis, "foreign", {"*", "temperature", "21.5"});
+    said = run_bridge_in(daemon, redis, "foreign", "s2", &code);
+    EXPECT_EQ(code, 1);
+    EXPECT_NE(said.find("not written by a shmstream bridge"), std::string::npos) << said;
+    EXPECT_EQ(client.stat("s2").status().code(), ErrorCode::kNotFound);
+  }
+  {  // A local stream of that name with a live producer and no resume grace.
+    auto producer = client.create("taken").value();
+    xadd(redis, "t", {"1-1", "d", "x", "k", "bytes"});
+    std::string said = run_bridge_in(daemon, redis, "t", "taken", &code);
+    EXPECT_EQ(code, 1);
+    EXPECT_NE(said.find("created without a resume grace"), std::string::npos) << said;
+  }
+  auto [status, said] = run_cli(daemon, {"bridge", "in", "a", "--from", "redis://127.0.0.1/b",
+                                         "--as", "x"},
+                                "", 30s, /*with_stderr=*/true);
+  EXPECT_EQ(exit_code(status), 1);
+  EXPECT_NE(said.find("names key \"b\", not KEY \"a\""), std::string::npos) << said;
 }
 
 }  // namespace

@@ -34,6 +34,24 @@ struct BridgeOutOptions {
 // so `ls` and `top` show how far behind the bridge is. Returns the exit code.
 int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& options);
 
+struct BridgeInOptions {
+  std::string key;   // the Redis stream
+  RedisUrl from;     // its server (a key in the URL must name the same one)
+  std::string name;  // the local stream
+  size_t batch = 256;                       // entries per XREAD
+  std::chrono::milliseconds grace{30000};   // the local stream's resume grace
+  std::chrono::milliseconds timeout{5000};  // Redis connect and command timeout
+  uint64_t max_bytes = 0;                   // the local stream's; 0: the daemon's default
+  shmstream::StreamMode mode = shmstream::StreamMode::kOwner;
+};
+
+// Follows the Redis stream into the local stream NAME until its end marker, which ends NAME
+// the same way. NAME is created with a resume grace and its origin (the Redis stream's offset
+// of NAME's offset 0); a restarted bridge resumes NAME and goes on from origin + its committed
+// length, so NAME gets every entry once, in order, across restarts of either. Entries trimmed
+// from Redis before the bridge read them abort NAME (they are gone). Returns the exit code.
+int run_bridge_in(shmstream::Client& client, const BridgeInOptions& options);
+
 // The named cursor a bridge out to `key` reads as.
 std::string bridge_cursor_name(const std::string& key);
 

@@ -2,12 +2,12 @@
 #include <signal.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <optional>
 #include <thread>
 
 #include "bridge/bridge.hpp"
+#include "bridge/common.hpp"
 #include "terminal.hpp"
 
 namespace shmstream_cli {
@@ -16,32 +16,12 @@ using shmstream::ErrorCode;
 using shmstream::Result;
 using shmstream::Status;
 
+using namespace bridge;
+
 namespace {
 
 // Redis's answer to an XADD whose ID is not above the stream's last one: the entry is there.
 constexpr std::string_view kNotAbove = "equal or smaller than the target stream top item";
-
-struct EntryId {
-  uint64_t ms = 0;
-  uint64_t seq = 0;
-};
-
-std::optional<EntryId> parse_id(std::string_view text) {
-  size_t dash = text.find('-');
-  if (dash == std::string_view::npos) return std::nullopt;
-  EntryId id;
-  auto a = std::from_chars(text.data(), text.data() + dash, id.ms);
-  auto b = std::from_chars(text.data() + dash + 1, text.data() + text.size(), id.seq);
-  if (a.ec != std::errc() || b.ec != std::errc() || a.ptr != text.data() + dash ||
-      b.ptr != text.data() + text.size()) {
-    return std::nullopt;
-  }
-  return id;
-}
-
-std::string id_text(uint64_t ms, uint64_t seq) {
-  return std::to_string(ms) + "-" + std::to_string(seq);
-}
 
 // What Redis already has of the stream.
 struct Bridged {
@@ -50,27 +30,11 @@ struct Bridged {
   bool ended = false;   // the last entry is the end marker
 };
 
-// An error reply that means "not now" (a Redis still loading its data after a restart, busy
-// with a script, a replica without its master): kUnavailable, to retry. Else kProtocol.
-Status error_reply(const Redis& redis, const char* command, const RedisReply& reply) {
-  for (const char* transient : {"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"}) {
-    if (reply.text.rfind(transient, 0) == 0) {
-      return Status(ErrorCode::kUnavailable, redis.describe() + ": " + reply.text);
-    }
-  }
-  return Status(ErrorCode::kProtocol, redis.describe() + ": " + command + ": " + reply.text);
-}
-
 // Fails (kInvalidArgument) if the key holds something other than a stream.
 Result<Bridged> bridged_so_far(Redis& redis, const std::string& key) {
-  auto type = redis.command({"TYPE", key});
-  if (!type.ok()) return type.status();
-  if (type->is_error()) return error_reply(redis, "TYPE", *type);
-  if (type->text == "none") return Bridged{};
-  if (type->text != "stream") {
-    return Status(ErrorCode::kInvalidArgument, redis.describe() + ": key \"" + key + "\" holds a " +
-                                                   type->text + ", not a stream");
-  }
+  auto exists = holds_stream(redis, key);
+  if (!exists.ok()) return exists.status();
+  if (!*exists) return Bridged{};
   auto info = redis.command({"XINFO", "STREAM", key});
   if (!info.ok()) return info.status();
   if (info->is_error()) return error_reply(redis, "XINFO STREAM", *info);
@@ -92,37 +56,6 @@ Result<Bridged> bridged_so_far(Redis& redis, const std::string& key) {
   }
   return Status(ErrorCode::kProtocol,
                 redis.describe() + ": XINFO STREAM without last-generated-id");
-}
-
-// Connects, retrying with backoff while Redis is unavailable (saying so once per outage).
-Redis connect_retrying(const BridgeOutOptions& o) {
-  auto delay = std::chrono::milliseconds(100);
-  bool said = false;
-  for (;;) {
-    auto redis = Redis::connect(o.to, o.timeout);
-    if (redis.ok()) {
-      if (said) std::fprintf(stderr, "shmstream: bridge: %s is back\n", redis->describe().c_str());
-      return std::move(redis.value());
-    }
-    if (redis.status().code() != ErrorCode::kUnavailable) {
-      end_progress_line();
-      std::fprintf(stderr, "shmstream: bridge: %s\n", redis.status().message().c_str());
-      std::exit(1);
-    }
-    if (!said) {
-      end_progress_line();
-      std::fprintf(stderr, "shmstream: bridge: %s; retrying\n", redis.status().message().c_str());
-      said = true;
-    }
-    std::this_thread::sleep_for(delay);
-    delay = std::min(delay * 2, std::chrono::milliseconds(2000));
-  }
-}
-
-[[noreturn]] void give_up(const std::string& message) {
-  end_progress_line();
-  std::fprintf(stderr, "shmstream: bridge: %s\n", message.c_str());
-  std::exit(1);
 }
 
 }  // namespace
@@ -152,7 +85,7 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
 
   Progress progress(o.name + " -> " + o.to.address() + "/" + o.to.key, "bridged", 0);
   uint64_t started_at = 0;
-  Redis redis = connect_retrying(o);
+  Redis redis = connect_retrying(o.to, o.timeout);
   // Where Redis says we are: seek there (the cursor may lag what Redis acknowledged).
   auto resume = [&]() -> bool {
     for (;;) {
@@ -160,7 +93,7 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
       if (!so_far.ok() && so_far.status().code() == ErrorCode::kUnavailable) {
         // Gone, or up but not ready (still loading its data): ask again shortly.
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        redis = connect_retrying(o);
+        redis = connect_retrying(o.to, o.timeout);
         continue;
       }
       if (!so_far.ok()) give_up(so_far.status().message());

@@ -109,6 +109,9 @@ struct StreamInfo {
   std::string directory;             // a persistent stream's directory; empty in shared memory
   uint32_t owner_gid = 0;            // the owner is producer_uid
   StreamMode mode = StreamMode::kOwner;
+  uint64_t origin = 0;                       // see CreateOptions::origin
+  std::chrono::milliseconds resume_grace{0};  // see CreateOptions::resume_grace
+  bool awaiting_producer = false;  // open, its producer died: Client::resume() may take it
 };
 
 struct CreateOptions {
@@ -122,6 +125,13 @@ struct CreateOptions {
   bool persistent = false;
   std::string directory;
   StreamMode mode = StreamMode::kOwner;
+  // When the producer dies without closing, the stream stays open this long after its process
+  // exited (readers wait on), for a successor to take it over with Client::resume(); zero
+  // aborts it at once (readers get kProducerDied). At most 24 hours.
+  std::chrono::milliseconds resume_grace{0};
+  // For a stream that republishes another (`shmstream bridge in`): the other's offset of this
+  // stream's offset 0. Kept with the stream and shown by stat; otherwise meaningless.
+  uint64_t origin = 0;
 };
 
 // When a named cursor's position is committed.
@@ -292,6 +302,11 @@ class Client {
 
   // Creates a new, empty stream; the caller becomes its producer. kAlreadyExists if taken.
   Result<Producer> create(std::string_view name, const CreateOptions& options = {});
+  // Takes over an open stream created with a resume grace whose producer died: the caller
+  // (its owner, or root) becomes its producer, appending at its committed length (whatever
+  // the dead producer had reserved but not committed is gone). kBusy while the producer's
+  // process still runs, kStreamClosed once the grace ran out, kInvalidArgument without a grace.
+  Result<Producer> resume(std::string_view name);
   // Opens a stream for reading from offset 0. kNotFound if there is none (or it was removed).
   Result<Reader> open(std::string_view name, const OpenOptions& options = {});
   Result<std::vector<StreamInfo>> list();
@@ -305,6 +320,8 @@ class Client {
 
  private:
   explicit Client(std::shared_ptr<Connection> connection);
+  // create() (with its options) or resume() (options null).
+  Result<Producer> acquire_producer(std::string_view name, const CreateOptions* create);
   std::shared_ptr<Connection> connection_;
 };
 
