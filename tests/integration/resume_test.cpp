@@ -20,7 +20,8 @@ class Resume : public ::testing::Test {
 
   // `shmstream write NAME ARGS...` reading our pipe; returns once `first` is committed.
   Child writer(const std::string& name, std::vector<std::string> args, const std::string& first) {
-    std::vector<std::string> argv = {bin_dir() + "/shmstream", "write", name};
+    // No autostart: a daemon killed on purpose stays down until the test starts it again.
+    std::vector<std::string> argv = {bin_dir() + "/shmstream", "--no-autostart", "write", name};
     argv.insert(argv.end(), args.begin(), args.end());
     Child child = Child::spawn(argv, true, false, daemon_.env());
     EXPECT_EQ(::write(child.stdin_fd(), first.data(), first.size()),

@@ -138,7 +138,7 @@ bool run(const std::vector<std::string>& argv, std::string* log) {
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-constexpr const char* kIp = "/usr/sbin/ip";
+constexpr const char* kIp = "/bin/ip";  // Debian iproute2
 
 }  // namespace
 
@@ -148,7 +148,7 @@ Netns::Netns() {
     return;
   }
   if (access(kIp, X_OK) != 0) {
-    why_ = std::string("needs ") + kIp + " (Debian iproute2)";
+    why_ = std::string("needs ") + kIp + " (Debian iproute2; deploy/setup installs it)";
     return;
   }
   int n = getpid() % 200 + 1;  // 10.213.n.0/24: one subnet per test process

@@ -1,7 +1,12 @@
-// Scenario `bridge`: `shmstream bridge out` moving 1 KiB records from a stream into a local
-// redis-server, against redis-benchmark's own XADD rate with the same payload, one connection
-// and the same pipeline depth (the bridge's batch), in the same run. Needs redis-server and
-// redis-benchmark (Debian: redis-server, redis-tools); without them it says it was skipped.
+// Scenario `bridge`, against redis-benchmark on the same local redis-server in the same run
+// (needs redis-server and redis-benchmark, Debian redis-server and redis-tools; without them it
+// says it was skipped):
+// - throughput: `shmstream bridge out` moving 1 KiB records from a stream into Redis, and
+//   `bridge in` moving them back out into another stream, each against redis-benchmark's XADD
+//   rate with the same payload, one connection and the same pipeline depth (the batch);
+// - added latency: one record at a time from a stream through bridge out, Redis and bridge in
+//   into another stream (publish to arrival), against redis-benchmark's XADD round trip
+//   (one connection, no pipelining): what the bridges add on top of Redis.
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -11,6 +16,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,6 +68,33 @@ std::string run(const std::vector<std::string>& argv) {
   waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die(argv[0] + " failed");
   return text;
+}
+
+// Starts argv with stdout and stderr on /dev/null; returns its pid.
+pid_t start(const std::vector<std::string>& argv) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  if (pid < 0) die("fork");
+  return pid;
+}
+
+void wait_exit(pid_t pid, const std::string& what) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die(what + " failed");
+}
+
+std::string cli_path() {
+  return (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "shmstream").string();
 }
 
 // Whether a Redis on this loopback port answers PING.
@@ -116,8 +149,8 @@ class Redis {
   pid_t pid_ = -1;
 };
 
-// Records per second that `shmstream bridge out` moves into Redis (n prefilled records).
-double bridge_rate(const Options& o, const Redis& redis, int n, int round) {
+// Records per second that `shmstream bridge out`, then `bridge in`, move (n prefilled records).
+std::pair<double, double> bridge_rates(const Options& o, const Redis& redis, int n, int round) {
   auto client = connect_client(o);
   std::string name = "bench-bridge-" + std::to_string(round);
   shmstream::CreateOptions options;
@@ -126,28 +159,80 @@ double bridge_rate(const Options& o, const Redis& redis, int n, int round) {
   std::string payload(kPayload, 'x');
   for (int i = 0; i < n; ++i) check(producer.publish(payload), "publish");
   check(producer.close(), "close");
-  std::string cli =
-      (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "shmstream").string();
-  auto start = std::chrono::steady_clock::now();
-  run({cli, "--socket", o.socket, "bridge", "out", name, "--to",
-       "redis://127.0.0.1:" + std::to_string(redis.port()) + "/" + name, "--batch",
-       std::to_string(kBatch)});
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::string url = "redis://127.0.0.1:" + std::to_string(redis.port());
+  auto timed = [](const std::vector<std::string>& argv) {
+    auto start = std::chrono::steady_clock::now();
+    run(argv);
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
+  double out = timed({cli_path(), "--socket", o.socket, "bridge", "out", name, "--to",
+                      url + "/" + name, "--batch", std::to_string(kBatch)});
+  double in = timed({cli_path(), "--socket", o.socket, "bridge", "in", name, "--from", url, "--as",
+                     name + "-copy", "--batch", std::to_string(kBatch)});
   (void)client.remove(name, true);
-  return n / seconds;
+  (void)client.remove(name + "-copy", true);
+  return {n / out, n / in};
 }
 
-// redis-benchmark's XADD rate: same payload, one connection, pipeline depth = the bridge's batch.
-double redis_benchmark_rate(const Redis& redis, int n, int round) {
+// Round trips of redis-benchmark's XADD: records per second and the p50/p99 latency (ms), same
+// payload, one connection, `pipeline` commands in flight.
+struct RedisFigures {
+  double rate = 0, p50_ms = 0, p99_ms = 0;
+};
+RedisFigures redis_benchmark(const Redis& redis, int n, int pipeline, int round) {
   std::string out =
       run({kRedisBenchmark, "-h", "127.0.0.1", "-p", std::to_string(redis.port()), "-n",
-           std::to_string(n), "-c", "1", "-P", std::to_string(kBatch), "--csv", "XADD",
+           std::to_string(n), "-c", "1", "-P", std::to_string(pipeline), "--csv", "XADD",
            "rb-" + std::to_string(round), "*", "d", std::string(kPayload, 'x')});
-  // CSV: a header line, then "<command>","<rps>",...
+  // CSV: a header line, then "<command>","<rps>","<avg>","<min>","<p50>","<p95>","<p99>",...
   size_t last = out.rfind("\n\"", out.size() - 2);
-  size_t field = out.find("\",\"", last == std::string::npos ? 0 : last);
-  if (field == std::string::npos) die("unexpected redis-benchmark output: " + out.substr(0, 200));
-  return std::stod(out.substr(field + 3));
+  std::vector<double> fields;
+  for (size_t at = out.find("\",\"", last == std::string::npos ? 0 : last);
+       at != std::string::npos; at = out.find("\",\"", at + 3)) {
+    fields.push_back(std::stod(out.substr(at + 3)));
+  }
+  if (fields.size() < 6) die("unexpected redis-benchmark output: " + out.substr(0, 200));
+  return {fields[0], fields[3], fields[5]};
+}
+
+// One-way latencies (ns) of records published one at a time into a stream that bridge out
+// carries into Redis and bridge in out of it into another stream, publish to arrival.
+std::vector<double> bridge_latencies(const Options& o, const Redis& redis, int n) {
+  auto client = connect_client(o);
+  std::string name = "bench-bridge-latency";
+  shmstream::CreateOptions options;
+  options.records = true;
+  auto producer = take(client.create(name, options), "create");
+  std::string url = "redis://127.0.0.1:" + std::to_string(redis.port());
+  pid_t out = start({cli_path(), "--socket", o.socket, "bridge", "out", name, "--to",
+                     url + "/" + name});
+  pid_t in = start({cli_path(), "--socket", o.socket, "bridge", "in", name, "--from", url, "--as",
+                    name + "-copy"});
+  std::string payload(kPayload, 'x');
+  check(producer.publish(payload), "publish");  // the bridge in creates its stream at the first
+  std::optional<shmstream::Reader> reader;
+  for (int i = 0; !reader; ++i) {
+    auto opened = client.open(name + "-copy");
+    if (opened.ok()) reader.emplace(std::move(opened.value()));
+    if (i == 1000) die("bridge in did not create its stream");
+    if (!reader) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  auto first = reader->next_record(std::chrono::seconds(10));
+  if (!first.ok() || !*first) die("the first record did not arrive");
+  std::vector<double> samples;
+  for (int i = 0; i < n; ++i) {
+    auto t0 = Clock::now();
+    check(producer.publish(payload), "publish");
+    auto record = reader->next_record(std::chrono::seconds(10));
+    if (!record.ok() || !*record) die("a record did not arrive through the bridges");
+    samples.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
+  }
+  check(producer.close(), "close");
+  wait_exit(out, "bridge out");
+  wait_exit(in, "bridge in");
+  (void)client.remove(name, true);
+  (void)client.remove(name + "-copy", true);
+  return samples;
 }
 
 }  // namespace
@@ -162,13 +247,30 @@ void scenario_bridge(const Options& o) {
   Redis redis;
   const int n = o.quick ? 20000 : 200000;
   int round = 0;
-  auto m = medians(o, {[&] { return bridge_rate(o, redis, n, round++) / 1e3; },
-                       [&] { return redis_benchmark_rate(redis, n, round++) / 1e3; }});
+  std::pair<double, double> bridged;
+  auto m = medians(o, {[&] {
+                         bridged = bridge_rates(o, redis, n, round++);
+                         return bridged.first / 1e3;
+                       },
+                       [&] { return bridged.second / 1e3; },
+                       [&] { return redis_benchmark(redis, n, kBatch, round++).rate / 1e3; }});
   std::string params = "\"records\":" + std::to_string(n) +
                        ",\"payload\":" + std::to_string(kPayload) +
                        ",\"pipeline\":" + std::to_string(kBatch);
-  report(o, {"bridge_out_to_redis", "records_per_s", "k/s", m[0], "redis_benchmark_xadd", m[1],
+  report(o, {"bridge_out_to_redis", "records_per_s", "k/s", m[0], "redis_benchmark_xadd", m[2],
              true, params});
+  report(o, {"bridge_in_from_redis", "records_per_s", "k/s", m[1], "redis_benchmark_xadd", m[2],
+             true, params});
+
+  const int samples = o.quick ? 300 : 3000;
+  Percentiles through = percentiles(dumped(o, "bridge_round_trip", bridge_latencies(o, redis, samples)));
+  RedisFigures xadd = redis_benchmark(redis, samples * 4, 1, round++);
+  std::string latency_params = "\"records\":" + std::to_string(samples) +
+                               ",\"payload\":" + std::to_string(kPayload);
+  report(o, {"bridge_latency", "one_way_p50", "us", through.p50 / 1e3, "redis_benchmark_xadd_p50",
+             xadd.p50_ms * 1e3, false, latency_params});
+  report(o, {"bridge_latency", "one_way_p99", "us", through.p99 / 1e3, "redis_benchmark_xadd_p99",
+             xadd.p99_ms * 1e3, false, latency_params});
 }
 
 }  // namespace shmstream::bench
