@@ -97,6 +97,14 @@ void shmstream_create_options_init(shmstream_create_options* options) {
   options->size = sizeof *options;
 }
 
+// A producer from create() or resume(), handed out as *out.
+static int take_producer(shmstream::Result<shmstream::Producer> producer,
+                         shmstream_producer** out) {
+  if (!producer.ok()) return fail(producer.status());
+  *out = new shmstream_producer{std::move(producer.value())};
+  return int{SHMSTREAM_OK};
+}
+
 int shmstream_create(shmstream_client* client, const char* name,
                      const shmstream_create_options* options, shmstream_producer** out) {
   if (client == nullptr || name == nullptr || out == nullptr) {
@@ -121,13 +129,21 @@ int shmstream_create(shmstream_client* client, const char* name,
     create.records = options->records != 0;
     create.max_readers = options->max_readers;
     create.mode = static_cast<shmstream::StreamMode>(options->mode);
+    // Newer than the first version of the struct: read only if the caller's struct has it.
+    if (options->size >= offsetof(shmstream_create_options, resume_grace_ms) +
+                             sizeof options->resume_grace_ms) {
+      create.resume_grace = std::chrono::milliseconds(options->resume_grace_ms);
+    }
   }
-  return guarded([&] {
-    auto producer = client->client.create(name, create);
-    if (!producer.ok()) return fail(producer.status());
-    *out = new shmstream_producer{std::move(producer.value())};
-    return int{SHMSTREAM_OK};
-  });
+  return guarded([&] { return take_producer(client->client.create(name, create), out); });
+}
+
+int shmstream_resume(shmstream_client* client, const char* name, shmstream_producer** out) {
+  if (client == nullptr || name == nullptr || out == nullptr) {
+    return invalid("shmstream_resume: client, name and out must not be NULL");
+  }
+  *out = nullptr;
+  return guarded([&] { return take_producer(client->client.resume(name), out); });
 }
 
 int shmstream_append(shmstream_producer* producer, const void* data, size_t size,

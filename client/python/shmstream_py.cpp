@@ -269,6 +269,9 @@ py::dict info_dict(const shmstream::StreamInfo& info) {
   d["records"] = info.records;
   d["max_bytes"] = info.max_bytes;
   d["slowest_reader"] = info.slowest_reader;
+  d["origin"] = info.origin;
+  d["resume_grace"] = static_cast<double>(info.resume_grace.count()) / 1000;
+  d["awaiting_producer"] = info.awaiting_producer;
   py::list cursors;
   for (const auto& c : info.cursors) {
     py::dict cursor;
@@ -374,19 +377,33 @@ PYBIND11_MODULE(shmstream, m) {
           "create",
           [](shmstream::Client& c, const std::string& name, bool records,
              const std::string& retention, uint64_t ring_capacity, uint64_t max_bytes,
-             const std::string& mode) {
+             const std::string& mode, double resume_grace) {
+            if (!(resume_grace >= 0 && resume_grace <= 86400)) {
+              throw py::value_error("resume_grace must be 0 to 86400 seconds");
+            }
             shmstream::CreateOptions options;
             options.records = records;
             options.retention = retention_of(retention);
             options.ring_capacity = ring_capacity;
             options.max_bytes = max_bytes;
             options.mode = mode_of(mode);
+            options.resume_grace =
+                std::chrono::milliseconds(static_cast<int64_t>(resume_grace * 1000));
             return std::make_unique<PyProducer>(
                 unwrap(released([&] { return c.create(name, options); })));
           },
           py::arg("name"), py::kw_only(), py::arg("records") = false,
           py::arg("retention") = "unbounded", py::arg("ring_capacity") = 0,
-          py::arg("max_bytes") = 0, py::arg("mode") = "owner")
+          py::arg("max_bytes") = 0, py::arg("mode") = "owner", py::arg("resume_grace") = 0.0)
+      .def(
+          "resume",
+          [](shmstream::Client& c, const std::string& name) {
+            return std::make_unique<PyProducer>(
+                unwrap(released([&] { return c.resume(name); })));
+          },
+          py::arg("name"),
+          "Take over a stream, created with a resume_grace, whose producer died: append at its "
+          "committed end.")
       .def(
           "open",
           [](shmstream::Client& c, const std::string& name, std::optional<std::string> cursor) {

@@ -175,6 +175,25 @@ static void check_failures(shmstream_client* client) {
   shmstream_reader_free(reader);
   CHECK(shmstream_remove(client, "c-abort", 0) == SHMSTREAM_OK);
 
+  /* Resuming: refused while the producer lives, for a stream without a grace, for no stream. */
+  shmstream_create_options graced;
+  shmstream_create_options_init(&graced);
+  graced.resume_grace_ms = 60000;
+  CHECK(shmstream_create(client, "c-graced", &graced, &producer) == SHMSTREAM_OK);
+  shmstream_producer* successor = NULL;
+  CHECK(shmstream_resume(client, "c-graced", &successor) == SHMSTREAM_BUSY && successor == NULL);
+  CHECK(strstr(shmstream_last_error(), "still running") != NULL);
+  CHECK(shmstream_resume(client, "c-missing", &successor) == SHMSTREAM_NOT_FOUND);
+  CHECK(shmstream_resume(NULL, "c-graced", &successor) == SHMSTREAM_INVALID_ARGUMENT);
+  shmstream_producer_free(producer);
+  shmstream_producer* plain = NULL;
+  CHECK(shmstream_create(client, "c-plain", NULL, &plain) == SHMSTREAM_OK);
+  CHECK(shmstream_resume(client, "c-plain", &successor) == SHMSTREAM_INVALID_ARGUMENT);
+  CHECK(strstr(shmstream_last_error(), "without a resume grace") != NULL);
+  shmstream_producer_free(plain);
+  CHECK(shmstream_remove(client, "c-graced", 0) == SHMSTREAM_OK);
+  CHECK(shmstream_remove(client, "c-plain", 0) == SHMSTREAM_OK);
+
   /* A drop-oldest ring overruns a slow reader and says where to resume. */
   shmstream_create_options ring;
   shmstream_create_options_init(&ring);

@@ -151,6 +151,35 @@ class PythonModuleTest(unittest.TestCase):
         self.assertEqual(writer.wait(timeout=30), 0)
         self.assertEqual(digest.hexdigest(), hashlib.sha256(data).hexdigest())
 
+    def wait_until(self, condition, what):
+        deadline = time.monotonic() + 30
+        while not condition():  # each poll a real query
+            self.assertLess(time.monotonic(), deadline, what)
+
+    def test_resume_takes_over_from_a_dead_producer(self):
+        writer = subprocess.Popen([f"{BIN}/shmstream", "--no-autostart", "write", "graced",
+                                   "--resume-grace", "60"],
+                                  stdin=subprocess.PIPE, env=self.daemon.env)
+        writer.stdin.write(b"abc")
+        writer.stdin.flush()
+        self.wait_until(lambda: any(i["name"] == "graced" and i["bytes"] == 3
+                                    for i in self.client.list()), "no 3 bytes after 30 s")
+        with self.assertRaises(shmstream.Error) as busy:
+            self.client.resume("graced")
+        self.assertEqual(busy.exception.code, "busy")
+        writer.kill()
+        writer.wait(timeout=30)
+        self.wait_until(lambda: self.client.stat("graced")["awaiting_producer"],
+                        "not awaiting a producer 30 s after the kill")
+        self.assertEqual(self.client.stat("graced")["resume_grace"], 60.0)
+        producer = self.client.resume("graced")
+        self.assertEqual(producer.committed, 3)
+        producer.append(b"def")
+        producer.close()
+        reader = self.client.open("graced")
+        self.assertEqual(b"".join(bytes(chunk) for chunk in reader), b"abcdef")
+        reader.close()
+
     def test_cpp_reads_a_python_producer(self):
         data = os.urandom(3 << 20) + b"end"
         with self.client.create("from-py") as producer:

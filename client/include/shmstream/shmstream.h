@@ -63,7 +63,8 @@ typedef enum shmstream_code {
   SHMSTREAM_END_OF_STREAM = 18, /* the stream ended cleanly: a normal end */
   SHMSTREAM_OVERRUN = 19,       /* a ring overwrote the offset; see shmstream_last_error_offset() */
   SHMSTREAM_TOO_MANY_READERS = 20,
-  SHMSTREAM_BUSY = 21,           /* a named cursor already has a live reader */
+  SHMSTREAM_BUSY = 21,           /* a named cursor already has a live reader, or a stream to
+                                    resume its live producer */
   SHMSTREAM_LIMIT_EXCEEDED = 22, /* a daemon limit: streams or connections per user */
 } shmstream_code;
 
@@ -108,12 +109,18 @@ typedef struct shmstream_create_options {
   int records;            /* nonzero: a records stream (shmstream_publish) */
   uint32_t max_readers;   /* 0: the daemon's default */
   int mode;               /* SHMSTREAM_MODE_* */
+  /* If the producer dies, the stream stays open this long for shmstream_resume(); 0: it is
+   * aborted at once. */
+  uint32_t resume_grace_ms;
 } shmstream_create_options;
 void shmstream_create_options_init(shmstream_create_options* options);
 
 /* Creates a new, empty stream (options may be NULL); the caller becomes its producer. */
 int shmstream_create(shmstream_client* client, const char* name,
                      const shmstream_create_options* options, shmstream_producer** out);
+/* Takes over an open stream, created with a resume grace, whose producer died: appends at its
+ * committed length. SHMSTREAM_BUSY while that producer still runs. */
+int shmstream_resume(shmstream_client* client, const char* name, shmstream_producer** out);
 /* Copies size bytes to the end of the stream and publishes them. Only a block ring waits. */
 int shmstream_append(shmstream_producer* producer, const void* data, size_t size,
                      int64_t timeout_ns);
