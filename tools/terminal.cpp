@@ -155,7 +155,8 @@ double retention_use(const shmstream::StreamInfo& s) {
 }
 
 std::string state_text(const shmstream::StreamInfo& s) {
-  return std::string(shmstream::to_string(s.state)) + (s.removing ? ", removed" : "");
+  std::string state = s.awaiting_producer ? "orphaned" : shmstream::to_string(s.state);
+  return state + (s.removing ? ", removed" : "");
 }
 
 // One frame: a header line, then a line per stream and a line per reader.

@@ -152,7 +152,25 @@ void control_seeds(const std::filesystem::path& dir) {
                   params.setSlot(slot);
                 }};
   };
+  auto resume = [](const char* name) {
+    return Call{8, [=](capnp::AnyPointer::Builder p) {
+                  p.initAs<proto::Control::ResumeParams>().setName(name);
+                }};
+  };
+  auto create_graced = [](const char* name, uint32_t grace_ms, uint64_t origin) {
+    return Call{0, [=](capnp::AnyPointer::Builder p) {
+                  auto params = p.initAs<proto::Control::CreateParams>();
+                  params.setName(name);
+                  params.initOptions().setResumeGraceMs(grace_ms);
+                  params.getOptions().setOrigin(origin);
+                }};
+  };
   save(dir / "bootstrap-only", session({}));
+  // Resuming a stream whose producer lives (this very session), one without a grace, none; a
+  // grace past the limit.
+  save(dir / "resume", session({create_graced("g", 60000, 1000), resume("g"),
+                                create("p", proto::Retention::UNBOUNDED, 0, false), resume("p"),
+                                resume("nope"), create_graced("x", 4000000000u, ~0ull), stat("g")}));
   save(dir / "list", session({list}));
   save(dir / "create-open-stat-list", session({create("s", proto::Retention::UNBOUNDED, 0, false),
                                                open("s", ""), stat("s"), list}));
