@@ -239,13 +239,7 @@ class ControlImpl final : public proto::Control::Server {
       }
       return registry_.create(name, create, peer_, &stream, &fd);
     });
-    auto results = context.getResults();
-    set_status(results.initStatus(), status);
-    if (status.ok()) {
-      server_.watch_producer(stream, peer_.pid);
-      results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
-      results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
-    }
+    grant_producer(context.getResults(), status, std::move(stream), std::move(fd));
     return kj::READY_NOW;
   }
 
@@ -326,13 +320,7 @@ class ControlImpl final : public proto::Control::Server {
     std::shared_ptr<Stream> stream;
     OwnedFd fd;
     Status status = guarded("resume", [&] { return registry_.resume(name, peer_, &stream, &fd); });
-    auto results = context.getResults();
-    set_status(results.initStatus(), status);
-    if (status.ok()) {
-      server_.watch_producer(stream, peer_.pid);
-      results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
-      results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
-    }
+    grant_producer(context.getResults(), status, std::move(stream), std::move(fd));
     return kj::READY_NOW;
   }
 
@@ -355,6 +343,18 @@ class ControlImpl final : public proto::Control::Server {
   }
 
  private:
+  // The reply to create or resume: the status, and if it is ok the caller's Producer and the
+  // stream's wait file (the caller's process is watched, so that its death is seen).
+  template <typename Results>
+  void grant_producer(Results results, const Status& status, std::shared_ptr<Stream> stream,
+                      OwnedFd fd) {
+    set_status(results.initStatus(), status);
+    if (!status.ok()) return;
+    server_.watch_producer(stream, peer_.pid);
+    results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
+    results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
+  }
+
   daemon::Server& server_;
   Registry& registry_;
   Peer peer_;

@@ -411,6 +411,22 @@ std::string copy_len_framed(shmstream::Producer& producer, int fd,
   }
 }
 
+// The ring capacity of --retention and --capacity (0 for unbounded); exits on a bad pair.
+uint64_t ring_capacity(shmstream::Retention retention, const std::string& capacity) {
+  bool ring = retention != shmstream::Retention::kUnbounded;
+  if (ring && capacity.empty()) {
+    fail(std::string("--retention ") + shmstream::to_string(retention) +
+         " needs --capacity BYTES");
+  }
+  if (!ring && !capacity.empty()) fail("--capacity needs --retention drop-oldest or block");
+  if (!ring) return 0;
+  auto bytes = parse_size(capacity);
+  if (!bytes || *bytes == 0) {
+    fail("--capacity takes a size such as 4096, 64K or 16M, not \"" + capacity + "\"");
+  }
+  return *bytes;
+}
+
 // Creates NAME and fills it from stdin or a command's stdout. The stream closes when the input
 // ends well, and is aborted (readers see "producer died" after what was committed) when it
 // does not: a read error, malformed framing, or a command that fails.
@@ -431,19 +447,8 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
       fail("--dir " + w.directory + ": not an existing directory");
     }
   }
-  bool ring = options.retention != shmstream::Retention::kUnbounded;
-  if (ring && w.capacity.empty()) {
-    fail(std::string("--retention ") + shmstream::to_string(w.retention) +
-         " needs --capacity BYTES");
-  }
-  if (!ring && !w.capacity.empty()) fail("--capacity needs --retention drop-oldest or block");
-  if (ring) {
-    auto capacity = parse_size(w.capacity);
-    if (!capacity || *capacity == 0) {
-      fail("--capacity takes a size such as 4096, 64K or 16M, not \"" + w.capacity + "\"");
-    }
-    options.ring_capacity = *capacity;
-  }
+  options.ring_capacity = ring_capacity(w.retention, w.capacity);
+  const bool ring = options.ring_capacity != 0;
   auto producer = take(w.resume ? client.resume(name) : client.create(name, options));
   Input input(w.command);
   if (!input.spawn_error().empty()) {
@@ -785,6 +790,15 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 100000));
   bridge_in->add_option("--max-bytes", bridge_in_options.max_bytes,
                         "Longest NAME may grow (default: daemon's)");
+  std::string bridge_in_retention = "unbounded";
+  std::string bridge_in_capacity;
+  bridge_in
+      ->add_option("--retention", bridge_in_retention,
+                   "NAME's retention: unbounded, drop-oldest or block (as for write)")
+      ->capture_default_str()
+      ->check(CLI::IsMember(retentions));
+  bridge_in->add_option("--capacity", bridge_in_capacity,
+                        "NAME's ring capacity for drop-oldest/block (64K, 16M...)");
   bridge_in
       ->add_option("--mode", bridge_in_options.mode,
                    "Who may read NAME: owner, group or everyone (as for write)")
@@ -849,6 +863,9 @@ int main(int argc, char** argv) {
     }
     bridge_in_options.from = *url;
     bridge_in_options.name = name;
+    bridge_in_options.retention = retentions.at(bridge_in_retention);
+    bridge_in_options.ring_capacity =
+        ring_capacity(bridge_in_options.retention, bridge_in_capacity);
     bridge_in_options.grace =
         std::chrono::milliseconds(static_cast<int64_t>(bridge_grace_seconds * 1000));
   }

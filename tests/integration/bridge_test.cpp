@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 
 #include <atomic>
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -389,6 +390,63 @@ TEST(BridgeIn, EndsItsStreamAsTheSourceEnded) {
   said = run_bridge_in(daemon, redis, "k", "copy", &code);
   EXPECT_EQ(code, 1);
   EXPECT_NE(said.find("cannot resume it, it is aborted; remove it"), std::string::npos) << said;
+}
+
+TEST(BridgeIn, StartsAtTheOldestEntryATrimmedKeyKeepsIntoARing) {
+  SKIP_WITHOUT_REDIS();
+  TestDaemon daemon;
+  Client client = connect_to(daemon);
+  RedisServer redis;
+  CreateOptions options;
+  options.records = true;
+  auto producer = client.create("ticks", options).value();
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_TRUE(producer.publish("tick-" + std::to_string(i) + std::string(190, '.')).ok());
+  }
+  ASSERT_TRUE(producer.close().ok());
+  // MAXLEN ~ 300: Redis drops whole nodes of entries, keeping at least 300.
+  Child out = bridge_out(daemon, "ticks", redis.url("ticks"), {"--maxlen", "300"});
+  std::string out_said = read_all(out.stdout_fd());
+  ASSERT_EQ(exit_code(out.wait(60s)), 0) << out_said;
+  long long kept = xlen(redis, "ticks");
+  EXPECT_GE(kept, 300);
+  EXPECT_LT(kept, 2001);
+  Child again = bridge_out(daemon, "ticks", redis.url("ticks"), {"--maxlen", "300"});
+  std::string again_said = read_all(again.stdout_fd());
+  EXPECT_EQ(exit_code(again.wait(30s)), 0);
+  EXPECT_NE(again_said.find("already ended"), std::string::npos) << again_said;
+
+  // Into a 16 KiB ring: the copy starts at the oldest entry Redis kept (its origin) and keeps
+  // the last 16 KiB; each record sits at its source offset minus the origin.
+  Child in = shmstream_cli(daemon, {"bridge", "in", "ticks", "--from", redis.url(""), "--as",
+                                    "recent", "--retention", "drop-oldest", "--capacity", "16K"});
+  std::string in_said = read_all(in.stdout_fd());
+  ASSERT_EQ(exit_code(in.wait(60s)), 0) << in_said;
+  auto source = client.stat("ticks").value();
+  auto copy = client.stat("recent").value();
+  auto first = entries_of(redis, "ticks").front();
+  EXPECT_EQ(copy.origin, first.ms - 1);
+  EXPECT_GT(copy.origin, 0u);
+  EXPECT_EQ(copy.origin + copy.bytes, source.bytes);
+  EXPECT_EQ(copy.retention, Retention::kDropOldest);
+  EXPECT_GT(copy.oldest, 0u);  // it wrapped
+  EXPECT_EQ(copy.state, StreamState::kClosed);
+  auto reader = client.open("recent").value();
+  auto original = client.open("ticks").value();
+  int records = 0;
+  for (;;) {
+    auto record = reader.next_record(0s);
+    ASSERT_TRUE(record.ok()) << record.status().to_string();
+    if (!*record) break;
+    ASSERT_TRUE(original.seek(static_cast<int64_t>((*record)->offset + copy.origin)).ok());
+    auto same = original.next_record(0s).value();
+    ASSERT_TRUE(same.has_value());
+    EXPECT_TRUE(std::ranges::equal((*record)->data, same->data)) << (*record)->offset;
+    ++records;
+  }
+  // 256-byte frames; the oldest offset moves in steps of 1/16 of the ring (4 frames).
+  EXPECT_LE(records, 16384 / 256);
+  EXPECT_GE(records, 16384 / 256 - 4);
 }
 
 TEST(BridgeIn, ClearErrors) {

@@ -42,6 +42,8 @@ struct BridgeInOptions {
   std::chrono::milliseconds grace{30000};   // the local stream's resume grace
   std::chrono::milliseconds timeout{5000};  // Redis connect and command timeout
   uint64_t max_bytes = 0;                   // the local stream's; 0: the daemon's default
+  shmstream::Retention retention = shmstream::Retention::kUnbounded;  // the local stream's
+  uint64_t ring_capacity = 0;                                         // rings
   shmstream::StreamMode mode = shmstream::StreamMode::kOwner;
 };
 

@@ -119,6 +119,8 @@ class BridgeIn {
     options.resume_grace = o_.grace;
     options.origin = first[0].id.ms - 1;
     options.max_bytes = o_.max_bytes;
+    options.retention = o_.retention;
+    options.ring_capacity = o_.ring_capacity;
     options.mode = o_.mode;
     auto created = client_.create(o_.name, options);
     if (!created.ok()) give_up(created.status().message());
