@@ -130,8 +130,8 @@ int shmstream_create(shmstream_client* client, const char* name,
     create.max_readers = options->max_readers;
     create.mode = static_cast<shmstream::StreamMode>(options->mode);
     // Newer than the first version of the struct: read only if the caller's struct has it.
-    if (options->size >= offsetof(shmstream_create_options, resume_grace_ms) +
-                             sizeof options->resume_grace_ms) {
+    if (options->size >=
+        offsetof(shmstream_create_options, resume_grace_ms) + sizeof options->resume_grace_ms) {
       create.resume_grace = std::chrono::milliseconds(options->resume_grace_ms);
     }
   }

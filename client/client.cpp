@@ -467,10 +467,9 @@ Result<Producer> Client::acquire_producer(std::string_view name, const CreateOpt
                         response.getWaitFile());
     });
   };
-  auto granted = create != nullptr ? acquire(*connection_, "create", owned,
-                                             shm::Access::kReadWrite, send_create)
-                                   : acquire(*connection_, "resume", owned,
-                                             shm::Access::kReadWrite, send_resume);
+  auto granted = create != nullptr
+                     ? acquire(*connection_, "create", owned, shm::Access::kReadWrite, send_create)
+                     : acquire(*connection_, "resume", owned, shm::Access::kReadWrite, send_resume);
   if (!granted.ok()) return granted.status();
   connection_->remember(granted->handle,
                         Reattach{true, owned, granted->segment.header().stream_id, 0});

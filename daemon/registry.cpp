@@ -225,9 +225,10 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
         (!shm::created_this_boot(h) || !process_alive(producer))) {
       if (stream->resume_grace_ms != 0) {
         stream->awaiting_producer = true;
-        spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; open {} ms for a "
-                     "successor",
-                     stream->name, producer, stream->resume_grace_ms);
+        spdlog::info(
+            "stream \"{}\": producer pid {} died while no daemon ran; open {} ms for a "
+            "successor",
+            stream->name, producer, stream->resume_grace_ms);
       } else {
         shm::end_stream(h, shm::StreamState::kAborted);
         spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
@@ -674,9 +675,8 @@ Status Registry::resume(const std::string& name, const Peer& peer, std::shared_p
   }
   shm::SegmentHeader& h = stream->header.mutable_header();
   if (shm::StreamState state = shm::load_state(h); state != shm::StreamState::kOpen) {
-    return Status(ErrorCode::kStreamClosed,
-                  fmt::format("stream \"{}\": cannot resume it, it is {}", name,
-                              shm::state_name(state)));
+    return Status(ErrorCode::kStreamClosed, fmt::format("stream \"{}\": cannot resume it, it is {}",
+                                                        name, shm::state_name(state)));
   }
   if (stream->resume_grace_ms == 0) {
     return Status(ErrorCode::kInvalidArgument,
@@ -727,9 +727,10 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
     // producer_detached() then sees a new epoch only if a successor came first).
     stream->producer_attached = false;
     stream->awaiting_producer = true;
-    spdlog::warn("stream \"{}\": producer pid {} exited without closing; open {} ms for a "
-                 "successor",
-                 stream->name, pid, stream->resume_grace_ms);
+    spdlog::warn(
+        "stream \"{}\": producer pid {} exited without closing; open {} ms for a "
+        "successor",
+        stream->name, pid, stream->resume_grace_ms);
     return true;
   }
   if (shm::end_stream(h, shm::StreamState::kAborted)) {

@@ -96,7 +96,7 @@ struct Stream {
   uint64_t producer_epoch = 0;
   uint32_t resume_grace_ms = 0;    // header's copy; 0: the stream aborts when its producer dies
   bool awaiting_producer = false;  // its producer's process exited; it may be resumed
-  bool removed = false;  // unlinked; kept only while held
+  bool removed = false;            // unlinked; kept only while held
   std::map<std::string, Cursor> cursors;
   // Reader slots an earlier daemon gave to readers still alive when this one adopted the
   // stream (slot -> reader pid): kept for them to reattach, freed when their process exits.

@@ -50,8 +50,8 @@ struct SegmentParams {
   uint64_t stream_id = 0;
   uint32_t producer_pid = 0;
   uint32_t producer_uid = 0;
-  uint64_t origin_offset = 0;     // see layout.hpp
-  uint32_t resume_grace_ms = 0;   // see layout.hpp
+  uint64_t origin_offset = 0;    // see layout.hpp
+  uint32_t resume_grace_ms = 0;  // see layout.hpp
 };
 
 // Makes an empty file (fd open read-write) a fresh, open segment with no data. A ring's data

@@ -415,8 +415,7 @@ std::string copy_len_framed(shmstream::Producer& producer, int fd,
 uint64_t ring_capacity(shmstream::Retention retention, const std::string& capacity) {
   bool ring = retention != shmstream::Retention::kUnbounded;
   if (ring && capacity.empty()) {
-    fail(std::string("--retention ") + shmstream::to_string(retention) +
-         " needs --capacity BYTES");
+    fail(std::string("--retention ") + shmstream::to_string(retention) + " needs --capacity BYTES");
   }
   if (!ring && !capacity.empty()) fail("--capacity needs --retention drop-oldest or block");
   if (!ring) return 0;

@@ -398,8 +398,7 @@ PYBIND11_MODULE(shmstream, m) {
       .def(
           "resume",
           [](shmstream::Client& c, const std::string& name) {
-            return std::make_unique<PyProducer>(
-                unwrap(released([&] { return c.resume(name); })));
+            return std::make_unique<PyProducer>(unwrap(released([&] { return c.resume(name); })));
           },
           py::arg("name"),
           "Take over a stream, created with a resume_grace, whose producer died: append at its "

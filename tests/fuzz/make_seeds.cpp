@@ -168,9 +168,10 @@ void control_seeds(const std::filesystem::path& dir) {
   save(dir / "bootstrap-only", session({}));
   // Resuming a stream whose producer lives (this very session), one without a grace, none; a
   // grace past the limit.
-  save(dir / "resume", session({create_graced("g", 60000, 1000), resume("g"),
-                                create("p", proto::Retention::UNBOUNDED, 0, false), resume("p"),
-                                resume("nope"), create_graced("x", 4000000000u, ~0ull), stat("g")}));
+  save(dir / "resume",
+       session({create_graced("g", 60000, 1000), resume("g"),
+                create("p", proto::Retention::UNBOUNDED, 0, false), resume("p"), resume("nope"),
+                create_graced("x", 4000000000u, ~0ull), stat("g")}));
   save(dir / "list", session({list}));
   save(dir / "create-open-stat-list", session({create("s", proto::Retention::UNBOUNDED, 0, false),
                                                open("s", ""), stat("s"), list}));

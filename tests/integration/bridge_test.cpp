@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <charconv>
 #include <cstring>
 
@@ -306,7 +306,8 @@ void round_trip(RedisServer& redis, const std::string& out_ns = "", const std::s
       events.push_back("redis restarted at record " + std::to_string(got));
     }
   }
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   EXPECT_EQ(got, count);
   EXPECT_EQ(got_bytes, sent_bytes);
   std::string out_said = read_all(out.stdout_fd());
@@ -483,9 +484,9 @@ TEST(BridgeIn, ClearErrors) {
     EXPECT_EQ(code, 1);
     EXPECT_NE(said.find("created without a resume grace"), std::string::npos) << said;
   }
-  auto [status, said] = run_cli(daemon, {"bridge", "in", "a", "--from", "redis://127.0.0.1/b",
-                                         "--as", "x"},
-                                "", 30s, /*with_stderr=*/true);
+  auto [status, said] =
+      run_cli(daemon, {"bridge", "in", "a", "--from", "redis://127.0.0.1/b", "--as", "x"}, "", 30s,
+              /*with_stderr=*/true);
   EXPECT_EQ(exit_code(status), 1);
   EXPECT_NE(said.find("names key \"b\", not KEY \"a\""), std::string::npos) << said;
 }

@@ -55,8 +55,8 @@ TEST_F(Resume, ReadersWaitThroughAProducerDeathAndReadOnFromItsSuccessor) {
   // A reader blocked for more bytes sleeps through the producer's death.
   Result<size_t> got = Status(ErrorCode::kInternal, "not run");
   char buf[64];
-  std::thread blocked = blocked_thread(
-      [&] { got = reader.read(std::as_writable_bytes(std::span(buf)), 60s); });
+  std::thread blocked =
+      blocked_thread([&] { got = reader.read(std::as_writable_bytes(std::span(buf)), 60s); });
   first.kill(SIGKILL);
   first.wait(10s);
   ASSERT_TRUE(eventually([&] { return client_.stat("feed").value().awaiting_producer; }));
@@ -120,9 +120,7 @@ TEST_F(Resume, Refusals) {
   ASSERT_TRUE(closing.abort().ok());
   EXPECT_EQ(client_.resume("closing").status().code(), ErrorCode::kStreamClosed);
   // Nor one whose producer dropped it without closing, while its process lives on.
-  {
-    auto dropped = client_.create("dropped", graced).value();
-  }
+  { auto dropped = client_.create("dropped", graced).value(); }
   EXPECT_EQ(client_.stat("dropped").value().state, StreamState::kAborted);
 }
 

@@ -205,7 +205,8 @@ TestDaemon::~TestDaemon() {
     // Until the daemon serves us: a test's connections over a limit may still count a moment.
     (void)eventually([&] {
       auto client = Client::connect(options);
-      auto streams = client.ok() ? client->list() : Result<std::vector<StreamInfo>>(client.status());
+      auto streams =
+          client.ok() ? client->list() : Result<std::vector<StreamInfo>>(client.status());
       if (!streams.ok()) return false;
       for (const auto& s : *streams) {
         if (!s.removing) (void)client->remove(s.name, /*force=*/true);

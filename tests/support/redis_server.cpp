@@ -2,8 +2,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sched.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,7 +40,8 @@ int free_port() {
 
 bool RedisServer::available() { return access(kRedisServer, X_OK) == 0; }
 
-RedisServer::RedisServer(std::string password) : RedisServer(std::move(password), "", "127.0.0.1") {}
+RedisServer::RedisServer(std::string password)
+    : RedisServer(std::move(password), "", "127.0.0.1") {}
 
 RedisServer::RedisServer(std::string password, std::string netns, std::string address)
     : password_(std::move(password)), netns_(std::move(netns)), address_(std::move(address)) {
@@ -68,7 +69,8 @@ shmstream::Result<shmstream_cli::Redis> connect_in(const std::string& netns,
                                                    std::chrono::milliseconds timeout) {
   auto url = shmstream_cli::parse_redis_url(url_text).value();
   if (netns.empty()) return shmstream_cli::Redis::connect(url, timeout);
-  shmstream::Result<shmstream_cli::Redis> out = shmstream::Status(shmstream::ErrorCode::kInternal, "");
+  shmstream::Result<shmstream_cli::Redis> out =
+      shmstream::Status(shmstream::ErrorCode::kInternal, "");
   Netns::run_in(netns, [&] { out = shmstream_cli::Redis::connect(url, timeout); });
   return out;
 }

@@ -33,7 +33,7 @@ class RedisServer {
  private:
   std::string dir_;
   std::string password_;
-  std::string netns_;                 // empty: this process's
+  std::string netns_;  // empty: this process's
   std::string address_ = "127.0.0.1";
   int port_ = 0;
   Child child_;

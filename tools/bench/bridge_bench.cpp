@@ -187,8 +187,8 @@ RedisFigures redis_benchmark(const Redis& redis, int n, int pipeline, int round)
   // CSV: a header line, then "<command>","<rps>","<avg>","<min>","<p50>","<p95>","<p99>",...
   size_t last = out.rfind("\n\"", out.size() - 2);
   std::vector<double> fields;
-  for (size_t at = out.find("\",\"", last == std::string::npos ? 0 : last);
-       at != std::string::npos; at = out.find("\",\"", at + 3)) {
+  for (size_t at = out.find("\",\"", last == std::string::npos ? 0 : last); at != std::string::npos;
+       at = out.find("\",\"", at + 3)) {
     fields.push_back(std::stod(out.substr(at + 3)));
   }
   if (fields.size() < 6) die("unexpected redis-benchmark output: " + out.substr(0, 200));
@@ -204,8 +204,8 @@ std::vector<double> bridge_latencies(const Options& o, const Redis& redis, int n
   options.records = true;
   auto producer = take(client.create(name, options), "create");
   std::string url = "redis://127.0.0.1:" + std::to_string(redis.port());
-  pid_t out = start({cli_path(), "--socket", o.socket, "bridge", "out", name, "--to",
-                     url + "/" + name});
+  pid_t out =
+      start({cli_path(), "--socket", o.socket, "bridge", "out", name, "--to", url + "/" + name});
   pid_t in = start({cli_path(), "--socket", o.socket, "bridge", "in", name, "--from", url, "--as",
                     name + "-copy"});
   std::string payload(kPayload, 'x');
@@ -263,10 +263,11 @@ void scenario_bridge(const Options& o) {
              true, params});
 
   const int samples = o.quick ? 300 : 3000;
-  Percentiles through = percentiles(dumped(o, "bridge_round_trip", bridge_latencies(o, redis, samples)));
+  Percentiles through =
+      percentiles(dumped(o, "bridge_round_trip", bridge_latencies(o, redis, samples)));
   RedisFigures xadd = redis_benchmark(redis, samples * 4, 1, round++);
-  std::string latency_params = "\"records\":" + std::to_string(samples) +
-                               ",\"payload\":" + std::to_string(kPayload);
+  std::string latency_params =
+      "\"records\":" + std::to_string(samples) + ",\"payload\":" + std::to_string(kPayload);
   report(o, {"bridge_latency", "one_way_p50", "us", through.p50 / 1e3, "redis_benchmark_xadd_p50",
              xadd.p50_ms * 1e3, false, latency_params});
   report(o, {"bridge_latency", "one_way_p99", "us", through.p99 / 1e3, "redis_benchmark_xadd_p99",

@@ -35,9 +35,9 @@ struct BridgeOutOptions {
 int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& options);
 
 struct BridgeInOptions {
-  std::string key;   // the Redis stream
-  RedisUrl from;     // its server (a key in the URL must name the same one)
-  std::string name;  // the local stream
+  std::string key;                          // the Redis stream
+  RedisUrl from;                            // its server (a key in the URL must name the same one)
+  std::string name;                         // the local stream
   size_t batch = 256;                       // entries per XREAD
   std::chrono::milliseconds grace{30000};   // the local stream's resume grace
   std::chrono::milliseconds timeout{5000};  // Redis connect and command timeout

@@ -149,8 +149,8 @@ class BridgeIn {
         }
       }
       if (checked_) {
-        auto reply = redis_.command({"XREAD", "COUNT", std::to_string(count), "BLOCK", "1000",
-                                     "STREAMS", o_.key, after});
+        auto reply = redis_.command(
+            {"XREAD", "COUNT", std::to_string(count), "BLOCK", "1000", "STREAMS", o_.key, after});
         Status failed = reply.ok() ? Status() : reply.status();
         if (reply.ok() && reply->is_error()) failed = error_reply(redis_, "XREAD", *reply);
         if (failed.ok()) {
@@ -219,7 +219,7 @@ class BridgeIn {
     if (!info.ok() || info->removing || info->state != shmstream::StreamState::kOpen) {
       give_up("stream \"" + o_.name + "\" was " +
               (info.ok() && !info->removing ? std::string(shmstream::to_string(info->state))
-                                             : "removed") +
+                                            : "removed") +
               " here, not through the bridge");
     }
   }

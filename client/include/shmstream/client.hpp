@@ -109,7 +109,7 @@ struct StreamInfo {
   std::string directory;             // a persistent stream's directory; empty in shared memory
   uint32_t owner_gid = 0;            // the owner is producer_uid
   StreamMode mode = StreamMode::kOwner;
-  uint64_t origin = 0;                       // see CreateOptions::origin
+  uint64_t origin = 0;                        // see CreateOptions::origin
   std::chrono::milliseconds resume_grace{0};  // see CreateOptions::resume_grace
   bool awaiting_producer = false;  // open, its producer died: Client::resume() may take it
 };
