@@ -477,6 +477,19 @@ TEST(BridgeIn, ClearErrors) {
     EXPECT_NE(said.find("not written by a shmstream bridge"), std::string::npos) << said;
     EXPECT_EQ(client.stat("s2").status().code(), ErrorCode::kNotFound);
   }
+  {  // Redis down at first: the bridge says so, waits, and goes on once it is up.
+    RedisServer later;
+    later.stop();
+    Child in = bridge_in(daemon, "k", later.url(""), "later");
+    std::string line = in.read_line(30s);
+    EXPECT_NE(line.find("retrying"), std::string::npos) << line;
+    later.start();
+    xadd(later, "k", {"1-2", "d", "ok", "k", "bytes"});
+    xadd(later, "k", {"3-0", "end", "closed", "k", "bytes"});
+    std::string said = read_all(in.stdout_fd());
+    EXPECT_EQ(exit_code(in.wait(30s)), 0) << said;
+    EXPECT_EQ(client.stat("later").value().bytes, 2u);
+  }
   {  // A local stream of that name with a live producer and no resume grace.
     auto producer = client.create("taken").value();
     xadd(redis, "t", {"1-1", "d", "x", "k", "bytes"});
