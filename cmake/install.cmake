@@ -27,12 +27,16 @@ file(RELATIVE_PATH SHMSTREAM_PC_TO_PREFIX /root/${pc_dir} /root)
 configure_file(cmake/shmstream.pc.in ${CMAKE_CURRENT_BINARY_DIR}/shmstream.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/shmstream.pc DESTINATION ${pc_dir})
 
-# systemd: units for the system-wide and the per-user daemon, and the runtime directory.
+# systemd: units for the system-wide and the per-user daemon, the per-user bridge templates,
+# and the runtime directory.
 foreach(scope system user)
   install(FILES ${CMAKE_CURRENT_BINARY_DIR}/deploy/systemd/${scope}/shmstreamd.service
                 ${CMAKE_CURRENT_BINARY_DIR}/deploy/systemd/${scope}/shmstreamd.socket
           DESTINATION lib/systemd/${scope})
 endforeach()
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/deploy/systemd/user/shmstream-bridge-out@.service
+              ${CMAKE_CURRENT_BINARY_DIR}/deploy/systemd/user/shmstream-bridge-in@.service
+        DESTINATION lib/systemd/user)
 install(FILES deploy/tmpfiles.d/shmstream.conf DESTINATION lib/tmpfiles.d)
 install(FILES README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 

@@ -19,9 +19,19 @@ for scope in system user; do
   sed "s|@SHMSTREAM_BINDIR@|$bin|" "$src/deploy/systemd/$scope/shmstreamd.service.in" \
     >"$work/$scope/shmstreamd.service"
   flag=""
-  [ "$scope" = user ] && flag="--user"
+  units=(./shmstreamd.socket ./shmstreamd.service)
+  if [ "$scope" = user ]; then
+    flag="--user"
+    # The bridge templates, as instance cam0 (verify reads the template beside it).
+    for direction in out in; do
+      sed "s|@SHMSTREAM_BINDIR@|$bin|" \
+        "$src/deploy/systemd/user/shmstream-bridge-$direction@.service.in" \
+        >"$work/user/shmstream-bridge-$direction@.service"
+      units+=("./shmstream-bridge-$direction@cam0.service")
+    done
+  fi
   if ! out=$(cd "$work/$scope" && XDG_RUNTIME_DIR="$work/run" \
-      systemd-analyze $flag verify ./shmstreamd.socket ./shmstreamd.service 2>&1) || [ -n "$out" ]; then
+      systemd-analyze $flag verify "${units[@]}" 2>&1) || [ -n "$out" ]; then
     echo "$scope units: systemd-analyze verify complained:"
     echo "$out"
     status=1
