@@ -36,6 +36,7 @@ case "$mode" in
 esac
 for f in bin/shmstream bin/shmstreamd include/shmstream/client.hpp include/shmstream/shmstream.h \
          lib/systemd/system/shmstreamd.service lib/systemd/user/shmstreamd.socket \
+         lib/systemd/user/shmstream-bridge-out@.service lib/systemd/user/shmstream-bridge-in@.service \
          lib/tmpfiles.d/shmstream.conf; do
   [ -e "$prefix/$f" ] || fail "$prefix/$f was not installed"
 done
