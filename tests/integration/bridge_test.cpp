@@ -490,6 +490,18 @@ TEST(BridgeIn, ClearErrors) {
     EXPECT_EQ(exit_code(in.wait(30s)), 0) << said;
     EXPECT_EQ(client.stat("later").value().bytes, 2u);
   }
+  {  // The local stream fills up: it is aborted at once (not after the grace), saying why.
+    xadd(redis, "big", {"1-3000", "d", std::string(3000, 'x'), "k", "bytes"});
+    xadd(redis, "big", {"3001-3000", "d", std::string(3000, 'y'), "k", "bytes"});
+    Child in = shmstream_cli(daemon, {"bridge", "in", "big", "--from", redis.url(""), "--as",
+                                      "small", "--max-bytes", "4096"});
+    std::string said = read_all(in.stdout_fd());
+    EXPECT_EQ(exit_code(in.wait(30s)), 1);
+    EXPECT_NE(said.find("beyond its maximum of 4096"), std::string::npos) << said;
+    auto info = client.stat("small").value();
+    EXPECT_EQ(info.state, StreamState::kAborted);
+    EXPECT_EQ(info.bytes, 3000u);
+  }
   {  // A local stream of that name with a live producer and no resume grace.
     auto producer = client.create("taken").value();
     xadd(redis, "t", {"1-1", "d", "x", "k", "bytes"});

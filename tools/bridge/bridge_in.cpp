@@ -188,7 +188,7 @@ class BridgeIn {
       }
       const std::string& how = *entry.end;
       Status s = how == "closed" ? producer_->close() : producer_->abort();
-      if (!s.ok()) give_up(s.message());
+      if (!s.ok()) fail(s.message());
       if (how == "closed") return 0;
       end_progress_line();
       std::fprintf(stderr, "shmstream: bridge: the source stream was %s; so is \"%s\"\n",
@@ -202,7 +202,9 @@ class BridgeIn {
     uint64_t before = producer_->committed();
     auto bytes = std::as_bytes(std::span(*entry.data));
     Status s = records_ ? producer_->publish(bytes) : producer_->append(bytes);
-    if (!s.ok()) give_up(s.message());
+    // Full, or removed by force: nothing more can follow, so its readers learn it now rather
+    // than after the grace.
+    if (!s.ok()) fail(s.message());
     // The local stream's extent must be the source's: offsets keep mapping one to one.
     if (producer_->committed() - before != entry.id.seq) {
       fail("entry " + entry.id_text + " spans " + std::to_string(entry.id.seq) +
