@@ -428,22 +428,30 @@ Result<Producer> Client::resume(std::string_view name) { return acquire_producer
 Result<Producer> Client::acquire_producer(std::string_view name, const CreateOptions* create) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   std::string owned(name);
-  auto send_create = [&](LoopState& loop) {
-    const CreateOptions& options = *create;
+  auto send = [&](LoopState& loop) -> kj::Promise<Grant> {
+    auto reply = [&loop](auto response) {
+      return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
+                        response.getWaitFile());
+    };
+    if (create == nullptr) {
+      auto request = loop.control.resumeRequest();
+      request.setName(owned);
+      return request.send().then(kj::mv(reply));
+    }
     auto request = loop.control.createRequest();
     request.setName(owned);
     auto out = request.initOptions();
-    out.setMaxBytes(options.max_bytes);
-    out.setRingCapacity(options.ring_capacity);
-    out.setRecords(options.records);
-    out.setMaxReaders(options.max_readers);
-    out.setPersistent(options.persistent);
-    out.setDirectory(options.directory);
-    out.setMode(static_cast<proto::Mode>(options.mode));
+    out.setMaxBytes(create->max_bytes);
+    out.setRingCapacity(create->ring_capacity);
+    out.setRecords(create->records);
+    out.setMaxReaders(create->max_readers);
+    out.setPersistent(create->persistent);
+    out.setDirectory(create->directory);
+    out.setMode(static_cast<proto::Mode>(create->mode));
     out.setResumeGraceMs(static_cast<uint32_t>(
-        std::clamp<int64_t>(options.resume_grace.count(), 0, int64_t{UINT32_MAX})));
-    out.setOrigin(options.origin);
-    switch (options.retention) {
+        std::clamp<int64_t>(create->resume_grace.count(), 0, int64_t{UINT32_MAX})));
+    out.setOrigin(create->origin);
+    switch (create->retention) {
       case Retention::kUnbounded:
         out.setRetention(proto::Retention::UNBOUNDED);
         break;
@@ -454,22 +462,10 @@ Result<Producer> Client::acquire_producer(std::string_view name, const CreateOpt
         out.setRetention(proto::Retention::BLOCK);
         break;
     }
-    return request.send().then([&loop](auto response) {
-      return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
-                        response.getWaitFile());
-    });
+    return request.send().then(kj::mv(reply));
   };
-  auto send_resume = [&](LoopState& loop) {
-    auto request = loop.control.resumeRequest();
-    request.setName(owned);
-    return request.send().then([&loop](auto response) {
-      return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
-                        response.getWaitFile());
-    });
-  };
-  auto granted = create != nullptr
-                     ? acquire(*connection_, "create", owned, shm::Access::kReadWrite, send_create)
-                     : acquire(*connection_, "resume", owned, shm::Access::kReadWrite, send_resume);
+  auto granted = acquire(*connection_, create != nullptr ? "create" : "resume", owned,
+                         shm::Access::kReadWrite, send);
   if (!granted.ok()) return granted.status();
   connection_->remember(granted->handle,
                         Reattach{true, owned, granted->segment.header().stream_id, 0});

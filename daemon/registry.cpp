@@ -219,16 +219,15 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
       continue;
     }
     shm::SegmentHeader& h = stream->header.mutable_header();
-    stream->resume_grace_ms = std::min(h.resume_grace_ms, kMaxResumeGraceMs);
     uint32_t producer = shm::producer_pid_now(h);
     if (shm::load_state(h) == shm::StreamState::kOpen &&
         (!shm::created_this_boot(h) || !process_alive(producer))) {
-      if (stream->resume_grace_ms != 0) {
+      if (stream->resume_grace_ms() != 0) {
         stream->awaiting_producer = true;
         spdlog::info(
             "stream \"{}\": producer pid {} died while no daemon ran; open {} ms for a "
             "successor",
-            stream->name, producer, stream->resume_grace_ms);
+            stream->name, producer, stream->resume_grace_ms());
       } else {
         shm::end_stream(h, shm::StreamState::kAborted);
         spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
@@ -459,7 +458,6 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   stream->header = std::move(segment.value());
   stream->producer_attached = true;
   stream->producer_epoch = 1;
-  stream->resume_grace_ms = create.resume_grace_ms;
   // A persistent stream's new directory entries reach the disk now (its data on close).
   if (!stream->directory.empty()) fsync(stream->dir_fd);
   live_.emplace(name, stream);
@@ -476,11 +474,9 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
   if (!cursor.empty()) {
     if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
   }
-  auto it = live_.find(name);
-  if (it == live_.end()) {
-    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
-  }
-  const auto& stream = it->second;
+  auto found = find_live(name);
+  if (!found.ok()) return found.status();
+  const auto& stream = *found;
   if (Status s = may_read(*stream, peer); !s.ok()) return s;
   Cursor* held = nullptr;
   if (!cursor.empty()) {
@@ -532,11 +528,9 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
                                const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
-  auto it = live_.find(name);
-  if (it == live_.end()) {
-    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
-  }
-  Stream& stream = *it->second;
+  auto found = find_live(name);
+  if (!found.ok()) return found.status();
+  Stream& stream = **found;
   if (Status s = may_read(stream, peer); !s.ok()) return s;
   auto c = stream.cursors.find(cursor);
   if (c == stream.cursors.end()) {
@@ -553,13 +547,11 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
 
 Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
-  auto it = live_.find(name);
-  if (it == live_.end()) {
-    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
-  }
-  std::shared_ptr<Stream> stream = it->second;
+  auto found = find_live(name);
+  if (!found.ok()) return found.status();
+  std::shared_ptr<Stream> stream = *found;
   if (Status s = may_remove(*stream, peer); !s.ok()) return s;
-  live_.erase(it);
+  live_.erase(name);
   if (force) shm::end_stream(stream->header.mutable_header(), shm::StreamState::kCancelled);
   // Unlinked now: nobody can open it any more; mappings held keep the memory until released.
   unlink_files(*stream);
@@ -569,6 +561,14 @@ Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   removing_.insert(stream);
   release_if_unheld(stream);
   return Status();
+}
+
+Result<std::shared_ptr<Stream>> Registry::find_live(const std::string& name) const {
+  auto it = live_.find(name);
+  if (it == live_.end()) {
+    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
+  }
+  return it->second;
 }
 
 Result<std::shared_ptr<Stream>> Registry::find_reattachable(const std::string& name,
@@ -663,11 +663,9 @@ std::vector<Registry::Orphan> Registry::orphan_readers() const {
 Status Registry::resume(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* out,
                         OwnedFd* out_fd) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
-  auto it = live_.find(name);
-  if (it == live_.end()) {
-    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
-  }
-  const std::shared_ptr<Stream>& stream = it->second;
+  auto found = find_live(name);
+  if (!found.ok()) return found.status();
+  const std::shared_ptr<Stream>& stream = *found;
   if (Status s = may_remove(*stream, peer); !s.ok()) {
     return Status(s.code(), fmt::format("stream \"{}\": only its owner (uid {}) or root may resume "
                                         "it",
@@ -678,7 +676,7 @@ Status Registry::resume(const std::string& name, const Peer& peer, std::shared_p
     return Status(ErrorCode::kStreamClosed, fmt::format("stream \"{}\": cannot resume it, it is {}",
                                                         name, shm::state_name(state)));
   }
-  if (stream->resume_grace_ms == 0) {
+  if (stream->resume_grace_ms() == 0) {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("stream \"{}\": cannot resume it, it was created without a resume "
                               "grace",
@@ -709,7 +707,7 @@ void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool clo
   if (epoch != stream->producer_epoch) return;  // a predecessor's: a successor holds it now
   stream->producer_attached = false;
   if (!closed_cleanly) flush(*stream);
-  if (!closed_cleanly && !shutting_down_ && stream->resume_grace_ms == 0 &&
+  if (!closed_cleanly && !shutting_down_ && stream->resume_grace_ms() == 0 &&
       shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
     spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted", stream->name,
                  shm::producer_pid_now(stream->header.header()));
@@ -722,7 +720,7 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
   if (shm::producer_pid_now(h) != static_cast<uint32_t>(pid) || stream->awaiting_producer) {
     return false;  // a predecessor's exit, or already seen
   }
-  if (stream->resume_grace_ms != 0 && shm::load_state(h) == shm::StreamState::kOpen) {
+  if (stream->resume_grace_ms() != 0 && shm::load_state(h) == shm::StreamState::kOpen) {
     // Its capability is gone with it (if the socket's end is not handled yet, it will be:
     // producer_detached() then sees a new epoch only if a successor came first).
     stream->producer_attached = false;
@@ -730,7 +728,7 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
     spdlog::warn(
         "stream \"{}\": producer pid {} exited without closing; open {} ms for a "
         "successor",
-        stream->name, pid, stream->resume_grace_ms);
+        stream->name, pid, stream->resume_grace_ms());
     return true;
   }
   if (shm::end_stream(h, shm::StreamState::kAborted)) {
@@ -745,7 +743,7 @@ void Registry::successor_overdue(const std::shared_ptr<Stream>& stream, uint64_t
   stream->awaiting_producer = false;
   if (shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
     spdlog::warn("stream \"{}\": no successor resumed it within {} ms; aborted", stream->name,
-                 stream->resume_grace_ms);
+                 stream->resume_grace_ms());
   }
   release_if_unheld(stream);
 }
@@ -858,7 +856,7 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.owner_gid = stream.owner_gid;
   s.mode = stream.mode;
   s.origin = h.origin_offset;
-  s.resume_grace_ms = stream.resume_grace_ms;
+  s.resume_grace_ms = stream.resume_grace_ms();
   s.awaiting_producer = stream.awaiting_producer;
   return s;
 }
@@ -875,11 +873,9 @@ std::vector<StreamSnapshot> Registry::list() const {
 
 Status Registry::stat(const std::string& name, StreamSnapshot* out) const {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
-  auto it = live_.find(name);
-  if (it == live_.end()) {
-    return Status(ErrorCode::kNotFound, fmt::format("stream \"{}\": no such stream", name));
-  }
-  *out = snapshot(*it->second);
+  auto found = find_live(name);
+  if (!found.ok()) return found.status();
+  *out = snapshot(**found);
   return Status();
 }
 

@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -83,6 +84,11 @@ struct Stream {
   std::string directory;  // a persistent stream's directory; empty for shared memory
   std::string file_name;  // in that directory
   std::string wait_file_name() const { return file_name + ".w"; }
+  // From the header (set at creation; bounded, should the file say more): 0 = the stream
+  // aborts when its producer dies.
+  uint32_t resume_grace_ms() const {
+    return std::min(header.header().resume_grace_ms, kMaxResumeGraceMs);
+  }
   shm::Segment header;    // the daemon's read-write mapping of the header page only
   shm::WaitPageMap wait;  // the daemon's mapping of the wait file (reader slots)
   std::shared_ptr<class OwnedFd> wait_fd;  // the wait file, read-write: handed to clients
@@ -94,7 +100,6 @@ struct Stream {
   // Bumped each time a producer takes the stream (create, reattach, resume): what a producer
   // capability or a timer saw, so that a predecessor's late news is told apart.
   uint64_t producer_epoch = 0;
-  uint32_t resume_grace_ms = 0;    // header's copy; 0: the stream aborts when its producer dies
   bool awaiting_producer = false;  // its producer's process exited; it may be resumed
   bool removed = false;            // unlinked; kept only while held
   std::map<std::string, Cursor> cursors;
@@ -246,6 +251,8 @@ class Registry {
   void let_go(Stream& stream, uint32_t slot, Cursor* cursor);
   // Lets go of adopted slot `slot` if it is still kept for `pid`; false if it was reattached.
   bool forget_orphan(Stream& stream, uint32_t slot, pid_t pid);
+  // The live stream of that name; kNotFound if there is none (or it was removed).
+  Result<std::shared_ptr<Stream>> find_live(const std::string& name) const;
   Result<std::shared_ptr<Stream>> find_reattachable(const std::string& name,
                                                     uint64_t stream_id) const;
   // kPermissionDenied unless `peer` may read `stream` (its mode), or may remove it (owner).

@@ -420,7 +420,7 @@ void Server::start_grace(const std::shared_ptr<Stream>& stream) {
   std::weak_ptr<Stream> weak = stream;
   uint64_t epoch = stream->producer_epoch;
   tasks_.add(io_.provider->getTimer()
-                 .afterDelay(stream->resume_grace_ms * kj::MILLISECONDS)
+                 .afterDelay(stream->resume_grace_ms() * kj::MILLISECONDS)
                  .then([this, weak, epoch]() {
                    if (auto s = weak.lock()) registry_.successor_overdue(s, epoch);
                  }));

@@ -197,6 +197,11 @@ shmstream::Client connect(const std::string& socket, bool no_autostart) {
   return take(shmstream::Client::connect(options));
 }
 
+// A --seconds option (fractions allowed) as milliseconds.
+std::chrono::milliseconds milliseconds_of(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
 // "4096", "64K", "16MiB", "1G": bytes, with binary suffixes.
 std::optional<uint64_t> parse_size(const std::string& text) {
   size_t used = 0;
@@ -437,8 +442,7 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   options.retention = w.retention;
   options.persistent = w.persistent;
   options.mode = w.mode;
-  options.resume_grace =
-      std::chrono::milliseconds(static_cast<int64_t>(w.resume_grace_seconds * 1000));
+  options.resume_grace = milliseconds_of(w.resume_grace_seconds);
   if (!w.directory.empty()) {
     std::error_code ec;
     options.directory = std::filesystem::absolute(w.directory, ec).lexically_normal().string();
@@ -865,8 +869,7 @@ int main(int argc, char** argv) {
     bridge_in_options.retention = retentions.at(bridge_in_retention);
     bridge_in_options.ring_capacity =
         ring_capacity(bridge_in_options.retention, bridge_in_capacity);
-    bridge_in_options.grace =
-        std::chrono::milliseconds(static_cast<int64_t>(bridge_grace_seconds * 1000));
+    bridge_in_options.grace = milliseconds_of(bridge_grace_seconds);
   }
 
   auto client = connect(socket, no_autostart);
@@ -880,7 +883,7 @@ int main(int argc, char** argv) {
   }
   if (*ls) return cmd_ls(client, json);
   if (*top) {
-    top_options.interval = std::chrono::milliseconds(static_cast<int64_t>(interval_seconds * 1000));
+    top_options.interval = milliseconds_of(interval_seconds);
     return shmstream_cli::run_top(client, top_options);
   }
   if (*stat) return cmd_stat(client, name, json);

@@ -45,38 +45,17 @@ int free_loopback_port() {
   return ntohs(addr.sin_port);
 }
 
-// Runs argv to completion; returns its stdout (exits the benchmark if it fails).
-std::string run(const std::vector<std::string>& argv) {
-  int out[2];
-  if (pipe2(out, O_CLOEXEC) != 0) die("pipe");
+// Starts argv with its stdout on `stdout_fd`, or with -1 its stdout and stderr on /dev/null;
+// returns its pid.
+pid_t start(const std::vector<std::string>& argv, int stdout_fd = -1) {
   pid_t pid = fork();
   if (pid == 0) {
-    dup2(out[1], 1);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  close(out[1]);
-  std::string text;
-  char buf[4096];
-  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) > 0;)
-    text.append(buf, static_cast<size_t>(n));
-  close(out[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die(argv[0] + " failed");
-  return text;
-}
-
-// Starts argv with stdout and stderr on /dev/null; returns its pid.
-pid_t start(const std::vector<std::string>& argv) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    dup2(null, 2);
+    if (stdout_fd < 0) {
+      int null = open("/dev/null", O_WRONLY);
+      dup2(null, 2);
+      stdout_fd = null;
+    }
+    dup2(stdout_fd, 1);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -91,6 +70,21 @@ void wait_exit(pid_t pid, const std::string& what) {
   int status = 0;
   waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) die(what + " failed");
+}
+
+// Runs argv to completion; returns its stdout (exits the benchmark if it fails).
+std::string run(const std::vector<std::string>& argv) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) die("pipe");
+  pid_t pid = start(argv, out[1]);
+  close(out[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) > 0;)
+    text.append(buf, static_cast<size_t>(n));
+  close(out[0]);
+  wait_exit(pid, argv[0]);
+  return text;
 }
 
 std::string cli_path() {
