@@ -12,7 +12,8 @@
 #include "client/connection.hpp"
 #include "client/watcher.hpp"
 #include "shm/naming.hpp"
-#include "shm/segment.hpp"
+#include "shm/producer_core.hpp"
+#include "shm/reader_core.hpp"
 
 namespace shmstream {
 namespace {
@@ -196,13 +197,14 @@ const char* to_string(Retention retention) {
 
 struct Producer::Impl {
   Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
-       shm::WaitPageMap wait)
+       shm::WaitFile wait)
       : connection(std::move(c)),
         handle(h),
         name(std::move(n)),
         core(std::move(segment), std::move(wait)) {}
   ~Impl() {
-    if (!ended) core.abort();  // a producer that never said close() did not finish
+    // A producer that never said close() did not finish; a destructor has nobody to tell.
+    if (!ended) (void)core.abort();
     connection->release(handle);
   }
   Status end(bool clean) {
@@ -268,7 +270,7 @@ uint64_t Producer::committed() const { return impl_->core.committed(); }
 
 struct Reader::Impl {
   Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
-       shm::WaitPageMap wait, uint32_t slot, bool auto_commit_in)
+       shm::WaitFile wait, uint32_t slot, bool auto_commit_in)
       : connection(std::move(c)),
         handle(h),
         name(std::move(n)),
@@ -391,7 +393,7 @@ namespace {
 struct Granted {
   uint64_t handle;
   shm::Segment segment;
-  shm::WaitPageMap wait;
+  shm::WaitFile wait;
   uint32_t slot;
 };
 
@@ -406,8 +408,8 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
   std::string described = fmt::format("stream \"{}\"", name);
   auto segment = shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described);
   auto wait = segment.ok()
-                  ? shm::WaitPageMap::map(grant->wait_fd, segment->header().stream_id, described)
-                  : Result<shm::WaitPageMap>(segment.status());
+                  ? shm::WaitFile::map(grant->wait_fd, segment->header().stream_id, described)
+                  : Result<shm::WaitFile>(segment.status());
   ::close(grant->fd);
   ::close(grant->wait_fd);
   if (!wait.ok()) {

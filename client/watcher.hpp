@@ -10,7 +10,7 @@
 #include <memory>
 #include <thread>
 
-#include "shm/segment.hpp"
+#include "shm/reader_core.hpp"
 #include "shmstream/status.hpp"
 
 namespace shmstream {

@@ -15,17 +15,10 @@
 #include <random>
 
 #include "shm/naming.hpp"
+#include "shm/posix_error.hpp"
 
 namespace shmstream::daemon {
 namespace {
-
-Status errno_status(int err, const std::string& what) {
-  ErrorCode code = ErrorCode::kIo;
-  if (err == ENOSPC || err == ENOMEM) code = ErrorCode::kNoSpace;
-  if (err == EACCES || err == EPERM) code = ErrorCode::kPermissionDenied;
-  if (err == ENOENT) code = ErrorCode::kNotFound;
-  return Status(code, fmt::format("{}: {}", what, std::strerror(err)));
-}
 
 uint64_t random_id() {
   static std::mt19937_64 rng{std::random_device{}()};
@@ -44,56 +37,24 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
                                               stream, name, cursor.reader_pid));
 }
 
-// Root and the daemon's own user pass every check (as the kernel would let them).
-bool privileged(const Peer& peer) { return peer.uid == 0 || peer.uid == geteuid(); }
-
 }  // namespace
 
-mode_t file_mode(Mode mode) {
-  switch (mode) {
-    case Mode::kGroup:
-      return 0640;
-    case Mode::kEveryone:
-      return 0644;
-    case Mode::kOwner:
-      break;
-  }
-  return 0600;
+uint32_t Stream::resume_grace_ms() const {
+  return std::min(segment.header().resume_grace_ms, kMaxResumeGraceMs);
 }
 
-Mode mode_of_file(mode_t bits) {
-  if ((bits & S_IROTH) != 0) return Mode::kEveryone;
-  if ((bits & S_IRGRP) != 0) return Mode::kGroup;
-  return Mode::kOwner;
-}
-
-OwnedFd& OwnedFd::operator=(OwnedFd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = other.release();
-  }
-  return *this;
-}
-
-OwnedFd::~OwnedFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-Registry::Registry(RegistryConfig config) : config_(std::move(config)) {
-  dir_fd_ = ::open(config_.segment_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd_ < 0) {
+Registry::Registry(RegistryConfig config)
+    : config_(std::move(config)), persistent_(config_.persist_dir) {
+  dir_fd_ =
+      kj::AutoCloseFd(::open(config_.segment_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dir_fd_.get() < 0) {
     throw std::runtime_error(
         fmt::format("segment directory {}: {}", config_.segment_dir, std::strerror(errno)));
   }
-  adopt_existing_segments(dir_fd_, nullptr, "");
-  if (config_.persist_dir.empty()) return;
+  adopt_existing_segments(dir_fd_.get(), nullptr, "");
   // Persistent streams: the daemon's directory, then every other directory it recorded there.
-  struct stat st {};
-  if (::stat(config_.persist_dir.c_str(), &st) != 0) return;  // created when first needed
-  std::vector<std::string> dirs = recorded_directories();
-  dirs.insert(dirs.begin(), config_.persist_dir);
-  for (const auto& dir : dirs) {
-    auto fd = directory_fd(dir, /*record=*/false);
+  for (const auto& dir : persistent_.to_adopt()) {
+    auto fd = persistent_.open(dir, /*record=*/false);
     if (!fd.ok()) {
       spdlog::warn("persistent directory {}: {}", dir, fd.status().message());
       continue;
@@ -102,73 +63,11 @@ Registry::Registry(RegistryConfig config) : config_(std::move(config)) {
   }
 }
 
-std::vector<std::string> Registry::recorded_directories() const {
-  std::vector<std::string> dirs;
-  if (FILE* list = std::fopen((config_.persist_dir + "/directories").c_str(), "re")) {
-    char line[4096];
-    while (std::fgets(line, sizeof(line), list) != nullptr) {
-      std::string path(line);
-      while (!path.empty() && (path.back() == '\n' || path.back() == '\r')) path.pop_back();
-      if (!path.empty() && path != config_.persist_dir &&
-          std::find(dirs.begin(), dirs.end(), path) == dirs.end()) {
-        dirs.push_back(path);
-      }
-    }
-    std::fclose(list);
-  }
-  return dirs;
-}
-
-Result<std::shared_ptr<OwnedFd>> Registry::directory_fd(const std::string& path, bool record) {
-  std::erase_if(persist_dirs_, [](const auto& entry) { return entry.second.expired(); });
-  if (auto it = persist_dirs_.find(path); it != persist_dirs_.end()) return it->second.lock();
-  if (path.empty() || path[0] != '/') {
-    return Status(ErrorCode::kInvalidArgument,
-                  fmt::format("directory \"{}\": not an absolute path", path));
-  }
-  if (path == config_.persist_dir) {
-    std::error_code ec;
-    std::filesystem::create_directories(path, ec);
-    if (ec) {
-      return Status(ErrorCode::kIo, fmt::format("creating directory {}: {}", path, ec.message()));
-    }
-  }
-  OwnedFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.get() < 0) return errno_status(errno, fmt::format("directory {}", path));
-  if (record && path != config_.persist_dir) {
-    if (config_.persist_dir.empty()) {
-      return Status(ErrorCode::kInvalidArgument,
-                    "this daemon has no persistent directory (shmstreamd --persist-dir) in "
-                    "which to record another one");
-    }
-    auto own = directory_fd(config_.persist_dir, false);
-    if (!own.ok()) return own.status();
-    auto known = recorded_directories();
-    if (std::find(known.begin(), known.end(), path) == known.end()) {
-      std::string list = config_.persist_dir + "/directories";
-      FILE* out = std::fopen(list.c_str(), "ae");
-      if (out == nullptr) return errno_status(errno, "recording " + path + " in " + list);
-      std::fprintf(out, "%s\n", path.c_str());
-      bool ok = std::fflush(out) == 0 && fsync(fileno(out)) == 0;
-      std::fclose(out);
-      if (!ok) return errno_status(errno, "recording " + path + " in " + list);
-    }
-  }
-  // Shared by the streams in it, and closed with the last of them (the daemon's own persistent
-  // directory stays open).
-  auto shared = std::make_shared<OwnedFd>(std::move(fd));
-  if (path == config_.persist_dir) persist_dir_fd_ = shared;
-  persist_dirs_[path] = shared;
-  return shared;
-}
-
-Registry::~Registry() {
-  if (dir_fd_ >= 0) ::close(dir_fd_);
-}
+Registry::~Registry() = default;
 
 // Segments left by an earlier daemon on the same socket come back into the table, so that
 // committed data stays readable; a corrupt or foreign file with our prefix is unlinked.
-void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd>& holder,
+void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::AutoCloseFd>& holder,
                                        const std::string& directory) {
   int scan_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
   DIR* dir = fdopendir(scan_fd);
@@ -182,7 +81,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
       wait_files.push_back(file);  // handled with its segment, below
       continue;
     }
-    OwnedFd fd(openat(dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    kj::AutoCloseFd fd(openat(dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
     if (fd.get() < 0) continue;
     auto segment =
         shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly, file);
@@ -198,12 +97,10 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
     stream->dir_fd = dir_fd;
     stream->dir_holder = holder;
     stream->directory = directory;
-    stream->header = std::move(segment.value());
+    stream->segment = std::move(segment).value();
     struct stat st {};
     if (fstat(fd.get(), &st) == 0) {  // ownership and mode live in the file itself
-      stream->owner_uid = st.st_uid;
-      stream->owner_gid = st.st_gid;
-      stream->mode = mode_of_file(st.st_mode);
+      stream->owner = Owner{st.st_uid, st.st_gid, mode_of_file(st.st_mode)};
     }
     if (live_.count(stream->name) != 0 ||
         file != shm::segment_file_name(config_.instance, stream->id)) {
@@ -218,7 +115,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
       unlink_files(*stream);
       continue;
     }
-    shm::SegmentHeader& h = stream->header.mutable_header();
+    shm::SegmentHeader& h = stream->segment.mutable_header();
     uint32_t producer = shm::producer_pid_now(h);
     if (shm::load_state(h) == shm::StreamState::kOpen &&
         (!shm::created_this_boot(h) || !process_alive(producer))) {
@@ -234,8 +131,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
                      stream->name, producer);
       }
     }
-    spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name,
-                 h.committed_length.load(std::memory_order_acquire),
+    spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name, shm::load_committed(h),
                  shm::state_name(shm::load_state(h)));
     live_.emplace(stream->name, std::move(stream));
   }
@@ -253,44 +149,22 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd
   }
 }
 
-Status Registry::may_read(const Stream& stream, const Peer& peer) const {
-  bool in_group = peer.gid == stream.owner_gid || std::find(peer.groups.begin(), peer.groups.end(),
-                                                            stream.owner_gid) != peer.groups.end();
-  if (privileged(peer) || peer.uid == stream.owner_uid || stream.mode == Mode::kEveryone ||
-      (stream.mode == Mode::kGroup && in_group)) {
-    return Status();
-  }
-  return Status(ErrorCode::kPermissionDenied,
-                fmt::format("stream \"{}\": permission denied: it is readable by its {} only "
-                            "(owner uid {}, group gid {}); you are uid {}",
-                            stream.name, stream.mode == Mode::kGroup ? "owner's group" : "owner",
-                            stream.owner_uid, stream.owner_gid, peer.uid));
-}
-
-Status Registry::may_remove(const Stream& stream, const Peer& peer) const {
-  if (privileged(peer) || peer.uid == stream.owner_uid) return Status();
-  return Status(ErrorCode::kPermissionDenied,
-                fmt::format("stream \"{}\": permission denied: only its owner (uid {}) or root may "
-                            "remove it; you are uid {}",
-                            stream.name, stream.owner_uid, peer.uid));
-}
-
 Status Registry::give_to_owner(int fd, const Stream& stream, mode_t bits,
                                const std::string& what) const {
   struct stat st {};
-  if (fstat(fd, &st) != 0) return errno_status(errno, what);
-  if ((st.st_uid != stream.owner_uid || st.st_gid != stream.owner_gid) &&
-      fchown(fd, stream.owner_uid, stream.owner_gid) != 0) {
+  if (fstat(fd, &st) != 0) return from_errno(errno, what);
+  if ((st.st_uid != stream.owner.uid || st.st_gid != stream.owner.gid) &&
+      fchown(fd, stream.owner.uid, stream.owner.gid) != 0) {
     int err = errno;
     return Status(
         ErrorCode::kPermissionDenied,
         fmt::format("{}: this daemon (uid {}) cannot give its files to uid {} gid {}: {}; "
                     "other users need the system-wide daemon (shmstreamd --system), "
                     "which runs as root",
-                    what, geteuid(), stream.owner_uid, stream.owner_gid, std::strerror(err)));
+                    what, geteuid(), stream.owner.uid, stream.owner.gid, std::strerror(err)));
   }
   // Explicit, whatever the daemon's umask.
-  if (fchmod(fd, bits) != 0) return errno_status(errno, what + ": setting its mode");
+  if (fchmod(fd, bits) != 0) return from_errno(errno, what + ": setting its mode");
   return Status();
 }
 
@@ -298,54 +172,42 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
   std::string file = stream.wait_file_name();
   std::string what = fmt::format("stream \"{}\"", stream.name);
   if (reuse) {
-    OwnedFd fd(openat(stream.dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
-    auto wait = fd.get() >= 0 ? shm::WaitPageMap::map(fd.get(), stream.id, what)
-                              : Result<shm::WaitPageMap>(Status(ErrorCode::kNotFound, "missing"));
+    kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+    auto wait = fd.get() >= 0 ? shm::WaitFile::map(fd.get(), stream.id, what)
+                              : Result<shm::WaitFile>(Status(ErrorCode::kNotFound, "missing"));
     if (wait.ok()) {
       // The readers of an earlier daemon: those still alive (this boot) keep their slots, to
       // reattach (the server watches their pids); the others' slots are freed. Named cursors
       // stay, committed where they were, held by their reader if it lives.
-      bool this_boot = shm::created_this_boot(stream.header.header());
-      for (uint32_t i = 0; i < wait->max_readers(); ++i) {
-        shm::ReaderSlot& slot = wait->slot(i);
-        // Relaxed: only the daemon claims slots, and no reader of ours holds one yet.
-        bool in_use = slot.in_use.load(std::memory_order_relaxed) != 0;
+      auto kept = shm::adopt_reader_slots(
+          *wait, shm::created_this_boot(stream.segment.header()),
+          [](uint32_t pid) { return process_alive(static_cast<pid_t>(pid)); });
+      for (auto& slot : kept) {
         auto pid = static_cast<pid_t>(slot.pid);
-        bool live = in_use && this_boot && process_alive(pid);
-        std::string cursor(shm::cursor_name(slot));
-        if (in_use && slot.cursor != 0 && shm::validate_cursor_name(cursor).ok() &&
-            stream.cursors.count(cursor) == 0) {
-          if (!live) slot.pid = 0;
-          stream.cursors[cursor] = Cursor{i, live ? pid : 0, 0};
-          if (live) stream.orphans[i] = pid;
-          shm::settle_cursor_hold(*wait, i);
-        } else if (live && slot.cursor == 0) {
-          stream.orphans[i] = pid;
-        } else {
-          shm::release_reader_slot(*wait, i);
-        }
+        if (!slot.cursor.empty()) stream.cursors[slot.cursor] = Cursor{slot.index, pid, 0};
+        if (pid != 0) stream.orphans[slot.index] = pid;
       }
-      stream.wait = std::move(wait.value());
-      stream.wait_fd = std::make_shared<OwnedFd>(std::move(fd));
+      stream.wait = std::move(wait).value();
+      stream.wait_fd = std::make_shared<kj::AutoCloseFd>(kj::mv(fd));
       return Status();
     }
     // Missing or unusable: a fresh one (a live producer keeps waking through its old mapping
     // only what it can reach; readers opening from now on use the new file).
     unlinkat(stream.dir_fd, file.c_str(), 0);
   }
-  OwnedFd fd(openat(stream.dir_fd, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                    0600));
-  if (fd.get() < 0) return errno_status(errno, what + ": creating the wait file");
+  kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(),
+                            O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd.get() < 0) return from_errno(errno, what + ": creating the wait file");
   // Its owner's only, always: other readers reach it through the descriptor the daemon hands
   // them (proto WaitFile), so a mode never lets anyone else write reader slots.
   if (Status s = give_to_owner(fd.get(), stream, 0600, what + ": the wait file"); !s.ok()) return s;
-  if (Status s = shm::format_wait_page(fd.get(), stream.id, max_readers); !s.ok()) {
-    return Status(s.code(), fmt::format("{}: {}", what, s.message()));
+  if (Status s = shm::format_wait_file(fd.get(), stream.id, max_readers); !s.ok()) {
+    return s.with_context(what);
   }
-  auto wait = shm::WaitPageMap::map(fd.get(), stream.id, what);
+  auto wait = shm::WaitFile::map(fd.get(), stream.id, what);
   if (!wait.ok()) return wait.status();
-  stream.wait = std::move(wait.value());
-  stream.wait_fd = std::make_shared<OwnedFd>(std::move(fd));
+  stream.wait = std::move(wait).value();
+  stream.wait_fd = std::make_shared<kj::AutoCloseFd>(kj::mv(fd));
   return Status();
 }
 
@@ -357,8 +219,8 @@ void Registry::unlink_files(const Stream& stream) {
   }
 }
 
-Status Registry::create(const std::string& name, const CreateParams& create, const Peer& peer,
-                        std::shared_ptr<Stream>* out, OwnedFd* out_fd) {
+Result<ProducerAccess> Registry::create(const std::string& name, const CreateParams& create,
+                                        const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   if (live_.count(name) != 0) {
     return Status(ErrorCode::kAlreadyExists, fmt::format("stream \"{}\": already exists", name));
@@ -372,7 +234,7 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   }
   size_t owned = 0;
   for (const auto& [other, stream] : live_) {
-    owned += stream->owner_uid == peer.uid ? 1 : 0;
+    owned += stream->owner.uid == peer.uid ? 1 : 0;
   }
   if (owned >= config_.max_streams_per_user) {
     return Status(ErrorCode::kLimitExceeded,
@@ -400,13 +262,11 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   stream->name = name;
   stream->id = random_id();
   stream->file_name = shm::segment_file_name(config_.instance, stream->id);
-  stream->dir_fd = dir_fd_;
-  stream->owner_uid = peer.uid;
-  stream->owner_gid = peer.gid;
-  stream->mode = create.mode;
+  stream->dir_fd = dir_fd_.get();
+  stream->owner = Owner{peer.uid, peer.gid, create.mode};
   std::string what = fmt::format("stream \"{}\"", name);
   if (create.persistent || !create.directory.empty()) {
-    std::string dir = create.directory.empty() ? config_.persist_dir : create.directory;
+    std::string dir = create.directory.empty() ? persistent_.own() : create.directory;
     if (dir.empty()) {
       return Status(ErrorCode::kInvalidArgument,
                     what +
@@ -422,15 +282,15 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
       return Status(ErrorCode::kPermissionDenied,
                     fmt::format("{}: directory {} is not owned by uid {}", what, dir, peer.uid));
     }
-    auto fd = directory_fd(dir, /*record=*/true);
-    if (!fd.ok()) return Status(fd.status().code(), what + ": " + fd.status().message());
+    auto fd = persistent_.open(dir, /*record=*/true);
+    if (!fd.ok()) return fd.status().with_context(what);
     stream->dir_fd = (*fd)->get();
     stream->dir_holder = *fd;
     stream->directory = dir;
   }
-  OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
-                    O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (fd.get() < 0) return errno_status(errno, what + ": creating segment");
+  kj::AutoCloseFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
+                            O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
+  if (fd.get() < 0) return from_errno(errno, what + ": creating segment");
   if (Status s = give_to_owner(fd.get(), *stream, file_mode(create.mode), what); !s.ok()) {
     unlinkat(stream->dir_fd, stream->file_name.c_str(), 0);
     return s;
@@ -455,7 +315,7 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
     unlink_files(*stream);
     return segment.status();
   }
-  stream->header = std::move(segment.value());
+  stream->segment = std::move(segment).value();
   stream->producer_attached = true;
   stream->producer_epoch = 1;
   // A persistent stream's new directory entries reach the disk now (its data on close).
@@ -463,13 +323,11 @@ Status Registry::create(const std::string& name, const CreateParams& create, con
   live_.emplace(name, stream);
   spdlog::info("stream \"{}\": created by pid {} uid {} (segment {})", name, peer.pid, peer.uid,
                stream->file_name);
-  *out = std::move(stream);
-  *out_fd = std::move(fd);
-  return Status();
+  return ProducerAccess{std::move(stream), kj::mv(fd)};
 }
 
-Status Registry::open(const std::string& name, const std::string& cursor, const Peer& peer,
-                      std::shared_ptr<Stream>* out, OwnedFd* out_fd, ReaderGrant* grant) {
+Result<ReaderAccess> Registry::open(const std::string& name, const std::string& cursor,
+                                    const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   if (!cursor.empty()) {
     if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
@@ -477,7 +335,7 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
   auto found = find_live(name);
   if (!found.ok()) return found.status();
   const auto& stream = *found;
-  if (Status s = may_read(*stream, peer); !s.ok()) return s;
+  if (Status s = may_read(name, stream->owner, peer, geteuid()); !s.ok()) return s;
   Cursor* held = nullptr;
   if (!cursor.empty()) {
     if (auto c = stream->cursors.find(cursor); c != stream->cursors.end()) {
@@ -492,24 +350,22 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
     }
   }
   // A fresh read-only open: the reader cannot gain write access through it, even by mprotect.
-  OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (fd.get() < 0) return errno_status(errno, fmt::format("stream \"{}\": opening", name));
+  kj::AutoCloseFd fd(
+      openat(stream->dir_fd, stream->file_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) return from_errno(errno, fmt::format("stream \"{}\": opening", name));
   // A new reader starts at the oldest offset still available (it may seek anywhere later).
-  // Acquire: pairs with make_room()'s release store.
-  uint64_t oldest = stream->header.header().oldest_offset.load(std::memory_order_acquire);
+  uint64_t oldest = shm::load_oldest(stream->segment.header());
   auto pid = static_cast<uint32_t>(peer.pid);
   ReaderGrant out_grant;
   if (held != nullptr) {
     held->reader_pid = peer.pid;
     ++held->generation;
-    stream->wait.slot(held->slot).pid = pid;            // display only
-    shm::settle_cursor_hold(stream->wait, held->slot);  // its last reader may have died
+    shm::hold_cursor(stream->wait, held->slot, pid);
     out_grant = ReaderGrant{held->slot, cursor, held->generation};
   } else {
     auto slot = shm::claim_reader_slot(stream->wait, oldest, pid, cursor);
     if (!slot.ok()) {
-      return Status(slot.status().code(), fmt::format("stream \"{}\": too many readers: {}", name,
-                                                      slot.status().message()));
+      return slot.status().with_context(fmt::format("stream \"{}\": too many readers", name));
     }
     out_grant = ReaderGrant{*slot, cursor, cursor.empty() ? 0u : 1u};
     if (!cursor.empty()) {
@@ -518,10 +374,7 @@ Status Registry::open(const std::string& name, const std::string& cursor, const 
     }
   }
   ++stream->readers;
-  *grant = out_grant;
-  *out = stream;
-  *out_fd = std::move(fd);
-  return Status();
+  return ReaderAccess{stream, kj::mv(fd), std::move(out_grant)};
 }
 
 Status Registry::remove_cursor(const std::string& name, const std::string& cursor,
@@ -531,7 +384,7 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
   auto found = find_live(name);
   if (!found.ok()) return found.status();
   Stream& stream = **found;
-  if (Status s = may_read(stream, peer); !s.ok()) return s;
+  if (Status s = may_read(name, stream.owner, peer, geteuid()); !s.ok()) return s;
   auto c = stream.cursors.find(cursor);
   if (c == stream.cursors.end()) {
     return Status(ErrorCode::kNotFound,
@@ -550,9 +403,9 @@ Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   auto found = find_live(name);
   if (!found.ok()) return found.status();
   std::shared_ptr<Stream> stream = *found;
-  if (Status s = may_remove(*stream, peer); !s.ok()) return s;
+  if (Status s = may_own(name, stream->owner, peer, geteuid(), "remove"); !s.ok()) return s;
   live_.erase(name);
-  if (force) shm::end_stream(stream->header.mutable_header(), shm::StreamState::kCancelled);
+  if (force) shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kCancelled);
   // Unlinked now: nobody can open it any more; mappings held keep the memory until released.
   unlink_files(*stream);
   stream->removed = true;
@@ -581,13 +434,13 @@ Result<std::shared_ptr<Stream>> Registry::find_reattachable(const std::string& n
   return it->second;
 }
 
-Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, const Peer& peer,
-                                   std::shared_ptr<Stream>* out) {
+Result<std::shared_ptr<Stream>> Registry::reattach_producer(const std::string& name,
+                                                            uint64_t stream_id, const Peer& peer) {
   auto found = find_reattachable(name, stream_id);
   if (!found.ok()) return found.status();
   const auto& stream = *found;
   if (stream->producer_attached || stream->awaiting_producer ||
-      shm::producer_pid_now(stream->header.header()) != static_cast<uint32_t>(peer.pid)) {
+      shm::producer_pid_now(stream->segment.header()) != static_cast<uint32_t>(peer.pid)) {
     return Status(
         ErrorCode::kPermissionDenied,
         fmt::format("stream \"{}\": pid {} is not its unattached producer", name, peer.pid));
@@ -595,13 +448,11 @@ Status Registry::reattach_producer(const std::string& name, uint64_t stream_id, 
   stream->producer_attached = true;
   ++stream->producer_epoch;
   spdlog::info("stream \"{}\": producer pid {} reattached", name, peer.pid);
-  *out = stream;
-  return Status();
+  return stream;
 }
 
-Status Registry::reattach_reader(const std::string& name, uint64_t stream_id, uint32_t slot,
-                                 const Peer& peer, std::shared_ptr<Stream>* out,
-                                 ReaderGrant* grant) {
+Result<ReaderAccess> Registry::reattach_reader(const std::string& name, uint64_t stream_id,
+                                               uint32_t slot, const Peer& peer) {
   auto found = find_reattachable(name, stream_id);
   if (!found.ok()) return found.status();
   const auto& stream = *found;
@@ -618,9 +469,7 @@ Status Registry::reattach_reader(const std::string& name, uint64_t stream_id, ui
   }
   ++stream->readers;
   spdlog::info("stream \"{}\": reader pid {} reattached (slot {})", name, peer.pid, slot);
-  *grant = out_grant;
-  *out = stream;
-  return Status();
+  return ReaderAccess{stream, kj::AutoCloseFd(), std::move(out_grant)};
 }
 
 bool Registry::forget_orphan(Stream& stream, uint32_t slot, pid_t pid) {
@@ -660,18 +509,13 @@ std::vector<Registry::Orphan> Registry::orphan_readers() const {
   return out;
 }
 
-Status Registry::resume(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* out,
-                        OwnedFd* out_fd) {
+Result<ProducerAccess> Registry::resume(const std::string& name, const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   auto found = find_live(name);
   if (!found.ok()) return found.status();
   const std::shared_ptr<Stream>& stream = *found;
-  if (Status s = may_remove(*stream, peer); !s.ok()) {
-    return Status(s.code(), fmt::format("stream \"{}\": only its owner (uid {}) or root may resume "
-                                        "it",
-                                        name, stream->owner_uid));
-  }
-  shm::SegmentHeader& h = stream->header.mutable_header();
+  if (Status s = may_own(name, stream->owner, peer, geteuid(), "resume"); !s.ok()) return s;
+  shm::SegmentHeader& h = stream->segment.mutable_header();
   if (shm::StreamState state = shm::load_state(h); state != shm::StreamState::kOpen) {
     return Status(ErrorCode::kStreamClosed, fmt::format("stream \"{}\": cannot resume it, it is {}",
                                                         name, shm::state_name(state)));
@@ -687,19 +531,17 @@ Status Registry::resume(const std::string& name, const Peer& peer, std::shared_p
                   fmt::format("stream \"{}\": its producer (pid {}) is still running", name,
                               shm::producer_pid_now(h)));
   }
-  OwnedFd fd(openat(stream->dir_fd, stream->file_name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
-  if (fd.get() < 0) return errno_status(errno, fmt::format("stream \"{}\": reopening", name));
+  kj::AutoCloseFd fd(
+      openat(stream->dir_fd, stream->file_name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  if (fd.get() < 0) return from_errno(errno, fmt::format("stream \"{}\": reopening", name));
   uint32_t predecessor = shm::producer_pid_now(h);
-  // Relaxed: names the producer only (layout.hpp); the fd's hand-over orders it anyway.
-  h.resumed_pid.store(static_cast<uint32_t>(peer.pid), std::memory_order_relaxed);
+  shm::store_resumed_pid(h, static_cast<uint32_t>(peer.pid));
   stream->awaiting_producer = false;
   stream->producer_attached = true;
   ++stream->producer_epoch;
   spdlog::info("stream \"{}\": resumed by pid {} at offset {} (producer pid {} had died)", name,
-               peer.pid, h.committed_length.load(std::memory_order_acquire), predecessor);
-  *out = stream;
-  *out_fd = std::move(fd);
-  return Status();
+               peer.pid, shm::load_committed(h), predecessor);
+  return ProducerAccess{stream, kj::mv(fd)};
 }
 
 void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly,
@@ -708,15 +550,15 @@ void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool clo
   stream->producer_attached = false;
   if (!closed_cleanly) flush(*stream);
   if (!closed_cleanly && !shutting_down_ && stream->resume_grace_ms() == 0 &&
-      shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
+      shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kAborted)) {
     spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted", stream->name,
-                 shm::producer_pid_now(stream->header.header()));
+                 shm::producer_pid_now(stream->segment.header()));
   }
   release_if_unheld(stream);
 }
 
 bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid) {
-  shm::SegmentHeader& h = stream->header.mutable_header();
+  shm::SegmentHeader& h = stream->segment.mutable_header();
   if (shm::producer_pid_now(h) != static_cast<uint32_t>(pid) || stream->awaiting_producer) {
     return false;  // a predecessor's exit, or already seen
   }
@@ -741,7 +583,7 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
 void Registry::successor_overdue(const std::shared_ptr<Stream>& stream, uint64_t epoch) {
   if (!stream->awaiting_producer || stream->producer_epoch != epoch) return;  // resumed
   stream->awaiting_producer = false;
-  if (shm::end_stream(stream->header.mutable_header(), shm::StreamState::kAborted)) {
+  if (shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kAborted)) {
     spdlog::warn("stream \"{}\": no successor resumed it within {} ms; aborted", stream->name,
                  stream->resume_grace_ms());
   }
@@ -760,7 +602,7 @@ std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
   std::vector<std::shared_ptr<Stream>> out;
   for (const auto& [name, stream] : live_) {
     if (!stream->producer_attached && !stream->awaiting_producer &&
-        shm::load_state(stream->header.header()) == shm::StreamState::kOpen) {
+        shm::load_state(stream->segment.header()) == shm::StreamState::kOpen) {
       out.push_back(stream);
     }
   }
@@ -770,10 +612,7 @@ std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
 void Registry::let_go(Stream& stream, uint32_t slot, Cursor* cursor) {
   if (cursor != nullptr) {
     cursor->reader_pid = 0;
-    if (stream.wait.valid()) {
-      stream.wait.slot(slot).pid = 0;
-      shm::settle_cursor_hold(stream.wait, slot);
-    }
+    if (stream.wait.valid()) shm::unhold_cursor(stream.wait, slot);
   } else if (stream.wait.valid()) {
     shm::release_reader_slot(stream.wait, slot);
   }
@@ -798,7 +637,7 @@ void Registry::flush(const Stream& stream) const {
   // Starts writeback of both files now, without waiting for it (a multi-GiB stream's fsync
   // would stall the event loop): the disk has them seconds later, not at this instant.
   for (const std::string& file : {stream.file_name, stream.wait_file_name()}) {
-    OwnedFd fd(openat(stream.dir_fd, file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (fd.get() >= 0 && sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
       spdlog::warn("stream \"{}\": writing {} back: {}", stream.name, file, std::strerror(errno));
     }
@@ -814,34 +653,28 @@ void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
 }
 
 StreamSnapshot Registry::snapshot(const Stream& stream) const {
-  const shm::SegmentHeader& h = stream.header.header();
+  const shm::SegmentHeader& h = stream.segment.header();
   StreamSnapshot s;
   s.name = stream.name;
   s.state = shm::load_state(h);
   s.removing = stream.removed;
-  // Acquire: pairs with the producer's release store in commit().
-  s.bytes = h.committed_length.load(std::memory_order_acquire);
+  s.bytes = shm::load_committed(h);
   s.readers = stream.readers;
   s.producer_pid = shm::producer_pid_now(h);
-  s.producer_uid = stream.owner_uid;
+  s.producer_uid = stream.owner.uid;
   s.max_bytes = h.max_data_size;
   s.created_unix_ns = h.created_unix_ns;
   s.stream_id = h.stream_id;
   s.ring_capacity = h.ring_capacity;
   s.block_when_full = (h.flags & shm::kFlagBlockWhenFull) != 0;
   s.records = (h.flags & shm::kFlagRecords) != 0;
-  // Acquire: pairs with make_room()'s release store.
-  s.oldest = h.oldest_offset.load(std::memory_order_acquire);
+  s.oldest = shm::load_oldest(h);
   s.max_readers = stream.wait.valid() ? stream.wait.max_readers() : 0;
   s.slowest_reader = s.bytes;
   if (stream.wait.valid()) {
-    for (uint32_t i = 0; i < s.max_readers; ++i) {
-      const shm::ReaderSlot& slot = stream.wait.slot(i);
-      // Acquire: pairs with claim_reader_slot()'s release store; position: display only.
-      if (slot.in_use.load(std::memory_order_acquire) == 0) continue;
-      uint64_t position = slot.position.load(std::memory_order_relaxed);
-      s.slowest_reader = std::min(s.slowest_reader, position);
-      if (slot.cursor == 0) s.attached.push_back(ReaderSnapshot{slot.pid, position, ""});
+    for (const shm::SlotInfo& slot : shm::slots_in_use(stream.wait)) {
+      s.slowest_reader = std::min(s.slowest_reader, slot.position);
+      if (!slot.cursor) s.attached.push_back(ReaderSnapshot{slot.pid, slot.position, ""});
     }
     for (const auto& [name, cursor] : stream.cursors) {
       uint64_t position = shm::cursor_committed(stream.wait.slot(cursor.slot)).position;
@@ -853,8 +686,8 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
     }
   }
   s.directory = stream.directory;
-  s.owner_gid = stream.owner_gid;
-  s.mode = stream.mode;
+  s.owner_gid = stream.owner.gid;
+  s.mode = stream.owner.mode;
   s.origin = h.origin_offset;
   s.resume_grace_ms = stream.resume_grace_ms();
   s.awaiting_producer = stream.awaiting_producer;
@@ -871,12 +704,11 @@ std::vector<StreamSnapshot> Registry::list() const {
   return out;
 }
 
-Status Registry::stat(const std::string& name, StreamSnapshot* out) const {
+Result<StreamSnapshot> Registry::stat(const std::string& name) const {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   auto found = find_live(name);
   if (!found.ok()) return found.status();
-  *out = snapshot(**found);
-  return Status();
+  return snapshot(**found);
 }
 
 }  // namespace shmstream::daemon

@@ -8,17 +8,21 @@
 // Not thread-safe: used only from the daemon's event-loop thread.
 #pragma once
 
+#include <kj/io.h>
 #include <sys/types.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include "daemon/access.hpp"
+#include "daemon/persistent_dirs.hpp"
 #include "shm/segment.hpp"
+#include "shm/wait_file.hpp"
 #include "shmstream/status.hpp"
 
 namespace shmstream::daemon {
@@ -38,12 +42,6 @@ struct RegistryConfig {
   uint64_t max_ring_capacity = shm::kMaxRingCapacity;
 };
 
-// Who may open a stream for reading, besides its owner and root (proto Mode). The segment
-// file's permission bits say the same, so that going around the daemon does not help.
-enum class Mode : uint8_t { kOwner = 0, kGroup = 1, kEveryone = 2 };
-mode_t file_mode(Mode mode);     // 0600, 0640, 0644
-Mode mode_of_file(mode_t bits);  // the inverse, for adopted segments
-
 // What a new stream is (see proto CreateOptions).
 struct CreateParams {
   uint64_t max_bytes = 0;      // unbounded streams; 0 = the configured default
@@ -61,14 +59,6 @@ struct CreateParams {
 // The longest resume grace a stream may ask for.
 inline constexpr uint32_t kMaxResumeGraceMs = 24u * 3600 * 1000;
 
-// Who is on the other end of a control connection (from SO_PEERCRED).
-struct Peer {
-  pid_t pid = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
-  std::vector<gid_t> groups;  // supplementary groups (SO_PEERGROUPS)
-};
-
 // A named cursor of a stream: its slot in the wait file stays claimed while no reader holds it.
 struct Cursor {
   uint32_t slot = 0;
@@ -80,21 +70,17 @@ struct Stream {
   std::string name;
   uint64_t id = 0;
   int dir_fd = -1;  // the directory holding its files (the Registry's, or dir_holder's)
-  std::shared_ptr<class OwnedFd> dir_holder;  // a persistent directory, open while used
+  std::shared_ptr<kj::AutoCloseFd> dir_holder;  // a persistent directory, open while used
   std::string directory;  // a persistent stream's directory; empty for shared memory
   std::string file_name;  // in that directory
   std::string wait_file_name() const { return file_name + ".w"; }
   // From the header (set at creation; bounded, should the file say more): 0 = the stream
   // aborts when its producer dies.
-  uint32_t resume_grace_ms() const {
-    return std::min(header.header().resume_grace_ms, kMaxResumeGraceMs);
-  }
-  shm::Segment header;    // the daemon's read-write mapping of the header page only
-  shm::WaitPageMap wait;  // the daemon's mapping of the wait file (reader slots)
-  std::shared_ptr<class OwnedFd> wait_fd;  // the wait file, read-write: handed to clients
-  uid_t owner_uid = 0;  // the creator's uid (from its socket), owner of the files
-  gid_t owner_gid = 0;  // the creator's primary group, the files' group
-  Mode mode = Mode::kOwner;
+  uint32_t resume_grace_ms() const;
+  shm::Segment segment;  // the daemon's read-write mapping of the segment's header page only
+  shm::WaitFile wait;    // the daemon's mapping of the wait file (reader slots)
+  std::shared_ptr<kj::AutoCloseFd> wait_fd;  // the wait file, read-write: handed to clients
+  Owner owner;  // the creator (from its socket): owner and group of the files, and its mode
   uint32_t readers = 0;  // live Reader capabilities
   bool producer_attached = false;
   // Bumped each time a producer takes the stream (create, reattach, resume): what a producer
@@ -154,23 +140,18 @@ struct ReaderGrant {
   uint64_t generation = 0;  // the cursor's, when taken
 };
 
-// An open descriptor; closes on destruction.
-class OwnedFd {
- public:
-  OwnedFd() = default;
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  OwnedFd(OwnedFd&& other) noexcept : fd_(other.release()) {}
-  OwnedFd& operator=(OwnedFd&& other) noexcept;
-  ~OwnedFd();
-  int get() const { return fd_; }
-  int release() {
-    int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
+// A producer let in (create, resume): the stream, and a read-write segment fd for it.
+struct ProducerAccess {
+  std::shared_ptr<Stream> stream;
+  kj::AutoCloseFd fd;
+};
 
- private:
-  int fd_ = -1;
+// A reader let in (open, reattach): the stream, its slot, and a read-only segment fd (none for
+// a reattaching reader, which kept its mapping).
+struct ReaderAccess {
+  std::shared_ptr<Stream> stream;
+  kj::AutoCloseFd fd;
+  ReaderGrant grant;
 };
 
 class Registry {
@@ -180,27 +161,26 @@ class Registry {
 
   // Creates the segment and its wait page (beside it, "<segment>.w", which clients open by
   // that path); returns the stream and a read-write segment fd for its producer.
-  Status create(const std::string& name, const CreateParams& params, const Peer& peer,
-                std::shared_ptr<Stream>* stream, OwnedFd* fd);
+  Result<ProducerAccess> create(const std::string& name, const CreateParams& params,
+                                const Peer& peer);
   // Opens for reading: a read-only segment fd and a reader slot; the reader is counted.
   // kTooManyReaders when every slot is taken. With a cursor name, the slot is that cursor's
   // (created if new); kBusy while a live reader holds it.
-  Status open(const std::string& name, const std::string& cursor, const Peer& peer,
-              std::shared_ptr<Stream>* stream, OwnedFd* fd, ReaderGrant* grant);
+  Result<ReaderAccess> open(const std::string& name, const std::string& cursor, const Peer& peer);
   // Only the owner (or root, or the daemon's own user) may remove a stream; anyone who may
   // open it may remove its cursors.
   Status remove(const std::string& name, bool force, const Peer& peer);
   Status remove_cursor(const std::string& name, const std::string& cursor, const Peer& peer);
   std::vector<StreamSnapshot> list() const;
-  Status stat(const std::string& name, StreamSnapshot* out) const;
+  Result<StreamSnapshot> stat(const std::string& name) const;
 
   // A client whose daemon restarted takes back what it held (it still has its mappings): the
   // producer of stream `stream_id` (only its own pid may), or reader slot `slot` (kept for
   // its pid since adoption). The stream id guards against a name re-created meanwhile.
-  Status reattach_producer(const std::string& name, uint64_t stream_id, const Peer& peer,
-                           std::shared_ptr<Stream>* out);
-  Status reattach_reader(const std::string& name, uint64_t stream_id, uint32_t slot,
-                         const Peer& peer, std::shared_ptr<Stream>* out, ReaderGrant* grant);
+  Result<std::shared_ptr<Stream>> reattach_producer(const std::string& name, uint64_t stream_id,
+                                                    const Peer& peer);
+  Result<ReaderAccess> reattach_reader(const std::string& name, uint64_t stream_id, uint32_t slot,
+                                       const Peer& peer);
   // An adopted reader slot's process exited before reattaching: its slot is freed (a cursor's
   // is kept, unheld).
   void orphan_reader_exited(const std::shared_ptr<Stream>& stream, uint32_t slot, pid_t pid);
@@ -216,8 +196,7 @@ class Registry {
 
   // Another process takes over stream `name`, open and awaiting a producer (its producer
   // died; it has a resume grace): a read-write segment fd for it. Owner or root only.
-  Status resume(const std::string& name, const Peer& peer, std::shared_ptr<Stream>* stream,
-                OwnedFd* fd);
+  Result<ProducerAccess> resume(const std::string& name, const Peer& peer);
   // A producer's capability (taken at `epoch`) went away: closed_cleanly false ends the
   // stream as aborted, unless it has a resume grace (then its process's exit starts the grace).
   void producer_detached(const std::shared_ptr<Stream>& stream, bool closed_cleanly,
@@ -255,27 +234,19 @@ class Registry {
   Result<std::shared_ptr<Stream>> find_live(const std::string& name) const;
   Result<std::shared_ptr<Stream>> find_reattachable(const std::string& name,
                                                     uint64_t stream_id) const;
-  // kPermissionDenied unless `peer` may read `stream` (its mode), or may remove it (owner).
-  Status may_read(const Stream& stream, const Peer& peer) const;
-  Status may_remove(const Stream& stream, const Peer& peer) const;
   // Gives a new file to the stream's owner with its mode (the daemon may run as root).
   Status give_to_owner(int fd, const Stream& stream, mode_t bits, const std::string& what) const;
   // Adopts the streams whose files lie in `dir_fd` (held open by `holder`, if not ours).
-  void adopt_existing_segments(int dir_fd, const std::shared_ptr<OwnedFd>& holder,
+  void adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::AutoCloseFd>& holder,
                                const std::string& directory);
-  // Directory `path`, open (shared with the streams in it); `record` adds it to the list in
-  // persist_dir of the directories to adopt from after a restart.
-  Result<std::shared_ptr<OwnedFd>> directory_fd(const std::string& path, bool record);
-  std::vector<std::string> recorded_directories() const;
   // Creates (or, with reuse, validates and keeps) the wait file of `stream`, and maps it.
   Status ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers);
   void unlink_files(const Stream& stream);
   StreamSnapshot snapshot(const Stream& stream) const;
 
   RegistryConfig config_;
-  int dir_fd_ = -1;                                             // segment_dir
-  std::shared_ptr<OwnedFd> persist_dir_fd_;                     // persist_dir, once opened
-  std::map<std::string, std::weak_ptr<OwnedFd>> persist_dirs_;  // by path
+  kj::AutoCloseFd dir_fd_;  // segment_dir
+  PersistentDirectories persistent_;
   bool shutting_down_ = false;
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name
   std::set<std::shared_ptr<Stream>> removing_;           // removed, still held

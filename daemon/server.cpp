@@ -85,10 +85,10 @@ static_assert(static_cast<int>(Mode::kEveryone) == static_cast<int>(proto::Mode:
 
 std::string text(capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); }
 
-// Runs a request handler; an exception escaping it becomes an internal-error status, so no
-// exception from our code crosses request handling.
+// Runs a request handler (returning a Status or a Result); an exception escaping it becomes an
+// internal-error status, so no exception from our code crosses request handling.
 template <typename Fn>
-Status guarded(const char* what, Fn&& fn) {
+auto guarded(const char* what, Fn&& fn) -> decltype(fn()) {
   try {
     return fn();
   } catch (const std::exception& e) {
@@ -98,7 +98,7 @@ Status guarded(const char* what, Fn&& fn) {
 }
 
 // The fd a capability carries; none for a reattached producer or reader (it kept its mapping).
-kj::Maybe<int> maybe_fd(const OwnedFd& fd) {
+kj::Maybe<int> maybe_fd(const kj::AutoCloseFd& fd) {
   if (fd.get() < 0) return nullptr;
   return fd.get();
 }
@@ -106,20 +106,20 @@ kj::Maybe<int> maybe_fd(const OwnedFd& fd) {
 // The stream's wait file, read-write, for a client the daemon let in.
 class WaitFileImpl final : public proto::WaitFile::Server {
  public:
-  explicit WaitFileImpl(std::shared_ptr<OwnedFd> fd) : fd_(std::move(fd)) {}
+  explicit WaitFileImpl(std::shared_ptr<kj::AutoCloseFd> fd) : fd_(std::move(fd)) {}
   kj::Maybe<int> getFd() override { return fd_->get(); }
 
  private:
-  std::shared_ptr<OwnedFd> fd_;
+  std::shared_ptr<kj::AutoCloseFd> fd_;
 };
 
 class ProducerImpl final : public proto::Producer::Server {
  public:
   // Takes the stream's current producer epoch: its own.
-  ProducerImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd)
+  ProducerImpl(Registry& registry, std::shared_ptr<Stream> stream, kj::AutoCloseFd fd)
       : registry_(registry),
         stream_(std::move(stream)),
-        fd_(std::move(fd)),
+        fd_(kj::mv(fd)),
         epoch_(stream_->producer_epoch) {}
   ~ProducerImpl() noexcept(false) { registry_.producer_detached(stream_, closed_, epoch_); }
 
@@ -131,7 +131,7 @@ class ProducerImpl final : public proto::Producer::Server {
  private:
   template <typename Context>
   kj::Promise<void> end(Context& context, bool clean) {
-    auto& header = stream_->header.mutable_header();
+    auto& header = stream_->segment.mutable_header();
     shm::end_stream(header, clean ? shm::StreamState::kClosed : shm::StreamState::kAborted);
     shm::StreamState state = shm::load_state(header);
     registry_.flush(*stream_);
@@ -150,18 +150,18 @@ class ProducerImpl final : public proto::Producer::Server {
 
   Registry& registry_;
   std::shared_ptr<Stream> stream_;
-  OwnedFd fd_;
+  kj::AutoCloseFd fd_;
   uint64_t epoch_;
   bool closed_ = false;
 };
 
 class ReaderImpl final : public proto::Reader::Server {
  public:
-  ReaderImpl(Registry& registry, std::shared_ptr<Stream> stream, OwnedFd fd, ReaderGrant grant)
+  ReaderImpl(Registry& registry, ReaderAccess access)
       : registry_(registry),
-        stream_(std::move(stream)),
-        fd_(std::move(fd)),
-        grant_(std::move(grant)) {}
+        stream_(std::move(access.stream)),
+        fd_(kj::mv(access.fd)),
+        grant_(std::move(access.grant)) {}
   ~ReaderImpl() noexcept(false) { registry_.reader_detached(stream_, grant_); }
 
   kj::Maybe<int> getFd() override { return maybe_fd(fd_); }
@@ -169,7 +169,7 @@ class ReaderImpl final : public proto::Reader::Server {
  private:
   Registry& registry_;
   std::shared_ptr<Stream> stream_;
-  OwnedFd fd_;
+  kj::AutoCloseFd fd_;
   ReaderGrant grant_;
 };
 
@@ -195,9 +195,7 @@ class ControlImpl final : public proto::Control::Server {
   kj::Promise<void> create(CreateContext context) override {
     auto params = context.getParams();
     std::string name = text(params.getName());
-    std::shared_ptr<Stream> stream;
-    OwnedFd fd;
-    Status status = guarded("create", [&] {
+    auto granted = guarded("create", [&]() -> Result<ProducerAccess> {
       auto options = params.getOptions();
       daemon::CreateParams create;
       create.max_bytes = options.getMaxBytes();
@@ -237,9 +235,9 @@ class ControlImpl final : public proto::Control::Server {
                         fmt::format("stream \"{}\": unknown retention {}", name,
                                     static_cast<int>(options.getRetention())));
       }
-      return registry_.create(name, create, peer_, &stream, &fd);
+      return registry_.create(name, create, peer_);
     });
-    grant_producer(context.getResults(), status, std::move(stream), std::move(fd));
+    grant_producer(context.getResults(), std::move(granted));
     return kj::READY_NOW;
   }
 
@@ -247,18 +245,13 @@ class ControlImpl final : public proto::Control::Server {
     auto params = context.getParams();
     std::string name = text(params.getName());
     std::string cursor = text(params.getOptions().getCursor());
-    std::shared_ptr<Stream> stream;
-    OwnedFd fd;
-    ReaderGrant grant;
-    Status status =
-        guarded("open", [&] { return registry_.open(name, cursor, peer_, &stream, &fd, &grant); });
+    auto granted = guarded("open", [&] { return registry_.open(name, cursor, peer_); });
     auto results = context.getResults();
-    set_status(results.initStatus(), status);
-    if (status.ok()) {
-      results.setSlot(grant.slot);
-      results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
-      results.setReader(
-          kj::heap<ReaderImpl>(registry_, std::move(stream), std::move(fd), std::move(grant)));
+    set_status(results.initStatus(), granted.status());
+    if (granted.ok()) {
+      results.setSlot(granted->grant.slot);
+      results.setWaitFile(kj::heap<WaitFileImpl>(granted->stream->wait_fd));
+      results.setReader(kj::heap<ReaderImpl>(registry_, std::move(granted).value()));
     }
     return kj::READY_NOW;
   }
@@ -272,11 +265,10 @@ class ControlImpl final : public proto::Control::Server {
 
   kj::Promise<void> stat(StatContext context) override {
     std::string name = text(context.getParams().getName());
-    StreamSnapshot snapshot;
-    Status status = guarded("stat", [&] { return registry_.stat(name, &snapshot); });
+    auto snapshot = guarded("stat", [&] { return registry_.stat(name); });
     auto results = context.getResults();
-    set_status(results.initStatus(), status);
-    if (status.ok()) fill_info(results.initInfo(), snapshot);
+    set_status(results.initStatus(), snapshot.status());
+    if (snapshot.ok()) fill_info(results.initInfo(), *snapshot);
     return kj::READY_NOW;
   }
 
@@ -302,43 +294,36 @@ class ControlImpl final : public proto::Control::Server {
   kj::Promise<void> reattachProducer(ReattachProducerContext context) override {
     auto params = context.getParams();
     std::string name = text(params.getName());
-    std::shared_ptr<Stream> stream;
-    Status status = guarded("reattachProducer", [&] {
-      return registry_.reattach_producer(name, params.getStreamId(), peer_, &stream);
+    auto stream = guarded("reattachProducer", [&] {
+      return registry_.reattach_producer(name, params.getStreamId(), peer_);
     });
     auto results = context.getResults();
-    set_status(results.initStatus(), status);
-    if (status.ok()) {
-      server_.watch_producer(stream, peer_.pid);
-      results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), OwnedFd()));
+    set_status(results.initStatus(), stream.status());
+    if (stream.ok()) {
+      server_.watch_producer(*stream, peer_.pid);
+      results.setProducer(
+          kj::heap<ProducerImpl>(registry_, std::move(stream).value(), kj::AutoCloseFd()));
     }
     return kj::READY_NOW;
   }
 
   kj::Promise<void> resume(ResumeContext context) override {
     std::string name = text(context.getParams().getName());
-    std::shared_ptr<Stream> stream;
-    OwnedFd fd;
-    Status status = guarded("resume", [&] { return registry_.resume(name, peer_, &stream, &fd); });
-    grant_producer(context.getResults(), status, std::move(stream), std::move(fd));
+    auto granted = guarded("resume", [&] { return registry_.resume(name, peer_); });
+    grant_producer(context.getResults(), std::move(granted));
     return kj::READY_NOW;
   }
 
   kj::Promise<void> reattachReader(ReattachReaderContext context) override {
     auto params = context.getParams();
     std::string name = text(params.getName());
-    std::shared_ptr<Stream> stream;
-    ReaderGrant grant;
-    Status status = guarded("reattachReader", [&] {
-      return registry_.reattach_reader(name, params.getStreamId(), params.getSlot(), peer_, &stream,
-                                       &grant);
+    auto granted = guarded("reattachReader", [&] {
+      return registry_.reattach_reader(name, params.getStreamId(), params.getSlot(), peer_);
     });
     auto results = context.getResults();
-    set_status(results.initStatus(), status);
-    if (status.ok()) {
-      results.setReader(
-          kj::heap<ReaderImpl>(registry_, std::move(stream), OwnedFd(), std::move(grant)));
-    }
+    set_status(results.initStatus(), granted.status());
+    if (granted.ok())
+      results.setReader(kj::heap<ReaderImpl>(registry_, std::move(granted).value()));
     return kj::READY_NOW;
   }
 
@@ -346,13 +331,14 @@ class ControlImpl final : public proto::Control::Server {
   // The reply to create or resume: the status, and if it is ok the caller's Producer and the
   // stream's wait file (the caller's process is watched, so that its death is seen).
   template <typename Results>
-  void grant_producer(Results results, const Status& status, std::shared_ptr<Stream> stream,
-                      OwnedFd fd) {
-    set_status(results.initStatus(), status);
-    if (!status.ok()) return;
-    server_.watch_producer(stream, peer_.pid);
-    results.setWaitFile(kj::heap<WaitFileImpl>(stream->wait_fd));
-    results.setProducer(kj::heap<ProducerImpl>(registry_, std::move(stream), std::move(fd)));
+  void grant_producer(Results results, Result<ProducerAccess> granted) {
+    set_status(results.initStatus(), granted.status());
+    if (!granted.ok()) return;
+    ProducerAccess access = std::move(granted).value();
+    server_.watch_producer(access.stream, peer_.pid);
+    results.setWaitFile(kj::heap<WaitFileImpl>(access.stream->wait_fd));
+    results.setProducer(
+        kj::heap<ProducerImpl>(registry_, std::move(access.stream), kj::mv(access.fd)));
   }
 
   daemon::Server& server_;
@@ -383,7 +369,7 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
       listen_observer_(io.unixEventPort, listen_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ),
       tasks_(*this) {
   for (const auto& stream : registry_.unattached_open_streams()) {
-    watch_producer(stream, static_cast<pid_t>(shm::producer_pid_now(stream->header.header())));
+    watch_producer(stream, static_cast<pid_t>(shm::producer_pid_now(stream->segment.header())));
   }
   for (const auto& stream : registry_.awaiting_streams()) start_grace(stream);
   auto orphans = registry_.orphan_readers();
@@ -440,7 +426,7 @@ Server::ProcessWatch* Server::watch_process(pid_t pid, bool* gone) {
     return nullptr;
   }
   auto watch = std::make_shared<ProcessWatch>();
-  watch->pidfd = OwnedFd(pidfd);
+  watch->pidfd = kj::AutoCloseFd(pidfd);
   watch->observer = kj::heap<kj::UnixEventPort::FdObserver>(
       io_.unixEventPort, pidfd, kj::UnixEventPort::FdObserver::OBSERVE_READ);
   watches_[pid] = watch;

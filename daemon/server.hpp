@@ -53,7 +53,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   struct Connection;
   // One pidfd per producer process, shared by all the streams it created.
   struct ProcessWatch {
-    OwnedFd pidfd;
+    kj::AutoCloseFd pidfd;
     // Declared after pidfd, so destroyed first: it unregisters the fd from epoll while open.
     kj::Own<kj::UnixEventPort::FdObserver> observer;
     std::vector<std::weak_ptr<Stream>> streams;                     // it produces them

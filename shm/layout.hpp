@@ -1,122 +1,156 @@
-// shm/layout.hpp — the segment layout: the one place it is written down.
+// shm/layout.hpp — the shared-memory layouts of shmstream: the one place they are written down,
+// and the named accessors through which every process reads and writes their shared fields.
 //
-// A segment is one file (in /dev/shm, or a directory for persistent streams) holding a 4 KiB
-// header followed by the data region. The producer maps it read-write; readers map it
-// read-only (their fd is opened O_RDONLY, so they cannot write it even with mprotect).
+// Two files per stream, both owned by the stream's owner:
+//   "<segment>"    the segment: a 4 KiB header (SegmentHeader), then the data. The producer
+//                  maps it read-write; readers map it read-only (their fd is opened O_RDONLY,
+//                  so they cannot write it even with mprotect).
+//   "<segment>.w"  the wait file: a 4 KiB control page (WaitPage), then one ReaderSlot per
+//                  reader. Mapped read-write by the producer, the readers and the daemon.
 //
-//   +----------------------------+ 0
-//   | header (SegmentHeader)     |   immutable identity | checksum | producer hot line |
-//   |                            |   lifecycle line | name
-//   +----------------------------+ 4096 = kHeaderSize
-//   | data                       |   unbounded: stream offset o is at data + o; the file grows
-//   |                            |   (fallocate) as the producer appends; mappings reserve
-//   |                            |   max_data_size up front (MAP_NORESERVE).
-//   |                            |   ring: ring_capacity bytes, allocated at creation; offset o
-//   |                            |   is at data + o % ring_capacity, and every mapping maps the
-//   |                            |   data twice, back to back, so that any range of up to
-//   |                            |   ring_capacity bytes is contiguous in memory.
-//   +----------------------------+ kHeaderSize + data_file_size
+//   segment                                       wait file
+//   +----------------------------+ 0              +----------------------------+ 0
+//   | SegmentHeader              |                | WaitPage                   |
+//   |   identity (checksummed)   | 0..128         |   identity                 | 0..64
+//   |   producer hot line        | 128..192       |   min_wanted line          | 64..128
+//   |   lifecycle line           | 192..256       |   space line               | 128..192
+//   |   name                     | 256..512       +----------------------------+ 4096
+//   +----------------------------+ 4096           | ReaderSlot 0 (128 bytes)   |
+//   | data                       |                | ReaderSlot 1               |
+//   |   unbounded: offset o at   |                | ...  max_readers slots     |
+//   |   data + o; the file grows |                +----------------------------+
+//   |   (fallocate) as the       |
+//   |   producer appends; maps   |
+//   |   reserve max_data_size    |
+//   |   (MAP_NORESERVE).         |
+//   |   ring: ring_capacity      |
+//   |   bytes, allocated at      |
+//   |   creation; offset o at    |
+//   |   data + o % capacity; the |
+//   |   data is mapped twice,    |
+//   |   back to back, so any     |
+//   |   range of up to capacity  |
+//   |   bytes is contiguous.     |
+//   +----------------------------+ 4096 + data_file_size
 //
-// Header fields (offset, size, writer, ordering):
-//   0   8  magic            creator, before the segment is handed out  plain (see below)
-//   8   4  layout_version   creator                                    plain
-//   12  4  header_size      creator                                    plain
-//   16  8  max_data_size    creator: mapping reservation, stream limit plain
-//   24  8  ring_capacity    creator: 0 = unbounded, else a ring of     plain
-//                           this many bytes (a multiple of 4096)
-//   32  8  stream_id        creator: random, also the file name suffix plain
-//   40  8  created_unix_ns  creator                                    plain
-//   48  4  producer_pid     creator (daemon, from SO_PEERCRED)         plain
-//   52  4  producer_uid     creator (daemon, from SO_PEERCRED)         plain
-//   56  4  name_length      creator                                    plain
-//   60  4  flags            creator: kFlagRecords, kFlagBlockWhenFull  plain
-//   64  8  header_checksum  creator: FNV-1a of [0,64) and the name     plain
-//   72  16 boot_id          creator: the kernel's boot id when it was  plain
-//                           created (producer_pid means nothing after a reboot)
-//   128 8  committed_length producer                release store / reader acquire load
-//   136 4  wait_word        producer, daemon        fetch_add(release) before a wake-up of
-//                                                   readers; readers FUTEX_WAIT on it
-//   140 4  light_producer   producer: 1 while its commits use a light barrier (see
-//                           min_wanted). Set (relaxed store, then a seq_cst fence) after 64
-//                           commits in a row woke nobody; cleared (seq_cst fence, then a
-//                           release store) when a commit wakes a reader within 64 commits of
-//                           the previous wake-up. Readers acquire-
-//                           load it after their fence: 0 means the producer fences.
-//   192 4  state            producer, daemon        CAS (acq_rel) / reader acquire load
-//   196 4  resumed_pid      daemon: the pid of the producer that resumed the stream after its
-//                           predecessor died (Control.resume); 0 while the creator produces.
-//                           Relaxed: names the producer for the daemon and in messages only
-//   200 8  oldest_offset    producer (rings)        relaxed store then a release fence, before
-//                           overwriting the bytes below it; readers read bytes, then an acquire
-//                           fence, then load it: bytes read below it may be overwritten (a
-//                           seqlock). Advances in steps of ring_capacity / 16, so that it
-//                           changes rarely and readers' loads of it hit their cache.
-//   208 8  data_file_size   producer                release store after the file grew
-//   216 8  origin_offset    creator: the offset, in the stream it republishes (bridge in), of
-//                           this stream's offset 0; 0 otherwise. Plain, like the identity.
-//   224 4  resume_grace_ms  creator: how long the stream stays open for a successor after its
-//                           producer died (Control.resume); 0 = abort at once. Plain.
-//   (resumed_pid, origin_offset and resume_grace_ms came within v4: older v4 segments hold
-//   zero there, which means what it meant before.)
-//   256 256 name            creator                 plain, NUL-padded
+// ## SegmentHeader (layout version 5)
 //
-// The plain (immutable) fields are written before the creator passes the fd to anyone; the
-// fd's passage over the control socket orders those writes before any other process's reads.
+//  off size field             writer                  ordering
+//  --- ---- ----------------- ----------------------- ------------------------------------------
+//    0    8 magic             creator                 plain, before the fd is handed out (1)
+//    8    4 layout_version    creator                 plain (1)
+//   12    4 header_size       creator                 plain (1)
+//   16    8 max_data_size     creator                 plain (1): mapping reservation and limit
+//   24    8 ring_capacity     creator                 plain (1): 0 = unbounded, else a ring of
+//                                                     this many bytes (a multiple of 4096)
+//   32    8 stream_id         creator                 plain (1): random; the file name suffix
+//   40    8 created_unix_ns   creator                 plain (1)
+//   48    4 producer_pid      creator (daemon,        plain (1)
+//                             from SO_PEERCRED)
+//   52    4 producer_uid      creator (idem)          plain (1)
+//   56    4 name_length       creator                 plain (1)
+//   60    4 flags             creator                 plain (1): kFlagRecords, kFlagBlockWhenFull
+//   64   16 boot_id           creator                 plain (1): the kernel's boot id at creation
+//                                                     (producer_pid means nothing after a reboot)
+//   80    8 origin_offset     creator                 plain (1): the offset, in the stream it
+//                                                     republishes (bridge in), of offset 0
+//   88    4 resume_grace_ms   creator                 plain (1): how long the stream stays open
+//                                                     for a successor after its producer died
+//  120    8 header_checksum   creator                 plain (1): FNV-1a of [0, 120) and the name
+//  128    8 committed_length  producer                release store (publish_committed) /
+//                                                     acquire load (load_committed)
+//  136    4 wait_word         producer, daemon        release fetch_add before waking readers
+//                                                     (signal_readers) / acquire load; readers
+//                                                     FUTEX_WAIT on it. See "Wake protocol".
+//  140    4 light_producer    producer                see "Light barriers"
+//  192    4 state             producer, daemon        acq_rel CAS (end_stream) / acquire load
+//                                                     (load_state). Only kOpen ever changes;
+//                                                     kCancelled may replace kClosed/kAborted.
+//  196    4 resumed_pid       daemon                  relaxed: names the producer that resumed
+//                                                     the stream (Control.resume); display only
+//  200    8 oldest_offset     producer (rings)        see "Ring overwrites"
+//  208    8 data_file_size    producer                release store after the file grew /
+//                                                     acquire load after committed_length
+//  256  256 name              creator                 plain (1), NUL-padded, covered by the
+//                                                     checksum
+//  (1) Identity. Written before the creator passes the fd to anyone; the fd's passage over
+//      the control socket orders those writes before any other process's reads. Every
+//      identity field, and the name, is covered by header_checksum. Unused bytes are zero.
 //
-// Records (kFlagRecords): the data is a sequence of frames, each a RecordHeader (u32 length,
-// u32 check = ~length) then the payload, padded to a multiple of 64 bytes (a cache line: a
-// reader reading a fresh record never holds a line the producer is still filling, which
-// otherwise halves the rate of small records; payloads up to 56 bytes take one line).
+// ## WaitPage and ReaderSlot
+//
+//  off size field             writer                  ordering
+//  --- ---- ----------------- ----------------------- ------------------------------------------
+//    0    8 magic             creator (daemon)        plain, before the fd is handed out
+//    8    4 layout_version    creator                 plain
+//   12    4 max_readers       creator                 plain: the number of slots
+//   16    8 stream_id         creator                 plain: the segment's
+//   64    8 min_wanted        readers, producer       see "Wake protocol"
+//  128    8 space_wanted      producer (block rings)  see "Blocking rings"
+//  136    4 space_word        readers, daemon         the futex a waiting producer sleeps on
+//  140    4 slots_in_use_hint daemon                  relaxed: 1 + the highest slot handed out
+//                                                     (a scan bound)
+//  4096 + 128 i: ReaderSlot i
+//    0    8 position          reader                  release store (lazily, every capacity/16
+//                                                     bytes and before sleeping) / producer
+//                                                     acquire load: the reader needs no bytes
+//                                                     below it. A named cursor publishes only
+//                                                     its committed position.
+//    8    4 in_use            daemon                  release store of 1 after the fields
+//                                                     below (claim) / 0 when the reader goes
+//                                                     (release, then a space_word wake-up).
+//                                                     A named cursor's slot stays in use
+//                                                     while no reader holds it.
+//   12    4 pid               daemon                  relaxed: the reader's pid (0: a cursor
+//                                                     nobody holds), for display and adoption
+//   16    4 cursor            daemon                  before in_use: 1 for a named cursor
+//   20    4 commit_seq        reader                  see "Cursor commits"
+//   24   16 committed[0]      reader                  {position, token}
+//   40   16 committed[1]      reader                  {position, token}
+//   56    1 name_length       daemon                  before in_use: the cursor's name
+//   57   64 name              daemon                  before in_use
+//
+// ## Wake protocol (min_wanted, wait_word)
+// A reader that wants offset t: CAS min_wanted to min(min_wanted, t), a seq_cst fence, re-load
+// committed_length; if still short of t, FUTEX_WAIT on wait_word with the value it loaded
+// before checking. The producer, after its release store of committed_length: a seq_cst fence,
+// a load of min_wanted; if min_wanted <= committed, exchange it to kNobody (acq_rel), release
+// fetch_add wait_word and FUTEX_WAKE. (Dekker: either the reader sees the new length or the
+// producer sees the reader's offset.) Ending a stream (close, abort, cancel) always bumps
+// wait_word and wakes everyone, whatever min_wanted says.
+//
+// ## Light barriers (light_producer)
+// A producer whose commits woke nobody 64 times in a row stores 1 (relaxed, then a seq_cst
+// fence) and replaces its per-commit fence by a compiler barrier; a reader that acquire-loads 1
+// after its own fence adds membarrier(GLOBAL_EXPEDITED) (asymmetric Dekker, futex.hpp), or,
+// if it cannot, sleeps at most 1 ms at a time. A commit that wakes a reader within 64 commits
+// of the previous wake-up turns fences back on: a seq_cst fence, then a release store of 0.
+//
+// ## Ring overwrites (oldest_offset)
+// Before overwriting bytes below offset x, the producer stores oldest_offset >= x (relaxed
+// store is enough for the value; release store plus a release fence order it before the
+// overwriting writes). A reader copies bytes, then an acquire fence, then loads oldest_offset:
+// bytes it read below that value may have been overwritten (a seqlock's read side). It
+// advances in steps of capacity / 16, so that readers' loads of it hit their cache. In a
+// records stream it stays on a frame boundary.
+//
+// ## Blocking rings (space_wanted, space_word, slot positions)
+// A producer that needs readers past offset n: relaxed store of n in space_wanted, a seq_cst
+// fence, re-scan the slots in use (acquire loads of in_use, then position); if one is below n,
+// FUTEX_WAIT on space_word (and wait_word, to see the stream end). A reader (or the daemon)
+// that moves a slot from below n to at/above it: the slot store, a seq_cst fence, a load of
+// space_wanted; then a release fetch_add of space_word and FUTEX_WAKE. (Dekker again.)
+//
+// ## Cursor commits (commit_seq, committed[2])
+// A commit writes the entry committed[(commit_seq + 1) & 1] (relaxed), then release-stores
+// commit_seq + 1, then publishes position. A reader of the cursor acquire-loads commit_seq and
+// reads the entry it names: a crash at any point leaves one whole entry current.
+//
+// ## Records (kFlagRecords)
+// The data is a sequence of frames, each a RecordHeader (u32 length, u32 check = ~length)
+// then the payload, padded to a multiple of 64 bytes (a reader reading a fresh record never
+// holds a line the producer is still filling; payloads up to 56 bytes take one line).
 // committed_length only ever advances by whole frames, so a committed frame is never torn.
-//
-// Beside each segment lives its wait file, "<segment file>.w", which readers map read-write
-// (the segment itself they map read-only): a control page, then one slot per reader.
-//
-//   0   8  magic            creator                                    plain
-//   8   4  layout_version   creator                                    plain
-//   12  4  max_readers      creator: the number of slots               plain
-//   16  8  stream_id        creator: the segment's                     plain
-//   64  8  min_wanted       readers: CAS to min(min_wanted, the offset they will sleep for),
-//                           then a seq_cst fence, then re-check committed_length, then sleep.
-//                           producer: after storing committed_length, a seq_cst fence, then a
-//                           load; if min_wanted <= committed_length, exchange it to kNobody,
-//                           bump wait_word and wake. (Dekker: either the reader sees the new
-//                           length or the producer sees the reader's offset.)
-//                           A light_producer replaces its fence by a compiler barrier, and
-//                           a reader that sees the flag adds a membarrier(GLOBAL_EXPEDITED)
-//                           after its fence (asymmetric Dekker, futex.hpp): a streaming commit
-//                           then costs no fence, which would stall on the cache line the reader
-//                           keeps reading. A reader that cannot issue it sleeps at most 1 ms at
-//                           a time instead. Readers that sleep between most commits turn the
-//                           producer back to fences: their barriers would delay their wake-ups.
-//   128 8  space_wanted     producer of a kFlagBlockWhenFull ring: the offset every reader slot
-//                           must reach before it may overwrite; kNobody when it does not wait.
-//                           Stored, then a seq_cst fence, then the slots are re-scanned. A
-//                           reader that moves its slot from below to at/above it (slot store,
-//                           seq_cst fence, load: Dekker) bumps space_word and wakes it.
-//   136 4  space_word       the futex the waiting producer sleeps on (with wait_word)
-//   140 4  slots_in_use_hint daemon: 1 + the highest slot index handed out (scan bound)
-//   4096 + 128 i: ReaderSlot i
-//     0  8  position        reader: release store of the offset below which it needs no bytes
-//                           (published lazily, every ring_capacity / 16 bytes and before it
-//                           sleeps; a named cursor publishes only its committed position);
-//                           producer: acquire load when it needs room
-//     8  4  in_use          daemon: position first, then release store of 1 on open; 0 when
-//                           the reader goes away (then a space_word wake-up). A named
-//                           cursor's slot stays in use while no reader holds it.
-//     12 4  pid             daemon: the reader's pid (0: a cursor nobody holds), for display
-//     16 4  cursor          daemon: 1 for a named cursor's slot
-//     20 4  commit_seq      reader: committed[commit_seq & 1] is the cursor's committed
-//                           position and token. A commit writes the other entry (relaxed),
-//                           then release-stores commit_seq + 1, then stores position: a
-//                           crash at any point leaves one whole entry current.
-//     24 16 committed[0]    {position, token}
-//     40 16 committed[1]
-//     56 1  name_length     daemon: the cursor's name, up to 64 bytes
-//     57 64 name
-//
-// Ending a stream (close, abort, cancel) always wakes every reader, whatever min_wanted says,
-// and a producer waiting for room (it also sleeps on wait_word).
 #pragma once
 
 #include <atomic>
@@ -126,17 +160,17 @@
 namespace shmstream::shm {
 
 inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", little-endian
-// Bump on any change to this file's layouts or to the meaning of a field.
+// Bump on any change to these layouts or to the meaning of a field.
 // v2: wait page; the producer wakes readers only when one sleeps for what it committed.
 // v3: rings (drop-oldest or block), records, reader slots in the wait file, light producers.
 // v4: 128-byte reader slots carrying named cursors; boot_id in the header.
-inline constexpr uint32_t kLayoutVersion = 4;
+// v5: origin_offset and resume_grace_ms in the identity line, covered by the checksum, which
+//     moved to offset 120.
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
 inline constexpr size_t kCacheLine = 64;
 
-// Lifecycle of a stream, in SegmentHeader::state. Only kOpen ever changes; kCancelled may
-// also replace kClosed or kAborted (a forced removal ends every reader at once).
 // SegmentHeader::flags.
 inline constexpr uint32_t kFlagRecords = 1;        // the data is framed records
 inline constexpr uint32_t kFlagBlockWhenFull = 2;  // ring: the producer waits for slow readers
@@ -153,6 +187,7 @@ inline constexpr uint64_t record_frame_size(uint64_t length) {
 }
 inline constexpr uint64_t kMaxRecordLength = 0xFFFFFFF0u;
 
+// Lifecycle of a stream, in SegmentHeader::state.
 enum class StreamState : uint32_t {
   kOpen = 1,       // the producer may append
   kClosed = 2,     // the producer closed it: a clean end at committed_length
@@ -160,7 +195,9 @@ enum class StreamState : uint32_t {
   kCancelled = 4,  // removed by force: every reader gets kCancelled, even on committed bytes
 };
 
-struct alignas(kCacheLine) SegmentHeader {
+// Padding comes from alignas on the first field of each cache line and on the struct (whose
+// size is then the page): no hand-counted pad arrays; the offsets are pinned below.
+struct alignas(kHeaderSize) SegmentHeader {
   // Identity: written once by the creator, covered by header_checksum.
   uint64_t magic;
   uint32_t layout_version;
@@ -173,28 +210,25 @@ struct alignas(kCacheLine) SegmentHeader {
   uint32_t producer_uid;
   uint32_t name_length;
   uint32_t flags;
-
-  uint64_t header_checksum;
   std::byte boot_id[16];
-  std::byte pad1_[kCacheLine - 24];
+  uint64_t origin_offset;
+  uint32_t resume_grace_ms;
+  uint32_t reserved0_;
+  uint64_t reserved1_[3];
+  uint64_t header_checksum;  // the last identity word: covers everything before it
 
   // Producer's hot line: written on every commit, read by every reader.
-  std::atomic<uint64_t> committed_length;
+  alignas(kCacheLine) std::atomic<uint64_t> committed_length;
   std::atomic<uint32_t> wait_word;
   std::atomic<uint32_t> light_producer;
-  std::byte pad2_[kCacheLine - 16];
 
-  // Lifecycle line: written rarely (close, abort, cancel, file growth).
-  std::atomic<uint32_t> state;
+  // Lifecycle line: written rarely (close, abort, cancel, resume, file growth, ring steps).
+  alignas(kCacheLine) std::atomic<uint32_t> state;
   std::atomic<uint32_t> resumed_pid;
   std::atomic<uint64_t> oldest_offset;
   std::atomic<uint64_t> data_file_size;
-  uint64_t origin_offset;
-  uint32_t resume_grace_ms;
-  std::byte pad3_[kCacheLine - 36];
 
-  char name[kMaxNameLength + 1];
-  std::byte reserved_[kHeaderSize - 512];
+  alignas(kCacheLine) char name[kMaxNameLength + 1];
 };
 
 static_assert(sizeof(SegmentHeader) == kHeaderSize);
@@ -209,22 +243,23 @@ static_assert(offsetof(SegmentHeader, producer_pid) == 48);
 static_assert(offsetof(SegmentHeader, producer_uid) == 52);
 static_assert(offsetof(SegmentHeader, name_length) == 56);
 static_assert(offsetof(SegmentHeader, flags) == 60);
-static_assert(offsetof(SegmentHeader, header_checksum) == 64);
-static_assert(offsetof(SegmentHeader, boot_id) == 72);
+static_assert(offsetof(SegmentHeader, boot_id) == 64);
+static_assert(offsetof(SegmentHeader, origin_offset) == 80);
+static_assert(offsetof(SegmentHeader, resume_grace_ms) == 88);
+static_assert(offsetof(SegmentHeader, header_checksum) == 120);
 static_assert(offsetof(SegmentHeader, committed_length) == 128);
 static_assert(offsetof(SegmentHeader, wait_word) == 136);
 static_assert(offsetof(SegmentHeader, light_producer) == 140);
 static_assert(offsetof(SegmentHeader, state) == 192);
+static_assert(offsetof(SegmentHeader, resumed_pid) == 196);
 static_assert(offsetof(SegmentHeader, oldest_offset) == 200);
 static_assert(offsetof(SegmentHeader, data_file_size) == 208);
-static_assert(offsetof(SegmentHeader, resumed_pid) == 196);
-static_assert(offsetof(SegmentHeader, origin_offset) == 216);
-static_assert(offsetof(SegmentHeader, resume_grace_ms) == 224);
 static_assert(offsetof(SegmentHeader, name) == 256);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 // The futex syscall operates on the 32-bit word itself.
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+static_assert(sizeof(std::atomic<uint64_t>) == sizeof(uint64_t));
 
 inline constexpr uint64_t kWaitMagic = 0x5449415753534853ULL;  // "SHSSWAIT", little-endian
 inline constexpr uint32_t kWaitPageSize = 4096;
@@ -234,19 +269,17 @@ inline constexpr uint32_t kMaxReadersLimit = 16384;
 // min_wanted and space_wanted when nobody waits.
 inline constexpr uint64_t kNobody = ~uint64_t{0};
 
-struct alignas(kCacheLine) WaitPage {
+struct alignas(kWaitPageSize) WaitPage {
   uint64_t magic;
   uint32_t layout_version;
   uint32_t max_readers;
   uint64_t stream_id;
-  std::byte pad0_[kCacheLine - 24];
-  std::atomic<uint64_t> min_wanted;  // on its own line: written by readers, read per commit
-  std::byte pad1_[kCacheLine - 8];
-  std::atomic<uint64_t> space_wanted;  // block rings: read by readers when they publish
+  // On its own line: written by readers before they sleep, read by the producer per commit.
+  alignas(kCacheLine) std::atomic<uint64_t> min_wanted;
+  // Block rings: read by readers when they publish.
+  alignas(kCacheLine) std::atomic<uint64_t> space_wanted;
   std::atomic<uint32_t> space_word;
   std::atomic<uint32_t> slots_in_use_hint;
-  std::byte pad2_[kCacheLine - 16];
-  std::byte reserved_[kWaitPageSize - 3 * kCacheLine];
 };
 
 struct CursorCommit {
@@ -254,16 +287,15 @@ struct CursorCommit {
   std::atomic<uint64_t> token;  // the consumer's own, stored atomically with the position
 };
 
-struct alignas(kCacheLine) ReaderSlot {
+struct alignas(kReaderSlotSize) ReaderSlot {
   std::atomic<uint64_t> position;
   std::atomic<uint32_t> in_use;
-  uint32_t pid;     // relaxed-only information; written by the daemon before in_use
+  std::atomic<uint32_t> pid;
   uint32_t cursor;  // daemon, before in_use
   std::atomic<uint32_t> commit_seq;
   CursorCommit committed[2];
   uint8_t name_length;
   char name[kMaxCursorNameLength];
-  std::byte pad_[kReaderSlotSize - 57 - kMaxCursorNameLength];
 };
 
 static_assert(sizeof(WaitPage) == kWaitPageSize);
@@ -289,7 +321,58 @@ inline constexpr uint64_t wait_file_size(uint32_t max_readers) {
   return kWaitPageSize + uint64_t{max_readers} * kReaderSlotSize;
 }
 
-// FNV-1a over the identity fields [0, 64) and the name: detects a corrupt or foreign header.
+// FNV-1a over the identity fields [0, header_checksum) and the name: detects a corrupt or
+// foreign header.
 uint64_t header_checksum(const SegmentHeader& header);
+
+// ---------------------------------------------------------------------------------------------
+// Named accessors of the shared fields (Aeron's descriptor helpers). Outside shm/, nothing
+// touches a shared atomic directly; each accessor carries its field's one pairing.
+
+// Acquire: pairs with publish_committed()'s release store; bytes below it are readable.
+inline uint64_t load_committed(const SegmentHeader& h) {
+  return h.committed_length.load(std::memory_order_acquire);
+}
+// Acquire: pairs with ProducerCore::make_room()'s release store of oldest_offset.
+inline uint64_t load_oldest(const SegmentHeader& h) {
+  return h.oldest_offset.load(std::memory_order_acquire);
+}
+// Acquire: pairs with the producer's release store after the file grew (ensure_file_size()).
+inline uint64_t load_data_file_size(const SegmentHeader& h) {
+  return h.data_file_size.load(std::memory_order_acquire);
+}
+// Acquire: pairs with end_stream()'s CAS; a reader that sees the end sees every commit before.
+inline StreamState load_state(const SegmentHeader& h) {
+  return static_cast<StreamState>(h.state.load(std::memory_order_acquire));
+}
+// Relaxed: resumed_pid publishes nothing; it only names the producer.
+inline uint32_t load_resumed_pid(const SegmentHeader& h) {
+  return h.resumed_pid.load(std::memory_order_relaxed);
+}
+inline void store_resumed_pid(SegmentHeader& h, uint32_t pid) {
+  h.resumed_pid.store(pid, std::memory_order_relaxed);  // as load_resumed_pid()
+}
+// The pid of the stream's producer now: the one that resumed it last, else its creator.
+inline uint32_t producer_pid_now(const SegmentHeader& h) {
+  uint32_t resumed = load_resumed_pid(h);
+  return resumed != 0 ? resumed : h.producer_pid;
+}
+
+// Acquire: pairs with claim_reader_slot()'s release store; the slot's other fields come with it.
+inline bool slot_in_use(const ReaderSlot& slot) {
+  return slot.in_use.load(std::memory_order_acquire) != 0;
+}
+// Acquire: pairs with the reader's release store in ReaderCore::store_position(): its reads of
+// the bytes below the position are done.
+inline uint64_t load_slot_position(const ReaderSlot& slot) {
+  return slot.position.load(std::memory_order_acquire);
+}
+// Relaxed: the pid names the slot's reader for display and adoption; it publishes nothing.
+inline uint32_t load_slot_pid(const ReaderSlot& slot) {
+  return slot.pid.load(std::memory_order_relaxed);
+}
+inline void store_slot_pid(ReaderSlot& slot, uint32_t pid) {
+  slot.pid.store(pid, std::memory_order_relaxed);  // as load_slot_pid()
+}
 
 }  // namespace shmstream::shm

@@ -1,5 +1,10 @@
 #include "shmstream/status.hpp"
 
+#include <cerrno>
+#include <cstring>
+
+#include "shm/posix_error.hpp"
+
 namespace shmstream {
 
 std::string_view error_code_name(ErrorCode code) {
@@ -57,6 +62,38 @@ std::string_view error_code_name(ErrorCode code) {
 std::string Status::to_string() const {
   if (ok()) return "ok";
   return std::string(error_code_name(code_)) + ": " + message_;
+}
+
+Status Status::with_context(std::string_view context) const {
+  if (ok()) return *this;
+  std::string message(context);
+  message += ": ";
+  message += message_;
+  return Status(code_, std::move(message), offset_);
+}
+
+Status from_errno(int err, std::string_view context) {
+  ErrorCode code = ErrorCode::kIo;
+  switch (err) {
+    case ENOSPC:
+    case EDQUOT:
+    case ENOMEM:
+      code = ErrorCode::kNoSpace;
+      break;
+    case EACCES:
+    case EPERM:
+      code = ErrorCode::kPermissionDenied;
+      break;
+    case ENOENT:
+      code = ErrorCode::kNotFound;
+      break;
+    default:
+      break;
+  }
+  std::string message(context);
+  message += ": ";
+  message += std::strerror(err);
+  return Status(code, std::move(message));
 }
 
 }  // namespace shmstream

@@ -455,7 +455,7 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   auto producer = take(w.resume ? client.resume(name) : client.create(name, options));
   Input input(w.command);
   if (!input.spawn_error().empty()) {
-    producer.abort();
+    (void)producer.abort();  // the stream is removed next; nothing to report
     (void)client.remove(name, /*force=*/true);
     fail(input.spawn_error() + " (stream \"" + name + "\" removed)");
   }
@@ -480,7 +480,7 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
     check(producer.close());
     return 0;
   }
-  producer.abort();
+  (void)producer.abort();  // the error below is what the user needs to see
   std::fprintf(stderr, "shmstream: %s (stream \"%s\" aborted at %llu bytes)\n",
                (error.empty() ? failed : error).c_str(), name.c_str(),
                static_cast<unsigned long long>(producer.committed()));

@@ -115,7 +115,7 @@ TEST(EventFd, OneEpollThreadFollowsManyStreams) {
     EXPECT_EQ(producers[i].wait(10s), 0);
   }
   std::printf("%d streams x 1 MiB through one epoll thread: %d wake-ups\n", kStreams, wakeups);
-  for (int i = 0; i < kStreams; ++i) client.remove("many-" + std::to_string(i));
+  for (int i = 0; i < kStreams; ++i) (void)client.remove("many-" + std::to_string(i));
 }
 
 TEST(EventFd, TheLoopHearsOfAProducerDeathAForcedRemovalAndClose) {
@@ -154,8 +154,8 @@ TEST(EventFd, TheLoopHearsOfAProducerDeathAForcedRemovalAndClose) {
   closer.join();
   EXPECT_EQ(reader3.next(16, Timeout::zero()).status().code(), ErrorCode::kInterrupted);
   ASSERT_TRUE(producer3.close().ok());
-  client.remove("dies", true);
-  client.remove("closed", true);
+  (void)client.remove("dies", true);
+  (void)client.remove("closed", true);
 }
 
 // A block ring's producer waits for its slowest reader: one that waits in an event loop must
@@ -181,7 +181,7 @@ TEST(EventFd, ABlockRingProducerIsNotHeldBackByALoopReader) {
         break;
       }
     }
-    producer.close();
+    (void)producer.close();
   });
   Digest digest;
   bool done = false;
@@ -203,7 +203,7 @@ TEST(EventFd, ABlockRingProducerIsNotHeldBackByALoopReader) {
   writer.join();
   EXPECT_EQ(digest.bytes(), kBytes);
   EXPECT_EQ(digest.value(), digest_of_random(5, kBytes));
-  client.remove("block-loop");
+  (void)client.remove("block-loop");
 }
 
 // examples/asio: two streams followed in one Boost.Asio io_context, copied to stdout.
@@ -240,8 +240,8 @@ TEST(EventFd, AsioExampleFollowsTwoStreams) {
   }
   EXPECT_EQ(got_a, want_a);
   EXPECT_EQ(got_b, want_b);
-  client.remove("asio-a");
-  client.remove("asio-b");
+  (void)client.remove("asio-a");
+  (void)client.remove("asio-b");
 }
 
 }  // namespace

@@ -33,16 +33,13 @@ class RegistryTest : public ::testing::Test {
 
   RegistryConfig config_;
   Peer peer_;
-  ReaderGrant grant_;
 };
 
 TEST_F(RegistryTest, RefusesBadNamesWithClearErrors) {
   Registry registry(config_);
-  std::shared_ptr<Stream> stream;
-  OwnedFd fd;
   for (std::string bad : {std::string(), std::string(300, 'x'), std::string("a/b"),
                           std::string(".."), std::string("tab\there"), std::string("\x7f")}) {
-    Status s = registry.create(bad, {}, peer_, &stream, &fd);
+    Status s = registry.create(bad, {}, peer_).status();
     EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument) << bad;
     EXPECT_NE(s.message().find("bad stream name"), std::string::npos) << s.message();
   }
@@ -51,66 +48,67 @@ TEST_F(RegistryTest, RefusesBadNamesWithClearErrors) {
 
 TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   Registry registry(config_);
-  std::shared_ptr<Stream> producer_side, reader_side;
-  OwnedFd rw, ro;
-  ASSERT_TRUE(registry.create("s", {}, peer_, &producer_side, &rw).ok());
-  EXPECT_EQ(registry.create("s", {}, peer_, &producer_side, &rw).code(), ErrorCode::kAlreadyExists);
-  EXPECT_EQ(registry.open("nope", "", peer_, &reader_side, &ro, &grant_).code(),
-            ErrorCode::kNotFound);
-  ASSERT_TRUE(registry.open("s", "", peer_, &reader_side, &ro, &grant_).ok());
+  auto producer_side = registry.create("s", {}, peer_);
+  ASSERT_TRUE(producer_side.ok());
+  EXPECT_EQ(registry.create("s", {}, peer_).status().code(), ErrorCode::kAlreadyExists);
+  EXPECT_EQ(registry.open("nope", "", peer_).status().code(), ErrorCode::kNotFound);
+  auto reader_side = registry.open("s", "", peer_);
+  ASSERT_TRUE(reader_side.ok());
   // The reader's segment fd is read-only; the wait page beside it is writable.
-  EXPECT_EQ(fcntl(ro.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
-  OwnedFd wait(open((config_.segment_dir + "/" + producer_side->wait_file_name()).c_str(), O_RDWR));
-  EXPECT_TRUE(shm::WaitPageMap::map(wait.get(), producer_side->id, "s").ok());
-  StreamSnapshot snap;
-  ASSERT_TRUE(registry.stat("s", &snap).ok());
-  EXPECT_EQ(snap.readers, 1u);
-  EXPECT_EQ(snap.producer_pid, static_cast<uint32_t>(getpid()));
-  registry.reader_detached(reader_side, grant_);
-  ASSERT_TRUE(registry.stat("s", &snap).ok());
-  EXPECT_EQ(snap.readers, 0u);
+  EXPECT_EQ(fcntl(reader_side->fd.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
+  kj::AutoCloseFd wait(
+      open((config_.segment_dir + "/" + producer_side->stream->wait_file_name()).c_str(), O_RDWR));
+  EXPECT_TRUE(shm::WaitFile::map(wait.get(), producer_side->stream->id, "s").ok());
+  auto snap = registry.stat("s");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->readers, 1u);
+  EXPECT_EQ(snap->producer_pid, static_cast<uint32_t>(getpid()));
+  registry.reader_detached(reader_side->stream, reader_side->grant);
+  snap = registry.stat("s");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->readers, 0u);
 }
 
 TEST_F(RegistryTest, ProducerThatGoesAwayWithoutClosingAbortsTheStream) {
   Registry registry(config_);
-  std::shared_ptr<Stream> stream;
-  OwnedFd fd;
-  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &fd).ok());
+  auto created = registry.create("s", {}, peer_);
+  ASSERT_TRUE(created.ok());
+  const auto& stream = created->stream;
   registry.producer_detached(stream, /*closed_cleanly=*/false, stream->producer_epoch);
-  StreamSnapshot snap;
-  ASSERT_TRUE(registry.stat("s", &snap).ok());
-  EXPECT_EQ(snap.state, shm::StreamState::kAborted);
+  auto snap = registry.stat("s");
+  ASSERT_TRUE(snap.ok());
+  EXPECT_EQ(snap->state, shm::StreamState::kAborted);
 }
 
 TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLetsGo) {
   Registry registry(config_);
-  std::shared_ptr<Stream> stream, reading;
-  OwnedFd rw, ro, ro2;
-  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &rw).ok());
+  auto created = registry.create("s", {}, peer_);
+  ASSERT_TRUE(created.ok());
+  std::shared_ptr<Stream> stream = created->stream;
   EXPECT_EQ(files(), 2u);  // the segment and its wait page
-  ASSERT_TRUE(registry.open("s", "", peer_, &reading, &ro, &grant_).ok());
+  auto reading = registry.open("s", "", peer_);
+  ASSERT_TRUE(reading.ok());
   ASSERT_TRUE(registry.remove("s", /*force=*/false, peer_).ok());
   EXPECT_EQ(files(), 0u);  // unlinked: nobody can open it by name, not even around the daemon
-  EXPECT_EQ(registry.open("s", "", peer_, &reading, &ro2, &grant_).code(), ErrorCode::kNotFound);
+  EXPECT_EQ(registry.open("s", "", peer_).status().code(), ErrorCode::kNotFound);
   auto list = registry.list();
   ASSERT_EQ(list.size(), 1u);
   EXPECT_TRUE(list[0].removing);
   EXPECT_EQ(list[0].state, shm::StreamState::kOpen);  // the producer may keep writing
-  registry.reader_detached(reading, grant_);
+  registry.reader_detached(reading->stream, reading->grant);
   EXPECT_EQ(registry.list().size(), 1u);  // the producer still holds it
   registry.producer_detached(stream, /*closed_cleanly=*/true, stream->producer_epoch);
   EXPECT_TRUE(registry.list().empty());
   // The name is free again, for a new segment.
-  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &rw).ok());
+  ASSERT_TRUE(registry.create("s", {}, peer_).ok());
 }
 
 TEST_F(RegistryTest, ForcedRemovalCancels) {
   Registry registry(config_);
-  std::shared_ptr<Stream> stream;
-  OwnedFd fd;
-  ASSERT_TRUE(registry.create("s", {}, peer_, &stream, &fd).ok());
+  auto created = registry.create("s", {}, peer_);
+  ASSERT_TRUE(created.ok());
   ASSERT_TRUE(registry.remove("s", /*force=*/true, peer_).ok());
-  EXPECT_EQ(shm::load_state(stream->header.header()), shm::StreamState::kCancelled);
+  EXPECT_EQ(shm::load_state(created->stream->segment.header()), shm::StreamState::kCancelled);
   EXPECT_EQ(registry.remove("s", true, peer_).code(), ErrorCode::kNotFound);
 }
 
@@ -120,11 +118,10 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
   ASSERT_EQ(waitpid(dead, nullptr, 0), dead);  // a pid that no longer runs
   {
     Registry registry(config_);
-    std::shared_ptr<Stream> stream;
-    OwnedFd fd;
-    ASSERT_TRUE(registry.create("alive", {}, peer_, &stream, &fd).ok());
-    ASSERT_TRUE(
-        registry.create("orphan", {}, Peer{dead, getuid(), getgid(), {}}, &stream, &fd).ok());
+    auto alive = registry.create("alive", {}, peer_);
+    ASSERT_TRUE(alive.ok());
+    auto orphan = registry.create("orphan", {}, Peer{dead, getuid(), getgid(), {}});
+    ASSERT_TRUE(orphan.ok());
     registry.set_shutting_down();  // as on SIGTERM: producers keep their streams open
   }
   std::string junk =

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "proto/control.capnp.h"
-#include "shm/segment.hpp"
+#include "shm/producer_core.hpp"
 #include "support/rpc_session.hpp"
 
 using namespace shmstream;
@@ -41,12 +41,12 @@ std::string segment_file(const shm::SegmentParams& params,
   int fd = memfd_create("seed", MFD_CLOEXEC);
   int wait_fd = memfd_create("seed-wait", MFD_CLOEXEC);
   if (!shm::format_segment(fd, params).ok() ||
-      !shm::format_wait_page(wait_fd, params.stream_id, 1).ok()) {
+      !shm::format_wait_file(wait_fd, params.stream_id, 1).ok()) {
     die("formatting a segment");
   }
   {
     auto segment = shm::Segment::map(fd, shm::Access::kReadWrite, shm::MapExtent::kWhole, "seed");
-    auto wait = shm::WaitPageMap::map(wait_fd, params.stream_id, "seed");
+    auto wait = shm::WaitFile::map(wait_fd, params.stream_id, "seed");
     if (!segment.ok() || !wait.ok()) die("mapping a segment");
     shm::ProducerCore producer(std::move(segment.value()), std::move(wait.value()));
     fill(producer);

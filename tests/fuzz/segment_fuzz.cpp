@@ -11,7 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "shm/segment.hpp"
+#include "shm/reader_core.hpp"
 
 using namespace shmstream;
 
@@ -39,10 +39,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A wait file of its own (the reader needs one to register before sleeping; it never
   // sleeps here: every wait has a deadline in the past).
   int wait_fd = memfd_create("wait-fuzz", MFD_CLOEXEC);
-  if (wait_fd < 0 || !shm::format_wait_page(wait_fd, segment->header().stream_id, 1).ok()) {
+  if (wait_fd < 0 || !shm::format_wait_file(wait_fd, segment->header().stream_id, 1).ok()) {
     __builtin_trap();
   }
-  auto wait = shm::WaitPageMap::map(wait_fd, segment->header().stream_id, "fuzz");
+  auto wait = shm::WaitFile::map(wait_fd, segment->header().stream_id, "fuzz");
   ::close(wait_fd);
   if (!wait.ok()) __builtin_trap();
   const bool records = segment->records();

@@ -145,7 +145,7 @@ TEST(BridgeOut, ExactlyOnceAcrossASigkilledBridgeAndARedisRestart) {
       if (!producer.append(chunk).ok()) return;
       std::this_thread::sleep_for(2ms);
     }
-    producer.close();
+    (void)producer.close();
   });
   std::vector<std::string> small = {"--chunk", "16K", "--batch", "8"};
   {

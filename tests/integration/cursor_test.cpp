@@ -126,7 +126,7 @@ TEST_F(Cursors, AReaderResumesWhereItsCursorCommitted) {
 
 TEST_F(Cursors, AutomaticCommitsWhatThePreviousCallDelivered) {
   auto producer = records_stream("s", 5);
-  producer.close();
+  (void)producer.close();
   {
     auto reader = open_cursor("s", "auto").value();
     ASSERT_TRUE(reader.next_record(1s).ok());  // record 0: delivered, not yet committed

@@ -38,7 +38,7 @@ class PacedProducer {
   ~PacedProducer() {
     stop_.store(true, std::memory_order_relaxed);
     thread_.join();
-    producer_->close();
+    (void)producer_->close();
   }
 
  private:

@@ -7,7 +7,8 @@
 #include <thread>
 #include <vector>
 
-#include "shm/segment.hpp"
+#include "shm/producer_core.hpp"
+#include "shm/reader_core.hpp"
 #include "shm/segment_fixture.hpp"
 #include "support/harness.hpp"
 

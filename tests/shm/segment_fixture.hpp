@@ -11,7 +11,8 @@
 #include <string>
 #include <string_view>
 
-#include "shm/segment.hpp"
+#include "shm/producer_core.hpp"
+#include "shm/reader_core.hpp"
 
 namespace shmstream::shm {
 
@@ -47,9 +48,9 @@ class SegmentTest : public ::testing::Test {
     params.producer_pid = static_cast<uint32_t>(getpid());
     Status s = format_segment(fd_, params);
     ASSERT_TRUE(s.ok()) << s.to_string();
-    ASSERT_TRUE(format_wait_page(wait_fd_, 42, kDefaultMaxReaders).ok());
+    ASSERT_TRUE(format_wait_file(wait_fd_, 42, kDefaultMaxReaders).ok());
   }
-  WaitPageMap wait_page() { return WaitPageMap::map(wait_fd_, 42, "unit").value(); }
+  WaitFile wait_page() { return WaitFile::map(wait_fd_, 42, "unit").value(); }
   ProducerCore producer() {
     return ProducerCore(Segment::map(fd_, Access::kReadWrite, MapExtent::kWhole, "unit").value(),
                         wait_page());
@@ -64,7 +65,7 @@ class SegmentTest : public ::testing::Test {
   ReaderCore reader() { return ReaderCore(map_readonly().value(), wait_page()); }
   // A reader with a slot, as the daemon opens them (a blocking ring waits for its position).
   ReaderCore slotted_reader(uint32_t* slot_out = nullptr) {
-    WaitPageMap wait = wait_page();
+    WaitFile wait = wait_page();
     uint32_t slot = claim_reader_slot(wait, 0, static_cast<uint32_t>(getpid())).value();
     if (slot_out != nullptr) *slot_out = slot;
     return ReaderCore(map_readonly().value(), std::move(wait), static_cast<int>(slot));

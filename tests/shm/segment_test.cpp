@@ -1,6 +1,4 @@
 // Unit tests of the segment core: producer and reader on one segment (a memfd), in one process.
-#include "shm/segment.hpp"
-
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -16,6 +14,8 @@
 #include <thread>
 
 #include "shm/naming.hpp"
+#include "shm/producer_core.hpp"
+#include "shm/reader_core.hpp"
 #include "shm/segment_fixture.hpp"
 #include "support/harness.hpp"
 

@@ -4,7 +4,8 @@
 // (a value or a Status). Nothing in shmstream's API throws, except Result<T>::value() on an
 // error, which throws shmstream::Error carrying the Status (like std::expected::value()).
 //
-// Status and Result are plain values: safe to copy and move between threads.
+// Status and Result are plain values: safe to copy and move between threads. Both are
+// [[nodiscard]]: an error dropped on the floor is a compile-time warning.
 #pragma once
 
 #include <cstdint>
@@ -47,7 +48,7 @@ enum class ErrorCode : int {
 // "not_found", "producer_died", ... (stable, used in JSON and CLI messages).
 std::string_view error_code_name(ErrorCode code);
 
-class Status {
+class [[nodiscard]] Status {
  public:
   Status() = default;  // ok
   Status(ErrorCode code, std::string message) : code_(code), message_(std::move(message)) {}
@@ -65,6 +66,9 @@ class Status {
   uint64_t offset() const { return offset_; }
   // "producer_died: stream \"cam0\": producer died (pid 4121)", or "ok".
   std::string to_string() const;
+  // The same error, code and offset kept, its message behind `context`: "context: message".
+  // ok() stays ok().
+  Status with_context(std::string_view context) const;
 
  private:
   ErrorCode code_ = ErrorCode::kOk;
@@ -85,7 +89,7 @@ class Error : public std::runtime_error {
 
 // A T or the Status saying why there is none.
 template <typename T>
-class Result {
+class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: implicit by design
@@ -100,7 +104,8 @@ class Result {
     check();
     return std::get<0>(v_);
   }
-  T&& value() && {
+  // By value from a temporary: `for (auto& x : f().value())` owns what it iterates.
+  T value() && {
     check();
     return std::get<0>(std::move(v_));
   }
