@@ -1,0 +1,172 @@
+// `shmstream cat NAME`: copies a stream to stdout straight from the mapping, following it until
+// it ends; records one per line (or length-framed); optionally as a named cursor.
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/commands.hpp"
+#include "cli/common.hpp"
+#include "terminal.hpp"
+
+namespace shmstream_cli {
+namespace {
+
+// Hands `bytes` to the pipe at fd without copying them: the pipe references the pages of the
+// mapping. Only for bytes that never change again (an unbounded stream's committed bytes; a
+// ring's are overwritten). False on a broken pipe or error.
+bool vmsplice_all(int fd, std::span<const std::byte> bytes) {
+  while (!bytes.empty()) {
+    iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
+    ssize_t n = ::vmsplice(fd, &iov, 1, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    bytes = bytes.subspan(static_cast<size_t>(n));
+  }
+  return true;
+}
+
+struct CatOptions {
+  std::string name;
+  std::optional<uint64_t> offset;
+  std::string cursor;
+  bool no_follow = false;
+  bool records = false;
+  Format format = Format::kLine;
+  bool format_given = false;
+};
+
+// Copies the stream to stdout straight from the mapping; into a pipe, an unbounded stream's
+// bytes are not even copied (vmsplice).
+// With a named cursor (`cursor`), what reached stdout is committed after each write: a cat
+// killed at any moment and started again repeats at most its last write (at least once).
+int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cursor,
+              Progress& progress) {
+  uint64_t start = reader.position();
+  while (reader.position() < stop_at) {
+    progress.update(reader.position() - start);
+    auto view =
+        reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
+    if (!view.ok()) fail(view.status().message());
+    if (view->empty()) break;  // clean end of stream
+    if (!(splice ? vmsplice_all(STDOUT_FILENO, *view) : write_all(STDOUT_FILENO, *view))) {
+      if (errno == EPIPE) return 0;
+      fail(std::string("writing stdout: ") + std::strerror(errno));
+    }
+    if (cursor) check(reader.commit());
+  }
+  progress.finish(reader.position() - start);
+  return 0;
+}
+
+// Prints each record as a line, or length-framed; output is batched into kChunk writes, and
+// flushed whenever the reader would wait (so a live stream's records appear at once).
+// With a named cursor, each flush commits the records it wrote (see cat_bytes()).
+int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool cursor,
+                Progress& progress) {
+  uint64_t start = reader.position();
+  std::vector<std::byte> out;
+  out.reserve(kChunk);
+  uint64_t written_to = reader.position();  // the records in `out` end here
+  auto flush = [&] {
+    if (!write_all(STDOUT_FILENO, out)) {
+      if (errno == EPIPE) std::exit(0);
+      fail(std::string("writing stdout: ") + std::strerror(errno));
+    }
+    out.clear();
+    if (cursor) check(reader.commit(written_to, 0));
+  };
+  while (reader.position() < stop_at) {
+    progress.update(reader.position() - start);
+    // Nothing more committed yet: show what we have before waiting.
+    if (!out.empty() && reader.committed() <= reader.position()) flush();
+    auto record = reader.next_record();
+    if (!record.ok()) {
+      flush();
+      fail(record.status().message());
+    }
+    if (!*record) break;  // clean end of stream
+    auto data = (*record)->data;
+    size_t mark = out.size();
+    if (format == Format::kLen) {
+      auto length = static_cast<uint32_t>(data.size());
+      const std::byte prefix[4] = {std::byte(length), std::byte(length >> 8),
+                                   std::byte(length >> 16), std::byte(length >> 24)};
+      out.insert(out.end(), prefix, prefix + 4);
+    }
+    out.insert(out.end(), data.begin(), data.end());
+    if (format == Format::kLine) out.push_back(std::byte{'\n'});
+    // A drop-oldest ring may have overwritten the record while we copied it.
+    if (!reader.intact(**record)) {
+      out.resize(mark);
+      flush();
+      fail("stream \"" + reader.name() + "\": record at offset " +
+           std::to_string((*record)->offset) + " was overwritten while read (oldest now " +
+           std::to_string(reader.oldest()) + ")");
+    }
+    written_to = reader.position();
+    if (out.size() >= kChunk) flush();
+  }
+  flush();
+  progress.finish(reader.position() - start);
+  return 0;
+}
+
+int cmd_cat(shmstream::Client& client, const CatOptions& c) {
+  const std::string& name = c.name;
+  const std::string& cursor = c.cursor;
+  const std::optional<uint64_t>& offset = c.offset;
+  const bool no_follow = c.no_follow;
+  shmstream::OpenOptions open_options;
+  open_options.cursor = cursor;
+  open_options.commit = shmstream::CommitMode::kExplicit;  // after each write to stdout
+  auto reader = take(client.open(name, open_options));
+  auto info = take(client.stat(name));
+  if (c.records && !info.records) fail("stream \"" + name + "\" carries bytes, not records");
+  if (c.format_given && !info.records)
+    fail("--format applies to records streams; \"" + name + "\" carries bytes");
+  if (offset) check(reader.seek(static_cast<int64_t>(*offset)));
+  bool with_cursor = !cursor.empty();
+  uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
+  // Best effort: a bigger pipe takes more of the stream per system call.
+  if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
+  // A progress line on the terminal, unless the output goes there too.
+  Progress progress(name, "read", no_follow ? stop_at - std::min(stop_at, reader.position()) : 0);
+  if (isatty(STDOUT_FILENO) == 1) progress.disable();
+  if (info.records) {
+    return cat_records(reader, stop_at, c.format, with_cursor, progress);
+  }
+  bool splice = is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
+  return cat_bytes(reader, stop_at, splice, with_cursor, progress);
+}
+
+}  // namespace
+
+Command add_cat(CLI::App& app) {
+  auto* cat = app.add_subcommand(
+      "cat", "Copy stream NAME to stdout, following it until closed (records: one per line)");
+  auto c = std::make_shared<CatOptions>();
+  cat->add_option("NAME", c->name, "Stream name")->required();
+  auto* offset = cat->add_option("--offset", c->offset,
+                                 "Start at this byte offset (records: a record's offset)");
+  cat->add_option("--cursor", c->cursor,
+                  "Read as this named cursor: resume where it left off; what reaches stdout is "
+                  "committed after each write (at least once)")
+      ->excludes(offset);
+  cat->add_flag("--no-follow", c->no_follow, "Stop at what is committed now instead of waiting");
+  cat->add_flag("--records", c->records, "Expect a records stream (fail if it is not)");
+  auto* format = add_format_option(cat, &c->format, "Records output");
+  auto prepare = [c, format] { c->format_given = format->count() != 0; };
+  return Command{cat, prepare, [c](shmstream::Client& client) { return cmd_cat(client, *c); }};
+}
+
+}  // namespace shmstream_cli

@@ -1,0 +1,60 @@
+// `shmstream stat NAME`: one stream in full (or a JSON object).
+#include <cstdio>
+#include <ctime>
+
+#include "cli/commands.hpp"
+#include "cli/common.hpp"
+#include "cli/stream_info.hpp"
+
+namespace shmstream_cli {
+namespace {
+
+int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
+  auto info = take(client.stat(name));
+  if (json) {
+    std::printf("%s\n", info_json(info).c_str());
+    return 0;
+  }
+  time_t created = static_cast<time_t>(info.created_unix_ns / 1'000'000'000);
+  char when[64];
+  std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", std::localtime(&created));
+  std::printf(
+      "name:          %s\nstate:         %s\nkind:          %s\nretention:     %s\n"
+      "oldest:        %llu\nbytes:         %llu\nreaders:       %u (at most %u; slowest at %llu)\n"
+      "producer pid:  %u\nproducer uid:  %u\nmax bytes:     %llu\ncreated:       %s\n",
+      info.name.c_str(), state_of(info).c_str(), info.records ? "records" : "bytes",
+      retention_of(info).c_str(), static_cast<unsigned long long>(info.oldest),
+      static_cast<unsigned long long>(info.bytes), info.readers, info.max_readers,
+      static_cast<unsigned long long>(info.slowest_reader), info.producer_pid, info.producer_uid,
+      static_cast<unsigned long long>(info.max_bytes), when);
+  std::printf("owner:         %s (uid %u), group %s (gid %u)\nmode:          %s\n",
+              user_name(info.producer_uid).c_str(), info.producer_uid,
+              group_name(info.owner_gid).c_str(), info.owner_gid, shmstream::to_string(info.mode));
+  std::printf("stored in:     %s\n",
+              info.directory.empty() ? "shared memory" : info.directory.c_str());
+  if (info.resume_grace.count() != 0) {
+    std::printf("resume grace:  %lld ms%s\n", static_cast<long long>(info.resume_grace.count()),
+                info.awaiting_producer ? " (its producer died: awaiting a successor)" : "");
+  }
+  if (info.origin != 0) {
+    std::printf("origin:        offset 0 here is offset %llu of the stream it republishes\n",
+                static_cast<unsigned long long>(info.origin));
+  }
+  print_cursors(info, "");
+  return 0;
+}
+
+}  // namespace
+
+Command add_stat(CLI::App& app) {
+  auto* stat = app.add_subcommand("stat", "Show one stream");
+  auto name = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
+  stat->add_option("NAME", *name, "Stream name")->required();
+  stat->add_flag("--json", *json, "Print a JSON object");
+  return Command{stat, nullptr, [name, json](shmstream::Client& client) {
+                   return cmd_stat(client, *name, *json);
+                 }};
+}
+
+}  // namespace shmstream_cli

@@ -1,0 +1,28 @@
+// tools/cli/stream_info.hpp — a stream's description as `ls` and `stat` print it: the state
+// word, the retention, cursors and their lag, owner names, and the JSON object of --json.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "shmstream/client.hpp"
+
+namespace shmstream_cli {
+
+// A JSON string literal of `s` (quotes, escapes).
+std::string json_string(const std::string& s);
+// "open", "closed", ..., "removing", or "orphaned" (open, its producer dead, within its grace).
+std::string state_of(const shmstream::StreamInfo& info);
+// "unbounded", or e.g. "block:4M" for a ring of 4 MiB.
+std::string retention_of(const shmstream::StreamInfo& info);
+// How far the cursor is behind the committed end.
+uint64_t lag_of(const shmstream::StreamInfo& info, const shmstream::CursorInfo& cursor);
+// "  cursor NAME  at P  lag L  held by pid N" (or "idle"), one line per cursor.
+void print_cursors(const shmstream::StreamInfo& info, const char* indent);
+// A uid or gid as its name, if it has one ("1000" otherwise).
+std::string user_name(uint32_t uid);
+std::string group_name(uint32_t gid);
+// The stream as one JSON object (`ls --json` prints an array of them, `stat --json` one).
+std::string info_json(const shmstream::StreamInfo& info);
+
+}  // namespace shmstream_cli
