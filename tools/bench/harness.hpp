@@ -347,7 +347,17 @@ inline std::vector<double> dumped(const Options& o, const std::string& series,
   return samples;
 }
 
-// Scenarios in other files.
+// The scenarios, one file per family.
+void scenario_throughput(const Options& o);          // throughput_bench.cpp
+void scenario_fanout(const Options& o);              // throughput_bench.cpp
+void scenario_cli(const Options& o);                 // cli_bench.cpp
+void scenario_records(const Options& o);             // records_bench.cpp
+void scenario_cursor(const Options& o);              // records_bench.cpp
+void scenario_idle_readers(const Options& o);        // records_bench.cpp
+void scenario_latency(const Options& o);             // latency_bench.cpp
+void scenario_latency_spin(const Options& o);        // latency_bench.cpp
+void scenario_latency_event_loop(const Options& o);  // latency_bench.cpp
+void scenario_memory(const Options& o);              // memory_bench.cpp
 void scenario_iceoryx(const Options& o);
 void scenario_control(const Options& o);
 void scenario_bridge(const Options& o);
