@@ -10,9 +10,13 @@
 #include <filesystem>
 
 #include "shm/naming.hpp"
+#include "support/status_matchers.hpp"
 
 namespace shmstream::daemon {
 namespace {
+
+using test::IsOk;
+using test::StatusIs;
 
 class RegistryTest : public ::testing::Test {
  protected:
@@ -138,6 +142,118 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
   EXPECT_EQ(list[1].state, shm::StreamState::kAborted);
   EXPECT_FALSE(std::filesystem::exists(junk));
   EXPECT_EQ(files(), 4u);  // two segments, two wait pages: kept and reused
+}
+
+TEST_F(RegistryTest, NamedCursorsAreHeldByOneLiveReaderAndOutliveIt) {
+  Registry registry(config_);
+  ASSERT_THAT(registry.create("s", {}, peer_), IsOk());
+  EXPECT_THAT(registry.open("s", "bad name", peer_), StatusIs(ErrorCode::kInvalidArgument));
+  auto first = registry.open("s", "billing", peer_);
+  ASSERT_THAT(first, IsOk());
+  EXPECT_EQ(first->grant.cursor, "billing");
+  // Held by a live process (this one): a second reader of the same cursor is refused.
+  EXPECT_THAT(registry.open("s", "billing", peer_), StatusIs(ErrorCode::kBusy));
+  EXPECT_THAT(registry.remove_cursor("s", "billing", peer_), StatusIs(ErrorCode::kBusy));
+  registry.reader_detached(first->stream, first->grant);
+  // The cursor stays, unheld, in the same slot.
+  auto snap = registry.stat("s");
+  ASSERT_THAT(snap, IsOk());
+  ASSERT_EQ(snap->cursors.size(), 1u);
+  EXPECT_EQ(snap->cursors[0].name, "billing");
+  EXPECT_EQ(snap->cursors[0].reader_pid, 0u);
+  auto second = registry.open("s", "billing", peer_);
+  ASSERT_THAT(second, IsOk());
+  EXPECT_EQ(second->grant.slot, first->grant.slot);
+  EXPECT_GT(second->grant.generation, first->grant.generation);
+  // The first holder's late goodbye does not release the second's hold.
+  registry.reader_detached(first->stream, first->grant);
+  EXPECT_EQ(registry.stat("s")->cursors[0].reader_pid, static_cast<uint32_t>(getpid()));
+  registry.reader_detached(second->stream, second->grant);
+  EXPECT_THAT(registry.remove_cursor("s", "billing", peer_), IsOk());
+  EXPECT_TRUE(registry.stat("s")->cursors.empty());
+  EXPECT_THAT(registry.remove_cursor("s", "billing", peer_), StatusIs(ErrorCode::kNotFound));
+}
+
+TEST_F(RegistryTest, AStreamWithAGraceAwaitsASuccessorOnlyItsOwnerMayResume) {
+  Registry registry(config_);
+  CreateParams params;
+  params.resume_grace_ms = 60'000;
+  auto created = registry.create("s", params, peer_);
+  ASSERT_THAT(created, IsOk());
+  const auto& stream = created->stream;
+  uint64_t first_epoch = stream->producer_epoch;
+  // Its producer is alive: nothing to resume yet.
+  EXPECT_THAT(registry.resume("s", peer_), StatusIs(ErrorCode::kBusy));
+  EXPECT_TRUE(registry.producer_exited(stream, getpid()));  // starts the grace
+  EXPECT_EQ(registry.awaiting_streams().size(), 1u);
+  Peer stranger{getpid(), getuid() + 1, getgid(), {}};
+  EXPECT_THAT(registry.resume("s", stranger), StatusIs(ErrorCode::kPermissionDenied));
+  auto resumed = registry.resume("s", peer_);
+  ASSERT_THAT(resumed, IsOk());
+  EXPECT_GT(stream->producer_epoch, first_epoch);
+  EXPECT_GE(resumed->fd.get(), 0);
+  // The predecessor's late news touches neither the successor nor the stream.
+  registry.producer_detached(stream, /*closed_cleanly=*/false, first_epoch);
+  registry.successor_overdue(stream, first_epoch);
+  EXPECT_EQ(registry.stat("s")->state, shm::StreamState::kOpen);
+  EXPECT_TRUE(registry.awaiting_streams().empty());
+  // Without a grace there is nothing to resume.
+  ASSERT_THAT(registry.create("plain", {}, peer_), IsOk());
+  EXPECT_THAT(registry.resume("plain", peer_), StatusIs(ErrorCode::kInvalidArgument));
+}
+
+TEST_F(RegistryTest, AfterARestartLiveReadersMayReattachTheirSlotsAndOthersAreFreed) {
+  pid_t dead = fork();
+  if (dead == 0) _exit(0);
+  ASSERT_EQ(waitpid(dead, nullptr, 0), dead);
+  uint32_t live_slot = 0;
+  {
+    Registry registry(config_);
+    ASSERT_THAT(registry.create("s", {}, peer_), IsOk());
+    auto live = registry.open("s", "", peer_);
+    ASSERT_THAT(live, IsOk());
+    live_slot = live->grant.slot;
+    ASSERT_THAT(registry.open("s", "", Peer{dead, getuid(), getgid(), {}}), IsOk());
+    registry.set_shutting_down();
+  }
+  Registry restarted(config_);
+  auto orphans = restarted.orphan_readers();
+  ASSERT_EQ(orphans.size(), 1u);  // the dead reader's slot was freed at adoption
+  EXPECT_EQ(orphans[0].slot, live_slot);
+  EXPECT_EQ(orphans[0].pid, getpid());
+  const uint64_t id = orphans[0].stream->id;
+  Peer impostor{getpid() + 1, getuid(), getgid(), {}};
+  EXPECT_THAT(restarted.reattach_reader("s", id, live_slot, impostor),
+              StatusIs(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(restarted.reattach_reader("s", id + 1, live_slot, peer_),
+              StatusIs(ErrorCode::kNotFound));
+  auto back = restarted.reattach_reader("s", id, live_slot, peer_);
+  ASSERT_THAT(back, IsOk());
+  EXPECT_EQ(back->grant.slot, live_slot);
+  EXPECT_EQ(restarted.stat("s")->readers, 1u);
+  EXPECT_TRUE(restarted.orphan_readers().empty());
+  // Taken once: a second reattach of the same slot is refused.
+  EXPECT_THAT(restarted.reattach_reader("s", id, live_slot, peer_),
+              StatusIs(ErrorCode::kPermissionDenied));
+}
+
+TEST_F(RegistryTest, AnAdoptedReaderThatExitsBeforeReattachingLetsGoOfItsSlot) {
+  {
+    Registry registry(config_);
+    CreateParams params;
+    params.max_readers = 1;
+    ASSERT_THAT(registry.create("s", params, peer_), IsOk());
+    ASSERT_THAT(registry.open("s", "", peer_), IsOk());
+    registry.set_shutting_down();
+  }
+  Registry restarted(config_);
+  auto orphans = restarted.orphan_readers();
+  ASSERT_EQ(orphans.size(), 1u);
+  // The only slot is kept for its reader: a newcomer is refused until it goes.
+  EXPECT_THAT(restarted.open("s", "", peer_), StatusIs(ErrorCode::kTooManyReaders));
+  restarted.orphan_reader_exited(orphans[0].stream, orphans[0].slot, orphans[0].pid);
+  EXPECT_TRUE(restarted.orphan_readers().empty());
+  EXPECT_THAT(restarted.open("s", "", peer_), IsOk());
 }
 
 }  // namespace
