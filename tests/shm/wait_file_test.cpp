@@ -117,7 +117,7 @@ TEST_F(WaitFileTest, UnheldCursorHoldsExactlyItsCommittedPositionAndWakesAWaitin
   unhold_cursor(wait, index);
   EXPECT_EQ(load_slot_position(slot), 4096u);
   EXPECT_EQ(load_slot_pid(slot), 0u);
-  EXPECT_TRUE(slot_in_use(slot));  // the cursor stays
+  EXPECT_TRUE(slot_in_use(slot));                  // the cursor stays
   EXPECT_NE(wait.page().space_word.load(), word);  // woken
   // A reader takes it again: its pid, and the hold settled at the commit.
   slot.position.store(5);
