@@ -59,7 +59,7 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.bytes = in.getBytes();
   out.readers = in.getReaders();
   out.producer_pid = in.getProducerPid();
-  out.producer_uid = in.getProducerUid();
+  out.owner_uid = in.getProducerUid();
   out.max_bytes = in.getMaxBytes();
   out.created_unix_ns = in.getCreatedUnixNs();
   out.stream_id = in.getStreamId();
@@ -163,34 +163,6 @@ kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability:
 }
 
 }  // namespace
-
-const char* to_string(StreamState state) {
-  return shm::state_name(static_cast<shm::StreamState>(state));
-}
-
-const char* to_string(StreamMode mode) {
-  switch (mode) {
-    case StreamMode::kOwner:
-      return "owner";
-    case StreamMode::kGroup:
-      return "group";
-    case StreamMode::kEveryone:
-      return "everyone";
-  }
-  return "invalid";
-}
-
-const char* to_string(Retention retention) {
-  switch (retention) {
-    case Retention::kUnbounded:
-      return "unbounded";
-    case Retention::kDropOldest:
-      return "drop-oldest";
-    case Retention::kBlock:
-      return "block";
-  }
-  return "invalid";
-}
 
 // ---------------------------------------------------------------------------------------------
 // Producer

@@ -236,52 +236,18 @@ class PyProducer {
   std::mutex mutex_;
 };
 
-shmstream::Retention retention_of(const std::string& name) {
-  if (name == "unbounded") return shmstream::Retention::kUnbounded;
-  if (name == "drop-oldest") return shmstream::Retention::kDropOldest;
-  if (name == "block") return shmstream::Retention::kBlock;
-  throw py::value_error("retention must be 'unbounded', 'drop-oldest' or 'block', not '" + name +
-                        "'");
+// The library's own names (shmstream::parse_retention, parse_mode); a ValueError otherwise.
+template <typename T>
+T parsed_or_value_error(shmstream::Result<T> parsed) {
+  if (!parsed.ok()) throw py::value_error(parsed.status().message());
+  return std::move(parsed).value();
 }
 
-shmstream::StreamMode mode_of(const std::string& name) {
-  if (name == "owner") return shmstream::StreamMode::kOwner;
-  if (name == "group") return shmstream::StreamMode::kGroup;
-  if (name == "everyone") return shmstream::StreamMode::kEveryone;
-  throw py::value_error("mode must be 'owner', 'group' or 'everyone', not '" + name + "'");
-}
-
+// A stream's description: exactly the keys and values of the CLI's --json (shmstream::to_json,
+// the one place they are made), as a dict.
 py::dict info_dict(const shmstream::StreamInfo& info) {
-  py::dict d;
-  d["name"] = info.name;
-  d["state"] = shmstream::to_string(info.state);
-  d["removing"] = info.removing;
-  d["bytes"] = info.bytes;
-  d["readers"] = info.readers;
-  d["producer_pid"] = info.producer_pid;
-  d["owner_uid"] = info.producer_uid;
-  d["owner_gid"] = info.owner_gid;
-  d["mode"] = shmstream::to_string(info.mode);
-  d["stream_id"] = info.stream_id;
-  d["retention"] = shmstream::to_string(info.retention);
-  d["ring_capacity"] = info.ring_capacity;
-  d["oldest"] = info.oldest;
-  d["records"] = info.records;
-  d["max_bytes"] = info.max_bytes;
-  d["slowest_reader"] = info.slowest_reader;
-  d["origin"] = info.origin;
-  d["resume_grace"] = static_cast<double>(info.resume_grace.count()) / 1000;
-  d["awaiting_producer"] = info.awaiting_producer;
-  py::list cursors;
-  for (const auto& c : info.cursors) {
-    py::dict cursor;
-    cursor["name"] = c.name;
-    cursor["position"] = c.position;
-    cursor["reader_pid"] = c.reader_pid;
-    cursors.append(cursor);
-  }
-  d["cursors"] = cursors;
-  return d;
+  // Not cached in a static: it would be released after the interpreter finalized.
+  return py::module_::import("json").attr("loads")(shmstream::to_json(info)).cast<py::dict>();
 }
 
 }  // namespace
@@ -383,10 +349,10 @@ PYBIND11_MODULE(shmstream, m) {
             }
             shmstream::CreateOptions options;
             options.records = records;
-            options.retention = retention_of(retention);
+            options.retention = parsed_or_value_error(shmstream::parse_retention(retention));
             options.ring_capacity = ring_capacity;
             options.max_bytes = max_bytes;
-            options.mode = mode_of(mode);
+            options.mode = parsed_or_value_error(shmstream::parse_mode(mode));
             options.resume_grace =
                 std::chrono::milliseconds(static_cast<int64_t>(resume_grace * 1000));
             return std::make_unique<PyProducer>(

@@ -233,7 +233,7 @@ TEST_F(Permissions, GroupAndEveryoneModesLetTheRightUsersReadOnly) {
 
   auto info = connect_to(*daemon_).stat("public").value();
   EXPECT_EQ(info.mode, StreamMode::kEveryone);
-  EXPECT_EQ(info.producer_uid, alice_->uid());
+  EXPECT_EQ(info.owner_uid, alice_->uid());
   EXPECT_EQ(info.owner_gid, alice_->gid());
 
   // After a daemon restart the files still say who may read: the adopted streams keep modes.

@@ -5,6 +5,7 @@ Run by ctest: PYTHONPATH holds the built module, SHMSTREAM_TEST_BIN the built ex
 Each test class starts a private shmstreamd on a fresh socket and stops it after.
 """
 import hashlib
+import json
 import os
 import selectors
 import shutil
@@ -118,6 +119,26 @@ class PythonModuleTest(unittest.TestCase):
             reader.next()
         self.assertEqual(caught.exception.code, "interrupted")
 
+    def test_info_dicts_carry_the_same_keys_and_values_as_the_cli_json(self):
+        with self.client.create("keys", retention="drop-oldest", ring_capacity=65536,
+                                mode="group") as producer:
+            producer.append(b"x" * 1000)
+            reader = self.client.open("keys", cursor="audit")
+            cli = subprocess.run([f"{BIN}/shmstream", "stat", "keys", "--json"],
+                                 env=self.daemon.env, capture_output=True, check=True, text=True)
+            from_cli = json.loads(cli.stdout)
+            from_python = self.client.stat("keys")
+            self.assertEqual(from_python, from_cli)
+            self.assertEqual(from_python["owner_uid"], os.getuid())
+            self.assertEqual(from_python["retention"], "drop-oldest")
+            self.assertEqual(from_python["mode"], "group")
+            self.assertEqual(from_python["cursors"][0]["name"], "audit")
+            self.assertEqual(from_python["cursors"][0]["lag"], 1000)
+            del reader
+        with self.assertRaises(ValueError) as refused:
+            self.client.create("bad", retention="sideways")
+        self.assertIn("drop-oldest", str(refused.exception))
+
     def test_reserve_writes_in_place(self):
         producer = self.client.create("reserve")
         room = producer.reserve(8)
@@ -171,7 +192,7 @@ class PythonModuleTest(unittest.TestCase):
         writer.wait(timeout=30)
         self.wait_until(lambda: self.client.stat("graced")["awaiting_producer"],
                         "not awaiting a producer 30 s after the kill")
-        self.assertEqual(self.client.stat("graced")["resume_grace"], 60.0)
+        self.assertEqual(self.client.stat("graced")["resume_grace_ms"], 60000)
         producer = self.client.resume("graced")
         self.assertEqual(producer.committed, 3)
         producer.append(b"def")

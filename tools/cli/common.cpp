@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 
 #include "terminal.hpp"
 
@@ -69,29 +70,40 @@ uint64_t RingOptions::ring_capacity() const {
   return ring ? capacity : 0;
 }
 
+namespace {
+
+// An option naming one of an enum's values, checked and converted by the library's own parse
+// function (one table of names, shared with the Python module).
+template <typename Enum>
+CLI::Option* add_named_option(CLI::App* app, const std::string& name, Enum* value,
+                              shmstream::Result<Enum> (*parse)(std::string_view),
+                              const std::string& names, const std::string& what) {
+  auto text = std::make_shared<std::string>();
+  return app->add_option(name, *text, what)
+      ->check(CLI::Validator(
+          [parse](std::string& s) {
+            auto parsed = parse(s);
+            return parsed.ok() ? std::string() : parsed.status().message();
+          },
+          ""))
+      // Holds `text` (the option's storage) for as long as the option lives.
+      ->each([value, parse, text](const std::string& s) { *value = parse(s).value(); })
+      ->type_name(names);
+}
+
+}  // namespace
+
 void add_ring_options(CLI::App* app, RingOptions* ring, const std::string& whose) {
-  static const std::map<std::string, shmstream::Retention> kRetentions = {
-      {"unbounded", shmstream::Retention::kUnbounded},
-      {"drop-oldest", shmstream::Retention::kDropOldest},
-      {"block", shmstream::Retention::kBlock}};
-  app->add_option("--retention", ring->retention,
-                  whose + "Retention: unbounded, drop-oldest or block")
-      ->transform(CLI::CheckedTransformer(kRetentions).description(""))
-      ->type_name("unbounded|drop-oldest|block")
-      ->default_str("unbounded");
+  add_named_option(app, "--retention", &ring->retention, &shmstream::parse_retention,
+                   "unbounded|drop-oldest|block",
+                   whose + "Retention: unbounded (default), drop-oldest or block");
   add_size_option(app, "--capacity", &ring->capacity,
                   whose + "Ring capacity, for drop-oldest and block");
 }
 
 void add_mode_option(CLI::App* app, shmstream::StreamMode* mode, const std::string& what) {
-  static const std::map<std::string, shmstream::StreamMode> kModes = {
-      {"owner", shmstream::StreamMode::kOwner},
-      {"group", shmstream::StreamMode::kGroup},
-      {"everyone", shmstream::StreamMode::kEveryone}};
-  app->add_option("--mode", *mode, what)
-      ->transform(CLI::CheckedTransformer(kModes).description(""))
-      ->type_name("owner|group|everyone")
-      ->default_str("owner");
+  add_named_option(app, "--mode", mode, &shmstream::parse_mode, "owner|group|everyone",
+                   what + " (default: owner)");
 }
 
 }  // namespace shmstream_cli

@@ -12,7 +12,7 @@ namespace {
 int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
   auto info = take(client.stat(name));
   if (json) {
-    std::printf("%s\n", info_json(info).c_str());
+    std::printf("%s\n", shmstream::to_json(info).c_str());
     return 0;
   }
   time_t created = static_cast<time_t>(info.created_unix_ns / 1'000'000'000);
@@ -21,15 +21,15 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
   std::printf(
       "name:          %s\nstate:         %s\nkind:          %s\nretention:     %s\n"
       "oldest:        %llu\nbytes:         %llu\nreaders:       %u (at most %u; slowest at %llu)\n"
-      "producer pid:  %u\nproducer uid:  %u\nmax bytes:     %llu\ncreated:       %s\n",
-      info.name.c_str(), state_of(info).c_str(), info.records ? "records" : "bytes",
+      "producer pid:  %u\nmax bytes:     %llu\ncreated:       %s\n",
+      info.name.c_str(), shmstream::state_label(info), info.records ? "records" : "bytes",
       retention_of(info).c_str(), static_cast<unsigned long long>(info.oldest),
       static_cast<unsigned long long>(info.bytes), info.readers, info.max_readers,
-      static_cast<unsigned long long>(info.slowest_reader), info.producer_pid, info.producer_uid,
+      static_cast<unsigned long long>(info.slowest_reader), info.producer_pid,
       static_cast<unsigned long long>(info.max_bytes), when);
   std::printf("owner:         %s (uid %u), group %s (gid %u)\nmode:          %s\n",
-              user_name(info.producer_uid).c_str(), info.producer_uid,
-              group_name(info.owner_gid).c_str(), info.owner_gid, shmstream::to_string(info.mode));
+              user_name(info.owner_uid).c_str(), info.owner_uid, group_name(info.owner_gid).c_str(),
+              info.owner_gid, shmstream::to_string(info.mode));
   std::printf("stored in:     %s\n",
               info.directory.empty() ? "shared memory" : info.directory.c_str());
   if (info.resume_grace.count() != 0) {

@@ -1,5 +1,5 @@
-// tools/cli/stream_info.hpp — a stream's description as `ls` and `stat` print it: the state
-// word, the retention, cursors and their lag, owner names, and the JSON object of --json.
+// tools/cli/stream_info.hpp — a stream's description as `ls` and `stat` print it for people:
+// the retention, cursors and their lag, owner names. (--json prints shmstream::to_json().)
 #pragma once
 
 #include <cstdint>
@@ -9,10 +9,6 @@
 
 namespace shmstream_cli {
 
-// A JSON string literal of `s` (quotes, escapes).
-std::string json_string(const std::string& s);
-// "open", "closed", ..., "removing", or "orphaned" (open, its producer dead, within its grace).
-std::string state_of(const shmstream::StreamInfo& info);
 // "unbounded", or e.g. "block:4M" for a ring of 4 MiB.
 std::string retention_of(const shmstream::StreamInfo& info);
 // How far the cursor is behind the committed end.
@@ -22,7 +18,5 @@ void print_cursors(const shmstream::StreamInfo& info, const char* indent);
 // A uid or gid as its name, if it has one ("1000" otherwise).
 std::string user_name(uint32_t uid);
 std::string group_name(uint32_t gid);
-// The stream as one JSON object (`ls --json` prints an array of them, `stat --json` one).
-std::string info_json(const shmstream::StreamInfo& info);
 
 }  // namespace shmstream_cli

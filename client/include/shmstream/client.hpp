@@ -61,6 +61,8 @@ enum class Retention {
   kBlock,       // a ring of ring_capacity bytes: the producer waits for the slowest reader
 };
 const char* to_string(Retention retention);  // "unbounded", "drop-oldest", "block"
+// The retention to_string() names; kInvalidArgument (listing the names) for anything else.
+Result<Retention> parse_retention(std::string_view name);
 
 // Who may open a stream for reading. Its owner (the creator's uid, as the daemon saw it on the
 // socket) and root always may, and only they may remove it. The segment file carries the same
@@ -71,6 +73,8 @@ enum class StreamMode {
   kEveryone = 2,  // every local user (0644)
 };
 const char* to_string(StreamMode mode);  // "owner", "group", "everyone"
+// The mode to_string() names; kInvalidArgument (listing the names) for anything else.
+Result<StreamMode> parse_mode(std::string_view name);
 
 // A named cursor of a stream (see OpenOptions::cursor).
 struct CursorInfo {
@@ -94,7 +98,7 @@ struct StreamInfo {
   uint64_t bytes = 0;     // committed length
   uint32_t readers = 0;
   uint32_t producer_pid = 0;
-  uint32_t producer_uid = 0;
+  uint32_t owner_uid = 0;  // the creator's uid, as the daemon saw it: owner of the files
   uint64_t max_bytes = 0;
   uint64_t created_unix_ns = 0;
   uint64_t stream_id = 0;  // unique per segment: a re-created name gets a new one
@@ -107,12 +111,24 @@ struct StreamInfo {
   std::vector<CursorInfo> cursors;
   std::vector<ReaderInfo> attached;  // each reader attached now, by pid
   std::string directory;             // a persistent stream's directory; empty in shared memory
-  uint32_t owner_gid = 0;            // the owner is producer_uid
+  uint32_t owner_gid = 0;            // the creator's primary group: group of the files
   StreamMode mode = StreamMode::kOwner;
   uint64_t origin = 0;                        // see CreateOptions::origin
   std::chrono::milliseconds resume_grace{0};  // see CreateOptions::resume_grace
   bool awaiting_producer = false;  // open, its producer died: Client::resume() may take it
 };
+// The state as `ls` shows it: "removing" for a removed stream still held, "orphaned" for an
+// open one awaiting a successor, else to_string(info.state).
+const char* state_label(const StreamInfo& info);
+// The stream as one JSON object: the keys and values of `shmstream ls --json` and
+// `shmstream stat --json`, and of the Python module's info dicts (built from this). One name per
+// quantity: "state" (state_label), "stream_state" (to_string(state)), "removing", "bytes",
+// "readers", "producer_pid", "owner_uid", "owner" (its user name), "owner_gid", "group",
+// "mode", "stream_id", "max_bytes", "created_unix_ns", "retention", "ring_capacity", "oldest",
+// "records", "max_readers", "slowest_reader", "directory", "origin", "resume_grace_ms",
+// "awaiting_producer", "cursors" [{"name", "position", "lag", "reader_pid"}] and "attached"
+// [{"pid", "position", "cursor"}].
+std::string to_json(const StreamInfo& info);
 
 struct CreateOptions {
   uint64_t max_bytes = 0;  // unbounded streams: longest it may grow; 0 = the daemon's default

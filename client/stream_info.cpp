@@ -1,0 +1,182 @@
+// The public names of stream states, retentions and modes, and a stream's description as JSON
+// (what the CLI prints and the Python module returns: one field set, made here).
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "shm/segment.hpp"
+#include "shmstream/client.hpp"
+
+namespace shmstream {
+namespace {
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// A uid or gid as its name, if it has one (its number otherwise). The _r calls: a library may be
+// used from several threads.
+std::string user_name(uint32_t uid) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  if (getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return found->pw_name;
+  }
+  return std::to_string(uid);
+}
+
+std::string group_name(uint32_t gid) {
+  std::vector<char> buf(16384);
+  group gr{};
+  group* found = nullptr;
+  if (getgrgid_r(gid, &gr, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return found->gr_name;
+  }
+  return std::to_string(gid);
+}
+
+// Appends `"key":value` (value already JSON), with a comma unless it is the first.
+void field(std::string& out, const char* key, const std::string& value) {
+  if (out.size() > 1) out += ',';
+  out += '"';
+  out += key;
+  out += "\":";
+  out += value;
+}
+
+const char* boolean(bool b) { return b ? "true" : "false"; }
+
+}  // namespace
+
+const char* to_string(StreamState state) {
+  return shm::state_name(static_cast<shm::StreamState>(state));
+}
+
+const char* to_string(StreamMode mode) {
+  switch (mode) {
+    case StreamMode::kOwner:
+      return "owner";
+    case StreamMode::kGroup:
+      return "group";
+    case StreamMode::kEveryone:
+      return "everyone";
+  }
+  return "invalid";
+}
+
+const char* to_string(Retention retention) {
+  switch (retention) {
+    case Retention::kUnbounded:
+      return "unbounded";
+    case Retention::kDropOldest:
+      return "drop-oldest";
+    case Retention::kBlock:
+      return "block";
+  }
+  return "invalid";
+}
+
+Result<Retention> parse_retention(std::string_view name) {
+  for (Retention r : {Retention::kUnbounded, Retention::kDropOldest, Retention::kBlock}) {
+    if (name == to_string(r)) return r;
+  }
+  return Status(ErrorCode::kInvalidArgument,
+                "retention \"" + std::string(name) + "\": use unbounded, drop-oldest or block");
+}
+
+Result<StreamMode> parse_mode(std::string_view name) {
+  for (StreamMode m : {StreamMode::kOwner, StreamMode::kGroup, StreamMode::kEveryone}) {
+    if (name == to_string(m)) return m;
+  }
+  return Status(ErrorCode::kInvalidArgument,
+                "mode \"" + std::string(name) + "\": use owner, group or everyone");
+}
+
+const char* state_label(const StreamInfo& info) {
+  if (info.removing) return "removing";
+  if (info.awaiting_producer) return "orphaned";  // open, its producer dead, within its grace
+  return to_string(info.state);
+}
+
+std::string to_json(const StreamInfo& info) {
+  using std::to_string;
+  std::string out = "{";
+  field(out, "name", json_string(info.name));
+  field(out, "state", json_string(state_label(info)));
+  field(out, "stream_state", json_string(to_string(info.state)));
+  field(out, "removing", boolean(info.removing));
+  field(out, "bytes", to_string(info.bytes));
+  field(out, "readers", to_string(info.readers));
+  field(out, "producer_pid", to_string(info.producer_pid));
+  field(out, "owner_uid", to_string(info.owner_uid));
+  field(out, "owner", json_string(user_name(info.owner_uid)));
+  field(out, "owner_gid", to_string(info.owner_gid));
+  field(out, "group", json_string(group_name(info.owner_gid)));
+  field(out, "mode", json_string(to_string(info.mode)));
+  field(out, "stream_id", to_string(info.stream_id));
+  field(out, "max_bytes", to_string(info.max_bytes));
+  field(out, "created_unix_ns", to_string(info.created_unix_ns));
+  field(out, "retention", json_string(to_string(info.retention)));
+  field(out, "ring_capacity", to_string(info.ring_capacity));
+  field(out, "oldest", to_string(info.oldest));
+  field(out, "records", boolean(info.records));
+  field(out, "max_readers", to_string(info.max_readers));
+  field(out, "slowest_reader", to_string(info.slowest_reader));
+  field(out, "directory", json_string(info.directory));
+  field(out, "origin", to_string(info.origin));
+  field(out, "resume_grace_ms", to_string(info.resume_grace.count()));
+  field(out, "awaiting_producer", boolean(info.awaiting_producer));
+  std::string cursors = "[";
+  for (const auto& c : info.cursors) {
+    std::string cursor = "{";
+    field(cursor, "name", json_string(c.name));
+    field(cursor, "position", to_string(c.position));
+    field(cursor, "lag", to_string(info.bytes - std::min(info.bytes, c.position)));
+    field(cursor, "reader_pid", to_string(c.reader_pid));
+    cursors += (cursors.size() > 1 ? "," : "") + cursor + "}";
+  }
+  field(out, "cursors", cursors + "]");
+  std::string attached = "[";
+  for (const auto& r : info.attached) {
+    std::string reader = "{";
+    field(reader, "pid", to_string(r.pid));
+    field(reader, "position", to_string(r.position));
+    field(reader, "cursor", json_string(r.cursor));
+    attached += (attached.size() > 1 ? "," : "") + reader + "}";
+  }
+  field(out, "attached", attached + "]");
+  return out + "}";
+}
+
+}  // namespace shmstream
