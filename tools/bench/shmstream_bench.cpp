@@ -93,22 +93,24 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   std::string dir;
   pid_t daemon = start_daemon(o, dir);
-  auto wanted = [&](const char* name) {
-    return only.empty() || std::find(only.begin(), only.end(), name) != only.end();
-  };
-  if (wanted("throughput")) scenario_throughput(o);
-  if (wanted("fanout")) scenario_fanout(o);
-  if (wanted("cli")) scenario_cli(o);
-  if (wanted("records")) scenario_records(o);
-  if (wanted("cursor")) scenario_cursor(o);
-  if (wanted("idle")) scenario_idle_readers(o);
-  if (wanted("latency")) scenario_latency(o);
-  if (wanted("spin")) scenario_latency_spin(o);
-  if (wanted("event_loop")) scenario_latency_event_loop(o);
-  if (wanted("memory")) scenario_memory(o);
-  if (wanted("iceoryx")) scenario_iceoryx(o);
-  if (wanted("control")) scenario_control(o);
-  if (wanted("bridge")) scenario_bridge(o);
+  // In this order; --scenario picks some.
+  const std::pair<const char*, void (*)(const Options&)> scenarios[] = {
+      {"throughput", scenario_throughput},
+      {"fanout", scenario_fanout},
+      {"cli", scenario_cli},
+      {"records", scenario_records},
+      {"cursor", scenario_cursor},
+      {"idle", scenario_idle_readers},
+      {"latency", scenario_latency},
+      {"spin", scenario_latency_spin},
+      {"event_loop", scenario_latency_event_loop},
+      {"memory", scenario_memory},
+      {"iceoryx", scenario_iceoryx},
+      {"control", scenario_control},
+      {"bridge", scenario_bridge}};
+  for (const auto& [name, run] : scenarios) {
+    if (only.empty() || std::find(only.begin(), only.end(), name) != only.end()) run(o);
+  }
   kill(daemon, SIGTERM);
   waitpid(daemon, nullptr, 0);
   std::filesystem::remove_all(dir);
