@@ -27,8 +27,6 @@ uint64_t random_id() {
   return id;
 }
 
-bool process_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
-
 // kBusy while a live reader holds the cursor (one that died unseen does not count).
 Status unless_held(const std::string& stream, const std::string& name, const Cursor& cursor) {
   if (cursor.reader_pid == 0 || !process_alive(cursor.reader_pid)) return Status();
@@ -38,6 +36,8 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
 }
 
 }  // namespace
+
+bool process_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
 uint32_t Stream::resume_grace_ms() const {
   return std::min(segment.header().resume_grace_ms, kMaxResumeGraceMs);
@@ -64,90 +64,6 @@ Registry::Registry(RegistryConfig config)
 }
 
 Registry::~Registry() = default;
-
-// Segments left by an earlier daemon on the same socket come back into the table, so that
-// committed data stays readable; a corrupt or foreign file with our prefix is unlinked.
-void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::AutoCloseFd>& holder,
-                                       const std::string& directory) {
-  int scan_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
-  DIR* dir = fdopendir(scan_fd);
-  if (dir == nullptr) return;
-  std::string prefix = shm::segment_file_prefix(config_.instance);
-  std::vector<std::string> wait_files;
-  while (dirent* entry = readdir(dir)) {
-    std::string file = entry->d_name;
-    if (file.rfind(prefix, 0) != 0) continue;
-    if (file.size() > 2 && file.compare(file.size() - 2, 2, ".w") == 0) {
-      wait_files.push_back(file);  // handled with its segment, below
-      continue;
-    }
-    kj::AutoCloseFd fd(openat(dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
-    if (fd.get() < 0) continue;
-    auto segment =
-        shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly, file);
-    if (!segment.ok()) {
-      spdlog::warn("unlinking unusable segment {}: {}", file, segment.status().message());
-      unlinkat(dir_fd, file.c_str(), 0);
-      continue;
-    }
-    auto stream = std::make_shared<Stream>();
-    stream->name = segment->name();
-    stream->id = segment->header().stream_id;
-    stream->file_name = file;
-    stream->dir_fd = dir_fd;
-    stream->dir_holder = holder;
-    stream->directory = directory;
-    stream->segment = std::move(segment).value();
-    struct stat st {};
-    if (fstat(fd.get(), &st) == 0) {  // ownership and mode live in the file itself
-      stream->owner = Owner{st.st_uid, st.st_gid, mode_of_file(st.st_mode)};
-    }
-    if (live_.count(stream->name) != 0 ||
-        file != shm::segment_file_name(config_.instance, stream->id)) {
-      spdlog::warn("unlinking duplicate or misnamed segment {} (stream \"{}\")", file,
-                   stream->name);
-      unlinkat(dir_fd, file.c_str(), 0);
-      continue;
-    }
-    if (Status s = ensure_wait_page(*stream, /*reuse=*/true, config_.default_max_readers);
-        !s.ok()) {
-      spdlog::warn("stream \"{}\": {}; unlinking it", stream->name, s.message());
-      unlink_files(*stream);
-      continue;
-    }
-    shm::SegmentHeader& h = stream->segment.mutable_header();
-    uint32_t producer = shm::producer_pid_now(h);
-    if (shm::load_state(h) == shm::StreamState::kOpen &&
-        (!shm::created_this_boot(h) || !process_alive(producer))) {
-      if (stream->resume_grace_ms() != 0) {
-        stream->awaiting_producer = true;
-        spdlog::info(
-            "stream \"{}\": producer pid {} died while no daemon ran; open {} ms for a "
-            "successor",
-            stream->name, producer, stream->resume_grace_ms());
-      } else {
-        shm::end_stream(h, shm::StreamState::kAborted);
-        spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
-                     stream->name, producer);
-      }
-    }
-    spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name, shm::load_committed(h),
-                 shm::state_name(shm::load_state(h)));
-    live_.emplace(stream->name, std::move(stream));
-  }
-  closedir(dir);
-  for (const auto& file : wait_files) {
-    std::string segment = file.substr(0, file.size() - 2);
-    bool used = false;
-    for (const auto& [name, stream] : live_) {
-      used = used || (stream->file_name == segment && stream->dir_fd == dir_fd);
-    }
-    if (!used) {
-      spdlog::warn("unlinking orphan wait page {}", file);
-      unlinkat(dir_fd, file.c_str(), 0);
-    }
-  }
-}
 
 Status Registry::give_to_owner(int fd, const Stream& stream, mode_t bits,
                                const std::string& what) const {

@@ -56,6 +56,9 @@ struct CreateParams {
   uint64_t origin = 0;           // see proto CreateOptions.origin
 };
 
+// Whether process `pid` runs (one we may not signal counts: it exists).
+bool process_alive(pid_t pid);
+
 // The longest resume grace a stream may ask for.
 inline constexpr uint32_t kMaxResumeGraceMs = 24u * 3600 * 1000;
 
