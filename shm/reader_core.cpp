@@ -109,9 +109,39 @@ Status ReaderCore::ended_status(StreamState state) const {
     case StreamState::kCancelled:
       return Status(ErrorCode::kCancelled, describe_ + ": cancelled (removed by force)");
     case StreamState::kOpen:
-      break;
+      return Status();
   }
-  return Status();
+  // Only a process that writes the segment (its owner) can put another value there.
+  return Status(ErrorCode::kCorrupt, fmt::format("{}: invalid stream state {}", describe_,
+                                                 static_cast<uint32_t>(state)));
+}
+
+Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed) const {
+  if (committed < offset) {
+    return Status(ErrorCode::kCorrupt,
+                  fmt::format("{}: the committed length went back to {}, below offset {}",
+                              describe_, committed, offset));
+  }
+  const uint64_t available = committed - offset;
+  if (ring_.is_ring()) {
+    // An honest producer moves oldest_offset past what it overwrites, so that more than a ring
+    // of bytes above `offset` means `offset` was overwritten; if it was not, the length lies.
+    if (available > ring_.capacity()) {
+      if (!intact(offset)) return overrun(offset);
+      return Status(ErrorCode::kCorrupt,
+                    fmt::format("{}: committed length {} is more than its {}-byte ring holds "
+                                "above offset {}",
+                                describe_, committed, ring_.capacity(), offset));
+    }
+  } else if (committed > max_data_size_ || committed > load_data_file_size(segment_.header())) {
+    // The producer grows the file (and publishes its size) before committing into it.
+    return Status(
+        ErrorCode::kCorrupt,
+        fmt::format("{}: committed length {} beyond what the segment holds ({} "
+                    "allocated, at most {})",
+                    describe_, committed, load_data_file_size(segment_.header()), max_data_size_));
+  }
+  return available;
 }
 
 Status ReaderCore::check_readable(uint64_t committed, StreamState state) const {
@@ -344,7 +374,9 @@ Result<size_t> ReaderCore::read_at(uint64_t offset, std::span<std::byte> buf,
   if (s.code() == ErrorCode::kEndOfStream) return size_t{0};
   if (!s.ok()) return s;
   if (Status s = check_intact(offset); !s.ok()) return s;
-  size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), committed() - offset));
+  auto available = available_from(offset, committed());
+  if (!available.ok()) return available.status();
+  size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), *available));
   std::memcpy(buf.data(), at(offset), n);
   // Checked after the copy too: the producer may have overwritten the bytes while we copied.
   if (Status s = check_intact(offset); !s.ok()) return s;
@@ -401,7 +433,9 @@ Result<std::span<const std::byte>> ReaderCore::next_once(size_t max, Clock::time
   if (s.code() == ErrorCode::kEndOfStream) return std::span<const std::byte>();
   if (!s.ok()) return s;
   if (Status s = check_intact(position_); !s.ok()) return s;
-  size_t n = static_cast<size_t>(std::min<uint64_t>(max, committed() - position_));
+  auto available = available_from(position_, committed());
+  if (!available.ok()) return available.status();
+  size_t n = static_cast<size_t>(std::min<uint64_t>(max, *available));
   std::span<const std::byte> out(at(position_), n);
   position_ += n;
   delivered_ = true;
@@ -419,6 +453,9 @@ Result<std::span<const std::byte>> ReaderCore::view(uint64_t offset, size_t leng
                               offset, offset + length, committed));
   }
   if (Status s = check_intact(offset); !s.ok()) return s;
+  if (auto available = available_from(offset, committed); !available.ok()) {
+    return available.status();
+  }
   return std::span<const std::byte>(at(offset), length);
 }
 
@@ -442,7 +479,11 @@ Result<std::optional<RecordView>> ReaderCore::next_record_once(Clock::time_point
     Status s = wait_admitted(position_ + 1, deadline, cancel);
     if (s.code() == ErrorCode::kEndOfStream) return std::optional<RecordView>();
     if (!s.ok()) return s;
-    committed = cached_committed_ = this->committed();
+    committed = this->committed();
+    if (auto available = available_from(position_, committed); !available.ok()) {
+      return available.status();
+    }
+    cached_committed_ = committed;
   }
   RecordHeader frame;
   std::memcpy(&frame, at(position_), sizeof(frame));

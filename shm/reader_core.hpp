@@ -110,7 +110,13 @@ class ReaderCore {
   // the reader closes, or `also` (if it has a word) fires. Callers re-check their condition.
   void sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
                         FutexWatch also);
+  // kEndOfStream, kProducerDied, kCancelled for an ended stream; kCorrupt for a state that is
+  // none of the four; ok while open.
   Status ended_status(StreamState state) const;
+  // The committed bytes above `offset` (committed - offset), checked against the geometry kept
+  // in private memory: kCorrupt when the shared length claims more than the ring or the file
+  // can hold, or went back below `offset`; kOverrun when a ring overwrote `offset`.
+  Result<uint64_t> available_from(uint64_t offset, uint64_t committed) const;
   Status check_readable(uint64_t offset, StreamState state) const;
   Status overrun(uint64_t offset) const;
   // Ring: kOverrun unless bytes from `offset` on are intact (after reading them).

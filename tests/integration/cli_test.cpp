@@ -278,8 +278,11 @@ TEST_F(Cli, ACatWithACursorKilledMidwayResumesWithNothingLost) {
   {
     Child cat = Child::spawn({bin_dir() + "/shmstream", "cat", "log", "--cursor", "tail"}, false,
                              true, daemon_.env());
-    // Take a quarter of the output, then kill it while it waits for the pipe to drain.
-    while (std::count(first.begin(), first.end(), '\n') < kLines / 4) {
+    // Take a quarter of the output, and at least its first confirmed write (with a small pipe,
+    // as when the user's pipe buffers are over their limit and cat cannot enlarge it, that
+    // write completes only as we read), then kill it while it waits for the pipe to drain.
+    auto confirmed = [&] { return client_->stat("log").value().cursors.at(0).position > 0; };
+    while (std::count(first.begin(), first.end(), '\n') < kLines / 4 || !confirmed()) {
       char buf[65536];
       ssize_t n = ::read(cat.stdout_fd(), buf, sizeof(buf));
       ASSERT_GT(n, 0) << "cat ended early";
