@@ -136,12 +136,19 @@ uint64_t ring_capacity_for(uint64_t requested) {
   return (requested + kRingGranule - 1) / kRingGranule * kRingGranule;
 }
 
-Status validate_header(const SegmentHeader& header, uint64_t file_size) {
-  if (file_size < kHeaderSize) {
-    return Status(ErrorCode::kCorrupt,
-                  fmt::format("truncated segment: {} bytes, smaller than the {}-byte header",
-                              file_size, kHeaderSize));
-  }
+namespace {
+
+Status truncated_header(uint64_t file_size) {
+  return Status(ErrorCode::kCorrupt,
+                fmt::format("truncated segment: {} bytes, smaller than the {}-byte header",
+                            file_size, kHeaderSize));
+}
+
+// The checks of validate_header(). `file_size()` is called once, after the shared sizes and
+// lengths are loaded: a producer grows its file before it publishes a size or a length in it,
+// so a size taken after those loads holds them (taken before, it may not, while it grows).
+template <typename FileSize>
+Status validate(const SegmentHeader& header, FileSize&& file_size_now) {
   if (header.magic != kMagic) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("not a shmstream segment (magic {:#018x})", header.magic));
@@ -192,6 +199,10 @@ Status validate_header(const SegmentHeader& header, uint64_t file_size) {
   uint64_t data_size = load_data_file_size(header);
   // Acquire, as load_state(); loaded raw here because a garbage value must be seen as such.
   uint32_t state = header.state.load(std::memory_order_acquire);
+  Result<uint64_t> sized = file_size_now();
+  if (!sized.ok()) return sized.status();
+  const uint64_t file_size = *sized;
+  if (file_size < kHeaderSize) return truncated_header(file_size);
   if (!valid_state(state)) {
     return Status(ErrorCode::kCorrupt, fmt::format("corrupt segment: state {}", state));
   }
@@ -212,6 +223,13 @@ Status validate_header(const SegmentHeader& header, uint64_t file_size) {
                               committed, data_size, file_size - kHeaderSize));
   }
   return Status();
+}
+
+}  // namespace
+
+Status validate_header(const SegmentHeader& header, uint64_t file_size) {
+  if (file_size < kHeaderSize) return truncated_header(file_size);
+  return validate(header, [file_size] { return Result<uint64_t>(file_size); });
 }
 
 Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::string_view what) {
@@ -277,14 +295,20 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
     return from_errno(err, fmt::format("{}: mapping {} bytes", what, segment.length_));
   }
   segment.base_ = static_cast<std::byte*>(base);
-  // fstat comes after the mmap and before validation reads the sizes; a concurrent producer
-  // only grows the file, so a size check against this st_size stays conservative.
-  struct stat st {};
-  if (fstat(fd, &st) != 0) return from_errno(errno, fmt::format("{}: fstat", what));
-  // Checked before the header is read through the mapping: past the file's end is SIGBUS.
-  if (static_cast<uint64_t>(st.st_size) < kHeaderSize) return truncated(st.st_size);
+  // The file's size, by fstat after the mmap: first to check that the header is there before
+  // reading it through the mapping (past the file's end is SIGBUS), then again for validation,
+  // after it loaded the sizes (a producer may be growing the file meanwhile).
+  auto file_size = [&]() -> Result<uint64_t> {
+    struct stat st {};
+    if (fstat(fd, &st) != 0) return from_errno(errno, fmt::format("{}: fstat", what));
+    return static_cast<uint64_t>(st.st_size);
+  };
+  Result<uint64_t> size = file_size();
+  if (!size.ok()) return size.status();
+  if (*size < kHeaderSize) return truncated(static_cast<int64_t>(*size));
   const SegmentHeader& header = segment.header();
-  if (Status status = validate_header(header, static_cast<uint64_t>(st.st_size)); !status.ok()) {
+  if (Status status = validate(header, file_size); !status.ok()) {
+    if (status.code() == ErrorCode::kIo) return status;  // fstat's, with its context
     return status.with_context(what);
   }
   // The identity fields are immutable once published; a mismatch means they were rewritten.

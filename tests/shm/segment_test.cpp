@@ -445,3 +445,46 @@ TEST(StreamNames, ValidationGivesClearErrors) {
 
 }  // namespace
 }  // namespace shmstream::shm
+
+namespace shmstream::shm {
+namespace {
+
+// A reader that maps the segment while its producer grows the file must never find it
+// "truncated": the file's size is taken after the sizes in the header, never before (the demo
+// once failed so, a reader attaching before the first byte).
+TEST(SegmentRace, MappingWhileTheProducerGrowsTheFileNeverSeesItTruncated) {
+  int refusals = 0;
+  for (int round = 0; round < 100 && refusals == 0; ++round) {
+    int fd = memfd_create("segment_race", MFD_CLOEXEC);
+    int wait_fd = memfd_create("segment_race.w", MFD_CLOEXEC);
+    SegmentParams params;
+    params.name = "race";
+    params.stream_id = 9;
+    params.max_data_size = 1ULL << 30;
+    ASSERT_TRUE(format_segment(fd, params).ok());
+    ASSERT_TRUE(format_wait_file(wait_fd, 9, 4).ok());
+    std::atomic<bool> done{false};
+    std::thread producer([&] {
+      ProducerCore p(Segment::map(fd, Access::kReadWrite, MapExtent::kWhole, "race").value(),
+                     WaitFile::map(wait_fd, 9, "race").value());
+      const std::string chunk(256 << 10, 'g');
+      for (int i = 0; i < 48; ++i) EXPECT_TRUE(p.append(bytes_of(chunk)).ok());
+      done.store(true);
+    });
+    while (!done.load()) {
+      auto segment = Segment::map(fd, Access::kReadOnly, MapExtent::kHeaderOnly, "race");
+      if (!segment.ok()) {
+        ++refusals;
+        ADD_FAILURE() << segment.status().to_string();
+        break;
+      }
+    }
+    producer.join();
+    close(fd);
+    close(wait_fd);
+  }
+  EXPECT_EQ(refusals, 0);
+}
+
+}  // namespace
+}  // namespace shmstream::shm
