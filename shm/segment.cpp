@@ -78,8 +78,9 @@ Status format_segment(int fd, const SegmentParams& params) {
         ErrorCode::kInvalidArgument,
         fmt::format("stream \"{}\": only a ring can block its producer when full", params.name));
   }
-  if (ftruncate(fd, kHeaderSize) != 0) {
-    return from_errno(errno, fmt::format("stream \"{}\": sizing the segment", params.name));
+  // Allocated before it is touched: a full file system is kNoSpace here, not a SIGBUS below.
+  if (Status s = reserve_file(fd, 0, kHeaderSize); !s.ok()) {
+    return s.with_context(fmt::format("stream \"{}\": allocating its header", params.name));
   }
   void* base = mmap(nullptr, kHeaderSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
@@ -117,19 +118,32 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->resumed_pid.store(0, std::memory_order_relaxed);
   Status status;
   if (ring != 0) {
-    // fallocate, not ftruncate: on tmpfs it reserves the pages, so a full file system fails
-    // here and not with a SIGBUS on the producer's first write.
-    int rc = fallocate(fd, 0, kHeaderSize, static_cast<off_t>(ring));
-    if (rc != 0 && errno == EOPNOTSUPP) rc = ftruncate(fd, static_cast<off_t>(kHeaderSize + ring));
-    if (rc != 0) {
-      status = from_errno(
-          errno, fmt::format("stream \"{}\": allocating its {}-byte ring", params.name, ring));
+    // Reserved now, so that a full file system fails here and not with a SIGBUS on the
+    // producer's first write.
+    status = reserve_file(fd, kHeaderSize, ring);
+    if (!status.ok()) {
+      status = status.with_context(
+          fmt::format("stream \"{}\": allocating its {}-byte ring", params.name, ring));
     } else {
       header->data_file_size.store(ring, std::memory_order_relaxed);  // as above
     }
   }
   munmap(base, kHeaderSize);
   return status;
+}
+
+Status reserve_file(int fd, uint64_t offset, uint64_t length) {
+  int rc = fallocate(fd, 0, static_cast<off_t>(offset), static_cast<off_t>(length));
+  if (rc != 0 && errno == EOPNOTSUPP) {
+    // No fallocate (some file systems): at least the size, so that the mapping covers it.
+    struct stat st {};
+    rc = fstat(fd, &st);
+    if (rc == 0 && static_cast<uint64_t>(st.st_size) < offset + length) {
+      rc = ftruncate(fd, static_cast<off_t>(offset + length));
+    }
+  }
+  if (rc != 0) return from_errno(errno, fmt::format("reserving {} bytes at {}", length, offset));
+  return Status();
 }
 
 uint64_t ring_capacity_for(uint64_t requested) {

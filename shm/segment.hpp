@@ -44,6 +44,10 @@ struct SegmentParams {
 // Makes an empty file (fd open read-write) a fresh, open segment with no data. A ring's data
 // is allocated here, so that a full file system fails the creation, not a later append.
 Status format_segment(int fd, const SegmentParams& params);
+// Allocates the pages of [offset, offset + length) of the file (fallocate; growing it if
+// shorter), so that touching them later cannot fault on a full file system: kNoSpace now
+// instead. Where fallocate is not supported, only sizes the file.
+Status reserve_file(int fd, uint64_t offset, uint64_t length);
 // The kernel's boot id (16 bytes of /proc/sys/kernel/random/boot_id; zero if unreadable).
 void current_boot_id(std::byte (&out)[16]);
 // Whether the segment was created since the machine last booted (its producer_pid is then a

@@ -13,6 +13,7 @@
 
 #include "shm/futex.hpp"
 #include "shm/posix_error.hpp"
+#include "shm/segment.hpp"
 
 namespace shmstream::shm {
 
@@ -23,14 +24,15 @@ Status format_wait_file(int fd, uint64_t stream_id, uint32_t max_readers) {
         fmt::format("maximum readers {} is out of range (1 to {})", max_readers, kMaxReadersLimit));
   }
   const uint64_t size = wait_file_size(max_readers);
-  if (ftruncate(fd, static_cast<off_t>(size)) != 0)
-    return from_errno(errno, "sizing the wait file");
+  // Every page allocated before any is touched (the daemon claims slots in them): a full file
+  // system is kNoSpace here, not a SIGBUS when the first reader comes.
+  if (Status s = reserve_file(fd, 0, size); !s.ok()) return s.with_context("the wait file");
   void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
     return from_errno(errno, "mapping the wait file");
   }
   // New and not handed out yet: plain initialisation; the fd's hand-over publishes it. The
-  // slots are zero (free) as ftruncate made them.
+  // slots are zero (free), as a new file's pages are.
   auto* page = new (base) WaitPage{};
   page->magic = kWaitMagic;
   page->layout_version = kLayoutVersion;

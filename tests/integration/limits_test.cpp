@@ -1,5 +1,6 @@
 // Limits with clear errors, through the CLI: too many readers, a stream's maximum size, and a
 // full shared-memory file system. In each case what was committed before stays readable.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
@@ -135,6 +136,40 @@ TEST_F(FullFileSystem, AppendReturnsNoSpace) {
   auto reader = client.open("lib").value();
   EXPECT_TRUE(reader.wait_for(written, 1s).ok());
   EXPECT_TRUE(producer.close().ok());
+}
+
+// Creating a stream, and a stream's first reader, on a full file system: no_space (or served),
+// never a daemon killed by a SIGBUS on a page it touched; the daemon serves on.
+TEST_F(FullFileSystem, CreatingAndOpeningWhenFullIsNoSpaceAndTheDaemonServesOn) {
+  auto client = connect_to(*daemon_);
+  auto early = client.create("early").value();  // its wait file exists before the space runs out
+  auto filler = client.create("filler").value();
+  std::vector<std::byte> chunk(64 << 10, std::byte{2});
+  Status last;
+  while ((last = filler.append(chunk)).ok()) {
+  }
+  ASSERT_EQ(last.code(), ErrorCode::kNoSpace) << last.to_string();
+  // Take the last pages too (the producer leaves what its next step did not fit).
+  std::string rest = dir_ + "/rest";
+  int fd = ::open(rest.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  while (::write(fd, chunk.data(), 4096) == 4096) {
+  }
+  ::close(fd);
+  for (const char* name : {"late", "later"}) {
+    auto late = client.create(name);
+    EXPECT_EQ(late.status().code(), ErrorCode::kNoSpace) << late.status().to_string();
+  }
+  // The first reader of the early stream takes a slot in a page allocated at its creation.
+  auto reader = client.open("early");
+  EXPECT_TRUE(reader.ok()) << reader.status().to_string();
+  auto listed = connect_to(*daemon_).list();
+  ASSERT_TRUE(listed.ok()) << listed.status().to_string();  // the daemon lives and serves
+  EXPECT_EQ(listed->size(), 2u);  // the refused creations left nothing behind
+  std::filesystem::remove(rest);
+  ASSERT_TRUE(filler.close().ok());
+  ASSERT_TRUE(client.remove("filler").ok());
+  EXPECT_TRUE(client.create("late").ok());  // space again: created
 }
 
 // With a limit of 3 connections: the fourth is refused clearly on every request, the three go
