@@ -46,7 +46,7 @@ std::string json_string(std::string_view s) {
 
 // A uid or gid as its name, if it has one (its number otherwise). The _r calls: a library may be
 // used from several threads.
-std::string user_name(uint32_t uid) {
+std::string name_of_user(uint32_t uid) {
   std::vector<char> buf(16384);
   passwd pw{};
   passwd* found = nullptr;
@@ -56,7 +56,7 @@ std::string user_name(uint32_t uid) {
   return std::to_string(uid);
 }
 
-std::string group_name(uint32_t gid) {
+std::string name_of_group(uint32_t gid) {
   std::vector<char> buf(16384);
   group gr{};
   group* found = nullptr;
@@ -123,6 +123,9 @@ Result<StreamMode> parse_mode(std::string_view name) {
                 "mode \"" + std::string(name) + "\": use owner, group or everyone");
 }
 
+std::string owner_name(const StreamInfo& info) { return name_of_user(info.owner_uid); }
+std::string group_name(const StreamInfo& info) { return name_of_group(info.owner_gid); }
+
 const char* state_label(const StreamInfo& info) {
   if (info.removing) return "removing";
   if (info.awaiting_producer) return "orphaned";  // open, its producer dead, within its grace
@@ -140,9 +143,9 @@ std::string to_json(const StreamInfo& info) {
   field(out, "readers", to_string(info.readers));
   field(out, "producer_pid", to_string(info.producer_pid));
   field(out, "owner_uid", to_string(info.owner_uid));
-  field(out, "owner", json_string(user_name(info.owner_uid)));
+  field(out, "owner", json_string(owner_name(info)));
   field(out, "owner_gid", to_string(info.owner_gid));
-  field(out, "group", json_string(group_name(info.owner_gid)));
+  field(out, "group", json_string(group_name(info)));
   field(out, "mode", json_string(to_string(info.mode)));
   field(out, "stream_id", to_string(info.stream_id));
   field(out, "max_bytes", to_string(info.max_bytes));

@@ -528,7 +528,7 @@ std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
 void Registry::let_go(Stream& stream, uint32_t slot, Cursor* cursor) {
   if (cursor != nullptr) {
     cursor->reader_pid = 0;
-    if (stream.wait.valid()) shm::unhold_cursor(stream.wait, slot);
+    if (stream.wait.valid()) shm::hold_cursor(stream.wait, slot, 0);
   } else if (stream.wait.valid()) {
     shm::release_reader_slot(stream.wait, slot);
   }

@@ -1,16 +1,11 @@
 #include "shm/producer_core.hpp"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <cstring>
-
-#include "shm/posix_error.hpp"
 
 namespace shmstream::shm {
 namespace {
@@ -75,21 +70,16 @@ Status ProducerCore::ensure_file_size(uint64_t data_end) {
   }
   uint64_t growth = std::clamp(file_size_, kMinGrowth, kMaxGrowth);
   uint64_t target = std::min(max, (data_end + growth + kMinGrowth - 1) / kMinGrowth * kMinGrowth);
-  // fallocate, not ftruncate: on tmpfs it reserves the pages now, so a full file system is a
-  // clear ENOSPC here instead of a SIGBUS when the page is first written.
-  int rc = fallocate(segment_.fd(), 0, static_cast<off_t>(kHeaderSize + file_size_),
-                     static_cast<off_t>(target - file_size_));
-  if (rc != 0 && errno == ENOSPC) {
+  // Reserved, not only sized: on tmpfs a full file system is a clear kNoSpace here instead of a
+  // SIGBUS when the page is first written.
+  Status s = reserve_file(segment_.fd(), kHeaderSize + file_size_, target - file_size_);
+  if (s.code() == ErrorCode::kNoSpace) {
     // Nearly full: the headroom does not fit, but what this append needs may still.
     target = std::min(max, (data_end + kRingGranule - 1) / kRingGranule * kRingGranule);
-    rc = fallocate(segment_.fd(), 0, static_cast<off_t>(kHeaderSize + file_size_),
-                   static_cast<off_t>(target - file_size_));
+    s = reserve_file(segment_.fd(), kHeaderSize + file_size_, target - file_size_);
   }
-  if (rc != 0 && errno == EOPNOTSUPP) {
-    rc = ftruncate(segment_.fd(), static_cast<off_t>(kHeaderSize + target));
-  }
-  if (rc != 0) {
-    return from_errno(errno, fmt::format("{}: growing to {} bytes", segment_.describe(), target));
+  if (!s.ok()) {
+    return s.with_context(fmt::format("{}: growing to {} bytes", segment_.describe(), target));
   }
   // Map the new pages now, in one call, instead of one page fault per 4 KiB as the producer
   // first writes them (about 2x fewer cycles; Linux >= 5.14, best effort elsewhere).
@@ -108,11 +98,9 @@ uint64_t ProducerCore::slowest_reader() const {
   uint64_t slowest = kNobody;
   for (uint32_t i = 0; i < count; ++i) {
     const ReaderSlot& slot = wait_.slot(i);
-    // Acquire: pairs with claim_reader_slot()'s release store (the position comes with it).
-    if (slot.in_use.load(std::memory_order_acquire) == 0) continue;
-    // Acquire: pairs with the reader's release store in publish_position(): its reads of the
-    // bytes below the position are done before we overwrite them.
-    slowest = std::min(slowest, slot.position.load(std::memory_order_acquire));
+    if (!slot_in_use(slot)) continue;  // the position comes with the slot
+    // The reader's reads below its position are done before we overwrite them.
+    slowest = std::min(slowest, load_slot_position(slot));
   }
   return slowest;
 }

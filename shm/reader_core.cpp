@@ -116,7 +116,7 @@ Status ReaderCore::ended_status(StreamState state) const {
                                                  static_cast<uint32_t>(state)));
 }
 
-Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed) const {
+Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed) {
   if (committed < offset) {
     return Status(ErrorCode::kCorrupt,
                   fmt::format("{}: the committed length went back to {}, below offset {}",
@@ -133,13 +133,16 @@ Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed)
                                 "above offset {}",
                                 describe_, committed, ring_.capacity(), offset));
     }
-  } else if (committed > max_data_size_ || committed > load_data_file_size(segment_.header())) {
-    // The producer grows the file (and publishes its size) before committing into it.
-    return Status(
-        ErrorCode::kCorrupt,
-        fmt::format("{}: committed length {} beyond what the segment holds ({} "
-                    "allocated, at most {})",
-                    describe_, committed, load_data_file_size(segment_.header()), max_data_size_));
+  } else if (committed > file_size_seen_) {
+    // The producer grows the file (and publishes its size) before committing into it, so the
+    // size needs loading again only when the length passes the last size seen: rarely.
+    file_size_seen_ = std::min(load_data_file_size(segment_.header()), max_data_size_);
+    if (committed > file_size_seen_) {
+      return Status(ErrorCode::kCorrupt,
+                    fmt::format("{}: committed length {} beyond what the segment holds ({} "
+                                "allocated, at most {})",
+                                describe_, committed, file_size_seen_, max_data_size_));
+    }
   }
   return available;
 }

@@ -116,7 +116,7 @@ class ReaderCore {
   // The committed bytes above `offset` (committed - offset), checked against the geometry kept
   // in private memory: kCorrupt when the shared length claims more than the ring or the file
   // can hold, or went back below `offset`; kOverrun when a ring overwrote `offset`.
-  Result<uint64_t> available_from(uint64_t offset, uint64_t committed) const;
+  Result<uint64_t> available_from(uint64_t offset, uint64_t committed);
   Status check_readable(uint64_t offset, StreamState state) const;
   Status overrun(uint64_t offset) const;
   // Ring: kOverrun unless bytes from `offset` on are intact (after reading them).
@@ -146,7 +146,8 @@ class ReaderCore {
   ReaderSlot* slot_ = nullptr;
   std::string describe_;
   uint64_t max_data_size_ = 0;
-  RingGeometry ring_;  // from the validated header; the slot is published every step()
+  uint64_t file_size_seen_ = 0;  // unbounded: data_file_size as last loaded (only grows)
+  RingGeometry ring_;            // from the validated header; the slot is published every step()
   bool block_ring_ = false;
   uint64_t published_ = 0;         // last position stored in the slot
   uint64_t cached_committed_ = 0;  // records: a committed length already loaded

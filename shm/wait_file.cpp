@@ -174,16 +174,10 @@ void wake_producer_for_space(WaitPage& page) {
   futex_wake_all(&page.space_word, /*shared=*/true);
 }
 
-void unhold_cursor(const WaitFile& wait, uint32_t index) {
-  if (index >= wait.max_readers()) return;
-  store_slot_pid(wait.slot(index), 0);
-  settle_cursor_hold(wait, index);
-}
-
 void hold_cursor(const WaitFile& wait, uint32_t index, uint32_t pid) {
   if (index >= wait.max_readers()) return;
   store_slot_pid(wait.slot(index), pid);
-  settle_cursor_hold(wait, index);  // its last reader may have died with a lazy hold
+  settle_cursor_hold(wait, index);  // its last reader may have let go (or died) with a lazy hold
 }
 
 std::vector<SlotInfo> slots_in_use(const WaitFile& wait) {
@@ -209,8 +203,7 @@ std::vector<AdoptedSlot> adopt_reader_slots(const WaitFile& wait, bool this_boot
     std::string cursor(cursor_name(slot));
     if (in_use && slot.cursor != 0 && validate_cursor_name(cursor).ok() &&
         cursors.insert(cursor).second) {
-      if (!live) store_slot_pid(slot, 0);
-      settle_cursor_hold(wait, i);
+      hold_cursor(wait, i, live ? pid : 0);
       kept.push_back(AdoptedSlot{i, live ? pid : 0, std::move(cursor)});
     } else if (live && slot.cursor == 0) {
       kept.push_back(AdoptedSlot{i, pid, ""});

@@ -75,12 +75,10 @@ struct CursorPosition {
 };
 // The cursor's committed position and token (the entry commit_seq names).
 CursorPosition cursor_committed(const ReaderSlot& slot);
-// For a cursor no reader holds (any more): its pid is cleared and its hold (slot position,
-// which a reader publishes lazily) becomes exactly its committed position, waking a producer
-// that waits for room.
-void unhold_cursor(const WaitFile& wait, uint32_t index);
-// A reader takes the cursor of slot `index`: its pid (for display and adoption) is stored and
-// its hold settled at its committed position (its last reader may have died holding less).
+// The cursor of slot `index` changes hands: `pid` is the reader that takes it (for display and
+// adoption), 0 when its reader let go. Either way its hold (the slot position, which a reader
+// publishes lazily) becomes exactly its committed position, waking a producer that waits for
+// room.
 void hold_cursor(const WaitFile& wait, uint32_t index, uint32_t pid);
 
 // What a slot in use shows (ls, stat, top).

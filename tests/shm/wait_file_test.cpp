@@ -114,7 +114,7 @@ TEST_F(WaitFileTest, UnheldCursorHoldsExactlyItsCommittedPositionAndWakesAWaitin
   // A producer waits for every slot to reach 4096.
   wait.page().space_wanted.store(4096);
   uint32_t word = wait.page().space_word.load();
-  unhold_cursor(wait, index);
+  hold_cursor(wait, index, 0);
   EXPECT_EQ(load_slot_position(slot), 4096u);
   EXPECT_EQ(load_slot_pid(slot), 0u);
   EXPECT_TRUE(slot_in_use(slot));                  // the cursor stays

@@ -24,7 +24,7 @@ int cmd_ls(shmstream::Client& client, bool json) {
     std::printf("%-24s %-9s %-8s %-12s %14llu %14llu %7u %8u %-12s %s\n", s.name.c_str(),
                 shmstream::state_label(s), s.records ? "records" : "bytes", retention_of(s).c_str(),
                 static_cast<unsigned long long>(s.oldest), static_cast<unsigned long long>(s.bytes),
-                s.readers, s.producer_pid, user_name(s.owner_uid).c_str(),
+                s.readers, s.producer_pid, shmstream::owner_name(s).c_str(),
                 shmstream::to_string(s.mode));
     if (!s.directory.empty()) std::printf("  persistent in %s\n", s.directory.c_str());
     print_cursors(s, "  ");

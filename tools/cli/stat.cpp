@@ -28,8 +28,8 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
       static_cast<unsigned long long>(info.slowest_reader), info.producer_pid,
       static_cast<unsigned long long>(info.max_bytes), when);
   std::printf("owner:         %s (uid %u), group %s (gid %u)\nmode:          %s\n",
-              user_name(info.owner_uid).c_str(), info.owner_uid, group_name(info.owner_gid).c_str(),
-              info.owner_gid, shmstream::to_string(info.mode));
+              shmstream::owner_name(info).c_str(), info.owner_uid,
+              shmstream::group_name(info).c_str(), info.owner_gid, shmstream::to_string(info.mode));
   std::printf("stored in:     %s\n",
               info.directory.empty() ? "shared memory" : info.directory.c_str());
   if (info.resume_grace.count() != 0) {

@@ -1,8 +1,5 @@
 #include "cli/stream_info.hpp"
 
-#include <grp.h>
-#include <pwd.h>
-
 #include <algorithm>
 #include <cstdio>
 
@@ -29,15 +26,6 @@ void print_cursors(const shmstream::StreamInfo& info, const char* indent) {
                 static_cast<unsigned long long>(c.position),
                 static_cast<unsigned long long>(lag_of(info, c)), holder.c_str());
   }
-}
-
-std::string user_name(uint32_t uid) {
-  if (const passwd* pw = getpwuid(uid); pw != nullptr) return pw->pw_name;
-  return std::to_string(uid);
-}
-std::string group_name(uint32_t gid) {
-  if (const group* gr = getgrgid(gid); gr != nullptr) return gr->gr_name;
-  return std::to_string(gid);
 }
 
 }  // namespace shmstream_cli

@@ -1,5 +1,6 @@
 // tools/cli/stream_info.hpp — a stream's description as `ls` and `stat` print it for people:
-// the retention, cursors and their lag, owner names. (--json prints shmstream::to_json().)
+// the retention, cursors and their lag. (--json prints shmstream::to_json(); owner and group
+// names come from shmstream::owner_name() and group_name().)
 #pragma once
 
 #include <cstdint>
@@ -15,8 +16,5 @@ std::string retention_of(const shmstream::StreamInfo& info);
 uint64_t lag_of(const shmstream::StreamInfo& info, const shmstream::CursorInfo& cursor);
 // "  cursor NAME  at P  lag L  held by pid N" (or "idle"), one line per cursor.
 void print_cursors(const shmstream::StreamInfo& info, const char* indent);
-// A uid or gid as its name, if it has one ("1000" otherwise).
-std::string user_name(uint32_t uid);
-std::string group_name(uint32_t gid);
 
 }  // namespace shmstream_cli

@@ -120,6 +120,10 @@ struct StreamInfo {
 // The state as `ls` shows it: "removing" for a removed stream still held, "orphaned" for an
 // open one awaiting a successor, else to_string(info.state).
 const char* state_label(const StreamInfo& info);
+// The owner's user name and the group's name, as the system names them (getpwuid_r,
+// getgrgid_r); the number when it has no name.
+std::string owner_name(const StreamInfo& info);
+std::string group_name(const StreamInfo& info);
 // The stream as one JSON object: the keys and values of `shmstream ls --json` and
 // `shmstream stat --json`, and of the Python module's info dicts (built from this). One name per
 // quantity: "state" (state_label), "stream_state" (to_string(state)), "removing", "bytes",
