@@ -95,6 +95,7 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.origin = in.getOrigin();
   out.resume_grace = std::chrono::milliseconds(in.getResumeGraceMs());
   out.awaiting_producer = in.getAwaitingProducer();
+  out.damage = std::string(in.getDamage().cStr(), in.getDamage().size());
   return out;
 }
 

@@ -127,6 +127,7 @@ std::string owner_name(const StreamInfo& info) { return name_of_user(info.owner_
 std::string group_name(const StreamInfo& info) { return name_of_group(info.owner_gid); }
 
 const char* state_label(const StreamInfo& info) {
+  if (!info.damage.empty()) return "corrupt";
   if (info.removing) return "removing";
   if (info.awaiting_producer) return "orphaned";  // open, its producer dead, within its grace
   return to_string(info.state);
@@ -160,6 +161,7 @@ std::string to_json(const StreamInfo& info) {
   field(out, "origin", to_string(info.origin));
   field(out, "resume_grace_ms", to_string(info.resume_grace.count()));
   field(out, "awaiting_producer", boolean(info.awaiting_producer));
+  field(out, "damage", json_string(info.damage));
   std::string cursors = "[";
   for (const auto& c : info.cursors) {
     std::string cursor = "{";

@@ -568,6 +568,33 @@ void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
   }
 }
 
+std::string damage_of(const Stream& stream) {
+  if (stream.segment.faulted()) return "its segment file shrank under the daemon's mapping";
+  if (stream.wait.faulted()) return "its wait file shrank under the daemon's mapping";
+  // Sizes by fstat first: the header is read through the mapping only once it is there.
+  struct stat st {};
+  if (fstat(stream.segment.fd(), &st) != 0) return {};
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (size < shm::kHeaderSize) {
+    return fmt::format("its segment file is {} bytes, shorter than the {}-byte header", size,
+                       shm::kHeaderSize);
+  }
+  const uint64_t ring = stream.segment.ring_capacity();
+  const uint64_t needed = ring != 0 ? ring
+                                    : std::min(shm::load_committed(stream.segment.header()),
+                                               stream.segment.max_data_size());
+  if (size - shm::kHeaderSize < needed) {
+    return fmt::format("its segment file holds {} bytes of data, fewer than {} ({})",
+                       size - shm::kHeaderSize, needed, ring != 0 ? "its ring" : "committed");
+  }
+  if (stream.wait.valid() && stream.wait_fd && fstat(stream.wait_fd->get(), &st) == 0 &&
+      static_cast<uint64_t>(st.st_size) < shm::wait_file_size(stream.wait.max_readers())) {
+    return fmt::format("its wait file is {} bytes, shorter than its {} reader slots need",
+                       st.st_size, stream.wait.max_readers());
+  }
+  return {};
+}
+
 StreamSnapshot Registry::snapshot(const Stream& stream) const {
   const shm::SegmentHeader& h = stream.segment.header();
   StreamSnapshot s;
@@ -578,12 +605,12 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.readers = stream.readers;
   s.producer_pid = shm::producer_pid_now(h);
   s.producer_uid = stream.owner.uid;
-  s.max_bytes = h.max_data_size;
+  s.max_bytes = stream.segment.max_data_size();
   s.created_unix_ns = h.created_unix_ns;
   s.stream_id = h.stream_id;
-  s.ring_capacity = h.ring_capacity;
-  s.block_when_full = (h.flags & shm::kFlagBlockWhenFull) != 0;
-  s.records = (h.flags & shm::kFlagRecords) != 0;
+  s.ring_capacity = stream.segment.ring_capacity();
+  s.block_when_full = stream.segment.block_when_full();
+  s.records = stream.segment.records();
   s.oldest = shm::load_oldest(h);
   s.max_readers = stream.wait.valid() ? stream.wait.max_readers() : 0;
   s.slowest_reader = s.bytes;
@@ -607,6 +634,11 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.origin = h.origin_offset;
   s.resume_grace_ms = stream.resume_grace_ms();
   s.awaiting_producer = stream.awaiting_producer;
+  s.damage = damage_of(stream);
+  if (!s.damage.empty() && !stream.damage_reported) {
+    stream.damage_reported = true;
+    spdlog::warn("stream \"{}\": damaged: {}", stream.name, s.damage);
+  }
   return s;
 }
 

@@ -89,8 +89,9 @@ struct Stream {
   // Bumped each time a producer takes the stream (create, reattach, resume): what a producer
   // capability or a timer saw, so that a predecessor's late news is told apart.
   uint64_t producer_epoch = 0;
-  bool awaiting_producer = false;  // its producer's process exited; it may be resumed
-  bool removed = false;            // unlinked; kept only while held
+  bool awaiting_producer = false;        // its producer's process exited; it may be resumed
+  bool removed = false;                  // unlinked; kept only while held
+  mutable bool damage_reported = false;  // its damage (damage_of()) was logged
   std::map<std::string, Cursor> cursors;
   // Reader slots an earlier daemon gave to readers still alive when this one adopted the
   // stream (slot -> reader pid): kept for them to reattach, freed when their process exits.
@@ -134,7 +135,12 @@ struct StreamSnapshot {
   uint64_t origin;
   uint32_t resume_grace_ms;
   bool awaiting_producer;
+  std::string damage;  // empty, or what damage_of() found
 };
+
+// What is wrong with a stream's files, found without trusting them (a fault recovered in the
+// daemon's mappings, sizes by fstat): empty when nothing is. Its readers get kCorrupt.
+std::string damage_of(const Stream& stream);
 
 // What a reader holds (see Registry::open).
 struct ReaderGrant {

@@ -77,6 +77,7 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setOrigin(s.origin);
   out.setResumeGraceMs(s.resume_grace_ms);
   out.setAwaitingProducer(s.awaiting_producer);
+  out.setDamage(s.damage);
 }
 
 static_assert(static_cast<int>(Mode::kOwner) == static_cast<int>(proto::Mode::OWNER));

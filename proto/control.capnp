@@ -65,6 +65,9 @@ struct StreamInfo {
   # See CreateOptions.resumeGraceMs.
   awaitingProducer @23 :Bool;
   # Open, but its producer died: waiting (up to the grace) for another to resume it.
+  damage @24 :Text;
+  # Empty unless the daemon found the stream's files damaged (e.g. the segment shrank under
+  # its mappings): what it found. Its readers get `corrupt`.
 }
 
 struct ReaderInfo {

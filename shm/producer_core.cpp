@@ -49,6 +49,10 @@ Status ProducerCore::check_open() const {
     case StreamState::kCancelled:
       return Status(ErrorCode::kCancelled, segment_.describe() + ": cancelled (removed by force)");
   }
+  if (segment_.faulted()) {
+    return Status(ErrorCode::kCorrupt,
+                  segment_.describe() + ": its segment file shrank under the producer");
+  }
   return Status(ErrorCode::kCorrupt, segment_.describe() + ": invalid state");
 }
 

@@ -111,6 +111,7 @@ Status ReaderCore::ended_status(StreamState state) const {
     case StreamState::kOpen:
       return Status();
   }
+  if (Status s = check_mapping(); !s.ok()) return s;
   // Only a process that writes the segment (its owner) can put another value there.
   return Status(ErrorCode::kCorrupt, fmt::format("{}: invalid stream state {}", describe_,
                                                  static_cast<uint32_t>(state)));
@@ -148,6 +149,7 @@ Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed)
 }
 
 Status ReaderCore::check_readable(uint64_t committed, StreamState state) const {
+  if (Status s = check_mapping(); !s.ok()) return s;
   if (state == StreamState::kCancelled) return ended_status(state);
   if (!ring_.is_ring() && committed > max_data_size_) {
     return Status(ErrorCode::kCorrupt,
@@ -178,7 +180,16 @@ Status ReaderCore::overrun(uint64_t offset) const {
                 oldest);
 }
 
+Status ReaderCore::check_mapping() const {
+  if (!segment_.faulted()) return Status();
+  return Status(ErrorCode::kCorrupt,
+                describe_ +
+                    ": its segment file shrank under the reader (truncated by its owner); "
+                    "bytes read since are zeros, not the stream's");
+}
+
 Status ReaderCore::check_intact(uint64_t offset) const {
+  if (Status s = check_mapping(); !s.ok()) return s;
   return intact(offset) ? Status() : overrun(offset);
 }
 

@@ -6,6 +6,12 @@
 // mapping. It sleeps on the header's wait_word (a futex) when it wants bytes that are not
 // committed yet, after telling the producer through the wait file (layout.hpp).
 //
+// The segment's owner can truncate its file under us. The mapping is guarded (fault_guard.hpp):
+// a fault maps zero pages over it instead of killing the process, and every operation from
+// then on returns kCorrupt. A view handed out before keeps pointing into the mapping and reads
+// zeros from the fault on; bytes a read copied are checked after the copy and never delivered
+// as good once the mapping faulted.
+//
 // Thread-safety: a ReaderCore is used by one thread at a time, except close(), which any thread
 // may call while another is blocked in it, and watch(), for one watcher thread.
 #pragma once
@@ -118,6 +124,8 @@ class ReaderCore {
   // can hold, or went back below `offset`; kOverrun when a ring overwrote `offset`.
   Result<uint64_t> available_from(uint64_t offset, uint64_t committed);
   Status check_readable(uint64_t offset, StreamState state) const;
+  // kCorrupt once the segment's file shrank under our mapping (fault_guard.hpp).
+  Status check_mapping() const;
   Status overrun(uint64_t offset) const;
   // Ring: kOverrun unless bytes from `offset` on are intact (after reading them).
   Status check_intact(uint64_t offset) const;

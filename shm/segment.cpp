@@ -86,6 +86,8 @@ Status format_segment(int fd, const SegmentParams& params) {
   if (base == MAP_FAILED) {
     return from_errno(errno, fmt::format("stream \"{}\": mapping the new segment", params.name));
   }
+  // A file in a user's directory may be truncated by them while we write it.
+  FaultGuard guard(base, kHeaderSize, PROT_READ | PROT_WRITE);
   // The file is new and nobody else has it yet: plain initialisation is race-free.
   auto* header = new (base) SegmentHeader{};
   header->magic = kMagic;
@@ -128,6 +130,12 @@ Status format_segment(int fd, const SegmentParams& params) {
       header->data_file_size.store(ring, std::memory_order_relaxed);  // as above
     }
   }
+  if (guard.faulted()) {
+    status =
+        Status(ErrorCode::kCorrupt,
+               fmt::format("stream \"{}\": its file shrank while being formatted", params.name));
+  }
+  guard.reset();
   munmap(base, kHeaderSize);
   return status;
 }
@@ -309,6 +317,7 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
     return from_errno(err, fmt::format("{}: mapping {} bytes", what, segment.length_));
   }
   segment.base_ = static_cast<std::byte*>(base);
+  segment.guard_ = FaultGuard(base, segment.length_, prot);
   // The file's size, by fstat after the mmap: first to check that the header is there before
   // reading it through the mapping (past the file's end is SIGBUS), then again for validation,
   // after it loaded the sizes (a producer may be growing the file meanwhile).
@@ -333,27 +342,34 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
   if (segment.fd_ < 0) return from_errno(errno, fmt::format("{}: dup", what));
   segment.ring_capacity_ = ring;
   segment.max_data_size_ = max_data_size;
-  segment.flags_ = header.flags;
+  // Read again after validation (an owner may rewrite them meanwhile): kept consistent with
+  // the geometry whatever they say now.
+  segment.flags_ = header.flags & (ring != 0 ? kKnownFlags : kKnownFlags & ~kFlagBlockWhenFull);
+  segment.name_.assign(header.name, std::min<size_t>(header.name_length, kMaxNameLength));
   return segment;
 }
 
 Segment::Segment(Segment&& other) noexcept
     : base_(std::exchange(other.base_, nullptr)),
       length_(std::exchange(other.length_, 0)),
+      guard_(std::move(other.guard_)),
       fd_(std::exchange(other.fd_, -1)),
       ring_capacity_(other.ring_capacity_),
       max_data_size_(other.max_data_size_),
-      flags_(other.flags_) {}
+      flags_(other.flags_),
+      name_(std::move(other.name_)) {}
 
 Segment& Segment::operator=(Segment&& other) noexcept {
   if (this != &other) {
     reset();
     base_ = std::exchange(other.base_, nullptr);
     length_ = std::exchange(other.length_, 0);
+    guard_ = std::move(other.guard_);
     fd_ = std::exchange(other.fd_, -1);
     ring_capacity_ = other.ring_capacity_;
     max_data_size_ = other.max_data_size_;
     flags_ = other.flags_;
+    name_ = std::move(other.name_);
   }
   return *this;
 }
@@ -361,6 +377,7 @@ Segment& Segment::operator=(Segment&& other) noexcept {
 Segment::~Segment() { reset(); }
 
 void Segment::reset() {
+  guard_.reset();
   if (base_ != nullptr) munmap(base_, length_);
   if (fd_ >= 0) ::close(fd_);
   base_ = nullptr;
@@ -368,19 +385,17 @@ void Segment::reset() {
   fd_ = -1;
 }
 
-std::string Segment::name() const {
-  const SegmentHeader& h = header();
-  return std::string(h.name, std::min<size_t>(h.name_length, kMaxNameLength));
-}
-
 std::string Segment::describe() const { return fmt::format("stream \"{}\"", name()); }
 
 bool end_stream(SegmentHeader& header, StreamState to) {
   uint32_t current = header.state.load(std::memory_order_relaxed);
   for (;;) {
-    bool allowed = to == StreamState::kCancelled
-                       ? current != static_cast<uint32_t>(StreamState::kCancelled)
-                       : current == static_cast<uint32_t>(StreamState::kOpen);
+    // A state that is none of the four (an owner scribbled it, or the file shrank under it)
+    // ends like an open one: its readers must wake to find out.
+    bool allowed =
+        to == StreamState::kCancelled
+            ? current != static_cast<uint32_t>(StreamState::kCancelled)
+            : current == static_cast<uint32_t>(StreamState::kOpen) || !valid_state(current);
     if (!allowed) return false;
     // acq_rel: publishes every commit before the end (pairs with load_state's acquire).
     if (header.state.compare_exchange_weak(current, static_cast<uint32_t>(to),

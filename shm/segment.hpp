@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "shm/fault_guard.hpp"
 #include "shm/layout.hpp"
 #include "shmstream/status.hpp"
 
@@ -89,20 +90,27 @@ class Segment {
   // The whole mapping (header + reserved data range).
   std::span<const std::byte> mapping() const { return {base_, length_}; }
   int fd() const { return fd_; }
-  std::string name() const;
+  // Whether the file shrank under the mapping and a fault was recovered (fault_guard.hpp):
+  // from then on the mapping reads zeros, and nothing read through it can be trusted.
+  bool faulted() const { return guard_.faulted(); }
+  // The name, as validated when mapped (kept here: the shared copy may change since).
+  const std::string& name() const { return name_; }
   // `stream "name"` for messages.
   std::string describe() const;
 
  private:
   std::byte* base_ = nullptr;
   size_t length_ = 0;
+  FaultGuard guard_;
   int fd_ = -1;
   uint64_t ring_capacity_ = 0;
   uint64_t max_data_size_ = 0;
   uint32_t flags_ = 0;
+  std::string name_;
 };
 
-// Ends the stream: kOpen -> to (kClosed or kAborted); any state but kCancelled -> kCancelled.
+// Ends the stream: kOpen (or a state that is none of the four) -> to (kClosed or kAborted); any
+// state but kCancelled -> kCancelled.
 // Wakes every reader. Returns false when the state did not allow it (already ended).
 bool end_stream(SegmentHeader& header, StreamState to);
 // Wakes every reader sleeping on the stream's wait word (and a producer waiting for room):

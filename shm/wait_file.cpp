@@ -31,6 +31,7 @@ Status format_wait_file(int fd, uint64_t stream_id, uint32_t max_readers) {
   if (base == MAP_FAILED) {
     return from_errno(errno, "mapping the wait file");
   }
+  FaultGuard guard(base, size, PROT_READ | PROT_WRITE);
   // New and not handed out yet: plain initialisation; the fd's hand-over publishes it. The
   // slots are zero (free), as a new file's pages are.
   auto* page = new (base) WaitPage{};
@@ -40,7 +41,10 @@ Status format_wait_file(int fd, uint64_t stream_id, uint32_t max_readers) {
   page->stream_id = stream_id;
   page->min_wanted.store(kNobody, std::memory_order_relaxed);
   page->space_wanted.store(kNobody, std::memory_order_relaxed);
+  const bool faulted = guard.faulted();
+  guard.reset();
   munmap(base, size);
+  if (faulted) return Status(ErrorCode::kCorrupt, "the wait file shrank while being formatted");
   return Status();
 }
 
@@ -57,6 +61,7 @@ Result<WaitFile> WaitFile::map(int fd, uint64_t stream_id, std::string_view what
   WaitFile out;
   out.page_ = static_cast<WaitPage*>(base);
   out.length_ = size;
+  out.guard_ = FaultGuard(base, size, PROT_READ | PROT_WRITE);
   const WaitPage& page = out.page();
   if (page.magic != kWaitMagic || page.layout_version != kLayoutVersion ||
       page.stream_id != stream_id) {
@@ -76,15 +81,18 @@ Result<WaitFile> WaitFile::map(int fd, uint64_t stream_id, std::string_view what
 
 WaitFile& WaitFile::operator=(WaitFile&& other) noexcept {
   if (this != &other) {
+    guard_.reset();
     if (page_ != nullptr) munmap(page_, length_);
     page_ = std::exchange(other.page_, nullptr);
     length_ = std::exchange(other.length_, 0);
+    guard_ = std::move(other.guard_);
     max_readers_ = std::exchange(other.max_readers_, 0);
   }
   return *this;
 }
 
 WaitFile::~WaitFile() {
+  guard_.reset();
   if (page_ != nullptr) munmap(page_, length_);
 }
 

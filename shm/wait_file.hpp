@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "shm/fault_guard.hpp"
 #include "shm/layout.hpp"
 #include "shmstream/status.hpp"
 
@@ -35,6 +36,7 @@ class WaitFile {
   WaitFile(WaitFile&& other) noexcept
       : page_(std::exchange(other.page_, nullptr)),
         length_(std::exchange(other.length_, 0)),
+        guard_(std::move(other.guard_)),
         max_readers_(std::exchange(other.max_readers_, 0)) {}
   WaitFile& operator=(WaitFile&& other) noexcept;
   ~WaitFile();
@@ -42,6 +44,8 @@ class WaitFile {
   bool valid() const { return page_ != nullptr; }
   WaitPage& page() const { return *page_; }
   uint32_t max_readers() const { return max_readers_; }
+  // Whether the file shrank under the mapping (fault_guard.hpp): it reads zeros from then on.
+  bool faulted() const { return guard_.faulted(); }
   // Slot `index` (< max_readers()).
   ReaderSlot& slot(uint32_t index) const {
     return reinterpret_cast<ReaderSlot*>(reinterpret_cast<std::byte*>(page_) +
@@ -51,6 +55,7 @@ class WaitFile {
  private:
   WaitPage* page_ = nullptr;
   size_t length_ = 0;
+  FaultGuard guard_;
   uint32_t max_readers_ = 0;
 };
 

@@ -155,7 +155,9 @@ double retention_use(const shmstream::StreamInfo& s) {
 }
 
 std::string state_text(const shmstream::StreamInfo& s) {
-  std::string state = s.awaiting_producer ? "orphaned" : shmstream::to_string(s.state);
+  std::string state = !s.damage.empty()     ? "corrupt"
+                      : s.awaiting_producer ? "orphaned"
+                                            : shmstream::to_string(s.state);
   return state + (s.removing ? ", removed" : "");
 }
 

@@ -3,9 +3,15 @@
 // bytes outside the ring or the file, or bytes the producer never committed. (In one process:
 // the "owner" writes the header through a read-write mapping of its own, as any owner can.)
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <string>
+#include <vector>
 
+#include "shm/fault_guard.hpp"
 #include "shm/producer_core.hpp"
 #include "shm/reader_core.hpp"
 #include "shm/segment_fixture.hpp"
@@ -83,6 +89,84 @@ TEST_F(SegmentTest, AGarbageStateIsCorruptNotACleanEnd) {
   EXPECT_NE(next.status().message().find("invalid stream state 77"), std::string::npos)
       << next.status().message();
   EXPECT_THAT(r.wait_until(4, in(1s), nullptr), StatusIs(ErrorCode::kCorrupt));
+}
+
+// The owner truncates its segment file under a reader: the reader's mapping faults, the fault
+// guard maps zeros over it, and the reader says kCorrupt instead of dying of SIGBUS.
+TEST_F(SegmentTest, ShrinkingTheFileUnderAReaderIsCorruptNotASigbus) {
+  format();
+  ProducerCore p = producer();
+  ASSERT_THAT(p.append(bytes_of(std::string(64 << 10, 'x'))), IsOk());
+  ReaderCore r = reader();
+  auto view = r.next(32 << 10, in(1s), nullptr);
+  ASSERT_THAT(view, IsOk());
+  ASSERT_EQ((*view)[20000], std::byte{'x'});
+  const unsigned long before = FaultGuard::recovered();
+  ASSERT_EQ(ftruncate(fd_, kHeaderSize + 4096), 0);  // the owner's attack
+  // The held view: past the new end it now reads zeros, not a SIGBUS.
+  EXPECT_EQ((*view)[20000], std::byte{0});
+  EXPECT_GT(FaultGuard::recovered(), before);
+  EXPECT_TRUE(r.segment().faulted());
+  // Every call from now on: kCorrupt, naming the cause.
+  auto next = r.next(1 << 20, in(1s), nullptr);
+  EXPECT_THAT(next, StatusIs(ErrorCode::kCorrupt));
+  EXPECT_NE(next.status().message().find("shrank"), std::string::npos) << next.status().message();
+  std::byte buf[64];
+  EXPECT_THAT(r.read_at(0, buf, in(1s), nullptr), StatusIs(ErrorCode::kCorrupt));
+  EXPECT_THAT(r.view(0, 10), StatusIs(ErrorCode::kCorrupt));
+}
+
+TEST_F(SegmentTest, ACopyThatFaultsIsNotDeliveredAsGood) {
+  format();
+  ProducerCore p = producer();
+  ASSERT_THAT(p.append(bytes_of(std::string(64 << 10, 'y'))), IsOk());
+  ReaderCore r = reader();
+  ASSERT_EQ(ftruncate(fd_, kHeaderSize + 4096), 0);
+  std::vector<std::byte> buf(64 << 10);
+  // The header (inside the file) still says 64 KiB committed; the copy runs past the end.
+  EXPECT_THAT(r.read_at(0, buf, in(1s), nullptr), StatusIs(ErrorCode::kCorrupt));
+  EXPECT_EQ(r.position(), 0u);
+}
+
+TEST_F(SegmentTest, ShrinkingBelowTheHeaderIsCorruptForReaderAndProducer) {
+  format(ring(kRing));
+  ProducerCore p = producer();
+  ASSERT_THAT(p.append(bytes_of(std::string(1000, 'z'))), IsOk());
+  ReaderCore r = reader();
+  ASSERT_EQ(ftruncate(fd_, 100), 0);
+  EXPECT_THAT(r.next(100, in(1s), nullptr), StatusIs(ErrorCode::kCorrupt));
+  EXPECT_THAT(r.wait_until(2000, in(1s), nullptr), StatusIs(ErrorCode::kCorrupt));
+  // The owner's own producer is hurt by its own attack, but as an error, not a signal.
+  EXPECT_THAT(p.append(bytes_of("more")), StatusIs(ErrorCode::kCorrupt));
+}
+
+// Faults outside the library's mappings are not swallowed: the process dies of them as before.
+TEST(FaultGuardDeathTest, AFaultOutsideEveryGuardedMappingStillKills) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  // A guarded mapping exists, so the handler is installed.
+  int guarded_fd = memfd_create("guarded", MFD_CLOEXEC);
+  ASSERT_EQ(ftruncate(guarded_fd, 4096), 0);
+  void* guarded = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, guarded_fd, 0);
+  ASSERT_NE(guarded, MAP_FAILED);
+  FaultGuard guard(guarded, 4096, PROT_READ);
+  EXPECT_EXIT(
+      {
+        int fd = memfd_create("unguarded", MFD_CLOEXEC);
+        if (ftruncate(fd, 8192) != 0) _exit(1);
+        auto* p = static_cast<volatile char*>(mmap(nullptr, 8192, PROT_READ, MAP_SHARED, fd, 0));
+        if (ftruncate(fd, 0) != 0) _exit(1);
+        (void)p[4096];
+        _exit(0);
+      },
+      // Killed by the SIGBUS, or by the handler installed before ours (a sanitizer's report).
+      [](int status) {
+        return (WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS) ||
+               (WIFEXITED(status) && WEXITSTATUS(status) != 0);
+      },
+      "");
+  guard.reset();
+  munmap(guarded, 4096);
+  close(guarded_fd);
 }
 
 }  // namespace

@@ -137,6 +137,14 @@ std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk, uint
     if (!span.ok()) return span.status().message();
     ssize_t n = ::read(fd, span->data(), span->size());
     if (n < 0 && errno == EINTR) continue;
+    // EFAULT: the kernel could not write into the reservation: the segment file shrank under
+    // our mapping (commit() names it when the header went too).
+    if (n < 0 && errno == EFAULT) {
+      shmstream::Status s = producer.commit(0);
+      return s.ok() ? std::string("stream \"") + producer.name() +
+                          "\": its segment file shrank under the producer's mapping"
+                    : s.message();
+    }
     if (n < 0) return std::string("reading input: ") + std::strerror(errno);
     if (n == 0) return "";
     if (auto s = producer.commit(static_cast<size_t>(n)); !s.ok()) return s.message();

@@ -116,9 +116,11 @@ struct StreamInfo {
   uint64_t origin = 0;                        // see CreateOptions::origin
   std::chrono::milliseconds resume_grace{0};  // see CreateOptions::resume_grace
   bool awaiting_producer = false;  // open, its producer died: Client::resume() may take it
+  std::string damage;              // empty, or what the daemon found wrong with the stream's files
 };
-// The state as `ls` shows it: "removing" for a removed stream still held, "orphaned" for an
-// open one awaiting a successor, else to_string(info.state).
+// The state as `ls` shows it: "corrupt" for a stream whose files are damaged, "removing" for a
+// removed stream still held, "orphaned" for an open one awaiting a successor, else
+// to_string(info.state).
 const char* state_label(const StreamInfo& info);
 // The owner's user name and the group's name, as the system names them (getpwuid_r,
 // getgrgid_r); the number when it has no name.
@@ -130,7 +132,8 @@ std::string group_name(const StreamInfo& info);
 // "readers", "producer_pid", "owner_uid", "owner" (its user name), "owner_gid", "group",
 // "mode", "stream_id", "max_bytes", "created_unix_ns", "retention", "ring_capacity", "oldest",
 // "records", "max_readers", "slowest_reader", "directory", "origin", "resume_grace_ms",
-// "awaiting_producer", "cursors" [{"name", "position", "lag", "reader_pid"}] and "attached"
+// "awaiting_producer", "damage", "cursors" [{"name", "position", "lag", "reader_pid"}] and
+// "attached"
 // [{"pid", "position", "cursor"}].
 std::string to_json(const StreamInfo& info);
 
@@ -229,6 +232,13 @@ class Producer {
 
 // Reads one stream from a read-only mapping, at its own position. Obtained from Client::open().
 // Move-only. Views it returns stay valid until the Reader is closed or destroyed.
+//
+// A hostile or broken producer cannot crash a Reader: if the stream's owner truncates the
+// segment file, the library catches the fault (it installs a SIGBUS handler that passes on
+// every fault outside its own mappings), replaces the mapping with zero pages, and every call
+// from then on fails with kCorrupt. A view you still hold then reads zeros: check intact(), or
+// any later call, before you act on bytes a view gave you. Lengths, states and offsets read
+// from the segment are checked against its geometry; an impossible one is kCorrupt.
 class Reader {
  public:
   Reader(Reader&&) noexcept;
