@@ -52,4 +52,32 @@ Status may_own(std::string_view stream, const Owner& owner, const Peer& peer, ui
                             stream, owner.uid, action, peer.uid));
 }
 
+Status may_use_cursor(std::string_view stream, std::string_view cursor, uid_t cursor_uid,
+                      const Owner& owner, const Peer& peer, uid_t daemon_uid, bool removing) {
+  if (privileged(peer, daemon_uid) || peer.uid == cursor_uid ||
+      (removing && peer.uid == owner.uid)) {
+    return Status();
+  }
+  return Status(
+      ErrorCode::kPermissionDenied,
+      fmt::format("stream \"{}\": cursor \"{}\": permission denied: it belongs to uid {}{}; "
+                  "you are uid {}",
+                  stream, cursor, cursor_uid,
+                  removing ? " (its stream's owner or root may also remove it)" : "", peer.uid));
+}
+
+uint32_t slot_share(uint32_t max_readers) { return std::max<uint32_t>(1, max_readers / 2); }
+
+Status may_take_slot(std::string_view stream, const Owner& owner, const Peer& peer,
+                     uid_t daemon_uid, uint32_t held, uint32_t max_readers) {
+  if (privileged(peer, daemon_uid) || peer.uid == owner.uid || held < slot_share(max_readers)) {
+    return Status();
+  }
+  return Status(ErrorCode::kTooManyReaders,
+                fmt::format("stream \"{}\": too many readers: uid {} already holds {} of its {} "
+                            "reader slots (readers and named cursors), the most one user other "
+                            "than its owner may",
+                            stream, peer.uid, held, max_readers));
+}
+
 }  // namespace shmstream::daemon

@@ -49,4 +49,18 @@ Status may_read(std::string_view stream, const Owner& owner, const Peer& peer, u
 Status may_own(std::string_view stream, const Owner& owner, const Peer& peer, uid_t daemon_uid,
                std::string_view action);
 
+// Named cursors belong to the uid that made them (`cursor_uid`). kPermissionDenied unless
+// `peer` is that uid or privileged; `removing` lets the stream's owner too (it may forget the
+// cursors of its own stream, not read as them).
+Status may_use_cursor(std::string_view stream, std::string_view cursor, uid_t cursor_uid,
+                      const Owner& owner, const Peer& peer, uid_t daemon_uid, bool removing);
+// The reader slots one user other than the stream's owner may hold at once (readers and named
+// cursors, held or idle): half of them, at least one. No one user can take every slot of
+// someone else's stream; the owner and privileged users are not limited.
+uint32_t slot_share(uint32_t max_readers);
+// kTooManyReaders unless `peer`, holding `held` of the stream's `max_readers` slots now, may
+// take one more.
+Status may_take_slot(std::string_view stream, const Owner& owner, const Peer& peer,
+                     uid_t daemon_uid, uint32_t held, uint32_t max_readers);
+
 }  // namespace shmstream::daemon

@@ -39,6 +39,11 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
 
 bool process_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
+uint32_t Stream::slots_held_by(uid_t uid) const {
+  return static_cast<uint32_t>(std::count_if(slot_users.begin(), slot_users.end(),
+                                             [uid](const auto& s) { return s.second == uid; }));
+}
+
 uint32_t Stream::resume_grace_ms() const {
   return std::min(segment.header().resume_grace_ms, kMaxResumeGraceMs);
 }
@@ -100,7 +105,9 @@ Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_reade
           [](uint32_t pid) { return process_alive(static_cast<pid_t>(pid)); });
       for (auto& slot : kept) {
         auto pid = static_cast<pid_t>(slot.pid);
-        if (!slot.cursor.empty()) stream.cursors[slot.cursor] = Cursor{slot.index, pid, 0};
+        if (!slot.cursor.empty())
+          stream.cursors[slot.cursor] = Cursor{slot.index, pid, 0, slot.uid};
+        stream.slot_users[slot.index] = slot.uid;
         if (pid != 0) stream.orphans[slot.index] = pid;
       }
       stream.wait = std::move(wait).value();
@@ -262,7 +269,19 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
         stream->orphans.erase(o);
         held->reader_pid = 0;
       }
+      if (Status s = may_use_cursor(name, cursor, held->uid, stream->owner, peer, geteuid(),
+                                    /*removing=*/false);
+          !s.ok()) {
+        return s;
+      }
       if (Status s = unless_held(name, cursor, *held); !s.ok()) return s;
+    }
+  }
+  if (held == nullptr) {
+    if (Status s = may_take_slot(name, stream->owner, peer, geteuid(),
+                                 stream->slots_held_by(peer.uid), stream->wait.max_readers());
+        !s.ok()) {
+      return s;
     }
   }
   // A fresh read-only open: the reader cannot gain write access through it, even by mprotect.
@@ -279,13 +298,14 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
     shm::hold_cursor(stream->wait, held->slot, pid);
     out_grant = ReaderGrant{held->slot, cursor, held->generation};
   } else {
-    auto slot = shm::claim_reader_slot(stream->wait, oldest, pid, cursor);
+    auto slot = shm::claim_reader_slot(stream->wait, oldest, pid, peer.uid, cursor);
     if (!slot.ok()) {
       return slot.status().with_context(fmt::format("stream \"{}\": too many readers", name));
     }
     out_grant = ReaderGrant{*slot, cursor, cursor.empty() ? 0u : 1u};
+    stream->slot_users[*slot] = peer.uid;
     if (!cursor.empty()) {
-      stream->cursors[cursor] = Cursor{*slot, peer.pid, 1};
+      stream->cursors[cursor] = Cursor{*slot, peer.pid, 1, peer.uid};
       spdlog::info("stream \"{}\": cursor \"{}\" created at {}", name, cursor, oldest);
     }
   }
@@ -306,9 +326,15 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
     return Status(ErrorCode::kNotFound,
                   fmt::format("stream \"{}\": no cursor \"{}\"", name, cursor));
   }
+  if (Status s = may_use_cursor(name, cursor, c->second.uid, stream.owner, peer, geteuid(),
+                                /*removing=*/true);
+      !s.ok()) {
+    return s;
+  }
   if (Status s = unless_held(name, cursor, c->second); !s.ok()) return s;
   // A reader that died unseen still counts until its capability goes; its slot is free now.
   shm::release_reader_slot(stream.wait, c->second.slot);
+  stream.slot_users.erase(c->second.slot);
   stream.cursors.erase(c);
   spdlog::info("stream \"{}\": cursor \"{}\" removed", name, cursor);
   return Status();
@@ -531,6 +557,7 @@ void Registry::let_go(Stream& stream, uint32_t slot, Cursor* cursor) {
     if (stream.wait.valid()) shm::hold_cursor(stream.wait, slot, 0);
   } else if (stream.wait.valid()) {
     shm::release_reader_slot(stream.wait, slot);
+    stream.slot_users.erase(slot);
   }
 }
 

@@ -67,6 +67,7 @@ struct Cursor {
   uint32_t slot = 0;
   pid_t reader_pid = 0;     // the reader holding it now; 0 if none
   uint64_t generation = 0;  // bumped each time a reader takes it
+  uid_t uid = 0;            // the user that made it: only they (and root) may read as it
 };
 
 struct Stream {
@@ -96,6 +97,10 @@ struct Stream {
   // Reader slots an earlier daemon gave to readers still alive when this one adopted the
   // stream (slot -> reader pid): kept for them to reattach, freed when their process exits.
   std::map<uint32_t, pid_t> orphans;
+  // Every reader slot claimed (anonymous readers' and named cursors'), by the user that claimed
+  // it: what the per-user share of the slots counts (access.hpp slot_share()).
+  std::map<uint32_t, uid_t> slot_users;
+  uint32_t slots_held_by(uid_t uid) const;
 };
 
 struct CursorSnapshot {
@@ -176,8 +181,10 @@ class Registry {
   // kTooManyReaders when every slot is taken. With a cursor name, the slot is that cursor's
   // (created if new); kBusy while a live reader holds it.
   Result<ReaderAccess> open(const std::string& name, const std::string& cursor, const Peer& peer);
-  // Only the owner (or root, or the daemon's own user) may remove a stream; anyone who may
-  // open it may remove its cursors.
+  // Only the owner (or root, or the daemon's own user) may remove a stream. A named cursor is
+  // its maker's: only they (or a privileged user) may read as it; they, the stream's owner and
+  // privileged users may remove it. A user other than the owner holds at most slot_share()
+  // of the slots.
   Status remove(const std::string& name, bool force, const Peer& peer);
   Status remove_cursor(const std::string& name, const std::string& cursor, const Peer& peer);
   std::vector<StreamSnapshot> list() const;

@@ -98,7 +98,8 @@ struct CursorInfo {
 struct OpenOptions {
   cursor @0 :Text;
   # Read as this named cursor: start at its committed position (created at the oldest offset
-  # if new); only one reader at a time may hold a cursor.
+  # if new); only one reader at a time may hold a cursor. A cursor belongs to the user that
+  # made it: anyone else (but root) gets permission_denied.
 }
 
 enum Retention {
@@ -158,7 +159,7 @@ interface Control {
 
   removeCursor @5 (name :Text, cursor :Text) -> (status :Status);
   # Forgets a named cursor that no reader holds (it stops holding back a blocking ring).
-  # Anyone who may open the stream may remove its cursors.
+  # A cursor belongs to the user that made it: they, the stream's owner and root may remove it.
 
   reattachProducer @6 (name :Text, streamId :UInt64) -> (status :Status, producer :Producer);
   # After a daemon restart, the producer of stream `streamId` (the daemon checks the caller's

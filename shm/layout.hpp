@@ -109,6 +109,10 @@
 //   40   16 committed[1]      reader                  {position, token}
 //   56    1 name_length       daemon                  before in_use: the cursor's name
 //   57   64 name              daemon                  before in_use
+//  124    4 uid               daemon                  before in_use: the user that claimed the
+//                                                     slot (a named cursor's owner); the
+//                                                     daemon's own record is authoritative
+//                                                     while it runs, this copy at adoption
 //
 // ## Wake protocol (min_wanted, wait_word)
 // A reader that wants offset t: CAS min_wanted to min(min_wanted, t), a seq_cst fence, re-load
@@ -166,7 +170,8 @@ inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", littl
 // v4: 128-byte reader slots carrying named cursors; boot_id in the header.
 // v5: origin_offset and resume_grace_ms in the identity line, covered by the checksum, which
 //     moved to offset 120.
-inline constexpr uint32_t kLayoutVersion = 5;
+// v6: the uid that claimed each reader slot (named cursors belong to a user).
+inline constexpr uint32_t kLayoutVersion = 6;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
 inline constexpr size_t kCacheLine = 64;
@@ -296,6 +301,7 @@ struct alignas(kReaderSlotSize) ReaderSlot {
   CursorCommit committed[2];
   uint8_t name_length;
   char name[kMaxCursorNameLength];
+  alignas(4) uint32_t uid;  // daemon, before in_use
 };
 
 static_assert(sizeof(WaitPage) == kWaitPageSize);
@@ -316,6 +322,7 @@ static_assert(offsetof(ReaderSlot, commit_seq) == 20);
 static_assert(offsetof(ReaderSlot, committed) == 24);
 static_assert(offsetof(ReaderSlot, name_length) == 56);
 static_assert(offsetof(ReaderSlot, name) == 57);
+static_assert(offsetof(ReaderSlot, uid) == 124);
 
 inline constexpr uint64_t wait_file_size(uint32_t max_readers) {
   return kWaitPageSize + uint64_t{max_readers} * kReaderSlotSize;

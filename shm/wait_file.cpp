@@ -97,7 +97,7 @@ WaitFile::~WaitFile() {
 }
 
 Result<uint32_t> claim_reader_slot(const WaitFile& wait, uint64_t position, uint32_t pid,
-                                   std::string_view cursor) {
+                                   uint32_t uid, std::string_view cursor) {
   if (!cursor.empty()) {
     if (Status s = validate_cursor_name(cursor); !s.ok()) return s;
   }
@@ -117,6 +117,7 @@ Result<uint32_t> claim_reader_slot(const WaitFile& wait, uint64_t position, uint
     slot.name_length = static_cast<uint8_t>(cursor.size());
     std::memset(slot.name, 0, sizeof(slot.name));
     if (!cursor.empty()) std::memcpy(slot.name, cursor.data(), cursor.size());
+    slot.uid = uid;
     // Release: pairs with the producer's acquire load in slowest_reader(); it sees the
     // position stored above with the slot (and a reader the other fields).
     slot.in_use.store(1, std::memory_order_release);
@@ -212,9 +213,9 @@ std::vector<AdoptedSlot> adopt_reader_slots(const WaitFile& wait, bool this_boot
     if (in_use && slot.cursor != 0 && validate_cursor_name(cursor).ok() &&
         cursors.insert(cursor).second) {
       hold_cursor(wait, i, live ? pid : 0);
-      kept.push_back(AdoptedSlot{i, live ? pid : 0, std::move(cursor)});
+      kept.push_back(AdoptedSlot{i, live ? pid : 0, slot.uid, std::move(cursor)});
     } else if (live && slot.cursor == 0) {
-      kept.push_back(AdoptedSlot{i, pid, ""});
+      kept.push_back(AdoptedSlot{i, pid, slot.uid, ""});
     } else {
       release_reader_slot(wait, i);
     }

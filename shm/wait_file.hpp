@@ -59,10 +59,11 @@ class WaitFile {
   uint32_t max_readers_ = 0;
 };
 
-// Takes a free slot for a reader starting at `position` (kTooManyReaders when none is free).
-// With a `cursor` name, the slot is a named cursor's, committed at `position`.
+// Takes a free slot for a reader (of user `uid`) starting at `position` (kTooManyReaders when
+// none is free). With a `cursor` name, the slot is a named cursor's, committed at `position`,
+// and belongs to `uid`.
 Result<uint32_t> claim_reader_slot(const WaitFile& wait, uint64_t position, uint32_t pid,
-                                   std::string_view cursor = {});
+                                   uint32_t uid, std::string_view cursor = {});
 // Gives a slot back, waking a producer waiting for room.
 void release_reader_slot(const WaitFile& wait, uint32_t index);
 // Wakes a blocking ring's producer waiting for room (space_word): release fetch_add, then
@@ -99,6 +100,7 @@ std::vector<SlotInfo> slots_in_use(const WaitFile& wait);
 struct AdoptedSlot {
   uint32_t index = 0;
   uint32_t pid = 0;    // the live reader holding it (it may reattach); 0 for an unheld cursor
+  uint32_t uid = 0;    // the user that claimed it (a cursor's owner)
   std::string cursor;  // the cursor's name; empty for an anonymous reader's slot
 };
 // Adoption after a daemon restart: the slots of readers still alive (`this_boot` and

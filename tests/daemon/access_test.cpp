@@ -79,5 +79,42 @@ TEST(Access, OnlyRootAndTheDaemonsOwnUserArePrivileged) {
   EXPECT_FALSE(privileged(peer(kAlice, 0), 0));
 }
 
+TEST(Access, ANamedCursorIsReadOnlyByItsMakerAndRemovedAlsoByTheStreamsOwner) {
+  Owner owner{kAlice, kTeam, Mode::kEveryone};
+  constexpr uid_t kCarol = 1003;
+  // Bob made the cursor on Alice's stream.
+  EXPECT_THAT(may_use_cursor("s", "billing", kBob, owner, peer(kBob, kOther), kDaemonUid, false),
+              IsOk());
+  auto stolen =
+      may_use_cursor("s", "billing", kBob, owner, peer(kCarol, kOther), kDaemonUid, false);
+  EXPECT_THAT(stolen, StatusIs(ErrorCode::kPermissionDenied));
+  EXPECT_NE(stolen.message().find("belongs to uid 1002"), std::string::npos) << stolen.message();
+  // Alice owns the stream: she may forget Bob's cursor, not read as it.
+  EXPECT_THAT(may_use_cursor("s", "billing", kBob, owner, peer(kAlice, kTeam), kDaemonUid, false),
+              StatusIs(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(may_use_cursor("s", "billing", kBob, owner, peer(kAlice, kTeam), kDaemonUid, true),
+              IsOk());
+  EXPECT_THAT(may_use_cursor("s", "billing", kBob, owner, peer(kCarol, kOther), kDaemonUid, true),
+              StatusIs(ErrorCode::kPermissionDenied));
+  for (bool removing : {false, true}) {
+    EXPECT_THAT(may_use_cursor("s", "billing", kBob, owner, peer(0, 0), kDaemonUid, removing),
+                IsOk());
+  }
+}
+
+TEST(Access, NoOtherUserMayTakeEverySlotOfSomeonesStream) {
+  Owner owner{kAlice, kTeam, Mode::kEveryone};
+  EXPECT_EQ(slot_share(64), 32u);
+  EXPECT_EQ(slot_share(1), 1u);
+  EXPECT_THAT(may_take_slot("s", owner, peer(kBob, kOther), kDaemonUid, 31, 64), IsOk());
+  auto full = may_take_slot("s", owner, peer(kBob, kOther), kDaemonUid, 32, 64);
+  EXPECT_THAT(full, StatusIs(ErrorCode::kTooManyReaders));
+  EXPECT_NE(full.message().find("uid 1002 already holds 32 of its 64"), std::string::npos)
+      << full.message();
+  // The owner and privileged users are not limited (the slot count itself still is).
+  EXPECT_THAT(may_take_slot("s", owner, peer(kAlice, kTeam), kDaemonUid, 63, 64), IsOk());
+  EXPECT_THAT(may_take_slot("s", owner, peer(0, 0), kDaemonUid, 63, 64), IsOk());
+}
+
 }  // namespace
 }  // namespace shmstream::daemon

@@ -174,6 +174,43 @@ TEST_F(RegistryTest, NamedCursorsAreHeldByOneLiveReaderAndOutliveIt) {
   EXPECT_THAT(registry.remove_cursor("s", "billing", peer_), StatusIs(ErrorCode::kNotFound));
 }
 
+// Made-up users (root gives the files to a uid that need not exist): the owner's `everyone`
+// stream, a consumer's cursor, and a third user who tries to steal or remove it, then to take
+// every slot.
+TEST_F(RegistryTest, CursorsBelongToTheirMakerAndNoOtherUserTakesEverySlot) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: the stream belongs to a made-up user";
+  Registry registry(config_);
+  const Peer owner{getpid(), 50001, 50001, {}};
+  const Peer consumer{getpid(), 50002, 50002, {}};
+  const Peer thief{getpid(), 50003, 50003, {}};
+  CreateParams params;
+  params.mode = Mode::kEveryone;
+  params.max_readers = 4;
+  auto produced = registry.create("s", params, owner);
+  ASSERT_THAT(produced, IsOk());
+  auto billing = registry.open("s", "billing", consumer);
+  ASSERT_THAT(billing, IsOk());
+  registry.reader_detached(billing->stream, billing->grant);  // idle: nobody holds it
+  EXPECT_THAT(registry.open("s", "billing", thief), StatusIs(ErrorCode::kPermissionDenied));
+  EXPECT_THAT(registry.remove_cursor("s", "billing", thief),
+              StatusIs(ErrorCode::kPermissionDenied));
+  // The consumer's share is half the slots: its idle cursor and one reader.
+  auto second = registry.open("s", "", consumer);
+  ASSERT_THAT(second, IsOk());
+  EXPECT_THAT(registry.open("s", "more", consumer), StatusIs(ErrorCode::kTooManyReaders));
+  // The owner still reads, and may forget the consumer's cursor.
+  auto own = registry.open("s", "", owner);
+  EXPECT_THAT(own, IsOk());
+  EXPECT_THAT(registry.remove_cursor("s", "billing", owner), IsOk());
+  auto back = registry.open("s", "", consumer);  // its share has room again
+  EXPECT_THAT(back, IsOk());
+  for (auto* access : {&second, &own, &back}) {
+    if (access->ok()) registry.reader_detached((*access)->stream, (*access)->grant);
+  }
+  registry.producer_detached(produced->stream, /*closed_cleanly=*/true,
+                             produced->stream->producer_epoch);
+}
+
 TEST_F(RegistryTest, AStreamWithAGraceAwaitsASuccessorOnlyItsOwnerMayResume) {
   Registry registry(config_);
   CreateParams params;

@@ -195,6 +195,8 @@ TEST(BridgeOut, ClearErrors) {
     std::string out = read_all(bridge.stdout_fd());
     EXPECT_EQ(exit_code(bridge.wait(30s)), 1);
     EXPECT_NE(out.find("key \"taken\" holds a string, not a stream"), std::string::npos) << out;
+    // It failed before its first entry: the cursor it made is gone again.
+    EXPECT_TRUE(client.stat("s").value().cursors.empty());
   }
   {
     RedisServer redis("sesame");
@@ -203,6 +205,7 @@ TEST(BridgeOut, ClearErrors) {
     std::string out = read_all(bridge.stdout_fd());
     EXPECT_EQ(exit_code(bridge.wait(30s)), 1);
     EXPECT_NE(out.find("AUTH refused"), std::string::npos) << out;
+    EXPECT_TRUE(client.stat("s").value().cursors.empty());
     Child right = bridge_out(daemon, "s", redis.url("k"));
     std::string right_out = read_all(right.stdout_fd());
     EXPECT_EQ(exit_code(right.wait(30s)), 0) << right_out;

@@ -201,6 +201,46 @@ TEST_F(Permissions, AnOwnerOnlyStreamIsRefusedToOthersByTheDaemonAndByTheKernel)
   EXPECT_EQ(connect_to(*daemon_).stat("secret").status().code(), ErrorCode::kNotFound);
 }
 
+// Cursor theft: Bob's named cursor on Alice's `everyone` stream is Bob's. Carol may not read as
+// it (it would move Bob's position and take his unconsumed bytes) nor remove it; Alice, the
+// stream's owner, may remove it. And Bob's idle cursors cannot take every slot of the stream.
+TEST_F(Permissions, ANamedCursorIsItsMakersAndNoOtherUserTakesEverySlot) {
+  auto [w, wout] =
+      cli_as(*alice_, {"write", "feed", "--mode", "everyone", "--max-readers", "4"}, "one\ntwo\n");
+  ASSERT_TRUE(exited_with(w, 0)) << wout;
+  auto [b, bout] = cli_as(*bob_, {"cat", "feed", "--cursor", "billing"});
+  ASSERT_TRUE(exited_with(b, 0)) << bout;
+  EXPECT_EQ(bout, "one\ntwo\n");
+  auto [c, cout] = cli_as(*carol_, {"cat", "feed", "--cursor", "billing"});
+  EXPECT_TRUE(exited_with(c, 1)) << cout;
+  EXPECT_NE(cout.find("cursor \"billing\": permission denied: it belongs to uid " +
+                      std::to_string(bob_->uid())),
+            std::string::npos)
+      << cout;
+  auto [cr, crout] = cli_as(*carol_, {"rm", "feed", "--cursor", "billing"});
+  EXPECT_FALSE(exited_with(cr, 0)) << crout;
+  EXPECT_NE(crout.find("permission denied"), std::string::npos) << crout;
+  // Bob's cursor still stands where he left it: at the end.
+  auto client = connect_to(*daemon_);
+  auto info = client.stat("feed").value();
+  ASSERT_EQ(info.cursors.size(), 1u);
+  EXPECT_EQ(info.cursors[0].position, info.bytes);
+  // Half the slots are Bob's at most: his second idle cursor fills his share, a third is refused.
+  auto [b2, b2out] = cli_as(*bob_, {"cat", "feed", "--cursor", "second"});
+  ASSERT_TRUE(exited_with(b2, 0)) << b2out;
+  auto [b3, b3out] = cli_as(*bob_, {"cat", "feed", "--cursor", "third"});
+  EXPECT_TRUE(exited_with(b3, 1)) << b3out;
+  EXPECT_NE(b3out.find("already holds 2 of its 4 reader slots"), std::string::npos) << b3out;
+  // Others still read; the owner removes Bob's cursors from her stream.
+  auto [c2, c2out] = cli_as(*carol_, {"cat", "feed"});
+  EXPECT_TRUE(exited_with(c2, 0)) << c2out;
+  for (const char* cursor : {"billing", "second"}) {
+    auto [ar, arout] = cli_as(*alice_, {"rm", "feed", "--cursor", cursor});
+    EXPECT_TRUE(exited_with(ar, 0)) << arout;
+  }
+  EXPECT_TRUE(client.stat("feed").value().cursors.empty());
+}
+
 TEST_F(Permissions, GroupAndEveryoneModesLetTheRightUsersReadOnly) {
   ASSERT_TRUE(exited_with(
       cli_as(*alice_, {"write", "team", "--mode", "group"}, "for the team\n").first, 0));

@@ -66,7 +66,7 @@ class SegmentTest : public ::testing::Test {
   // A reader with a slot, as the daemon opens them (a blocking ring waits for its position).
   ReaderCore slotted_reader(uint32_t* slot_out = nullptr) {
     WaitFile wait = wait_page();
-    uint32_t slot = claim_reader_slot(wait, 0, static_cast<uint32_t>(getpid())).value();
+    uint32_t slot = claim_reader_slot(wait, 0, static_cast<uint32_t>(getpid()), getuid()).value();
     if (slot_out != nullptr) *slot_out = slot;
     return ReaderCore(map_readonly().value(), std::move(wait), static_cast<int>(slot));
   }

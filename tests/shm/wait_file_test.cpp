@@ -46,7 +46,7 @@ TEST_F(WaitFileTest, SlotsAreClaimedUntilFullAndReusedWhenReleased) {
   WaitFile wait = make(3);
   EXPECT_EQ(wait.max_readers(), 3u);
   for (uint32_t i = 0; i < 3; ++i) {
-    auto slot = claim_reader_slot(wait, 100 + i, 4000 + i);
+    auto slot = claim_reader_slot(wait, 100 + i, 4000 + i, 1000);
     ASSERT_THAT(slot, IsOk());
     EXPECT_EQ(*slot, i);
     EXPECT_TRUE(slot_in_use(wait.slot(i)));
@@ -54,13 +54,13 @@ TEST_F(WaitFileTest, SlotsAreClaimedUntilFullAndReusedWhenReleased) {
     EXPECT_EQ(load_slot_pid(wait.slot(i)), 4000 + i);
   }
   EXPECT_EQ(wait.page().slots_in_use_hint.load(), 3u);
-  auto full = claim_reader_slot(wait, 0, 1);
+  auto full = claim_reader_slot(wait, 0, 1, 1000);
   EXPECT_THAT(full, StatusIs(ErrorCode::kTooManyReaders));
   EXPECT_NE(full.status().message().find("all 3 reader slots"), std::string::npos);
 
   release_reader_slot(wait, 1);
   EXPECT_FALSE(slot_in_use(wait.slot(1)));
-  auto again = claim_reader_slot(wait, 500, 9);
+  auto again = claim_reader_slot(wait, 500, 9, 1000);
   ASSERT_THAT(again, IsOk());
   EXPECT_EQ(*again, 1u);  // the freed slot, not a new one
   std::vector<SlotInfo> in_use = slots_in_use(wait);
@@ -78,7 +78,7 @@ TEST_F(WaitFileTest, CursorNamesAreValidated) {
   for (std::string bad : {std::string(65, 'a'), std::string("has space"), std::string("a/b"),
                           std::string("tab\t"), std::string("\xff")}) {
     EXPECT_THAT(validate_cursor_name(bad), StatusIs(ErrorCode::kInvalidArgument)) << bad;
-    EXPECT_THAT(claim_reader_slot(wait, 0, 1, bad), StatusIs(ErrorCode::kInvalidArgument));
+    EXPECT_THAT(claim_reader_slot(wait, 0, 1, 1000, bad), StatusIs(ErrorCode::kInvalidArgument));
   }
   EXPECT_THAT(validate_cursor_name("bridge:key-1.a_b@host"), IsOk());
   EXPECT_TRUE(slots_in_use(wait).empty());  // nothing was claimed by the refusals
@@ -86,7 +86,7 @@ TEST_F(WaitFileTest, CursorNamesAreValidated) {
 
 TEST_F(WaitFileTest, ATornCursorCommitLeavesTheLastWholeEntryCurrent) {
   WaitFile wait = make(2);
-  uint32_t index = claim_reader_slot(wait, 64, 1, "billing").value();
+  uint32_t index = claim_reader_slot(wait, 64, 1, 1000, "billing").value();
   ReaderSlot& slot = wait.slot(index);
   EXPECT_EQ(cursor_name(slot), "billing");
   EXPECT_EQ(cursor_committed(slot).position, 64u);
@@ -105,7 +105,7 @@ TEST_F(WaitFileTest, ATornCursorCommitLeavesTheLastWholeEntryCurrent) {
 
 TEST_F(WaitFileTest, UnheldCursorHoldsExactlyItsCommittedPositionAndWakesAWaitingProducer) {
   WaitFile wait = make(2);
-  uint32_t index = claim_reader_slot(wait, 0, 1234, "c").value();
+  uint32_t index = claim_reader_slot(wait, 0, 1234, 1000, "c").value();
   ReaderSlot& slot = wait.slot(index);
   uint32_t seq = slot.commit_seq.load();
   slot.committed[(seq + 1) & 1].position.store(4096);
@@ -130,11 +130,11 @@ TEST_F(WaitFileTest, AdoptionKeepsLiveReadersAndCursorsAndFreesTheRest) {
   WaitFile wait = make(8);
   const auto me = static_cast<uint32_t>(getpid());
   const uint32_t gone = dead_pid();
-  uint32_t live_reader = claim_reader_slot(wait, 0, me).value();
-  uint32_t dead_reader = claim_reader_slot(wait, 0, gone).value();
-  uint32_t held_cursor = claim_reader_slot(wait, 10, me, "held").value();
-  uint32_t idle_cursor = claim_reader_slot(wait, 20, gone, "idle").value();
-  uint32_t duplicate = claim_reader_slot(wait, 30, me, "held").value();  // a forged twin
+  uint32_t live_reader = claim_reader_slot(wait, 0, me, 1000).value();
+  uint32_t dead_reader = claim_reader_slot(wait, 0, gone, 1000).value();
+  uint32_t held_cursor = claim_reader_slot(wait, 10, me, 1000, "held").value();
+  uint32_t idle_cursor = claim_reader_slot(wait, 20, gone, 2000, "idle").value();
+  uint32_t duplicate = claim_reader_slot(wait, 30, me, 1000, "held").value();  // a forged twin
   auto alive = [&](uint32_t pid) { return pid == me; };
 
   auto kept = adopt_reader_slots(wait, /*this_boot=*/true, alive);
@@ -149,7 +149,8 @@ TEST_F(WaitFileTest, AdoptionKeepsLiveReadersAndCursorsAndFreesTheRest) {
   EXPECT_EQ(find(held_cursor)->pid, me);
   EXPECT_EQ(find(held_cursor)->cursor, "held");
   ASSERT_NE(find(idle_cursor), kept.end());
-  EXPECT_EQ(find(idle_cursor)->pid, 0u);  // its reader is gone: unheld
+  EXPECT_EQ(find(idle_cursor)->pid, 0u);     // its reader is gone: unheld
+  EXPECT_EQ(find(idle_cursor)->uid, 2000u);  // still its maker's
   EXPECT_EQ(load_slot_pid(wait.slot(idle_cursor)), 0u);
   EXPECT_EQ(load_slot_position(wait.slot(idle_cursor)), 20u);  // settled at its commit
   EXPECT_FALSE(slot_in_use(wait.slot(dead_reader)));

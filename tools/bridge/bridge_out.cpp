@@ -75,9 +75,21 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
   shmstream::OpenOptions open_options;
   open_options.cursor = bridge_cursor_name(o.to.key);
   open_options.commit = shmstream::CommitMode::kExplicit;  // once Redis has the entries
+  auto before = client.stat(o.name);
   auto opened = client.open(o.name, open_options);
   if (!opened.ok()) give_up(opened.status().message());
   shmstream::Reader reader = std::move(opened.value());
+  // A cursor this run made is removed again if the bridge fails before Redis took its first
+  // entry: a bridge that never ran leaves nothing that holds the stream back.
+  const bool made_cursor =
+      before.ok() && std::none_of(before->cursors.begin(), before->cursors.end(),
+                                  [&](const auto& c) { return c.name == open_options.cursor; });
+  bool delivered = false;
+  on_give_up([&] {
+    if (!made_cursor || delivered) return;
+    reader.close();  // lets go of the cursor (the release reaches the daemon before the removal)
+    (void)client.remove_cursor(o.name, open_options.cursor);
+  });
   auto info = client.stat(o.name);
   if (!info.ok()) give_up(info.status().message());
   const bool records = info->records;
@@ -204,6 +216,7 @@ int run_bridge_out(shmstream::Client& client, const BridgeOutOptions& o) {
       end.reset();
       continue;
     }
+    delivered = true;
     (void)reader.commit(reader.position(), 0);  // best effort: it is only for ls and top
     progress.update(reader.position() - started_at);
     if (end) break;

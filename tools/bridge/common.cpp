@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <utility>
 
 #include "terminal.hpp"
 
@@ -72,7 +73,14 @@ Redis connect_retrying(const RedisUrl& url, std::chrono::milliseconds timeout) {
   }
 }
 
+namespace {
+std::function<void()> g_cleanup;  // set by on_give_up(); the bridges are single-threaded
+}  // namespace
+
+void on_give_up(std::function<void()> cleanup) { g_cleanup = std::move(cleanup); }
+
 void give_up(const std::string& message) {
+  if (auto cleanup = std::exchange(g_cleanup, nullptr)) cleanup();
   end_progress_line();
   std::fprintf(stderr, "shmstream: bridge: %s\n", message.c_str());
   std::exit(1);

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -31,7 +32,9 @@ shmstream::Result<bool> holds_stream(Redis& redis, const std::string& key);
 // other failure (a refused password) ends the program.
 Redis connect_retrying(const RedisUrl& url, std::chrono::milliseconds timeout);
 
-// Prints "shmstream: bridge: <message>" and exits with status 1.
+// Prints "shmstream: bridge: <message>" and exits with status 1, after running the cleanup
+// set with on_give_up() (what a bridge undoes when it fails).
 [[noreturn]] void give_up(const std::string& message);
+void on_give_up(std::function<void()> cleanup);
 
 }  // namespace shmstream_cli::bridge

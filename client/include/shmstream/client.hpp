@@ -170,6 +170,7 @@ struct OpenOptions {
   // (at the oldest offset if new); the daemon keeps it after the reader goes, across daemon
   // restarts, and for persistent streams across reboots. One reader at a time (kBusy).
   // In a kBlock ring, a cursor holds the producer back even while no reader holds it.
+  // A cursor is its maker's: another user gets kPermissionDenied.
   std::string cursor;
   CommitMode commit = CommitMode::kAuto;
 };
@@ -344,7 +345,8 @@ class Client {
   // Removes a stream. Without force, current readers may finish; with force, everyone using it
   // fails at once with kCancelled.
   Status remove(std::string_view name, bool force = false);
-  // Forgets a named cursor no reader holds. kBusy if one does.
+  // Forgets a named cursor no reader holds. kBusy if one does; kPermissionDenied unless you
+  // made it, own the stream, or are root.
   Status remove_cursor(std::string_view name, std::string_view cursor);
   const std::string& socket_path() const;
 
