@@ -134,6 +134,10 @@ int shmstream_create(shmstream_client* client, const char* name,
         offsetof(shmstream_create_options, resume_grace_ms) + sizeof options->resume_grace_ms) {
       create.resume_grace = std::chrono::milliseconds(options->resume_grace_ms);
     }
+    if (options->size >=
+        offsetof(shmstream_create_options, stall_limit_ms) + sizeof options->stall_limit_ms) {
+      create.stall_limit = std::chrono::milliseconds(options->stall_limit_ms);
+    }
   }
   return guarded([&] { return take_producer(client->client.create(name, create), out); });
 }

@@ -96,6 +96,9 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.resume_grace = std::chrono::milliseconds(in.getResumeGraceMs());
   out.awaiting_producer = in.getAwaitingProducer();
   out.damage = std::string(in.getDamage().cStr(), in.getDamage().size());
+  out.stall_limit = std::chrono::milliseconds(in.getStallLimitMs());
+  out.producer_waits_for = in.getProducerWaitsFor();
+  out.stalled = std::chrono::milliseconds(in.getStalledMs());
   return out;
 }
 
@@ -121,13 +124,15 @@ Status status_call(Connection& connection, const char* what, Build build) {
   return reply.ok() ? reply->status : reply.status();
 }
 
-// A capability granted with a segment fd, and the stream's wait file.
+// A capability granted with a segment fd, and its side file: a producer's reader table, a
+// reader's own page.
 struct Grant {
   Status status;
   uint64_t handle = 0;
   int fd = -1;
-  int wait_fd = -1;
-  uint32_t slot = 0;  // readers: their slot in the wait file
+  int side_fd = -1;
+  uint32_t slot = 0;              // readers: their slot in the reader table
+  std::string segment_path = {};  // producers: where their readers' pages lie (beside it)
 };
 
 // The fd that rode along with `cap`, duplicated: the received one is owned by the capability's
@@ -142,24 +147,26 @@ kj::Promise<int> take_fd(capnp::Capability::Client cap) {
   });
 }
 
-// Completes a create/open reply: keeps the capability, takes the segment's fd and the wait
+// Completes a create/open reply: keeps the capability, takes the segment's fd and its side
 // file's.
 kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability::Client cap,
-                              capnp::Capability::Client wait_file, uint32_t slot = 0) {
+                              capnp::Capability::Client side_file, uint32_t slot = 0,
+                              std::string segment_path = {}) {
   if (!status.ok()) return Grant{status};
   auto fds = kj::heapArrayBuilder<kj::Promise<int>>(2);
   fds.add(take_fd(cap));
-  fds.add(take_fd(kj::mv(wait_file)));
+  fds.add(take_fd(kj::mv(side_file)));
   return kj::joinPromises(fds.finish())
-      .then([&loop, cap = kj::mv(cap), slot](kj::Array<int> got) mutable -> Grant {
+      .then([&loop, cap = kj::mv(cap), slot,
+             path = std::move(segment_path)](kj::Array<int> got) mutable -> Grant {
         if (got[0] >= 0 && got[1] >= 0) {
-          return Grant{Status(), loop.hold(kj::mv(cap)), got[0], got[1], slot};
+          return Grant{Status(), loop.hold(kj::mv(cap)), got[0], got[1], slot, std::move(path)};
         }
         for (int fd : got) {
           if (fd >= 0) ::close(fd);
         }
         return Grant{Status(ErrorCode::kProtocol,
-                            "the daemon's reply lacked the segment's or the wait file's fd")};
+                            "the daemon's reply lacked the segment's or its side file's fd")};
       });
 }
 
@@ -170,11 +177,11 @@ kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability:
 
 struct Producer::Impl {
   Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
-       shm::WaitFile wait)
+       shm::ReaderSet readers)
       : connection(std::move(c)),
         handle(h),
         name(std::move(n)),
-        core(std::move(segment), std::move(wait)) {}
+        core(std::move(segment), std::move(readers)) {}
   ~Impl() {
     // A producer that never said close() did not finish; a destructor has nobody to tell.
     if (!ended) (void)core.abort();
@@ -243,11 +250,11 @@ uint64_t Producer::committed() const { return impl_->core.committed(); }
 
 struct Reader::Impl {
   Impl(std::shared_ptr<Connection> c, uint64_t h, std::string n, shm::Segment segment,
-       shm::WaitFile wait, uint32_t slot, bool auto_commit_in)
+       shm::ReaderPageMap page, bool cursor, bool auto_commit_in)
       : connection(std::move(c)),
         handle(h),
         name(std::move(n)),
-        core(std::move(segment), std::move(wait), static_cast<int>(slot)) {
+        core(std::move(segment), std::move(page), cursor) {
     core.set_auto_commit(auto_commit_in);
   }
   ~Impl() { close(); }
@@ -362,16 +369,18 @@ Result<Client> Client::connect(const ClientOptions& options) {
 
 namespace {
 
-// A stream granted by the daemon: the capability's handle and our validated mapping.
+// A stream granted by the daemon: the capability's handle and our validated mappings.
 struct Granted {
   uint64_t handle;
   shm::Segment segment;
-  shm::WaitFile wait;
+  shm::ReaderSet readers;   // a producer's
+  shm::ReaderPageMap page;  // a reader's
   uint32_t slot;
 };
 
 // Sends a create or open request (built by `send`), keeps the capability of the reply and maps
-// the segment fd that came with it.
+// the segment fd that came with it, and its side file: a producer's reader table (read-only),
+// a reader's own page (read-write).
 template <typename Send>
 Result<Granted> acquire(Connection& connection, const char* what, const std::string& name,
                         shm::Access access, Send send) {
@@ -380,16 +389,32 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
   if (!grant->status.ok()) return grant->status;
   std::string described = fmt::format("stream \"{}\"", name);
   auto segment = shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described);
-  auto wait = segment.ok()
-                  ? shm::WaitFile::map(grant->wait_fd, segment->header().stream_id, described)
-                  : Result<shm::WaitFile>(segment.status());
-  ::close(grant->fd);
-  ::close(grant->wait_fd);
-  if (!wait.ok()) {
-    connection.release(grant->handle);
-    return wait.status();
+  Status side = segment.status();
+  Granted out{grant->handle, shm::Segment(), shm::ReaderSet(), shm::ReaderPageMap(), grant->slot};
+  if (segment.ok()) {
+    const uint64_t id = segment->header().stream_id;
+    if (access == shm::Access::kReadWrite) {
+      auto table = shm::ReaderTable::map(grant->side_fd, id, shm::Access::kReadOnly, described);
+      side = table.status();
+      if (table.ok()) {
+        out.readers = shm::ReaderSet(std::move(table).value(),
+                                     shm::open_reader_page_by_path(grant->segment_path), id);
+      }
+    } else {
+      auto page = shm::ReaderPageMap::map(grant->side_fd, shm::Access::kReadWrite, id, grant->slot,
+                                          /*page=*/0, described);
+      side = page.status();
+      if (page.ok()) out.page = std::move(page).value();
+    }
   }
-  return Granted{grant->handle, std::move(segment.value()), std::move(wait.value()), grant->slot};
+  ::close(grant->fd);
+  ::close(grant->side_fd);
+  if (!side.ok()) {
+    connection.release(grant->handle);
+    return side;
+  }
+  out.segment = std::move(segment).value();
+  return out;
 }
 
 }  // namespace
@@ -405,8 +430,9 @@ Result<Producer> Client::acquire_producer(std::string_view name, const CreateOpt
   std::string owned(name);
   auto send = [&](LoopState& loop) -> kj::Promise<Grant> {
     auto reply = [&loop](auto response) {
-      return take_grant(loop, from_proto(response.getStatus()), response.getProducer(),
-                        response.getWaitFile());
+      return take_grant(
+          loop, from_proto(response.getStatus()), response.getProducer(), response.getReaderTable(),
+          0, std::string(response.getSegmentPath().cStr(), response.getSegmentPath().size()));
     };
     if (create == nullptr) {
       auto request = loop.control.resumeRequest();
@@ -426,6 +452,8 @@ Result<Producer> Client::acquire_producer(std::string_view name, const CreateOpt
     out.setResumeGraceMs(static_cast<uint32_t>(
         std::clamp<int64_t>(create->resume_grace.count(), 0, int64_t{UINT32_MAX})));
     out.setOrigin(create->origin);
+    out.setStallLimitMs(static_cast<uint32_t>(
+        std::clamp<int64_t>(create->stall_limit.count(), 0, int64_t{UINT32_MAX})));
     switch (create->retention) {
       case Retention::kUnbounded:
         out.setRetention(proto::Retention::UNBOUNDED);
@@ -444,8 +472,9 @@ Result<Producer> Client::acquire_producer(std::string_view name, const CreateOpt
   if (!granted.ok()) return granted.status();
   connection_->remember(granted->handle,
                         Reattach{true, owned, granted->segment.header().stream_id, 0});
-  return Producer(std::make_unique<Producer::Impl>(
-      connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait)));
+  return Producer(std::make_unique<Producer::Impl>(connection_, granted->handle, owned,
+                                                   std::move(granted->segment),
+                                                   std::move(granted->readers)));
 }
 
 Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
@@ -461,15 +490,15 @@ Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
     request.initOptions().setCursor(options.cursor);
     return request.send().then([&loop](auto response) {
       return take_grant(loop, from_proto(response.getStatus()), response.getReader(),
-                        response.getWaitFile(), response.getSlot());
+                        response.getPage(), response.getSlot());
     });
   });
   if (!granted.ok()) return granted.status();
   connection_->remember(granted->handle,
                         Reattach{false, owned, granted->segment.header().stream_id, granted->slot});
   return Reader(std::make_unique<Reader::Impl>(
-      connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->wait),
-      granted->slot, options.commit == CommitMode::kAuto));
+      connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->page),
+      !options.cursor.empty(), options.commit == CommitMode::kAuto));
 }
 
 Result<std::vector<StreamInfo>> Client::list() {

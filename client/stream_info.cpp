@@ -133,6 +133,35 @@ const char* state_label(const StreamInfo& info) {
   return to_string(info.state);
 }
 
+std::vector<std::string> stall_holders(const StreamInfo& info) {
+  std::vector<std::string> out;
+  if (info.producer_waits_for == UINT64_MAX) return out;
+  for (const auto& r : info.attached) {
+    if (r.position >= info.producer_waits_for) continue;
+    out.push_back(r.cursor.empty() ? "reader pid " + std::to_string(r.pid)
+                                   : "cursor \"" + r.cursor + "\" (reader pid " +
+                                         std::to_string(r.pid) + ")");
+  }
+  for (const auto& c : info.cursors) {
+    if (c.reader_pid == 0 && c.position < info.producer_waits_for) {
+      out.push_back("cursor \"" + c.name + "\" (no reader)");
+    }
+  }
+  return out;
+}
+
+std::string stall_text(const StreamInfo& info) {
+  if (info.producer_waits_for == UINT64_MAX) return {};
+  std::string out = "producer waits " + std::to_string(info.stalled.count()) +
+                    " ms for readers to pass offset " + std::to_string(info.producer_waits_for);
+  std::vector<std::string> holders = stall_holders(info);
+  for (size_t i = 0; i < holders.size(); ++i) out += (i == 0 ? ": " : ", ") + holders[i];
+  if (info.stall_limit.count() != 0) {
+    out += " (stall limit " + std::to_string(info.stall_limit.count()) + " ms)";
+  }
+  return out;
+}
+
 std::string to_json(const StreamInfo& info) {
   using std::to_string;
   std::string out = "{";
@@ -162,6 +191,15 @@ std::string to_json(const StreamInfo& info) {
   field(out, "resume_grace_ms", to_string(info.resume_grace.count()));
   field(out, "awaiting_producer", boolean(info.awaiting_producer));
   field(out, "damage", json_string(info.damage));
+  field(out, "stall_limit_ms", to_string(info.stall_limit.count()));
+  const bool waits = info.producer_waits_for != UINT64_MAX;
+  field(out, "producer_waits_for", waits ? to_string(info.producer_waits_for) : "null");
+  field(out, "stalled_ms", to_string(info.stalled.count()));
+  std::string held_by = "[";
+  for (const std::string& who : stall_holders(info)) {
+    held_by += (held_by.size() > 1 ? "," : "") + json_string(who);
+  }
+  field(out, "held_by", held_by + "]");
   std::string cursors = "[";
   for (const auto& c : info.cursors) {
     std::string cursor = "{";

@@ -35,6 +35,13 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
                                               stream, name, cursor.reader_pid));
 }
 
+// A read-only descriptor of the file behind `fd` (a fresh open of it, not a dup: the producer
+// it is given cannot write or truncate through it); -1 on failure.
+int reopen_read_only(int fd) {
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  return ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+}
+
 }  // namespace
 
 bool process_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
@@ -89,57 +96,144 @@ Status Registry::give_to_owner(int fd, const Stream& stream, mode_t bits,
   return Status();
 }
 
-Status Registry::ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers) {
-  std::string file = stream.wait_file_name();
+Status Registry::ensure_reader_table(Stream& stream, bool reuse, uint32_t max_readers) {
+  std::string file = stream.table_file_name();
   std::string what = fmt::format("stream \"{}\"", stream.name);
   if (reuse) {
-    kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
-    auto wait = fd.get() >= 0 ? shm::WaitFile::map(fd.get(), stream.id, what)
-                              : Result<shm::WaitFile>(Status(ErrorCode::kNotFound, "missing"));
-    if (wait.ok()) {
-      // The readers of an earlier daemon: those still alive (this boot) keep their slots, to
-      // reattach (the server watches their pids); the others' slots are freed. Named cursors
-      // stay, committed where they were, held by their reader if it lives.
-      auto kept = shm::adopt_reader_slots(
-          *wait, shm::created_this_boot(stream.segment.header()),
-          [](uint32_t pid) { return process_alive(static_cast<pid_t>(pid)); });
-      for (auto& slot : kept) {
-        auto pid = static_cast<pid_t>(slot.pid);
-        if (!slot.cursor.empty())
-          stream.cursors[slot.cursor] = Cursor{slot.index, pid, 0, slot.uid};
-        stream.slot_users[slot.index] = slot.uid;
-        if (pid != 0) stream.orphans[slot.index] = pid;
-      }
-      stream.wait = std::move(wait).value();
-      stream.wait_fd = std::make_shared<kj::AutoCloseFd>(kj::mv(fd));
+    kj::AutoCloseFd fd(
+        openat(stream.dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    auto table = fd.get() >= 0
+                     ? shm::ReaderTable::map(fd.get(), stream.id, shm::Access::kReadWrite, what)
+                     : Result<shm::ReaderTable>(Status(ErrorCode::kNotFound, "missing"));
+    if (table.ok()) {
+      stream.table = std::move(table).value();
+      stream.table_fd = std::make_shared<kj::AutoCloseFd>(reopen_read_only(fd.get()));
+      adopt_reader_slots(stream);
       return Status();
     }
-    // Missing or unusable: a fresh one (a live producer keeps waking through its old mapping
-    // only what it can reach; readers opening from now on use the new file).
+    // Missing or unusable. A live producer keeps the table it mapped: readers given a new one
+    // would be invisible to it (never woken, never waited for). Such a stream takes no new
+    // readers; one whose production ended gets a fresh table.
+    if (shm::load_state(stream.segment.header()) == shm::StreamState::kOpen) {
+      stream.damage_note = fmt::format("its reader table is unusable ({}): no new readers",
+                                       table.status().message());
+      return Status();
+    }
     unlinkat(stream.dir_fd, file.c_str(), 0);
   }
   kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(),
                             O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (fd.get() < 0) return from_errno(errno, what + ": creating the wait file");
-  // Its owner's only, always: other readers reach it through the descriptor the daemon hands
-  // them (proto WaitFile), so a mode never lets anyone else write reader slots.
-  if (Status s = give_to_owner(fd.get(), stream, 0600, what + ": the wait file"); !s.ok()) return s;
-  if (Status s = shm::format_wait_file(fd.get(), stream.id, max_readers); !s.ok()) {
+  if (fd.get() < 0) return from_errno(errno, what + ": creating the reader table");
+  // The daemon's own file (0600), whatever the daemon's umask: only the daemon writes it; the
+  // producer gets a read-only descriptor (proto SideFile), readers nothing.
+  if (fchmod(fd.get(), 0600) != 0) return from_errno(errno, what + ": the reader table's mode");
+  if (Status s = shm::format_reader_table(fd.get(), stream.id, max_readers); !s.ok()) {
     return s.with_context(what);
   }
-  auto wait = shm::WaitFile::map(fd.get(), stream.id, what);
-  if (!wait.ok()) return wait.status();
-  stream.wait = std::move(wait).value();
-  stream.wait_fd = std::make_shared<kj::AutoCloseFd>(kj::mv(fd));
+  auto table = shm::ReaderTable::map(fd.get(), stream.id, shm::Access::kReadWrite, what);
+  if (!table.ok()) return table.status();
+  stream.table = std::move(table).value();
+  stream.table_fd = std::make_shared<kj::AutoCloseFd>(reopen_read_only(fd.get()));
   return Status();
 }
 
+void Registry::adopt_reader_slots(Stream& stream) {
+  // The readers of an earlier daemon: those still alive (this boot) keep their slots and pages,
+  // to reattach (the server watches their pids); the others' slots are freed. Named cursors
+  // stay, committed where their page says, held by their reader if it lives.
+  const bool this_boot = shm::created_this_boot(stream.segment.header());
+  std::set<std::string, std::less<>> cursors;
+  for (const shm::SlotInfo& slot : shm::slots_in_use(stream.table)) {
+    auto pid = static_cast<pid_t>(slot.pid);
+    bool live = pid != 0 && this_boot && process_alive(pid);
+    kj::AutoCloseFd page;
+    if (slot.page != 0) {
+      page = kj::AutoCloseFd(openat(stream.dir_fd,
+                                    shm::reader_page_file(stream.file_name, slot.page).c_str(),
+                                    O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+    }
+    const bool cursor = slot.cursor && shm::validate_cursor_name(slot.name).ok() &&
+                        cursors.insert(slot.name).second;
+    if (cursor) {
+      stream.cursors[slot.name] = Cursor{slot.index, live ? pid : 0, 0, slot.uid};
+      stream.slot_users[slot.index] = slot.uid;
+      if (live && page.get() >= 0) {
+        stream.pages[slot.index] = Stream::PageFile{slot.page, kj::mv(page)};
+        stream.orphans[slot.index] = pid;
+      } else if (slot.page != 0) {
+        // Its reader is gone: the cursor stays committed where its page says, unheld.
+        shm::CursorPosition at{slot.hold, slot.token};
+        if (page.get() >= 0) {
+          auto state = shm::read_reader_page(page.get(), stream.id, slot.index, slot.page);
+          if (state.ok()) at = state->committed;
+        }
+        stream.cursors[slot.name].reader_pid = 0;
+        shm::set_slot_reader(stream.table, stream.segment.mutable_header(), slot.index, 0, 0,
+                             at.position, at.token);
+        unlink_page(stream, slot.page);
+      }
+    } else if (live && !slot.cursor && page.get() >= 0) {
+      stream.slot_users[slot.index] = slot.uid;
+      stream.pages[slot.index] = Stream::PageFile{slot.page, kj::mv(page)};
+      stream.orphans[slot.index] = pid;
+    } else {
+      shm::release_slot(stream.table, stream.segment.mutable_header(), slot.index);
+      if (slot.page != 0) unlink_page(stream, slot.page);
+    }
+  }
+}
+
+void Registry::unlink_page(const Stream& stream, uint64_t page) {
+  std::string file = shm::reader_page_file(stream.file_name, page);
+  if (unlinkat(stream.dir_fd, file.c_str(), 0) != 0 && errno != ENOENT) {
+    spdlog::warn("stream \"{}\": unlinking {}: {}", stream.name, file, std::strerror(errno));
+  }
+}
+
+Result<uint64_t> Registry::make_page(Stream& stream, uint32_t slot, uint64_t start,
+                                     uint64_t token) {
+  std::string what = fmt::format("stream \"{}\": a reader page", stream.name);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    uint64_t number = random_id() | 1;  // never 0 (no page)
+    std::string file = shm::reader_page_file(stream.file_name, number);
+    kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(),
+                              O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0400));
+    if (fd.get() < 0 && errno == EEXIST) continue;
+    if (fd.get() < 0) return from_errno(errno, what);
+    // The owner's, read-only: its producer opens it by name (read-only); its reader writes it
+    // through the descriptor it is given; nobody else can open it.
+    Status s = give_to_owner(fd.get(), stream, 0400, what);
+    if (s.ok()) s = shm::format_reader_page(fd.get(), stream.id, slot, number, start, token);
+    if (!s.ok()) {
+      unlinkat(stream.dir_fd, file.c_str(), 0);
+      return s.with_context(what);
+    }
+    stream.pages[slot] = Stream::PageFile{number, kj::mv(fd)};
+    return number;
+  }
+  return Status(ErrorCode::kInternal, what + ": no free page name");
+}
+
 void Registry::unlink_files(const Stream& stream) {
-  for (const std::string& file : {stream.file_name, stream.wait_file_name()}) {
+  for (const std::string& file : {stream.file_name, stream.table_file_name()}) {
     if (unlinkat(stream.dir_fd, file.c_str(), 0) != 0 && errno != ENOENT) {
       spdlog::warn("stream \"{}\": unlinking {}: {}", stream.name, file, std::strerror(errno));
     }
   }
+  // Its reader pages, those it knows and any left by a crash: "<segment>.r<N>".
+  const std::string prefix = stream.file_name + ".r";
+  int dir = fcntl(stream.dir_fd, F_DUPFD_CLOEXEC, 0);
+  DIR* listing = dir >= 0 ? fdopendir(dir) : nullptr;
+  if (listing == nullptr) {
+    if (dir >= 0) ::close(dir);
+    return;
+  }
+  rewinddir(listing);  // a dup shares the directory's offset, left at its end by earlier scans
+  while (dirent* entry = readdir(listing)) {
+    std::string file = entry->d_name;
+    if (file.rfind(prefix, 0) == 0) unlinkat(stream.dir_fd, file.c_str(), 0);
+  }
+  closedir(listing);
 }
 
 Result<ProducerAccess> Registry::create(const std::string& name, const CreateParams& create,
@@ -211,6 +305,8 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
     stream->dir_holder = *fd;
     stream->directory = dir;
   }
+  stream->segment_path = (stream->directory.empty() ? config_.segment_dir : stream->directory) +
+                         "/" + stream->file_name;
   kj::AutoCloseFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
                             O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd.get() < 0) return from_errno(errno, what + ": creating segment");
@@ -229,16 +325,21 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   params.producer_uid = static_cast<uint32_t>(peer.uid);
   params.origin_offset = create.origin;
   params.resume_grace_ms = create.resume_grace_ms;
+  params.stall_limit_ms = create.stall_limit_ms;
   Status s = shm::format_segment(fd.get(), params);
-  if (s.ok()) s = ensure_wait_page(*stream, /*reuse=*/false, max_readers);
   Result<shm::Segment> segment = s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite,
                                                             shm::MapExtent::kHeaderOnly, what)
                                         : Result<shm::Segment>(s);
-  if (!segment.ok()) {
-    unlink_files(*stream);
-    return segment.status();
+  if (segment.ok()) {
+    stream->segment = std::move(segment).value();
+    s = ensure_reader_table(*stream, /*reuse=*/false, max_readers);
+  } else {
+    s = segment.status();
   }
-  stream->segment = std::move(segment).value();
+  if (!s.ok()) {
+    unlink_files(*stream);
+    return s;
+  }
   stream->producer_attached = true;
   stream->producer_epoch = 1;
   // A persistent stream's new directory entries reach the disk now (its data on close).
@@ -259,6 +360,9 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
   if (!found.ok()) return found.status();
   const auto& stream = *found;
   if (Status s = may_read(name, stream->owner, peer, geteuid()); !s.ok()) return s;
+  if (!stream->table.valid()) {
+    return Status(ErrorCode::kCorrupt, fmt::format("stream \"{}\": {}", name, stream->damage_note));
+  }
   Cursor* held = nullptr;
   if (!cursor.empty()) {
     if (auto c = stream->cursors.find(cursor); c != stream->cursors.end()) {
@@ -275,11 +379,21 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
         return s;
       }
       if (Status s = unless_held(name, cursor, *held); !s.ok()) return s;
+      // Relaxed: the daemon reads its own writes.
+      if ((stream->table.slot(held->slot).flags.load(std::memory_order_relaxed) &
+           shm::kSlotEvicted) != 0) {
+        return Status(ErrorCode::kOverrun,
+                      fmt::format("stream \"{}\": cursor \"{}\" was evicted: it held the producer "
+                                  "longer than the stream's stall limit ({} ms); remove it "
+                                  "(shmstream rm {} --cursor {}) to start again",
+                                  name, cursor, stream->segment.stall_limit_ms(), name, cursor),
+                      shm::load_oldest(stream->segment.header()));
+      }
     }
   }
   if (held == nullptr) {
     if (Status s = may_take_slot(name, stream->owner, peer, geteuid(),
-                                 stream->slots_held_by(peer.uid), stream->wait.max_readers());
+                                 stream->slots_held_by(peer.uid), stream->table.max_readers());
         !s.ok()) {
       return s;
     }
@@ -291,17 +405,32 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
   // A new reader starts at the oldest offset still available (it may seek anywhere later).
   uint64_t oldest = shm::load_oldest(stream->segment.header());
   auto pid = static_cast<uint32_t>(peer.pid);
+  shm::SegmentHeader& header = stream->segment.mutable_header();
   ReaderGrant out_grant;
   if (held != nullptr) {
+    // The cursor's reader gets a page of its own, committed where the cursor is (its previous
+    // reader keeps a descriptor of its old page, which from now on counts for nothing).
+    shm::CursorPosition at = cursor_position(*stream, held->slot);
+    drop_page(*stream, held->slot);
+    auto page = make_page(*stream, held->slot, at.position, at.token);
+    if (!page.ok()) return page.status();
     held->reader_pid = peer.pid;
     ++held->generation;
-    shm::hold_cursor(stream->wait, held->slot, pid);
+    shm::set_slot_reader(stream->table, header, held->slot, pid, *page, at.position, at.token);
     out_grant = ReaderGrant{held->slot, cursor, held->generation};
   } else {
-    auto slot = shm::claim_reader_slot(stream->wait, oldest, pid, peer.uid, cursor);
+    // Claimed first (holding `oldest`), then given its page: the page names its slot.
+    auto slot = shm::claim_slot(
+        stream->table, shm::SlotClaim{oldest, 0, pid, static_cast<uint32_t>(peer.uid), 0, cursor});
     if (!slot.ok()) {
       return slot.status().with_context(fmt::format("stream \"{}\": too many readers", name));
     }
+    auto page = make_page(*stream, *slot, oldest, 0);
+    if (!page.ok()) {
+      shm::release_slot(stream->table, header, *slot);
+      return page.status();
+    }
+    shm::set_slot_reader(stream->table, header, *slot, pid, *page, oldest, 0);
     out_grant = ReaderGrant{*slot, cursor, cursor.empty() ? 0u : 1u};
     stream->slot_users[*slot] = peer.uid;
     if (!cursor.empty()) {
@@ -309,8 +438,14 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
       spdlog::info("stream \"{}\": cursor \"{}\" created at {}", name, cursor, oldest);
     }
   }
+  kj::AutoCloseFd page_fd(fcntl(stream->pages[out_grant.slot].fd.get(), F_DUPFD_CLOEXEC, 0));
+  if (page_fd.get() < 0) {
+    Status s = from_errno(errno, fmt::format("stream \"{}\": its reader page", name));
+    let_go(*stream, out_grant.slot, held);
+    return s;
+  }
   ++stream->readers;
-  return ReaderAccess{stream, kj::mv(fd), std::move(out_grant)};
+  return ReaderAccess{stream, kj::mv(fd), std::move(out_grant), kj::mv(page_fd)};
 }
 
 Status Registry::remove_cursor(const std::string& name, const std::string& cursor,
@@ -333,7 +468,8 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
   }
   if (Status s = unless_held(name, cursor, c->second); !s.ok()) return s;
   // A reader that died unseen still counts until its capability goes; its slot is free now.
-  shm::release_reader_slot(stream.wait, c->second.slot);
+  drop_page(stream, c->second.slot);
+  shm::release_slot(stream.table, stream.segment.mutable_header(), c->second.slot);
   stream.slot_users.erase(c->second.slot);
   stream.cursors.erase(c);
   spdlog::info("stream \"{}\": cursor \"{}\" removed", name, cursor);
@@ -411,7 +547,7 @@ Result<ReaderAccess> Registry::reattach_reader(const std::string& name, uint64_t
   }
   ++stream->readers;
   spdlog::info("stream \"{}\": reader pid {} reattached (slot {})", name, peer.pid, slot);
-  return ReaderAccess{stream, kj::AutoCloseFd(), std::move(out_grant)};
+  return ReaderAccess{stream, kj::AutoCloseFd(), std::move(out_grant), kj::AutoCloseFd()};
 }
 
 bool Registry::forget_orphan(Stream& stream, uint32_t slot, pid_t pid) {
@@ -552,13 +688,40 @@ std::vector<std::shared_ptr<Stream>> Registry::unattached_open_streams() const {
 }
 
 void Registry::let_go(Stream& stream, uint32_t slot, Cursor* cursor) {
+  if (!stream.table.valid()) return;
+  shm::SegmentHeader& header = stream.segment.mutable_header();
   if (cursor != nullptr) {
+    // Unheld, it holds exactly its last commit (its reader published its hold lazily).
+    shm::CursorPosition at = cursor_position(stream, slot);
     cursor->reader_pid = 0;
-    if (stream.wait.valid()) shm::hold_cursor(stream.wait, slot, 0);
-  } else if (stream.wait.valid()) {
-    shm::release_reader_slot(stream.wait, slot);
+    shm::set_slot_reader(stream.table, header, slot, 0, 0, at.position, at.token);
+    drop_page(stream, slot);
+  } else {
+    shm::release_slot(stream.table, header, slot);
+    drop_page(stream, slot);
     stream.slot_users.erase(slot);
   }
+}
+
+shm::CursorPosition Registry::cursor_position(const Stream& stream, uint32_t slot) const {
+  shm::CursorPosition at;
+  if (slot < stream.table.max_readers()) {
+    const shm::TableSlot& entry = stream.table.slot(slot);
+    // Relaxed: the daemon reads its own writes.
+    at = {entry.hold.load(std::memory_order_relaxed), entry.token.load(std::memory_order_relaxed)};
+  }
+  if (auto page = stream.pages.find(slot); page != stream.pages.end()) {
+    auto state = shm::read_reader_page(page->second.fd.get(), stream.id, slot, page->second.number);
+    if (state.ok()) at = state->committed;
+  }
+  return at;
+}
+
+void Registry::drop_page(Stream& stream, uint32_t slot) {
+  auto page = stream.pages.find(slot);
+  if (page == stream.pages.end()) return;
+  unlink_page(stream, page->second.number);
+  stream.pages.erase(page);
 }
 
 void Registry::reader_detached(const std::shared_ptr<Stream>& stream, const ReaderGrant& grant) {
@@ -579,7 +742,7 @@ void Registry::flush(const Stream& stream) const {
   if (stream.directory.empty()) return;
   // Starts writeback of both files now, without waiting for it (a multi-GiB stream's fsync
   // would stall the event loop): the disk has them seconds later, not at this instant.
-  for (const std::string& file : {stream.file_name, stream.wait_file_name()}) {
+  for (const std::string& file : {stream.file_name, stream.table_file_name()}) {
     kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
     if (fd.get() >= 0 && sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
       spdlog::warn("stream \"{}\": writing {} back: {}", stream.name, file, std::strerror(errno));
@@ -595,9 +758,18 @@ void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
   }
 }
 
+uint64_t stalled_ms_since(uint64_t since_ns) {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  const uint64_t now_ns =
+      static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
+  return now_ns > since_ns ? (now_ns - since_ns) / 1'000'000 : 0;
+}
+
 std::string damage_of(const Stream& stream) {
   if (stream.segment.faulted()) return "its segment file shrank under the daemon's mapping";
-  if (stream.wait.faulted()) return "its wait file shrank under the daemon's mapping";
+  if (stream.table.faulted()) return "its reader table shrank under the daemon's mapping";
+  if (!stream.damage_note.empty()) return stream.damage_note;
   // Sizes by fstat first: the header is read through the mapping only once it is there.
   struct stat st {};
   if (fstat(stream.segment.fd(), &st) != 0) return {};
@@ -614,10 +786,10 @@ std::string damage_of(const Stream& stream) {
     return fmt::format("its segment file holds {} bytes of data, fewer than {} ({})",
                        size - shm::kHeaderSize, needed, ring != 0 ? "its ring" : "committed");
   }
-  if (stream.wait.valid() && stream.wait_fd && fstat(stream.wait_fd->get(), &st) == 0 &&
-      static_cast<uint64_t>(st.st_size) < shm::wait_file_size(stream.wait.max_readers())) {
-    return fmt::format("its wait file is {} bytes, shorter than its {} reader slots need",
-                       st.st_size, stream.wait.max_readers());
+  if (stream.table.valid() && stream.table_fd && fstat(stream.table_fd->get(), &st) == 0 &&
+      static_cast<uint64_t>(st.st_size) < shm::table_file_size(stream.table.max_readers())) {
+    return fmt::format("its reader table is {} bytes, shorter than its {} reader slots need",
+                       st.st_size, stream.table.max_readers());
   }
   return {};
 }
@@ -639,20 +811,38 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.block_when_full = stream.segment.block_when_full();
   s.records = stream.segment.records();
   s.oldest = shm::load_oldest(h);
-  s.max_readers = stream.wait.valid() ? stream.wait.max_readers() : 0;
+  s.max_readers = stream.table.valid() ? stream.table.max_readers() : 0;
   s.slowest_reader = s.bytes;
-  if (stream.wait.valid()) {
-    for (const shm::SlotInfo& slot : shm::slots_in_use(stream.wait)) {
-      s.slowest_reader = std::min(s.slowest_reader, slot.position);
-      if (!slot.cursor) s.attached.push_back(ReaderSnapshot{slot.pid, slot.position, ""});
-    }
-    for (const auto& [name, cursor] : stream.cursors) {
-      uint64_t position = shm::cursor_committed(stream.wait.slot(cursor.slot)).position;
-      s.cursors.push_back(CursorSnapshot{name, position, static_cast<uint32_t>(cursor.reader_pid)});
-      if (cursor.reader_pid != 0) {
-        s.attached.push_back(
-            ReaderSnapshot{static_cast<uint32_t>(cursor.reader_pid), position, name});
+  if (stream.table.valid()) {
+    for (const shm::SlotInfo& slot : shm::slots_in_use(stream.table)) {
+      // What the reader's own page says (pread: the daemon never maps a page), else its hold.
+      uint64_t position = slot.hold;
+      if (auto page = stream.pages.find(slot.index); page != stream.pages.end()) {
+        auto state = shm::read_reader_page(page->second.fd.get(), stream.id, slot.index,
+                                           page->second.number);
+        if (state.ok()) position = slot.cursor ? state->committed.position : state->position;
       }
+      if (!slot.evicted) s.slowest_reader = std::min(s.slowest_reader, position);
+      if (!slot.cursor) {
+        s.attached.push_back(ReaderSnapshot{slot.pid, position, ""});
+        continue;
+      }
+      auto cursor = stream.cursors.find(slot.name);
+      if (cursor == stream.cursors.end() || cursor->second.slot != slot.index) continue;
+      auto pid = static_cast<uint32_t>(cursor->second.reader_pid);
+      s.cursors.push_back(CursorSnapshot{slot.name, position, pid});
+      if (pid != 0) s.attached.push_back(ReaderSnapshot{pid, position, slot.name});
+    }
+    std::sort(s.cursors.begin(), s.cursors.end(),
+              [](const auto& a, const auto& b) { return a.name < b.name; });
+  }
+  if (stream.segment.block_when_full()) {
+    // Relaxed: the producer's display fields; they publish nothing.
+    const uint64_t since = h.stalled_since_ns.load(std::memory_order_relaxed);
+    const uint64_t wanted = h.space_wanted.load(std::memory_order_relaxed);
+    if (since != 0 && wanted != shm::kNobody) {
+      s.producer_waits_for = wanted;
+      s.stalled_ms = stalled_ms_since(since);
     }
   }
   s.directory = stream.directory;
@@ -662,11 +852,45 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.resume_grace_ms = stream.resume_grace_ms();
   s.awaiting_producer = stream.awaiting_producer;
   s.damage = damage_of(stream);
+  s.stall_limit_ms = stream.segment.stall_limit_ms();
   if (!s.damage.empty() && !stream.damage_reported) {
     stream.damage_reported = true;
     spdlog::warn("stream \"{}\": damaged: {}", stream.name, s.damage);
   }
   return s;
+}
+
+void Registry::enforce_stall_limits() {
+  for (const auto& [name, stream] : live_) {
+    const uint32_t limit = stream->segment.stall_limit_ms();
+    if (limit == 0 || !stream->table.valid()) continue;
+    shm::SegmentHeader& h = stream->segment.mutable_header();
+    // Relaxed: the producer's display fields (an owner lying there evicts its own readers).
+    const uint64_t since = h.stalled_since_ns.load(std::memory_order_relaxed);
+    const uint64_t wanted = h.space_wanted.load(std::memory_order_relaxed);
+    if (since == 0 || wanted == shm::kNobody || stalled_ms_since(since) <= limit) continue;
+    for (const shm::SlotInfo& slot : shm::slots_in_use(stream->table)) {
+      if (slot.evicted) continue;
+      uint64_t position = slot.hold;
+      auto page = stream->pages.find(slot.index);
+      if (page != stream->pages.end()) {
+        auto state = shm::read_reader_page(page->second.fd.get(), stream->id, slot.index,
+                                           page->second.number);
+        if (!state.ok()) continue;   // a page its reader broke holds nothing already
+        position = state->position;  // what the producer waits for (a cursor: its commit)
+      }
+      if (position >= wanted) continue;
+      if (page != stream->pages.end()) (void)shm::mark_page_evicted(page->second.fd.get());
+      shm::evict_slot(stream->table, h, slot.index);
+      spdlog::warn(
+          "stream \"{}\": evicted {} at offset {}: it held the producer longer than the "
+          "stall limit ({} ms)",
+          name,
+          slot.cursor ? fmt::format("cursor \"{}\"", slot.name)
+                      : fmt::format("reader pid {}", slot.pid),
+          position, limit);
+    }
+  }
 }
 
 std::vector<StreamSnapshot> Registry::list() const {

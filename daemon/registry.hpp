@@ -22,7 +22,7 @@
 #include "daemon/access.hpp"
 #include "daemon/persistent_dirs.hpp"
 #include "shm/segment.hpp"
-#include "shm/wait_file.hpp"
+#include "shm/reader_table.hpp"
 #include "shmstream/status.hpp"
 
 namespace shmstream::daemon {
@@ -54,6 +54,7 @@ struct CreateParams {
   Mode mode = Mode::kOwner;
   uint32_t resume_grace_ms = 0;  // see proto CreateOptions.resumeGraceMs
   uint64_t origin = 0;           // see proto CreateOptions.origin
+  uint32_t stall_limit_ms = 0;   // see proto CreateOptions.stallLimitMs
 };
 
 // Whether process `pid` runs (one we may not signal counts: it exists).
@@ -62,7 +63,7 @@ bool process_alive(pid_t pid);
 // The longest resume grace a stream may ask for.
 inline constexpr uint32_t kMaxResumeGraceMs = 24u * 3600 * 1000;
 
-// A named cursor of a stream: its slot in the wait file stays claimed while no reader holds it.
+// A named cursor of a stream: its slot in the reader table stays claimed while no reader holds it.
 struct Cursor {
   uint32_t slot = 0;
   pid_t reader_pid = 0;     // the reader holding it now; 0 if none
@@ -77,13 +78,23 @@ struct Stream {
   std::shared_ptr<kj::AutoCloseFd> dir_holder;  // a persistent directory, open while used
   std::string directory;  // a persistent stream's directory; empty for shared memory
   std::string file_name;  // in that directory
-  std::string wait_file_name() const { return file_name + ".w"; }
+  std::string table_file_name() const { return file_name + ".t"; }
+  // The path of the segment file, as its producer names it to open reader pages beside it.
+  std::string segment_path;
   // From the header (set at creation; bounded, should the file say more): 0 = the stream
   // aborts when its producer dies.
   uint32_t resume_grace_ms() const;
   shm::Segment segment;  // the daemon's read-write mapping of the segment's header page only
-  shm::WaitFile wait;    // the daemon's mapping of the wait file (reader slots)
-  std::shared_ptr<kj::AutoCloseFd> wait_fd;  // the wait file, read-write: handed to clients
+  shm::ReaderTable table;  // the daemon's read-write mapping of the reader table
+  std::shared_ptr<kj::AutoCloseFd> table_fd;  // the reader table, read-only: for producers
+  // The reader page of each slot whose reader has one: its number and the daemon's fd, for
+  // pread/pwrite only (its reader may truncate it; the daemon never maps it).
+  struct PageFile {
+    uint64_t number = 0;
+    kj::AutoCloseFd fd;
+  };
+  std::map<uint32_t, PageFile> pages;
+  std::string damage_note;  // why it takes no new readers (an unusable reader table), if so
   Owner owner;  // the creator (from its socket): owner and group of the files, and its mode
   uint32_t readers = 0;  // live Reader capabilities
   bool producer_attached = false;
@@ -141,11 +152,18 @@ struct StreamSnapshot {
   uint32_t resume_grace_ms;
   bool awaiting_producer;
   std::string damage;  // empty, or what damage_of() found
+  // A blocking ring's producer waiting for room: the offset it waits for readers to pass
+  // (kNobody if it does not wait), and for how long it has waited.
+  uint64_t producer_waits_for = shm::kNobody;
+  uint64_t stalled_ms = 0;
+  uint32_t stall_limit_ms = 0;
 };
 
 // What is wrong with a stream's files, found without trusting them (a fault recovered in the
 // daemon's mappings, sizes by fstat): empty when nothing is. Its readers get kCorrupt.
 std::string damage_of(const Stream& stream);
+// Milliseconds since `since_ns` (CLOCK_MONOTONIC, as a producer stores stalled_since_ns).
+uint64_t stalled_ms_since(uint64_t since_ns);
 
 // What a reader holds (see Registry::open).
 struct ReaderGrant {
@@ -166,6 +184,7 @@ struct ReaderAccess {
   std::shared_ptr<Stream> stream;
   kj::AutoCloseFd fd;
   ReaderGrant grant;
+  kj::AutoCloseFd page_fd;  // its reader page, read-write (none for a reattaching reader)
 };
 
 class Registry {
@@ -173,8 +192,8 @@ class Registry {
   explicit Registry(RegistryConfig config);
   ~Registry();
 
-  // Creates the segment and its wait page (beside it, "<segment>.w", which clients open by
-  // that path); returns the stream and a read-write segment fd for its producer.
+  // Creates the segment and its reader table (beside it, "<segment>.t"); returns the stream and
+  // a read-write segment fd for its producer.
   Result<ProducerAccess> create(const std::string& name, const CreateParams& params,
                                 const Peer& peer);
   // Opens for reading: a read-only segment fd and a reader slot; the reader is counted.
@@ -234,6 +253,11 @@ class Registry {
   // Open streams whose producer runs but is not connected to this daemon (adopted after a
   // restart): the server watches their pids.
   std::vector<std::shared_ptr<Stream>> unattached_open_streams() const;
+  // Blocking rings with a stall limit whose producer has waited for room longer than it: each
+  // reader (or cursor nobody holds) still below what it waits for is evicted: its slot holds
+  // nothing from now on, and its next read (a cursor: its next open) fails saying so. Called
+  // periodically by the server.
+  void enforce_stall_limits();
   // While shutting down, detached producers do not abort their streams (they keep writing).
   void set_shutting_down() { shutting_down_ = true; }
 
@@ -255,8 +279,18 @@ class Registry {
   // Adopts the streams whose files lie in `dir_fd` (held open by `holder`, if not ours).
   void adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::AutoCloseFd>& holder,
                                const std::string& directory);
-  // Creates (or, with reuse, validates and keeps) the wait file of `stream`, and maps it.
-  Status ensure_wait_page(Stream& stream, bool reuse, uint32_t max_readers);
+  // Creates (or, with reuse, validates and keeps) the reader table of `stream`, and maps it.
+  Status ensure_reader_table(Stream& stream, bool reuse, uint32_t max_readers);
+  // Adoption: keeps the slots of readers still alive and the cursors, frees the rest.
+  void adopt_reader_slots(Stream& stream);
+  // A new reader page for `slot`, its reader starting at `start` (a cursor: committed there
+  // with `token`): created, given to the stream's owner read-only, kept in stream.pages.
+  Result<uint64_t> make_page(Stream& stream, uint32_t slot, uint64_t start, uint64_t token);
+  // Forgets slot `slot`'s page (unlinked; its reader's mapping lives on, counting for nothing).
+  void drop_page(Stream& stream, uint32_t slot);
+  void unlink_page(const Stream& stream, uint64_t page);
+  // A cursor slot's committed position: its page's last commit, else the table's record.
+  shm::CursorPosition cursor_position(const Stream& stream, uint32_t slot) const;
   void unlink_files(const Stream& stream);
   StreamSnapshot snapshot(const Stream& stream) const;
 

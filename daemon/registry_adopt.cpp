@@ -20,14 +20,15 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
                                        const std::string& directory) {
   int scan_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 0);
   DIR* dir = fdopendir(scan_fd);
+  if (dir != nullptr) rewinddir(dir);  // a dup shares the offset of the directory fd
   if (dir == nullptr) return;
   std::string prefix = shm::segment_file_prefix(config_.instance);
-  std::vector<std::string> wait_files;
+  std::vector<std::string> side_files;  // reader tables and pages: "<segment>.t", ".r<N>"
   while (dirent* entry = readdir(dir)) {
     std::string file = entry->d_name;
     if (file.rfind(prefix, 0) != 0) continue;
-    if (file.size() > 2 && file.compare(file.size() - 2, 2, ".w") == 0) {
-      wait_files.push_back(file);  // handled with its segment, below
+    if (file.find('.', prefix.size()) != std::string::npos) {
+      side_files.push_back(file);  // handled with its segment, below
       continue;
     }
     kj::AutoCloseFd fd(openat(dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
@@ -46,6 +47,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
     stream->dir_fd = dir_fd;
     stream->dir_holder = holder;
     stream->directory = directory;
+    stream->segment_path = (directory.empty() ? config_.segment_dir : directory) + "/" + file;
     stream->segment = std::move(segment).value();
     struct stat st {};
     if (fstat(fd.get(), &st) == 0) {  // ownership and mode live in the file itself
@@ -58,11 +60,11 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
       unlinkat(dir_fd, file.c_str(), 0);
       continue;
     }
-    if (Status s = ensure_wait_page(*stream, /*reuse=*/true, config_.default_max_readers);
+    if (Status s = ensure_reader_table(*stream, /*reuse=*/true, config_.default_max_readers);
         !s.ok()) {
-      spdlog::warn("stream \"{}\": {}; unlinking it", stream->name, s.message());
-      unlink_files(*stream);
-      continue;
+      // Its data stays (it may be read again once a table can be made, after a restart).
+      stream->damage_note = fmt::format("no reader table ({}): no new readers", s.message());
+      spdlog::warn("stream \"{}\": {}", stream->name, stream->damage_note);
     }
     shm::SegmentHeader& h = stream->segment.mutable_header();
     uint32_t producer = shm::producer_pid_now(h);
@@ -85,14 +87,14 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
     live_.emplace(stream->name, std::move(stream));
   }
   closedir(dir);
-  for (const auto& file : wait_files) {
-    std::string segment = file.substr(0, file.size() - 2);
+  for (const auto& file : side_files) {
+    std::string segment = file.substr(0, file.find('.', prefix.size()));
     bool used = false;
     for (const auto& [name, stream] : live_) {
       used = used || (stream->file_name == segment && stream->dir_fd == dir_fd);
     }
     if (!used) {
-      spdlog::warn("unlinking orphan wait page {}", file);
+      spdlog::warn("unlinking {}: the side file of no stream", file);
       unlinkat(dir_fd, file.c_str(), 0);
     }
   }

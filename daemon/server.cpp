@@ -78,6 +78,9 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setResumeGraceMs(s.resume_grace_ms);
   out.setAwaitingProducer(s.awaiting_producer);
   out.setDamage(s.damage);
+  out.setStallLimitMs(s.stall_limit_ms);
+  out.setProducerWaitsFor(s.producer_waits_for);
+  out.setStalledMs(s.stalled_ms);
 }
 
 static_assert(static_cast<int>(Mode::kOwner) == static_cast<int>(proto::Mode::OWNER));
@@ -104,10 +107,11 @@ kj::Maybe<int> maybe_fd(const kj::AutoCloseFd& fd) {
   return fd.get();
 }
 
-// The stream's wait file, read-write, for a client the daemon let in.
-class WaitFileImpl final : public proto::WaitFile::Server {
+// A descriptor for a client the daemon let in: a producer's read-only reader table, or a
+// reader's own page.
+class SideFileImpl final : public proto::SideFile::Server {
  public:
-  explicit WaitFileImpl(std::shared_ptr<kj::AutoCloseFd> fd) : fd_(std::move(fd)) {}
+  explicit SideFileImpl(std::shared_ptr<kj::AutoCloseFd> fd) : fd_(std::move(fd)) {}
   kj::Maybe<int> getFd() override { return fd_->get(); }
 
  private:
@@ -212,6 +216,7 @@ class ControlImpl final : public proto::Control::Server {
       }
       create.mode = static_cast<Mode>(options.getMode());
       create.resume_grace_ms = options.getResumeGraceMs();
+      create.stall_limit_ms = options.getStallLimitMs();
       create.origin = options.getOrigin();
       switch (options.getRetention()) {
         case proto::Retention::UNBOUNDED:
@@ -251,7 +256,8 @@ class ControlImpl final : public proto::Control::Server {
     set_status(results.initStatus(), granted.status());
     if (granted.ok()) {
       results.setSlot(granted->grant.slot);
-      results.setWaitFile(kj::heap<WaitFileImpl>(granted->stream->wait_fd));
+      results.setPage(kj::heap<SideFileImpl>(
+          std::make_shared<kj::AutoCloseFd>(kj::mv(granted->page_fd))));
       results.setReader(kj::heap<ReaderImpl>(registry_, std::move(granted).value()));
     }
     return kj::READY_NOW;
@@ -329,15 +335,17 @@ class ControlImpl final : public proto::Control::Server {
   }
 
  private:
-  // The reply to create or resume: the status, and if it is ok the caller's Producer and the
-  // stream's wait file (the caller's process is watched, so that its death is seen).
+  // The reply to create or resume: the status, and if it is ok the caller's Producer, the
+  // stream's reader table and the segment's path (the caller's process is watched, so that
+  // its death is seen).
   template <typename Results>
   void grant_producer(Results results, Result<ProducerAccess> granted) {
     set_status(results.initStatus(), granted.status());
     if (!granted.ok()) return;
     ProducerAccess access = std::move(granted).value();
     server_.watch_producer(access.stream, peer_.pid);
-    results.setWaitFile(kj::heap<WaitFileImpl>(access.stream->wait_fd));
+    results.setReaderTable(kj::heap<SideFileImpl>(access.stream->table_fd));
+    results.setSegmentPath(access.stream->segment_path);
     results.setProducer(
         kj::heap<ProducerImpl>(registry_, std::move(access.stream), kj::mv(access.fd)));
   }
@@ -373,6 +381,7 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
     watch_producer(stream, static_cast<pid_t>(shm::producer_pid_now(stream->segment.header())));
   }
   for (const auto& stream : registry_.awaiting_streams()) start_grace(stream);
+  tasks_.add(watch_stalls());
   auto orphans = registry_.orphan_readers();
   if (!orphans.empty()) {
     tasks_.add(io_.provider->getTimer()
@@ -387,6 +396,14 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
       registry_.orphan_reader_exited(orphan.stream, orphan.slot, orphan.pid);
     }
   }
+}
+
+kj::Promise<void> Server::watch_stalls() {
+  // Every 50 ms: a stall limit is kept to within that.
+  return io_.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).then([this]() {
+    registry_.enforce_stall_limits();
+    return watch_stalls();
+  });
 }
 
 void Server::watch_producer(const std::shared_ptr<Stream>& stream, pid_t pid) {

@@ -67,6 +67,8 @@ class Server final : private kj::TaskSet::ErrorHandler {
   void producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid);
   // Aborts `stream` after its resume grace unless a successor resumed it by then.
   void start_grace(const std::shared_ptr<Stream>& stream);
+  // Enforces the streams' stall limits, forever (Registry::enforce_stall_limits()).
+  kj::Promise<void> watch_stalls();
 
   void serve(int fd);
   void release_uid(uid_t uid);

@@ -65,6 +65,12 @@ struct StreamInfo {
   # See CreateOptions.resumeGraceMs.
   awaitingProducer @23 :Bool;
   # Open, but its producer died: waiting (up to the grace) for another to resume it.
+  stallLimitMs @25 :UInt32;
+  # See CreateOptions.stallLimitMs.
+  producerWaitsFor @26 :UInt64;
+  # A block ring's producer waiting for room: the offset it waits for its readers to pass
+  # (all ones when it does not wait); `stalledMs`: for how long.
+  stalledMs @27 :UInt64;
   damage @24 :Text;
   # Empty unless the daemon found the stream's files damaged (e.g. the segment shrank under
   # its mappings): what it found. Its readers get `corrupt`.
@@ -130,6 +136,10 @@ struct CreateOptions {
   origin @9 :UInt64;
   # For a stream that republishes another (bridge in): the other's offset of this one's
   # offset 0. Kept with the stream, shown by stat; shmstream itself gives it no meaning.
+  stallLimitMs @10 :UInt32;
+  # block rings: a reader (or a cursor nobody holds) that keeps the producer waiting longer
+  # than this is evicted: it stops holding the ring, and its next read fails saying so.
+  # 0 = never (the default).
 }
 
 interface Control {
@@ -137,14 +147,16 @@ interface Control {
   # (SO_PEERCRED), never from the request.
 
   create @0 (name :Text, options :CreateOptions)
-      -> (status :Status, producer :Producer, waitFile :WaitFile);
-  # Creates an empty open stream owned by the caller, who becomes its producer.
+      -> (status :Status, producer :Producer, readerTable :SideFile, segmentPath :Text);
+  # Creates an empty open stream owned by the caller, who becomes its producer. `readerTable`
+  # carries the stream's reader table, read-only; the producer opens its readers' pages by
+  # name beside `segmentPath` ("<segmentPath>.r<N>", N from the table).
 
   open @1 (name :Text, options :OpenOptions)
-      -> (status :Status, reader :Reader, slot :UInt32, waitFile :WaitFile);
+      -> (status :Status, reader :Reader, slot :UInt32, page :SideFile);
   # Opens a stream for reading if its mode lets the caller; counts as a reader until the
-  # capability is dropped. `slot` is the reader's slot in the stream's wait file, where it
-  # publishes its position (a named cursor: its committed position).
+  # capability is dropped. `page` carries the reader's own page, read-write: where it asks to
+  # be woken and publishes its position (a named cursor: its commits); `slot` is its slot.
 
   list @2 () -> (streams :List(StreamInfo));
   # Every stream, live or removing, sorted by name.
@@ -170,7 +182,8 @@ interface Control {
   # After a daemon restart, a reader still alive takes back its slot (kept for its pid since the
   # new daemon adopted the stream, and freed if it exits first). No descriptor either.
 
-  resume @8 (name :Text) -> (status :Status, producer :Producer, waitFile :WaitFile);
+  resume @8 (name :Text)
+      -> (status :Status, producer :Producer, readerTable :SideFile, segmentPath :Text);
   # Takes over an open stream created with a resume grace whose producer died: the caller
   # (its owner or root) becomes its producer at its committed length. kBusy while its
   # producer's process still runs; kStreamClosed once it ended (the grace ran out).
@@ -192,8 +205,8 @@ interface Reader {
   # Holding it counts as one reader; drop it to stop counting. No methods yet.
 }
 
-interface WaitFile {
-  # Carries the read-write descriptor of the stream's wait file (reader slots and the futex
-  # words), Capability::getFd(). The file itself is its owner's only (0600): readers of other
-  # users reach it only through this descriptor, granted after the daemon's permission check.
+interface SideFile {
+  # Carries a descriptor (Capability::getFd()): for a producer, the stream's reader table,
+  # read-only (the daemon's own file, 0600); for a reader, its own reader page, read-write
+  # (nobody else's reader can reach it: the file is the stream owner's, 0400).
 }

@@ -17,6 +17,9 @@ using Clock = std::chrono::steady_clock;
 // No deadline: wait until woken.
 inline constexpr Clock::time_point kNoDeadline = Clock::time_point::max();
 
+// The most words one futex_wait() watches (FUTEX_WAITV_MAX).
+inline constexpr size_t kMaxFutexWatches = 128;
+
 // One word to watch: sleep only while *word == expected.
 struct FutexWatch {
   const std::atomic<uint32_t>* word;

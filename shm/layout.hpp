@@ -1,28 +1,38 @@
 // shm/layout.hpp — the shared-memory layouts of shmstream: the one place they are written down,
 // and the named accessors through which every process reads and writes their shared fields.
 //
-// Two files per stream, both owned by the stream's owner:
-//   "<segment>"    the segment: a 4 KiB header (SegmentHeader), then the data. The producer
-//                  maps it read-write; readers map it read-only (their fd is opened O_RDONLY,
-//                  so they cannot write it even with mprotect).
-//   "<segment>.w"  the wait file: a 4 KiB control page (WaitPage), then one ReaderSlot per
-//                  reader. Mapped read-write by the producer, the readers and the daemon.
+// Each stream has a segment, a reader table, and a page per reader. Every process writes only
+// its own state: nothing a reader can write reaches another reader, the producer or the daemon
+// except as a hint about that reader itself.
+//   "<segment>"     the segment: a 4 KiB header (SegmentHeader), then the data. Its owner's
+//                   file. The producer maps it read-write; readers map it read-only (their fd
+//                   is opened O_RDONLY, so they cannot write it even with mprotect).
+//   "<segment>.t"   the reader table: a 4 KiB page (TablePage), then one TableSlot per reader
+//                   slot. Written by the daemon only (its own file, 0600); the producer maps it
+//                   read-only from a descriptor the daemon gives it; readers never see it.
+//   "<segment>.r<N>" a reader page (ReaderPage), one per reader the daemon lets in (N, a
+//                   random number, is in the reader's table slot). The reader maps it
+//                   read-write from the descriptor the daemon gives it; the producer opens it
+//                   read-only by name (the file is the stream owner's, 0400); the daemon reads
+//                   and writes it with pread/pwrite only. A reader that truncates its page
+//                   harms only itself: every mapping of it is guarded (fault_guard.hpp).
 //
-//   segment                                       wait file
+//   segment                                       reader table
 //   +----------------------------+ 0              +----------------------------+ 0
-//   | SegmentHeader              |                | WaitPage                   |
-//   |   identity (checksummed)   | 0..128         |   identity                 | 0..64
-//   |   producer hot line        | 128..192       |   min_wanted line          | 64..128
-//   |   lifecycle line           | 192..256       |   space line               | 128..192
-//   |   name                     | 256..512       +----------------------------+ 4096
-//   +----------------------------+ 4096           | ReaderSlot 0 (128 bytes)   |
-//   | data                       |                | ReaderSlot 1               |
-//   |   unbounded: offset o at   |                | ...  max_readers slots     |
-//   |   data + o; the file grows |                +----------------------------+
-//   |   (fallocate) as the       |
-//   |   producer appends; maps   |
-//   |   reserve max_data_size    |
-//   |   (MAP_NORESERVE).         |
+//   | SegmentHeader              |                | TablePage                  |
+//   |   identity (checksummed)   | 0..128         +----------------------------+ 4096
+//   |   producer hot line        | 128..192       | TableSlot 0 (128 bytes)    |
+//   |   lifecycle line           | 192..256       | ...  max_readers slots     |
+//   |   room line (block rings)  | 256..320       +----------------------------+
+//   |   name                     | 320..576
+//   +----------------------------+ 4096           reader page (4096 bytes)
+//   | data                       |                +----------------------------+ 0
+//   |   unbounded: offset o at   |                | identity (daemon)          | 0..64
+//   |   data + o; the file grows |                | wake line (reader)         | 64..128
+//   |   (fallocate) as the       |                | position line (reader)     | 128..192
+//   |   producer appends; maps   |                | commit line (reader)       | 192..256
+//   |   reserve max_data_size    |                | daemon line                | 256..320
+//   |   (MAP_NORESERVE).         |                +----------------------------+
 //   |   ring: ring_capacity      |
 //   |   bytes, allocated at      |
 //   |   creation; offset o at    |
@@ -33,7 +43,7 @@
 //   |   bytes is contiguous.     |
 //   +----------------------------+ 4096 + data_file_size
 //
-// ## SegmentHeader (layout version 5)
+// ## SegmentHeader (layout version 7)
 //
 //  off size field             writer                  ordering
 //  --- ---- ----------------- ----------------------- ------------------------------------------
@@ -56,6 +66,9 @@
 //                                                     republishes (bridge in), of offset 0
 //   88    4 resume_grace_ms   creator                 plain (1): how long the stream stays open
 //                                                     for a successor after its producer died
+//   92    4 stall_limit_ms    creator                 plain (1): block rings: a reader (or idle
+//                                                     cursor) holding the producer longer than
+//                                                     this is evicted by the daemon; 0 = never
 //  120    8 header_checksum   creator                 plain (1): FNV-1a of [0, 120) and the name
 //  128    8 committed_length  producer                release store (publish_committed) /
 //                                                     acquire load (load_committed)
@@ -71,57 +84,94 @@
 //  200    8 oldest_offset     producer (rings)        see "Ring overwrites"
 //  208    8 data_file_size    producer                release store after the file grew /
 //                                                     acquire load after committed_length
-//  256  256 name              creator                 plain (1), NUL-padded, covered by the
+//  256    8 space_wanted      producer (block rings)  see "Blocking rings"; kNobody when it
+//                                                     does not wait
+//  264    4 space_word        daemon, producer        the futex a waiting producer sleeps on for
+//                                                     the daemon's news (a slot freed, a cursor
+//                                                     let go, an eviction)
+//  272    8 stalled_since_ns  producer                relaxed: CLOCK_MONOTONIC when it began to
+//                                                     wait for room, 0 when it does not: what
+//                                                     the daemon's stall limit and `ls` read
+//  320  256 name              creator                 plain (1), NUL-padded, covered by the
 //                                                     checksum
 //  (1) Identity. Written before the creator passes the fd to anyone; the fd's passage over
 //      the control socket orders those writes before any other process's reads. Every
 //      identity field, and the name, is covered by header_checksum. Unused bytes are zero.
 //
-// ## WaitPage and ReaderSlot
+// ## TablePage and TableSlot (the reader table: the daemon writes, the producer reads)
 //
 //  off size field             writer                  ordering
 //  --- ---- ----------------- ----------------------- ------------------------------------------
-//    0    8 magic             creator (daemon)        plain, before the fd is handed out
-//    8    4 layout_version    creator                 plain
-//   12    4 max_readers       creator                 plain: the number of slots
-//   16    8 stream_id         creator                 plain: the segment's
-//   64    8 min_wanted        readers, producer       see "Wake protocol"
-//  128    8 space_wanted      producer (block rings)  see "Blocking rings"
-//  136    4 space_word        readers, daemon         the futex a waiting producer sleeps on
-//  140    4 slots_in_use_hint daemon                  relaxed: 1 + the highest slot handed out
-//                                                     (a scan bound)
-//  4096 + 128 i: ReaderSlot i
-//    0    8 position          reader                  release store (lazily, every capacity/16
+//    0    8 magic             daemon                  plain, before the fd is handed out
+//    8    4 layout_version    daemon                  plain
+//   12    4 max_readers       daemon                  plain: the number of slots
+//   16    8 stream_id         daemon                  plain: the segment's
+//   64    4 generation        daemon                  release fetch_add after changing any slot
+//                                                     (load_generation(): the producer's cue to
+//                                                     look at the slots again)
+//   68    4 slots_bound       daemon                  relaxed: 1 + the highest slot in use
+//  4096 + 128 i: TableSlot i
+//    0    4 in_use            daemon                  release store of 1 after the fields below
+//                                                     (claim) / 0 (release); then generation
+//    4    4 flags             daemon                  relaxed: kSlotCursor, kSlotEvicted
+//    8    4 pid               daemon                  relaxed: the reader's pid (0: a cursor
+//                                                     nobody holds), for display and adoption
+//   12    4 uid               daemon                  relaxed: the user that claimed the slot (a
+//                                                     named cursor's owner)
+//   16    8 page              daemon                  relaxed: the number N of the reader's page
+//                                                     file "<segment>.r<N>"; 0: none (a cursor
+//                                                     nobody holds)
+//   24    8 hold              daemon                  relaxed: what the slot holds back while its
+//                                                     page is not mapped (or there is none):
+//                                                     where its reader started, or a cursor's
+//                                                     committed position when let go
+//   32    8 token             daemon                  relaxed: a cursor's committed token (with
+//                                                     hold) while nobody holds it
+//   40    1 name_length       daemon                  before in_use: the cursor's name
+//   41   64 name              daemon                  before in_use
+//
+// ## ReaderPage (one reader's own state)
+//
+//  off size field             writer                  ordering
+//  --- ---- ----------------- ----------------------- ------------------------------------------
+//    0    8 magic             daemon                  plain, before the fd is handed out
+//    8    4 layout_version    daemon                  plain
+//   12    4 slot              daemon                  plain: its slot in the table
+//   16    8 stream_id         daemon                  plain
+//   24    8 page              daemon                  plain: N, as in the file name
+//   64    8 wanted            reader                  see "Wake protocol"; kNobody when awake
+//   72    4 space_seq         reader                  see "Blocking rings"
+//   76    4 seen_word         reader                  see "Wake protocol": the wait_word value it
+//                                                     sleeps on
+//  128    8 position          reader                  release store (lazily, every capacity/16
 //                                                     bytes and before sleeping) / producer
 //                                                     acquire load: the reader needs no bytes
 //                                                     below it. A named cursor publishes only
 //                                                     its committed position.
-//    8    4 in_use            daemon                  release store of 1 after the fields
-//                                                     below (claim) / 0 when the reader goes
-//                                                     (release, then a space_word wake-up).
-//                                                     A named cursor's slot stays in use
-//                                                     while no reader holds it.
-//   12    4 pid               daemon                  relaxed: the reader's pid (0: a cursor
-//                                                     nobody holds), for display and adoption
-//   16    4 cursor            daemon                  before in_use: 1 for a named cursor
-//   20    4 commit_seq        reader                  see "Cursor commits"
-//   24   16 committed[0]      reader                  {position, token}
-//   40   16 committed[1]      reader                  {position, token}
-//   56    1 name_length       daemon                  before in_use: the cursor's name
-//   57   64 name              daemon                  before in_use
-//  124    4 uid               daemon                  before in_use: the user that claimed the
-//                                                     slot (a named cursor's owner); the
-//                                                     daemon's own record is authoritative
-//                                                     while it runs, this copy at adoption
+//  192    4 commit_seq        reader                  see "Cursor commits"
+//  200   16 committed[0]      reader                  {position, token}
+//  216   16 committed[1]      reader                  {position, token}
+//  256    4 evicted           daemon (pwrite)         the stall limit evicted this reader; its
+//                                                     reads fail from then on (acquire load)
 //
-// ## Wake protocol (min_wanted, wait_word)
-// A reader that wants offset t: CAS min_wanted to min(min_wanted, t), a seq_cst fence, re-load
-// committed_length; if still short of t, FUTEX_WAIT on wait_word with the value it loaded
-// before checking. The producer, after its release store of committed_length: a seq_cst fence,
-// a load of min_wanted; if min_wanted <= committed, exchange it to kNobody (acq_rel), release
-// fetch_add wait_word and FUTEX_WAKE. (Dekker: either the reader sees the new length or the
-// producer sees the reader's offset.) Ending a stream (close, abort, cancel) always bumps
-// wait_word and wakes everyone, whatever min_wanted says.
+// Nothing in a page is trusted by anyone but its reader: the producer bounds-checks what it
+// reads there (a page may claim any position), and a page that faults is ignored.
+//
+// ## Wake protocol (wanted, wait_word)
+// A reader that wants offset t, having loaded wait_word (value w) before checking: relaxed store
+// of w in its page's seen_word, release store of t in wanted, a seq_cst fence, re-load
+// committed_length; if still short of t, FUTEX_WAIT on wait_word for w; awake again, it stores
+// kNobody in wanted. The producer, after its release store of committed_length: a seq_cst
+// fence, then for each reader page it maps an acquire load of wanted; if <= committed and that
+// reader's seen_word is the current wait_word (it would sleep through), a release fetch_add of
+// wait_word and FUTEX_WAKE. (Dekker: either the reader sees the new length or the producer sees
+// its registration, seen_word with it.) One wake-up per registration: a reader the producer
+// woke sleeps on a stale value until it registers again. The daemon makes a reader's page
+// before it hands the reader its descriptor, and bumps the table's generation in between (a
+// system call, a full barrier, orders the bump before the reader's first registration), so a
+// producer whose fence follows that registration maps the page. A reader can only make the
+// producer wake everyone more often, never keep another reader asleep. Ending a stream (close,
+// abort, cancel) always bumps wait_word and wakes everyone.
 //
 // ## Light barriers (light_producer)
 // A producer whose commits woke nobody 64 times in a row stores 1 (relaxed, then a seq_cst
@@ -138,12 +188,18 @@
 // advances in steps of capacity / 16, so that readers' loads of it hit their cache. In a
 // records stream it stays on a frame boundary.
 //
-// ## Blocking rings (space_wanted, space_word, slot positions)
+// ## Blocking rings (space_wanted, space_word, space_seq, positions)
 // A producer that needs readers past offset n: relaxed store of n in space_wanted, a seq_cst
-// fence, re-scan the slots in use (acquire loads of in_use, then position); if one is below n,
-// FUTEX_WAIT on space_word (and wait_word, to see the stream end). A reader (or the daemon)
-// that moves a slot from below n to at/above it: the slot store, a seq_cst fence, a load of
-// space_wanted; then a release fetch_add of space_word and FUTEX_WAKE. (Dekker again.)
+// fence, then for each holder (a slot in use below n) an acquire load of its page's space_seq,
+// then the scan again (positions); if one is still below n, FUTEX_WAITV on every holder's
+// space_seq and on the header's space_word (the daemon's news) and wait_word (the stream's
+// end). A reader that moves its position from below n to at/above it: the position store, a
+// seq_cst fence, a load of space_wanted; then a release fetch_add of its own space_seq and
+// FUTEX_WAKE on it. (Dekker again: the producer sees the move, or the reader sees n and its
+// wake-up changes a word the producer waits on.) The daemon, after freeing a slot or moving a
+// hold: a seq_cst fence, a load of space_wanted, then a release fetch_add of space_word and
+// FUTEX_WAKE. A reader can wake the producer needlessly (it then scans again), never keep it
+// asleep: the words it may write are its own.
 //
 // ## Cursor commits (commit_seq, committed[2])
 // A commit writes the entry committed[(commit_seq + 1) & 1] (relaxed), then release-stores
@@ -171,7 +227,9 @@ inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", littl
 // v5: origin_offset and resume_grace_ms in the identity line, covered by the checksum, which
 //     moved to offset 120.
 // v6: the uid that claimed each reader slot (named cursors belong to a user).
-inline constexpr uint32_t kLayoutVersion = 6;
+// v7: the wait file became the daemon's reader table plus a page per reader: a reader writes
+//     only its own page; the room-wait words and stall_limit_ms moved into the segment header.
+inline constexpr uint32_t kLayoutVersion = 7;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
 inline constexpr size_t kCacheLine = 64;
@@ -218,7 +276,7 @@ struct alignas(kHeaderSize) SegmentHeader {
   std::byte boot_id[16];
   uint64_t origin_offset;
   uint32_t resume_grace_ms;
-  uint32_t reserved0_;
+  uint32_t stall_limit_ms;
   uint64_t reserved1_[3];
   uint64_t header_checksum;  // the last identity word: covers everything before it
 
@@ -232,6 +290,11 @@ struct alignas(kHeaderSize) SegmentHeader {
   std::atomic<uint32_t> resumed_pid;
   std::atomic<uint64_t> oldest_offset;
   std::atomic<uint64_t> data_file_size;
+
+  // Room line (block rings): the producer waiting for readers to move on.
+  alignas(kCacheLine) std::atomic<uint64_t> space_wanted;
+  std::atomic<uint32_t> space_word;
+  std::atomic<uint64_t> stalled_since_ns;
 
   alignas(kCacheLine) char name[kMaxNameLength + 1];
 };
@@ -251,6 +314,7 @@ static_assert(offsetof(SegmentHeader, flags) == 60);
 static_assert(offsetof(SegmentHeader, boot_id) == 64);
 static_assert(offsetof(SegmentHeader, origin_offset) == 80);
 static_assert(offsetof(SegmentHeader, resume_grace_ms) == 88);
+static_assert(offsetof(SegmentHeader, stall_limit_ms) == 92);
 static_assert(offsetof(SegmentHeader, header_checksum) == 120);
 static_assert(offsetof(SegmentHeader, committed_length) == 128);
 static_assert(offsetof(SegmentHeader, wait_word) == 136);
@@ -259,32 +323,49 @@ static_assert(offsetof(SegmentHeader, state) == 192);
 static_assert(offsetof(SegmentHeader, resumed_pid) == 196);
 static_assert(offsetof(SegmentHeader, oldest_offset) == 200);
 static_assert(offsetof(SegmentHeader, data_file_size) == 208);
-static_assert(offsetof(SegmentHeader, name) == 256);
+static_assert(offsetof(SegmentHeader, space_wanted) == 256);
+static_assert(offsetof(SegmentHeader, space_word) == 264);
+static_assert(offsetof(SegmentHeader, stalled_since_ns) == 272);
+static_assert(offsetof(SegmentHeader, name) == 320);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 // The futex syscall operates on the 32-bit word itself.
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
 static_assert(sizeof(std::atomic<uint64_t>) == sizeof(uint64_t));
 
-inline constexpr uint64_t kWaitMagic = 0x5449415753534853ULL;  // "SHSSWAIT", little-endian
-inline constexpr uint32_t kWaitPageSize = 4096;
-inline constexpr uint32_t kReaderSlotSize = 128;
+inline constexpr uint64_t kTableMagic = 0x4C42415453534853ULL;  // "SHSSTABL", little-endian
+inline constexpr uint64_t kPageMagic = 0x4547415053534853ULL;   // "SHSSPAGE", little-endian
+inline constexpr uint32_t kTablePageSize = 4096;
+inline constexpr uint32_t kTableSlotSize = 128;
+inline constexpr uint32_t kReaderPageSize = 4096;
 inline constexpr uint32_t kMaxCursorNameLength = 64;
 inline constexpr uint32_t kMaxReadersLimit = 16384;
-// min_wanted and space_wanted when nobody waits.
+// wanted and space_wanted when nobody waits.
 inline constexpr uint64_t kNobody = ~uint64_t{0};
 
-struct alignas(kWaitPageSize) WaitPage {
+// TableSlot::flags.
+inline constexpr uint32_t kSlotCursor = 1;   // a named cursor's slot: it stays while unheld
+inline constexpr uint32_t kSlotEvicted = 2;  // evicted by the stall limit: holds nothing
+
+struct alignas(kTablePageSize) TablePage {
   uint64_t magic;
   uint32_t layout_version;
   uint32_t max_readers;
   uint64_t stream_id;
-  // On its own line: written by readers before they sleep, read by the producer per commit.
-  alignas(kCacheLine) std::atomic<uint64_t> min_wanted;
-  // Block rings: read by readers when they publish.
-  alignas(kCacheLine) std::atomic<uint64_t> space_wanted;
-  std::atomic<uint32_t> space_word;
-  std::atomic<uint32_t> slots_in_use_hint;
+  alignas(kCacheLine) std::atomic<uint32_t> generation;
+  std::atomic<uint32_t> slots_bound;
+};
+
+struct alignas(kTableSlotSize) TableSlot {
+  std::atomic<uint32_t> in_use;
+  std::atomic<uint32_t> flags;
+  std::atomic<uint32_t> pid;
+  std::atomic<uint32_t> uid;
+  std::atomic<uint64_t> page;
+  std::atomic<uint64_t> hold;
+  std::atomic<uint64_t> token;
+  uint8_t name_length;
+  char name[kMaxCursorNameLength];
 };
 
 struct CursorCommit {
@@ -292,40 +373,54 @@ struct CursorCommit {
   std::atomic<uint64_t> token;  // the consumer's own, stored atomically with the position
 };
 
-struct alignas(kReaderSlotSize) ReaderSlot {
-  std::atomic<uint64_t> position;
-  std::atomic<uint32_t> in_use;
-  std::atomic<uint32_t> pid;
-  uint32_t cursor;  // daemon, before in_use
-  std::atomic<uint32_t> commit_seq;
+struct alignas(kReaderPageSize) ReaderPage {
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t slot;
+  uint64_t stream_id;
+  uint64_t page;
+  // The reader's wake line: written before it sleeps, read by the producer per commit.
+  alignas(kCacheLine) std::atomic<uint64_t> wanted;
+  std::atomic<uint32_t> space_seq;
+  std::atomic<uint32_t> seen_word;
+  alignas(kCacheLine) std::atomic<uint64_t> position;
+  alignas(kCacheLine) std::atomic<uint32_t> commit_seq;
   CursorCommit committed[2];
-  uint8_t name_length;
-  char name[kMaxCursorNameLength];
-  alignas(4) uint32_t uid;  // daemon, before in_use
+  alignas(kCacheLine) std::atomic<uint32_t> evicted;
 };
 
-static_assert(sizeof(WaitPage) == kWaitPageSize);
-static_assert(sizeof(ReaderSlot) == kReaderSlotSize);
-static_assert(offsetof(WaitPage, magic) == 0);
-static_assert(offsetof(WaitPage, layout_version) == 8);
-static_assert(offsetof(WaitPage, max_readers) == 12);
-static_assert(offsetof(WaitPage, stream_id) == 16);
-static_assert(offsetof(WaitPage, min_wanted) == 64);
-static_assert(offsetof(WaitPage, space_wanted) == 128);
-static_assert(offsetof(WaitPage, space_word) == 136);
-static_assert(offsetof(WaitPage, slots_in_use_hint) == 140);
-static_assert(offsetof(ReaderSlot, position) == 0);
-static_assert(offsetof(ReaderSlot, in_use) == 8);
-static_assert(offsetof(ReaderSlot, pid) == 12);
-static_assert(offsetof(ReaderSlot, cursor) == 16);
-static_assert(offsetof(ReaderSlot, commit_seq) == 20);
-static_assert(offsetof(ReaderSlot, committed) == 24);
-static_assert(offsetof(ReaderSlot, name_length) == 56);
-static_assert(offsetof(ReaderSlot, name) == 57);
-static_assert(offsetof(ReaderSlot, uid) == 124);
+static_assert(sizeof(TablePage) == kTablePageSize);
+static_assert(sizeof(TableSlot) == kTableSlotSize);
+static_assert(sizeof(ReaderPage) == kReaderPageSize);
+static_assert(offsetof(TablePage, magic) == 0);
+static_assert(offsetof(TablePage, layout_version) == 8);
+static_assert(offsetof(TablePage, max_readers) == 12);
+static_assert(offsetof(TablePage, stream_id) == 16);
+static_assert(offsetof(TablePage, generation) == 64);
+static_assert(offsetof(TablePage, slots_bound) == 68);
+static_assert(offsetof(TableSlot, in_use) == 0);
+static_assert(offsetof(TableSlot, flags) == 4);
+static_assert(offsetof(TableSlot, pid) == 8);
+static_assert(offsetof(TableSlot, uid) == 12);
+static_assert(offsetof(TableSlot, page) == 16);
+static_assert(offsetof(TableSlot, hold) == 24);
+static_assert(offsetof(TableSlot, token) == 32);
+static_assert(offsetof(TableSlot, name_length) == 40);
+static_assert(offsetof(TableSlot, name) == 41);
+static_assert(offsetof(ReaderPage, magic) == 0);
+static_assert(offsetof(ReaderPage, slot) == 12);
+static_assert(offsetof(ReaderPage, stream_id) == 16);
+static_assert(offsetof(ReaderPage, page) == 24);
+static_assert(offsetof(ReaderPage, wanted) == 64);
+static_assert(offsetof(ReaderPage, space_seq) == 72);
+static_assert(offsetof(ReaderPage, seen_word) == 76);
+static_assert(offsetof(ReaderPage, position) == 128);
+static_assert(offsetof(ReaderPage, commit_seq) == 192);
+static_assert(offsetof(ReaderPage, committed) == 200);
+static_assert(offsetof(ReaderPage, evicted) == 256);
 
-inline constexpr uint64_t wait_file_size(uint32_t max_readers) {
-  return kWaitPageSize + uint64_t{max_readers} * kReaderSlotSize;
+inline constexpr uint64_t table_file_size(uint32_t max_readers) {
+  return kTablePageSize + uint64_t{max_readers} * kTableSlotSize;
 }
 
 // FNV-1a over the identity fields [0, header_checksum) and the name: detects a corrupt or
@@ -365,21 +460,19 @@ inline uint32_t producer_pid_now(const SegmentHeader& h) {
   return resumed != 0 ? resumed : h.producer_pid;
 }
 
-// Acquire: pairs with claim_reader_slot()'s release store; the slot's other fields come with it.
-inline bool slot_in_use(const ReaderSlot& slot) {
+// Acquire: pairs with the daemon's release fetch_add after it changed a slot (bump_generation()):
+// the slots' new values are visible to the loads that follow.
+inline uint32_t load_generation(const TablePage& table) {
+  return table.generation.load(std::memory_order_acquire);
+}
+// Acquire: pairs with the daemon's release store in claim_slot(); the slot's fields come with it.
+inline bool slot_in_use(const TableSlot& slot) {
   return slot.in_use.load(std::memory_order_acquire) != 0;
 }
 // Acquire: pairs with the reader's release store in ReaderCore::store_position(): its reads of
-// the bytes below the position are done.
-inline uint64_t load_slot_position(const ReaderSlot& slot) {
-  return slot.position.load(std::memory_order_acquire);
-}
-// Relaxed: the pid names the slot's reader for display and adoption; it publishes nothing.
-inline uint32_t load_slot_pid(const ReaderSlot& slot) {
-  return slot.pid.load(std::memory_order_relaxed);
-}
-inline void store_slot_pid(ReaderSlot& slot, uint32_t pid) {
-  slot.pid.store(pid, std::memory_order_relaxed);  // as load_slot_pid()
+// the bytes below the position are done. Untrusted by everyone but the reader.
+inline uint64_t load_page_position(const ReaderPage& page) {
+  return page.position.load(std::memory_order_acquire);
 }
 
 }  // namespace shmstream::shm

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 
 namespace shmstream::shm {
@@ -20,8 +21,8 @@ constexpr uint32_t kQuietCommitsBeforeLight = 64;
 
 }  // namespace
 
-ProducerCore::ProducerCore(Segment segment, WaitFile wait)
-    : segment_(std::move(segment)), wait_(std::move(wait)) {
+ProducerCore::ProducerCore(Segment segment, ReaderSet readers)
+    : segment_(std::move(segment)), readers_(std::move(readers)) {
   const SegmentHeader& h = segment_.header();
   // Relaxed: only this producer writes these fields.
   committed_ = h.committed_length.load(std::memory_order_relaxed);
@@ -94,33 +95,18 @@ Status ProducerCore::ensure_file_size(uint64_t data_end) {
   return Status();
 }
 
-uint64_t ProducerCore::slowest_reader() const {
-  const WaitPage& page = wait_.page();
-  // Relaxed: a scan bound (see claim_reader_slot()).
-  uint32_t count =
-      std::min(page.slots_in_use_hint.load(std::memory_order_relaxed), wait_.max_readers());
-  uint64_t slowest = kNobody;
-  for (uint32_t i = 0; i < count; ++i) {
-    const ReaderSlot& slot = wait_.slot(i);
-    if (!slot_in_use(slot)) continue;  // the position comes with the slot
-    // The reader's reads below its position are done before we overwrite them.
-    slowest = std::min(slowest, load_slot_position(slot));
-  }
-  return slowest;
-}
-
 Status ProducerCore::wait_for_readers(uint64_t needed, Clock::time_point deadline,
                                       const Cancellation* cancel) {
-  WaitPage& page = wait_.page();
   SegmentHeader& h = segment_.mutable_header();
   Status result;
+  bool stalled = false;
   for (;;) {
-    // Acquire: pairs with the readers' (and daemon's) release fetch_add before a wake-up;
-    // loaded before the scan, so a slot that moves after the scan changes the word.
-    uint32_t seen_space = page.space_word.load(std::memory_order_acquire);
+    // Acquire: pairs with the daemon's release fetch_add in wake_space_waiter(); loaded before
+    // the scan, so a slot it changes after the scan changes the word.
+    uint32_t seen_space = h.space_word.load(std::memory_order_acquire);
     // Acquire: pairs with end_stream()'s release increment (a forced removal ends the wait).
     uint32_t seen_state = h.wait_word.load(std::memory_order_acquire);
-    if (slowest_reader() >= needed) break;
+    if (readers_.slowest() >= needed) break;
     if (result = check_open(); !result.ok()) break;
     if (cancel != nullptr && cancel->cancelled()) {
       result =
@@ -131,22 +117,39 @@ Status ProducerCore::wait_for_readers(uint64_t needed, Clock::time_point deadlin
       result = Status(ErrorCode::kTimeout,
                       fmt::format("{}: timed out waiting for the slowest reader to pass offset {} "
                                   "(it is at {})",
-                                  segment_.describe(), needed, slowest_reader()));
+                                  segment_.describe(), needed, readers_.slowest()));
       break;
     }
-    // Relaxed store + seq_cst fence: Dekker with publish_position()/release_reader_slot():
-    // either they see what we want, or the scan below sees their move.
-    page.space_wanted.store(needed, std::memory_order_relaxed);
+    if (!stalled) {
+      stalled = true;
+      // Relaxed: for display and the daemon's stall limit; it publishes nothing.
+      h.stalled_since_ns.store(static_cast<uint64_t>(std::chrono::duration_cast<
+                                                         std::chrono::nanoseconds>(
+                                                         Clock::now().time_since_epoch())
+                                                         .count()),
+                               std::memory_order_relaxed);
+    }
+    // Relaxed store + seq_cst fence: Dekker with the readers' store_position() and the daemon's
+    // wake_space_waiter(): either they see what we want, or the scan below sees their move.
+    h.space_wanted.store(needed, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (slowest_reader() >= needed) break;
-    FutexWatch watches[3] = {{&page.space_word, seen_space, true},
-                             {&h.wait_word, seen_state, true}};
-    size_t count = 2;
+    FutexWatch watches[kMaxFutexWatches];
+    size_t count = 0;
+    watches[count++] = {&h.space_word, seen_space, true};
+    watches[count++] = {&h.wait_word, seen_state, true};
     if (cancel != nullptr) watches[count++] = {cancel->word(), 0, false};
-    futex_wait(std::span(watches, count), deadline);
+    bool all = true;
+    count += readers_.holder_watches(needed, std::span(watches + count, kMaxFutexWatches - count),
+                                     &all);
+    if (readers_.slowest() >= needed) break;
+    // More holders than one wait can watch: the others are looked at every millisecond.
+    Clock::time_point until =
+        all ? deadline : std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+    futex_wait(std::span(watches, count), until);
   }
-  // Relaxed: only we write it; a reader that sees a stale value wakes us once, harmlessly.
-  page.space_wanted.store(kNobody, std::memory_order_relaxed);
+  // Relaxed: only we write them; a reader that sees a stale value wakes us once, harmlessly.
+  h.space_wanted.store(kNobody, std::memory_order_relaxed);
+  if (stalled) h.stalled_since_ns.store(0, std::memory_order_relaxed);
   return result;
 }
 
@@ -229,15 +232,15 @@ void ProducerCore::publish_committed(uint64_t size) {
   // loads of committed_length.
   h.committed_length.store(committed_, std::memory_order_release);
   // Dekker with the reader's fence (and heavy barrier) in wait_admitted(): orders the store
-  // above before the load of min_wanted below, so a reader about to sleep either sees the new
+  // above before the loads of the readers' wanted below, so a reader about to sleep either sees the new
   // length or is seen here. A light barrier when the readers' heavy barrier pays for it.
   if (light_) {
     light_barrier();
   } else {
     std::atomic_thread_fence(std::memory_order_seq_cst);
   }
-  std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
-  if (min_wanted.load(std::memory_order_relaxed) > committed_) {  // none to wake
+  // Relaxed: only we (and the daemon ending the stream, which wakes everyone itself) bump it.
+  if (!readers_.anyone_wants(committed_, h.wait_word.load(std::memory_order_relaxed))) {
     if (light_) {
       quiet_commits_ = std::min(quiet_commits_ + 1, kQuietCommitsBeforeLight);
     } else if (light_capable_ && ++quiet_commits_ >= kQuietCommitsBeforeLight) {
@@ -249,17 +252,13 @@ void ProducerCore::publish_committed(uint64_t size) {
   // its heavy barrier before each sleep would cost more than our fences.
   if (light_ && quiet_commits_ < kQuietCommitsBeforeLight) leave_light_mode();
   quiet_commits_ = 0;
-  // acq_rel: every registration this erases (also those wanting more than we committed: they
-  // wake below and register again) happened-before it, so those readers loaded wait_word
-  // before the increment below, and their futex waits cannot sleep through it.
-  min_wanted.exchange(kNobody, std::memory_order_acq_rel);
   wake_readers(h);
 }
 
 void ProducerCore::enter_light_mode() {
   // Relaxed store, then a seq_cst fence: Dekker with a reader's fence and load of the flag
   // before it sleeps; a reader that still sees 0 skips its heavy barrier, and it is then
-  // ordered before our fence, so our later (light) commits' min_wanted loads see it.
+  // ordered before our fence, so our later (light) commits' loads of its wanted see it.
   segment_.mutable_header().light_producer.store(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   light_ = true;

@@ -3,7 +3,8 @@
 // The producer appends at the end and publishes with a release store of committed_length,
 // waking readers that sleep for what it committed (the wake protocol, layout.hpp). A ring's
 // producer overwrites the oldest bytes (advancing oldest_offset first), or, in a blocking
-// ring, waits for the slowest reader slot to pass them.
+// ring, waits for the slowest reader to pass them. What it knows of its readers comes from
+// their own pages (ReaderSet): a reader can delay or hurry only itself.
 //
 // Thread-safety: a ProducerCore is used by one thread at a time.
 #pragma once
@@ -15,7 +16,7 @@
 #include "shm/futex.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
-#include "shm/wait_file.hpp"
+#include "shm/reader_set.hpp"
 #include "shmstream/cancellation.hpp"
 #include "shmstream/status.hpp"
 
@@ -24,7 +25,7 @@ namespace shmstream::shm {
 // The producer side of one segment.
 class ProducerCore {
  public:
-  ProducerCore(Segment segment, WaitFile wait);
+  ProducerCore(Segment segment, ReaderSet readers);
 
   // A writable span of `size` bytes at the end of the stream; fill it, then commit(n <= size).
   // Valid until the next reserve/append/commit. In a ring, size <= the capacity; a blocking
@@ -61,8 +62,8 @@ class ProducerCore {
   // Ring: lets the bytes up to `data_end` be written, advancing oldest_offset (after waiting
   // for slow readers in a blocking ring).
   Status make_room(uint64_t data_end, Clock::time_point deadline, const Cancellation* cancel);
-  // Blocking ring: the lowest position of a reader slot in use (kNobody if none).
-  uint64_t slowest_reader() const;
+  // Blocking ring: the lowest position a reader holds (kNobody if none).
+  uint64_t slowest_reader() { return readers_.slowest(); }
   Status wait_for_readers(uint64_t needed, Clock::time_point deadline, const Cancellation* cancel);
   std::byte* at(uint64_t offset) { return segment_.mutable_data() + ring_.index(offset); }
   // Whether `size` more bytes fit without growing the file or advancing oldest_offset.
@@ -76,7 +77,7 @@ class ProducerCore {
   void publish_committed(uint64_t size);
 
   Segment segment_;
-  WaitFile wait_;
+  ReaderSet readers_;
   // Light mode: commits use a light barrier, readers a heavy one (see layout.hpp).
   void enter_light_mode();
   void leave_light_mode();

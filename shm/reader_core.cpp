@@ -46,23 +46,23 @@ class ReaderCore::OpGuard {
   bool admitted_;
 };
 
-ReaderCore::ReaderCore(Segment segment, WaitFile wait, int slot)
+ReaderCore::ReaderCore(Segment segment, ReaderPageMap page, bool cursor)
     : segment_(std::move(segment)),
-      wait_(std::move(wait)),
+      page_map_(std::move(page)),
       describe_(segment_.describe()),
       max_data_size_(segment_.max_data_size()),
       ring_(segment_.ring_capacity()),
       block_ring_(segment_.block_when_full()) {
-  if (slot >= 0 && static_cast<uint32_t>(slot) < wait_.max_readers()) {
-    slot_ = &wait_.slot(static_cast<uint32_t>(slot));
-    // Relaxed: our own slot; the daemon stored it before handing it to us.
-    published_ = slot_->position.load(std::memory_order_relaxed);
-    // A new reader starts where the daemon claimed its slot: the oldest offset still kept
-    // (a ring that wrapped before we joined has lost offset 0).
+  if (page_map_.valid()) {
+    page_ = &page_map_.page();
+    // Relaxed: our own page; the daemon wrote it before handing it to us.
+    published_ = page_->position.load(std::memory_order_relaxed);
+    // A new reader starts where the daemon placed it: the oldest offset still kept (a ring
+    // that wrapped before we joined has lost offset 0).
     position_ = published_;
-    if (slot_->cursor != 0) {
+    if (cursor) {
       cursor_ = true;
-      CursorPosition committed = cursor_committed(*slot_);
+      CursorPosition committed = page_committed(*page_);
       cursor_position_ = committed.position;
       cursor_token_ = committed.token;
       position_ = committed.position;  // a named cursor resumes where it committed
@@ -89,6 +89,8 @@ void ReaderCore::close() {
     active_.wait(n, std::memory_order_acquire);
   }
   segment_.reset();
+  page_map_ = ReaderPageMap();
+  page_ = nullptr;
 }
 
 uint64_t ReaderCore::committed() const {
@@ -150,6 +152,15 @@ Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed)
 
 Status ReaderCore::check_readable(uint64_t committed, StreamState state) const {
   if (Status s = check_mapping(); !s.ok()) return s;
+  // Acquire: pairs with nothing we rely on (the daemon's pwrite); a plain flag.
+  if (page_ != nullptr && page_->evicted.load(std::memory_order_acquire) != 0) {
+    return Status(ErrorCode::kOverrun,
+                  fmt::format("{}: evicted: this reader held the producer longer than the "
+                              "stream's stall limit ({} ms); it holds nothing back any more, "
+                              "and the oldest available offset is {}",
+                              describe_, segment_.stall_limit_ms(), oldest()),
+                  oldest());
+  }
   if (state == StreamState::kCancelled) return ended_status(state);
   if (!ring_.is_ring() && committed > max_data_size_) {
     return Status(ErrorCode::kCorrupt,
@@ -194,7 +205,7 @@ Status ReaderCore::check_intact(uint64_t offset) const {
 }
 
 void ReaderCore::publish_position(uint64_t position, bool now) {
-  if (slot_ == nullptr) return;
+  if (page_ == nullptr) return;
   // A named cursor holds the producer back at its committed position, not where it reads.
   if (cursor_) position = cursor_position_;
   if (position == published_) return;
@@ -204,12 +215,12 @@ void ReaderCore::publish_position(uint64_t position, bool now) {
 
 void ReaderCore::write_commit(uint64_t position, uint64_t token) {
   // Relaxed: only this reader writes its slot's entries and sequence.
-  uint32_t seq = slot_->commit_seq.load(std::memory_order_relaxed);
-  CursorCommit& entry = slot_->committed[(seq + 1) & 1];
+  uint32_t seq = page_->commit_seq.load(std::memory_order_relaxed);
+  CursorCommit& entry = page_->committed[(seq + 1) & 1];
   entry.position.store(position, std::memory_order_relaxed);
   entry.token.store(token, std::memory_order_relaxed);
-  // Release: pairs with cursor_committed()'s acquire load; the entry above is whole first.
-  slot_->commit_seq.store(seq + 1, std::memory_order_release);
+  // Release: pairs with page_committed()'s acquire load; the entry above is whole first.
+  page_->commit_seq.store(seq + 1, std::memory_order_release);
   cursor_position_ = position;
   cursor_token_ = token;
 }
@@ -243,16 +254,18 @@ Status ReaderCore::commit(uint64_t position, uint64_t token) {
 void ReaderCore::store_position(uint64_t position) {
   const uint64_t before = published_;
   published_ = position;
-  // Release: pairs with slowest_reader()'s acquire load; our reads of the bytes below the
+  // Release: pairs with load_page_position()'s acquire load; our reads of the bytes below the
   // position happen before the producer overwrites them.
-  slot_->position.store(position, std::memory_order_release);
+  page_->position.store(position, std::memory_order_release);
   if (!block_ring_) return;
   // Dekker with wait_for_readers(): our store above is ordered before the load below, so
   // either the producer's re-scan sees it or we see what it waits for.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  uint64_t wanted = wait_.page().space_wanted.load(std::memory_order_relaxed);
+  uint64_t wanted = segment_.header().space_wanted.load(std::memory_order_relaxed);
   if (wanted != kNobody && before < wanted && wanted <= position) {
-    wake_producer_for_space(wait_.page());
+    // Release: pairs with the producer's acquire load in holder_watches(); it sleeps on it.
+    page_->space_seq.fetch_add(1, std::memory_order_release);
+    futex_wake_all(&page_->space_seq, /*shared=*/true);
   }
 }
 
@@ -307,7 +320,8 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
     if (spin_) {
       // A producer waiting for room in a blocking ring must see how far we got before we spin.
       // Relaxed: a hint only; before sleeping we publish under the Dekker protocol below.
-      if (block_ring_ && wait_.page().space_wanted.load(std::memory_order_relaxed) != kNobody) {
+      if (block_ring_ &&
+          segment_.header().space_wanted.load(std::memory_order_relaxed) != kNobody) {
         publish_position(position_, /*now=*/true);
       }
       // Busy-poll: re-read the length (acquire, as above) until it moves, checking state,
@@ -331,12 +345,14 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
 void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
                                   FutexWatch also) {
   const SegmentHeader& h = segment_.header();
-  // Tell the producer the offset we sleep for: min_wanted = min(min_wanted, target).
-  std::atomic<uint64_t>& min_wanted = wait_.page().min_wanted;
-  uint64_t wanted = min_wanted.load(std::memory_order_relaxed);
-  while (target < wanted &&
-         !min_wanted.compare_exchange_weak(wanted, target, std::memory_order_seq_cst,
-                                           std::memory_order_relaxed)) {
+  // Tell the producer, in our page, the offset we sleep for and the word value we sleep on.
+  // Without a page nobody would wake us: sleep in short slices instead.
+  if (page_ != nullptr) {
+    page_->seen_word.store(seen, std::memory_order_relaxed);  // published by the release below
+    // Release: pairs with the producer's acquire load in anyone_wants(); seen_word comes with it.
+    page_->wanted.store(target, std::memory_order_release);
+  } else {
+    deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
   }
   // Dekker with the producer's fence in commit(): our registration is ordered before the
   // re-check below, so either we see its new length or it sees our offset and wakes us.
@@ -350,11 +366,14 @@ void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_po
     sleep_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
   }
   // Acquire: pairs with commit()'s release store.
-  if (load_committed(h) >= target) return;
-  FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
-  size_t count = 2;
-  if (also.word != nullptr) watches[count++] = also;
-  futex_wait(std::span(watches, count), sleep_until);
+  if (load_committed(h) < target) {
+    FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
+    size_t count = 2;
+    if (also.word != nullptr) watches[count++] = also;
+    futex_wait(std::span(watches, count), sleep_until);
+  }
+  // Relaxed: awake, we want nothing until we register again (the producer stops looking).
+  if (page_ != nullptr) page_->wanted.store(kNobody, std::memory_order_relaxed);
 }
 
 ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uint32_t>* word,

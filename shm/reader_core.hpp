@@ -4,7 +4,7 @@
 // A reader acquire-loads committed_length and may then read every byte below it (in a ring:
 // and at or above oldest_offset, checked again after reading), for as long as it keeps its
 // mapping. It sleeps on the header's wait_word (a futex) when it wants bytes that are not
-// committed yet, after telling the producer through the wait file (layout.hpp).
+// committed yet, after telling the producer through its own reader page (layout.hpp).
 //
 // The segment's owner can truncate its file under us. The mapping is guarded (fault_guard.hpp):
 // a fault maps zero pages over it instead of killing the process, and every operation from
@@ -26,7 +26,7 @@
 #include "shm/futex.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
-#include "shm/wait_file.hpp"
+#include "shm/reader_table.hpp"
 #include "shmstream/cancellation.hpp"
 #include "shmstream/status.hpp"
 
@@ -40,12 +40,13 @@ struct RecordView {
   uint64_t offset;  // of its frame in the stream
 };
 
-// The reader side of one segment: a read-only mapping and a private position. `slot` is the
-// reader slot the daemon gave it in the wait file (its published position holds back a
-// blocking ring's producer), or -1 for none.
+// The reader side of one segment: a read-only mapping and a private position. `page` is the
+// reader page the daemon gave it (where it registers to be woken, and publishes the position
+// that holds back a blocking ring's producer); without one, waits poll every millisecond.
+// `cursor`: the page is a named cursor's (the reader starts at its committed position).
 class ReaderCore {
  public:
-  ReaderCore(Segment segment, WaitFile wait, int slot = -1);
+  explicit ReaderCore(Segment segment, ReaderPageMap page = {}, bool cursor = false);
   ~ReaderCore();
 
   uint64_t position() const { return position_; }
@@ -150,8 +151,8 @@ class ReaderCore {
   const std::byte* at(uint64_t offset) const { return segment_.data() + ring_.index(offset); }
 
   Segment segment_;
-  WaitFile wait_;
-  ReaderSlot* slot_ = nullptr;
+  ReaderPageMap page_map_;
+  ReaderPage* page_ = nullptr;  // our own page, if we have one
   std::string describe_;
   uint64_t max_data_size_ = 0;
   uint64_t file_size_seen_ = 0;  // unbounded: data_file_size as last loaded (only grows)

@@ -105,6 +105,7 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->producer_uid = params.producer_uid;
   header->origin_offset = params.origin_offset;
   header->resume_grace_ms = params.resume_grace_ms;
+  header->stall_limit_ms = params.block_when_full ? params.stall_limit_ms : 0;
   current_boot_id(header->boot_id);
   header->name_length = static_cast<uint32_t>(params.name.size());
   header->flags =
@@ -118,6 +119,9 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->oldest_offset.store(0, std::memory_order_relaxed);
   header->data_file_size.store(0, std::memory_order_relaxed);
   header->resumed_pid.store(0, std::memory_order_relaxed);
+  header->space_wanted.store(kNobody, std::memory_order_relaxed);
+  header->space_word.store(0, std::memory_order_relaxed);
+  header->stalled_since_ns.store(0, std::memory_order_relaxed);
   Status status;
   if (ring != 0) {
     // Reserved now, so that a full file system fails here and not with a SIGBUS on the
@@ -345,6 +349,7 @@ Result<Segment> Segment::map(int fd, Access access, MapExtent extent, std::strin
   // Read again after validation (an owner may rewrite them meanwhile): kept consistent with
   // the geometry whatever they say now.
   segment.flags_ = header.flags & (ring != 0 ? kKnownFlags : kKnownFlags & ~kFlagBlockWhenFull);
+  segment.stall_limit_ms_ = header.stall_limit_ms;
   segment.name_.assign(header.name, std::min<size_t>(header.name_length, kMaxNameLength));
   return segment;
 }
@@ -357,6 +362,7 @@ Segment::Segment(Segment&& other) noexcept
       ring_capacity_(other.ring_capacity_),
       max_data_size_(other.max_data_size_),
       flags_(other.flags_),
+      stall_limit_ms_(other.stall_limit_ms_),
       name_(std::move(other.name_)) {}
 
 Segment& Segment::operator=(Segment&& other) noexcept {
@@ -369,6 +375,7 @@ Segment& Segment::operator=(Segment&& other) noexcept {
     ring_capacity_ = other.ring_capacity_;
     max_data_size_ = other.max_data_size_;
     flags_ = other.flags_;
+    stall_limit_ms_ = other.stall_limit_ms_;
     name_ = std::move(other.name_);
   }
   return *this;

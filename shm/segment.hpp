@@ -40,6 +40,7 @@ struct SegmentParams {
   uint32_t producer_uid = 0;
   uint64_t origin_offset = 0;    // see layout.hpp
   uint32_t resume_grace_ms = 0;  // see layout.hpp
+  uint32_t stall_limit_ms = 0;   // see layout.hpp (block rings)
 };
 
 // Makes an empty file (fd open read-write) a fresh, open segment with no data. A ring's data
@@ -87,6 +88,7 @@ class Segment {
   uint64_t max_data_size() const { return max_data_size_; }
   bool records() const { return (flags_ & kFlagRecords) != 0; }
   bool block_when_full() const { return (flags_ & kFlagBlockWhenFull) != 0; }
+  uint32_t stall_limit_ms() const { return stall_limit_ms_; }
   // The whole mapping (header + reserved data range).
   std::span<const std::byte> mapping() const { return {base_, length_}; }
   int fd() const { return fd_; }
@@ -106,6 +108,7 @@ class Segment {
   uint64_t ring_capacity_ = 0;
   uint64_t max_data_size_ = 0;
   uint32_t flags_ = 0;
+  uint32_t stall_limit_ms_ = 0;
   std::string name_;
 };
 

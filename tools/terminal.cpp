@@ -191,6 +191,7 @@ std::vector<std::string> frame(const std::vector<shmstream::StreamInfo>& streams
                   100 * retention_use(s), s.readers,
                   human_bytes(static_cast<double>(max_lag)).c_str());
     lines.push_back(line);
+    if (std::string stall = shmstream::stall_text(s); !stall.empty()) lines.push_back("  " + stall);
     for (const auto& r : s.attached) {
       std::string who = "reader pid " + std::to_string(r.pid);
       if (!r.cursor.empty()) who += " cursor \"" + r.cursor + "\"";

@@ -343,9 +343,12 @@ PYBIND11_MODULE(shmstream, m) {
           "create",
           [](shmstream::Client& c, const std::string& name, bool records,
              const std::string& retention, uint64_t ring_capacity, uint64_t max_bytes,
-             const std::string& mode, double resume_grace) {
+             const std::string& mode, double resume_grace, double stall_limit) {
             if (!(resume_grace >= 0 && resume_grace <= 86400)) {
               throw py::value_error("resume_grace must be 0 to 86400 seconds");
+            }
+            if (!(stall_limit >= 0 && stall_limit <= 86400)) {
+              throw py::value_error("stall_limit must be 0 to 86400 seconds");
             }
             shmstream::CreateOptions options;
             options.records = records;
@@ -355,12 +358,15 @@ PYBIND11_MODULE(shmstream, m) {
             options.mode = parsed_or_value_error(shmstream::parse_mode(mode));
             options.resume_grace =
                 std::chrono::milliseconds(static_cast<int64_t>(resume_grace * 1000));
+            options.stall_limit =
+                std::chrono::milliseconds(static_cast<int64_t>(stall_limit * 1000));
             return std::make_unique<PyProducer>(
                 unwrap(released([&] { return c.create(name, options); })));
           },
           py::arg("name"), py::kw_only(), py::arg("records") = false,
           py::arg("retention") = "unbounded", py::arg("ring_capacity") = 0,
-          py::arg("max_bytes") = 0, py::arg("mode") = "owner", py::arg("resume_grace") = 0.0)
+          py::arg("max_bytes") = 0, py::arg("mode") = "owner", py::arg("resume_grace") = 0.0,
+          py::arg("stall_limit") = 0.0)
       .def(
           "resume",
           [](shmstream::Client& c, const std::string& name) {

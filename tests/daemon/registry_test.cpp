@@ -58,11 +58,15 @@ TEST_F(RegistryTest, CreateOpenCountAndDuplicates) {
   EXPECT_EQ(registry.open("nope", "", peer_).status().code(), ErrorCode::kNotFound);
   auto reader_side = registry.open("s", "", peer_);
   ASSERT_TRUE(reader_side.ok());
-  // The reader's segment fd is read-only; the wait page beside it is writable.
+  // The reader's segment fd is read-only; its own page is writable, and is its slot's; the
+  // producer's reader table is read-only.
   EXPECT_EQ(fcntl(reader_side->fd.get(), F_GETFL) & O_ACCMODE, O_RDONLY);
-  kj::AutoCloseFd wait(
-      open((config_.segment_dir + "/" + producer_side->stream->wait_file_name()).c_str(), O_RDWR));
-  EXPECT_TRUE(shm::WaitFile::map(wait.get(), producer_side->stream->id, "s").ok());
+  EXPECT_EQ(fcntl(reader_side->page_fd.get(), F_GETFL) & O_ACCMODE, O_RDWR);
+  EXPECT_TRUE(shm::ReaderPageMap::map(reader_side->page_fd.get(), shm::Access::kReadWrite,
+                                      producer_side->stream->id, reader_side->grant.slot, 0, "s")
+                  .ok());
+  EXPECT_EQ(fcntl(producer_side->stream->table_fd->get(), F_GETFL) & O_ACCMODE, O_RDONLY);
+  EXPECT_EQ(ftruncate(producer_side->stream->table_fd->get(), 0), -1);  // cannot shrink it
   auto snap = registry.stat("s");
   ASSERT_TRUE(snap.ok());
   EXPECT_EQ(snap->readers, 1u);
@@ -89,9 +93,10 @@ TEST_F(RegistryTest, RemovedStreamIsUnlinkedAtOnceAndDroppedWhenTheLastHolderLet
   auto created = registry.create("s", {}, peer_);
   ASSERT_TRUE(created.ok());
   std::shared_ptr<Stream> stream = created->stream;
-  EXPECT_EQ(files(), 2u);  // the segment and its wait page
+  EXPECT_EQ(files(), 2u);  // the segment and its reader table
   auto reading = registry.open("s", "", peer_);
   ASSERT_TRUE(reading.ok());
+  EXPECT_EQ(files(), 3u);  // and the reader's page
   ASSERT_TRUE(registry.remove("s", /*force=*/false, peer_).ok());
   EXPECT_EQ(files(), 0u);  // unlinked: nobody can open it by name, not even around the daemon
   EXPECT_EQ(registry.open("s", "", peer_).status().code(), ErrorCode::kNotFound);

@@ -39,16 +39,11 @@ void save(const std::filesystem::path& path, const std::string& bytes) {
 std::string segment_file(const shm::SegmentParams& params,
                          const std::function<void(shm::ProducerCore&)>& fill) {
   int fd = memfd_create("seed", MFD_CLOEXEC);
-  int wait_fd = memfd_create("seed-wait", MFD_CLOEXEC);
-  if (!shm::format_segment(fd, params).ok() ||
-      !shm::format_wait_file(wait_fd, params.stream_id, 1).ok()) {
-    die("formatting a segment");
-  }
+  if (!shm::format_segment(fd, params).ok()) die("formatting a segment");
   {
     auto segment = shm::Segment::map(fd, shm::Access::kReadWrite, shm::MapExtent::kWhole, "seed");
-    auto wait = shm::WaitFile::map(wait_fd, params.stream_id, "seed");
-    if (!segment.ok() || !wait.ok()) die("mapping a segment");
-    shm::ProducerCore producer(std::move(segment.value()), std::move(wait.value()));
+    if (!segment.ok()) die("mapping a segment");
+    shm::ProducerCore producer(std::move(segment.value()), shm::ReaderSet());  // no readers
     fill(producer);
   }
   std::string bytes(static_cast<size_t>(lseek(fd, 0, SEEK_END)), '\0');
@@ -56,7 +51,6 @@ std::string segment_file(const shm::SegmentParams& params,
     die("reading a segment");
   }
   close(fd);
-  close(wait_fd);
   return bytes;
 }
 
@@ -202,6 +196,32 @@ void control_seeds(const std::filesystem::path& dir) {
 
 }  // namespace
 
+// Programs for live_fuzz (see there): a kind byte, then operations. Each seed starts the fuzzer
+// at one attack: a length past the ring, a shrunk file, a scribbled page, records.
+void live_seeds(const std::filesystem::path& dir) {
+  auto program = [](std::initializer_list<uint8_t> bytes) {
+    return std::string(bytes.begin(), bytes.end());
+  };
+  const uint8_t kAppend = 0, kHeaderWord = 1, kTruncate = 3, kPageWord = 4, kPageTruncate = 5,
+                kNext = 6, kReadAt = 7, kView = 8, kRecord = 9;
+  save(dir / "bytes-read", program({0, kAppend, 100,   kNext, 255, kReadAt, 0, 0, 0, 0, 0, 0,
+                                    0, 0,       kView, 0,     0,   0,       0, 0, 0, 0, 0, 50}));
+  // Ring: committed_length (offset 128 = line 0 of the mutable lines) set past the ring.
+  save(dir / "ring-length-lie",
+       program({1, kAppend, 200, kHeaderWord, 0, 0, 0, 0x98, 0, 0, 0, 0, 0, kNext, 255}));
+  save(dir / "shrunk-under-reader",
+       program({0, kAppend, 255, kNext,   1, kTruncate, 0x10, 0x10, 0, 0, 0, 0, 0,
+                0, kNext,   255, kReadAt, 0, 0x20,      0,    0,    0, 0, 0, 0}));
+  save(
+      dir / "block-page-scribble",
+      program(
+          {3,   kAppend,       255, kPageWord, 16,   0,    0,    0,    0,    0,    0,       0,
+           0,   kPageWord,     8,   0xff,      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,    kAppend,
+           255, kPageTruncate, 0,   0,         0,    0,    0,    0,    0,    0,    kAppend, 255}));
+  save(dir / "records-garbage-state",
+       program({4, kAppend, 10, kRecord, kHeaderWord, 8, 77, 0, 0, 0, 0, 0, 0, 0, kRecord}));
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: make_seeds OUTDIR\n");
@@ -210,6 +230,8 @@ int main(int argc, char** argv) {
   std::filesystem::path out = argv[1];
   std::filesystem::create_directories(out / "segment");
   std::filesystem::create_directories(out / "control");
+  std::filesystem::create_directories(out / "live");
+  live_seeds(out / "live");
   segment_seeds(out / "segment");
   control_seeds(out / "control");
   return 0;

@@ -36,17 +36,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto segment = shm::Segment::map(fd, shm::Access::kReadOnly, shm::MapExtent::kWhole, "fuzz");
   ::close(fd);  // the mapping stays valid
   if (!segment.ok()) return 0;
-  // A wait file of its own (the reader needs one to register before sleeping; it never
-  // sleeps here: every wait has a deadline in the past).
-  int wait_fd = memfd_create("wait-fuzz", MFD_CLOEXEC);
-  if (wait_fd < 0 || !shm::format_wait_file(wait_fd, segment->header().stream_id, 1).ok()) {
-    __builtin_trap();
-  }
-  auto wait = shm::WaitFile::map(wait_fd, segment->header().stream_id, "fuzz");
-  ::close(wait_fd);
-  if (!wait.ok()) __builtin_trap();
+  // No reader page: it never sleeps here (every wait has a deadline in the past).
   const bool records = segment->records();
-  shm::ReaderCore reader(std::move(segment.value()), std::move(wait.value()));
+  shm::ReaderCore reader(std::move(segment.value()));
   const auto now = shm::Clock::now();
   uint64_t sum = 0;
   for (int i = 0; i < 256; ++i) {

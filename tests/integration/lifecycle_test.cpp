@@ -34,11 +34,11 @@ class Lifecycle : public ::testing::Test {
     return run_cli(daemon_, args);
   }
 
-  // The one stream's segment file (not its ".w" wait page).
+  // The one stream's segment file (not its reader table or pages).
   std::string segment_path() {
     std::vector<std::string> segments;
     for (const auto& f : daemon_.segment_files()) {
-      if (!f.ends_with(".w")) segments.push_back(f);
+      if (is_segment_file(f)) segments.push_back(f);
     }
     return segments.size() == 1 ? std::string("/dev/shm/") + segments[0] : std::string();
   }

@@ -23,52 +23,12 @@
 
 #include "shmstream/client.hpp"
 #include "support/harness.hpp"
+#include "support/users.hpp"
 
 namespace shmstream::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-// Runs a useradd/userdel command, one at a time across test processes (they lock
-// /etc/passwd and fail, not wait, when another holds it).
-int run_locked(const std::string& command) {
-  int lock = ::open("/tmp/shmstream-test-useradd.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock >= 0) flock(lock, LOCK_EX);
-  int rc = std::system(command.c_str());
-  if (lock >= 0) ::close(lock);
-  return rc;
-}
-
-// A throwaway user (with its own group), deleted on destruction.
-class TempUser {
- public:
-  // `extra_group`: a group it also belongs to (supplementary), or "".
-  explicit TempUser(const std::string& tag, const std::string& extra_group = "") {
-    name_ = "shmst" + tag + std::to_string(getpid());
-    std::string command = "useradd --system --no-create-home --user-group --shell /bin/false " +
-                          (extra_group.empty() ? "" : "-G " + extra_group + " ") + name_;
-    ok_ = run_locked(command) == 0;
-    if (const passwd* pw = ok_ ? getpwnam(name_.c_str()) : nullptr; pw != nullptr) {
-      uid_ = pw->pw_uid;
-      gid_ = pw->pw_gid;
-    } else {
-      ok_ = false;
-    }
-  }
-  ~TempUser() {
-    if (ok_) (void)run_locked("userdel " + name_ + " 2>/dev/null");
-  }
-  bool ok() const { return ok_; }
-  const std::string& name() const { return name_; }
-  uid_t uid() const { return uid_; }
-  gid_t gid() const { return gid_; }
-
- private:
-  std::string name_;
-  bool ok_ = false;
-  uid_t uid_ = 0;
-  gid_t gid_ = 0;
-};
 
 bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
 
@@ -180,11 +140,13 @@ TEST_F(Permissions, AnOwnerOnlyStreamIsRefusedToOthersByTheDaemonAndByTheKernel)
   EXPECT_EQ(st.st_uid, alice_->uid());
   EXPECT_EQ(st.st_gid, alice_->gid());
   EXPECT_EQ(st.st_mode & 0777, 0600u);
-  ASSERT_EQ(::stat((segment + ".w").c_str(), &st), 0);
-  EXPECT_EQ(st.st_uid, alice_->uid());
+  // The reader table is the daemon's own (0600): the producer gets a read-only descriptor.
+  ASSERT_EQ(::stat((segment + ".t").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, geteuid());
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   EXPECT_EQ(open_as(*bob_, segment, O_RDONLY), EACCES);
-  EXPECT_EQ(open_as(*bob_, segment + ".w", O_RDWR), EACCES);
+  EXPECT_EQ(open_as(*bob_, segment + ".t", O_RDONLY), EACCES);
+  EXPECT_EQ(open_as(*alice_, segment + ".t", O_RDWR), EACCES);
   EXPECT_EQ(open_as(*alice_, segment, O_RDONLY), 0);
 
   // Only the owner removes it; ls shows owner and mode to everyone.
@@ -260,7 +222,7 @@ TEST_F(Permissions, GroupAndEveryoneModesLetTheRightUsersReadOnly) {
   EXPECT_EQ(st.st_mode & 0777, 0640u);
   EXPECT_EQ(open_as(*bob_, team, O_RDONLY), EACCES);
 
-  // Everyone: Bob reads, but read-only: neither the segment nor the wait file is writable.
+  // Everyone: Bob reads, but read-only: neither the segment nor the reader table is writable.
   auto [p, pout] = cli_as(*bob_, {"cat", "public"});
   EXPECT_TRUE(exited_with(p, 0)) << pout;
   EXPECT_EQ(pout, "for all\n");
@@ -269,7 +231,7 @@ TEST_F(Permissions, GroupAndEveryoneModesLetTheRightUsersReadOnly) {
   EXPECT_EQ(st.st_mode & 0777, 0644u);
   EXPECT_EQ(open_as(*bob_, pub, O_RDONLY), 0);
   EXPECT_EQ(open_as(*bob_, pub, O_RDWR), EACCES);
-  EXPECT_EQ(open_as(*bob_, pub + ".w", O_RDWR), EACCES);
+  EXPECT_EQ(open_as(*bob_, pub + ".t", O_RDWR), EACCES);
 
   auto info = connect_to(*daemon_).stat("public").value();
   EXPECT_EQ(info.mode, StreamMode::kEveryone);

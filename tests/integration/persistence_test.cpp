@@ -140,7 +140,7 @@ TEST_F(Persistence, AfterARebootAnOpenStreamIsAbortedEvenIfItsProducerPidIsAlive
   // producer pid (this process) is alive.
   std::string segment;
   for (const auto& f : stream_files(daemon_.persist_dir())) {
-    if (!f.ends_with(".w")) segment = f;
+    if (is_segment_file(f)) segment = f;
   }
   ASSERT_FALSE(segment.empty());
   // The boot id is identity, covered by the header checksum: a reboot's header is resealed.

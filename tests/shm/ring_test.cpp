@@ -188,7 +188,7 @@ TEST_F(SegmentTest, ABlockingRingNoLongerWaitsForAReaderWhoseSlotIsReleased) {
   std::vector<std::byte> more(4096);
   auto blocked = test::blocked_thread([&] { EXPECT_TRUE(p.append(more, in(10s), nullptr).ok()); });
   // What the daemon does when the reader's process dies.
-  release_reader_slot(wait_page(), slot);
+  release(slot);
   blocked.join();
   EXPECT_EQ(p.committed(), kRing + 4096);
 }

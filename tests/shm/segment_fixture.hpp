@@ -1,4 +1,5 @@
-// The segment tests' fixture: a fresh segment and wait file in memfds, in one process.
+// The segment tests' fixture: a fresh segment, reader table and reader pages in memfds, in one
+// process. The fixture plays the daemon: it claims slots and makes pages as the daemon does.
 #pragma once
 
 #include <fcntl.h>
@@ -7,6 +8,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -29,11 +32,12 @@ class SegmentTest : public ::testing::Test {
  protected:
   void SetUp() override {
     fd_ = memfd_create("segment_test", MFD_CLOEXEC);
-    wait_fd_ = memfd_create("segment_test.w", MFD_CLOEXEC);
+    table_fd_ = memfd_create("segment_test.t", MFD_CLOEXEC);
   }
   void TearDown() override {
     close(fd_);
-    close(wait_fd_);
+    close(table_fd_);
+    for (auto& [number, fd] : page_fds_) close(fd);
   }
 
   void format(uint64_t max = kDefaultMaxDataSize) {
@@ -48,12 +52,25 @@ class SegmentTest : public ::testing::Test {
     params.producer_pid = static_cast<uint32_t>(getpid());
     Status s = format_segment(fd_, params);
     ASSERT_TRUE(s.ok()) << s.to_string();
-    ASSERT_TRUE(format_wait_file(wait_fd_, 42, kDefaultMaxReaders).ok());
+    ASSERT_TRUE(format_reader_table(table_fd_, 42, kTableSlots).ok());
+    table_ = ReaderTable::map(table_fd_, 42, Access::kReadWrite, "unit").value();
   }
-  WaitFile wait_page() { return WaitFile::map(wait_fd_, 42, "unit").value(); }
+  // The producer's view of the readers: the table read-only, pages opened as the fixture keeps
+  // them (by number, as the producer opens files by name).
+  ReaderSet reader_set() {
+    int ro = open(("/proc/self/fd/" + std::to_string(table_fd_)).c_str(), O_RDONLY | O_CLOEXEC);
+    auto table = ReaderTable::map(ro, 42, Access::kReadOnly, "unit");
+    close(ro);
+    return ReaderSet(std::move(table).value(),
+                     [this](uint64_t page) {
+                       auto found = page_fds_.find(page);
+                       return found == page_fds_.end() ? -1 : dup(found->second);
+                     },
+                     42);
+  }
   ProducerCore producer() {
     return ProducerCore(Segment::map(fd_, Access::kReadWrite, MapExtent::kWhole, "unit").value(),
-                        wait_page());
+                        reader_set());
   }
   // A reader maps through a read-only fd, as the daemon hands out.
   Result<Segment> map_readonly() {
@@ -62,13 +79,40 @@ class SegmentTest : public ::testing::Test {
     close(ro);
     return segment;
   }
-  ReaderCore reader() { return ReaderCore(map_readonly().value(), wait_page()); }
-  // A reader with a slot, as the daemon opens them (a blocking ring waits for its position).
-  ReaderCore slotted_reader(uint32_t* slot_out = nullptr) {
-    WaitFile wait = wait_page();
-    uint32_t slot = claim_reader_slot(wait, 0, static_cast<uint32_t>(getpid()), getuid()).value();
+  // A reader as the daemon lets them in: a slot holding `start` and a page of its own (a
+  // blocking ring waits for its position; a producer wakes it through its page).
+  ReaderCore reader(uint32_t* slot_out = nullptr, uint64_t start = 0) {
+    return ReaderCore(map_readonly().value(), reader_page(slot_out, start));
+  }
+  std::unique_ptr<ReaderCore> new_reader(uint32_t* slot_out = nullptr) {
+    return std::make_unique<ReaderCore>(map_readonly().value(), reader_page(slot_out, 0));
+  }
+  // What the daemon does for a new reader: a slot, and a page (returned mapped read-write).
+  ReaderPageMap reader_page(uint32_t* slot_out, uint64_t start) {
+    uint32_t slot = claim_slot(table_, SlotClaim{start, 0, static_cast<uint32_t>(getpid()),
+                                                 static_cast<uint32_t>(getuid()), 0, {}})
+                        .value();
+    uint64_t number = next_page_++;
+    int page_fd = memfd_create("segment_test.r", MFD_CLOEXEC);
+    EXPECT_TRUE(format_reader_page(page_fd, 42, slot, number, start, 0).ok());
+    page_fds_[number] = page_fd;
+    pages_by_slot_[slot] = number;
+    set_slot_reader(table_, raw_header(), slot, static_cast<uint32_t>(getpid()), number, start, 0);
     if (slot_out != nullptr) *slot_out = slot;
-    return ReaderCore(map_readonly().value(), std::move(wait), static_cast<int>(slot));
+    return ReaderPageMap::map(page_fd, Access::kReadWrite, 42, slot, number, "unit").value();
+  }
+  ReaderCore slotted_reader(uint32_t* slot_out = nullptr) { return reader(slot_out); }
+  // The daemon's side when a reader goes: its slot freed.
+  void release(uint32_t slot) { release_slot(table_, raw_header(), slot); }
+  // The page of the reader in `slot`, as its reader maps it.
+  ReaderPage& page_of(uint32_t slot) {
+    if (page_maps_.count(slot) == 0) {
+      uint64_t number = pages_by_slot_.at(slot);
+      page_maps_[slot] =
+          ReaderPageMap::map(page_fds_.at(number), Access::kReadWrite, 42, slot, number, "unit")
+              .value();
+    }
+    return page_maps_[slot].page();
   }
   uint32_t wait_word() { return raw_header().wait_word.load(); }
   SegmentHeader& raw_header() {
@@ -79,8 +123,14 @@ class SegmentTest : public ::testing::Test {
   }
   void reseal() { raw_header().header_checksum = header_checksum(raw_header()); }
 
+  static constexpr uint32_t kTableSlots = 256;
   int fd_ = -1;
-  int wait_fd_ = -1;
+  int table_fd_ = -1;
+  ReaderTable table_;
+  std::map<uint64_t, int> page_fds_;         // by page number
+  std::map<uint32_t, uint64_t> pages_by_slot_;
+  std::map<uint32_t, ReaderPageMap> page_maps_;
+  uint64_t next_page_ = 1;
   void* raw_ = nullptr;
 };
 

@@ -90,18 +90,20 @@ TEST_F(SegmentTest, ReadBlocksUntilTheProducerCommits) {
 TEST_F(SegmentTest, CommitsWakeNobodyWhileNoReaderSleeps) {
   format();
   auto p = producer();
-  auto r = reader();
+  uint32_t slot = 0;
+  auto r = reader(&slot);
   uint32_t before = wait_word();
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(p.append(bytes_of("x")).ok());
   EXPECT_EQ(wait_word(), before);  // the wake path (bump + FUTEX_WAKE) was never taken
-  EXPECT_EQ(wait_page().page().min_wanted.load(), kNobody);
+  EXPECT_EQ(page_of(slot).wanted.load(), kNobody);
   EXPECT_EQ(r.committed(), 100u);
 }
 
 TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
   format();
   auto p = producer();
-  auto r = reader();
+  uint32_t slot = 0;
+  auto r = reader(&slot);
   std::atomic<pid_t> tid{0};  // kept: the test checks below that the thread still sleeps
   Status status;
   std::thread t([&] {
@@ -109,7 +111,7 @@ TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
     status = r.wait_until(1000, in(30s), nullptr);
   });
   ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
-  EXPECT_EQ(wait_page().page().min_wanted.load(), 1000u);
+  EXPECT_EQ(page_of(slot).wanted.load(), 1000u);  // in its own page
   uint32_t before = wait_word();
   std::vector<std::byte> some(100);
   for (int i = 0; i < 9; ++i) ASSERT_TRUE(p.append(some).ok());  // 900 < 1000
@@ -118,7 +120,7 @@ TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
   ASSERT_TRUE(p.append(some).ok());  // 1000: now
   t.join();
   EXPECT_TRUE(status.ok()) << status.to_string();
-  EXPECT_EQ(wait_page().page().min_wanted.load(), kNobody);
+  EXPECT_EQ(page_of(slot).wanted.load(), kNobody);  // awake, it wants nothing
 }
 
 // A streaming producer drops its fence for a light barrier (readers then pay a membarrier before
@@ -162,7 +164,7 @@ TEST_F(SegmentTest, NoWakeUpIsLostUnderRacingCommits) {
   constexpr uint64_t kCommits = 100'000;
   std::vector<std::unique_ptr<ReaderCore>> readers;
   for (int i = 0; i < kReaders; ++i) {
-    readers.push_back(std::make_unique<ReaderCore>(map_readonly().value(), wait_page()));
+    readers.push_back(new_reader());
   }
   std::vector<Status> results(kReaders);
   std::vector<std::thread> threads;
@@ -196,7 +198,8 @@ TEST_F(SegmentTest, NoWakeUpIsLostUnderRacingCommits) {
 TEST_F(SegmentTest, ASpinningReaderSeesCommitsWithoutAnyWakeUpAndStillTimesOutAndCancels) {
   format();
   auto p = producer();
-  auto r = reader();
+  uint32_t slot = 0;
+  auto r = reader(&slot);
   r.set_spin(true);
   uint32_t before = wait_word();
   std::string got;
@@ -209,7 +212,7 @@ TEST_F(SegmentTest, ASpinningReaderSeesCommitsWithoutAnyWakeUpAndStillTimesOutAn
   t.join();
   EXPECT_EQ(got, "spun");
   EXPECT_EQ(wait_word(), before);  // it never slept, so nobody had to wake it
-  EXPECT_EQ(wait_page().page().min_wanted.load(), kNobody);
+  EXPECT_EQ(page_of(slot).wanted.load(), kNobody);
   char buf[8];
   EXPECT_EQ(r.read(std::as_writable_bytes(std::span(buf)), in(30ms), nullptr).status().code(),
             ErrorCode::kTimeout);
@@ -456,17 +459,15 @@ TEST(SegmentRace, MappingWhileTheProducerGrowsTheFileNeverSeesItTruncated) {
   int refusals = 0;
   for (int round = 0; round < 100 && refusals == 0; ++round) {
     int fd = memfd_create("segment_race", MFD_CLOEXEC);
-    int wait_fd = memfd_create("segment_race.w", MFD_CLOEXEC);
     SegmentParams params;
     params.name = "race";
     params.stream_id = 9;
     params.max_data_size = 1ULL << 30;
     ASSERT_TRUE(format_segment(fd, params).ok());
-    ASSERT_TRUE(format_wait_file(wait_fd, 9, 4).ok());
     std::atomic<bool> done{false};
     std::thread producer([&] {
       ProducerCore p(Segment::map(fd, Access::kReadWrite, MapExtent::kWhole, "race").value(),
-                     WaitFile::map(wait_fd, 9, "race").value());
+                     ReaderSet());
       const std::string chunk(256 << 10, 'g');
       for (int i = 0; i < 48; ++i) EXPECT_TRUE(p.append(bytes_of(chunk)).ok());
       done.store(true);
@@ -481,7 +482,6 @@ TEST(SegmentRace, MappingWhileTheProducerGrowsTheFileNeverSeesItTruncated) {
     }
     producer.join();
     close(fd);
-    close(wait_fd);
   }
   EXPECT_EQ(refusals, 0);
 }

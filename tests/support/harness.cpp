@@ -251,6 +251,12 @@ int TestDaemon::stop() {
   return status;
 }
 
+bool is_segment_file(const std::string& name) {
+  std::string base = name.substr(name.rfind('/') + 1);
+  std::string last = base.substr(base.rfind('.') + 1);
+  return last != "t" && !(last.size() == 17 && last[0] == 'r');
+}
+
 std::vector<std::string> TestDaemon::segment_files() const {
   std::vector<std::string> out;
   std::string prefix = shm::segment_file_prefix(shm::instance_tag(socket_path_));

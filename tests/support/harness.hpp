@@ -54,6 +54,10 @@ class Child {
   std::string pending_;  // bytes read past the last line
 };
 
+// Whether file name (or path) `name` is a stream's segment, not one of its side files (its
+// reader table "<segment>.t", a reader page "<segment>.r<16 hex digits>").
+bool is_segment_file(const std::string& name);
+
 // A private shmstreamd on a fresh socket in a fresh directory. Stops it on destruction and
 // checks that no segment file of it is left in /dev/shm.
 class TestDaemon {

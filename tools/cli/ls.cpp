@@ -27,6 +27,7 @@ int cmd_ls(shmstream::Client& client, bool json) {
                 s.readers, s.producer_pid, shmstream::owner_name(s).c_str(),
                 shmstream::to_string(s.mode));
     if (!s.directory.empty()) std::printf("  persistent in %s\n", s.directory.c_str());
+    print_stall(s, "  ");
     print_cursors(s, "  ");
   }
   return 0;

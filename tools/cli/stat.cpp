@@ -41,6 +41,10 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
     std::printf("origin:        offset 0 here is offset %llu of the stream it republishes\n",
                 static_cast<unsigned long long>(info.origin));
   }
+  if (info.stall_limit.count() != 0) {
+    std::printf("stall limit:   %lld ms\n", static_cast<long long>(info.stall_limit.count()));
+  }
+  print_stall(info, "");
   print_cursors(info, "");
   return 0;
 }

@@ -19,6 +19,11 @@ uint64_t lag_of(const shmstream::StreamInfo& info, const shmstream::CursorInfo& 
   return info.bytes - std::min(info.bytes, cursor.position);
 }
 
+void print_stall(const shmstream::StreamInfo& info, const char* indent) {
+  std::string stall = shmstream::stall_text(info);
+  if (!stall.empty()) std::printf("%s%s\n", indent, stall.c_str());
+}
+
 void print_cursors(const shmstream::StreamInfo& info, const char* indent) {
   for (const auto& c : info.cursors) {
     std::string holder = c.reader_pid != 0 ? "held by pid " + std::to_string(c.reader_pid) : "idle";

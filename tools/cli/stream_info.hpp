@@ -16,5 +16,7 @@ std::string retention_of(const shmstream::StreamInfo& info);
 uint64_t lag_of(const shmstream::StreamInfo& info, const shmstream::CursorInfo& cursor);
 // "  cursor NAME  at P  lag L  held by pid N" (or "idle"), one line per cursor.
 void print_cursors(const shmstream::StreamInfo& info, const char* indent);
+// A blocking ring's producer waiting for room: what it waits for, and who holds it back.
+void print_stall(const shmstream::StreamInfo& info, const char* indent);
 
 }  // namespace shmstream_cli

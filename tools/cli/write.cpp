@@ -35,6 +35,7 @@ struct WriteOptions {
   std::string directory;
   shmstream::StreamMode mode = shmstream::StreamMode::kOwner;
   double resume_grace_seconds = 0;   // see CreateOptions::resume_grace
+  double stall_limit_seconds = 0;    // see CreateOptions::stall_limit
   bool resume = false;               // take over an orphaned NAME instead of creating it
   std::vector<std::string> command;  // after "--": run it and stream its stdout
   std::string name;
@@ -234,6 +235,7 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   options.persistent = w.persistent;
   options.mode = w.mode;
   options.resume_grace = milliseconds_of(w.resume_grace_seconds);
+  options.stall_limit = milliseconds_of(w.stall_limit_seconds);
   if (!w.directory.empty()) {
     std::error_code ec;
     options.directory = std::filesystem::absolute(w.directory, ec).lexically_normal().string();
@@ -299,6 +301,12 @@ Command add_write(CLI::App& app, const std::vector<std::string>& command) {
       ->add_option("--resume-grace", w->resume_grace_seconds,
                    "If this writer dies, keep NAME open this many seconds for another "
                    "`write --resume` to go on where it stopped (readers wait on)")
+      ->check(CLI::Range(0.0, 86400.0));
+  write
+      ->add_option("--stall-limit", w->stall_limit_seconds,
+                   "block rings: a reader (or an idle --cursor) that keeps this writer waiting "
+                   "for room longer than this many seconds is evicted: it stops holding the "
+                   "ring, and its next read fails saying so (default: never)")
       ->check(CLI::Range(0.0, 86400.0));
   write->add_flag("--resume", w->resume,
                   "Take over NAME, whose writer died within its resume grace, and append at its "

@@ -117,6 +117,11 @@ struct StreamInfo {
   std::chrono::milliseconds resume_grace{0};  // see CreateOptions::resume_grace
   bool awaiting_producer = false;  // open, its producer died: Client::resume() may take it
   std::string damage;              // empty, or what the daemon found wrong with the stream's files
+  std::chrono::milliseconds stall_limit{0};  // see CreateOptions::stall_limit
+  // A kBlock ring's producer waiting for room: the offset it waits for its slowest reader to
+  // pass (UINT64_MAX when it does not wait), and for how long so far.
+  uint64_t producer_waits_for = UINT64_MAX;
+  std::chrono::milliseconds stalled{0};
 };
 // The state as `ls` shows it: "corrupt" for a stream whose files are damaged, "removing" for a
 // removed stream still held, "orphaned" for an open one awaiting a successor, else
@@ -132,10 +137,17 @@ std::string group_name(const StreamInfo& info);
 // "readers", "producer_pid", "owner_uid", "owner" (its user name), "owner_gid", "group",
 // "mode", "stream_id", "max_bytes", "created_unix_ns", "retention", "ring_capacity", "oldest",
 // "records", "max_readers", "slowest_reader", "directory", "origin", "resume_grace_ms",
-// "awaiting_producer", "damage", "cursors" [{"name", "position", "lag", "reader_pid"}] and
+// "awaiting_producer", "damage", "stall_limit_ms", "producer_waits_for" (null unless it waits),
+// "stalled_ms", "held_by" [descriptions, as stall_holders()], "cursors" [{"name", "position", "lag", "reader_pid"}] and
 // "attached"
 // [{"pid", "position", "cursor"}].
 std::string to_json(const StreamInfo& info);
+// A kBlock ring's producer waiting for room: who holds it back, one description each ("reader
+// pid 12", "cursor \"billing\" (no reader)"); empty when it does not wait.
+std::vector<std::string> stall_holders(const StreamInfo& info);
+// The same as one line for ls, stat and top ("producer waits 1200 ms for readers to pass offset
+// N: reader pid 12 (stall limit 5000 ms)"); empty when it does not wait.
+std::string stall_text(const StreamInfo& info);
 
 struct CreateOptions {
   uint64_t max_bytes = 0;  // unbounded streams: longest it may grow; 0 = the daemon's default
@@ -155,6 +167,10 @@ struct CreateOptions {
   // For a stream that republishes another (`shmstream bridge in`): the other's offset of this
   // stream's offset 0. Kept with the stream and shown by stat; otherwise meaningless.
   uint64_t origin = 0;
+  // kBlock rings: a reader (or a named cursor nobody holds) that keeps the producer waiting
+  // for room longer than this is evicted: it stops holding the ring back, and its next read
+  // fails with kOverrun saying so. Zero (the default): never.
+  std::chrono::milliseconds stall_limit{0};
 };
 
 // When a named cursor's position is committed.

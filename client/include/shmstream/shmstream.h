@@ -112,6 +112,9 @@ typedef struct shmstream_create_options {
   /* If the producer dies, the stream stays open this long for shmstream_resume(); 0: it is
    * aborted at once. */
   uint32_t resume_grace_ms;
+  /* Block rings: a reader (or a named cursor nobody holds) that keeps the producer waiting for
+   * room longer than this is evicted (its next read fails with SHMSTREAM_ERR_OVERRUN); 0: never. */
+  uint32_t stall_limit_ms;
 } shmstream_create_options;
 void shmstream_create_options_init(shmstream_create_options* options);
 
