@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -137,9 +138,13 @@ Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed)
                                 describe_, committed, ring_.capacity(), offset));
     }
   } else if (committed > file_size_seen_) {
-    // The producer grows the file (and publishes its size) before committing into it, so the
-    // size needs loading again only when the length passes the last size seen: rarely.
-    file_size_seen_ = std::min(load_data_file_size(segment_.header()), max_data_size_);
+    // The producer grows the file before committing into it, so the size needs taking again
+    // only when the length passes the last size seen: rarely (growth comes in steps of 1 MiB
+    // or more). By fstat, not from the header's data_file_size: its owner may write anything
+    // there, and bytes past the file do not exist.
+    struct stat st {};
+    const uint64_t file = fstat(segment_.fd(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+    file_size_seen_ = std::min(file > kHeaderSize ? file - kHeaderSize : 0, max_data_size_);
     if (committed > file_size_seen_) {
       return Status(ErrorCode::kCorrupt,
                     fmt::format("{}: committed length {} beyond what the segment holds ({} "

@@ -82,7 +82,7 @@ class ReaderCore {
   uint64_t committed() const;
   StreamState state() const;
   const Segment& segment() const { return segment_; }
-  // Busy-poll instead of sleeping in the futex (and never register on the wait page).
+  // Busy-poll instead of sleeping in the futex (and never register in its page to be woken).
   void set_spin(bool spin) { spin_ = spin; }
 
   // Named cursors (a slot whose `cursor` is set): the reader starts at the cursor's committed
@@ -155,7 +155,7 @@ class ReaderCore {
   ReaderPage* page_ = nullptr;  // our own page, if we have one
   std::string describe_;
   uint64_t max_data_size_ = 0;
-  uint64_t file_size_seen_ = 0;  // unbounded: data_file_size as last loaded (only grows)
+  uint64_t file_size_seen_ = 0;  // unbounded: the file's data bytes as last seen (fstat)
   RingGeometry ring_;            // from the validated header; the slot is published every step()
   bool block_ring_ = false;
   uint64_t published_ = 0;         // last position stored in the slot

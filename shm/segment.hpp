@@ -1,5 +1,5 @@
 // shm/segment.hpp — a stream segment: its format, validation and mapping, and the end of a
-// stream. The roles that act on a segment live beside it: wait_file.hpp (reader slots and
+// stream. The roles that act on a segment live beside it: reader_table.hpp (reader slots and
 // cursors), producer_core.hpp, reader_core.hpp. Depends on nothing of shmstream's but status.
 //
 // Thread-safety: a Segment is a value owned by one object; its const methods may be called

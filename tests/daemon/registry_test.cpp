@@ -146,7 +146,7 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
   EXPECT_EQ(list[1].name, "orphan");
   EXPECT_EQ(list[1].state, shm::StreamState::kAborted);
   EXPECT_FALSE(std::filesystem::exists(junk));
-  EXPECT_EQ(files(), 4u);  // two segments, two wait pages: kept and reused
+  EXPECT_EQ(files(), 4u);  // two segments, two reader tables: kept and reused
 }
 
 TEST_F(RegistryTest, NamedCursorsAreHeldByOneLiveReaderAndOutliveIt) {

@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "shm/layout.hpp"
 #include "shm/naming.hpp"
 #include "shmstream/client.hpp"
 #include "support/harness.hpp"
@@ -103,6 +104,41 @@ TEST(HostileOwner, TruncatingTheSegmentToNothingIsCorruptForAReaderAndHarmlessTo
   expect_daemon_serves(daemon);
   // The owner's producer is told, and removing the stream cleans up all the same.
   EXPECT_THAT(producer->append(std::as_bytes(std::span(data))), StatusIs(ErrorCode::kCorrupt));
+  EXPECT_THAT(client.remove("victim", /*force=*/true), IsOk());
+}
+
+// The owner lies in every field its producer writes: a length past the file, a garbage state,
+// an oldest offset and a file size from nowhere, a stall that never was. Its reader ends with
+// an error (not a signal, not a hang, not bytes that were never written); the daemon lists it
+// and serves someone else.
+TEST(HostileOwner, LiesInEveryHeaderFieldCostItsReadersOnlyAnError) {
+  TestDaemon daemon;
+  auto client = connect_to(daemon);
+  auto producer = client.create("victim");
+  ASSERT_THAT(producer, IsOk());
+  ASSERT_THAT(producer->append("honest\n"), IsOk());
+  Child cat = Child::spawn({bin_dir() + "/shmstream", "cat", "victim"}, false, true, daemon.env());
+  ASSERT_TRUE(cat.wait_for_line("honest", 10s));
+  const std::string file = segment_of(daemon, client, "victim");
+  int fd = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto put = [&](size_t offset, uint64_t value) {
+    ASSERT_EQ(pwrite(fd, &value, sizeof(value), static_cast<off_t>(offset)), 8);
+  };
+  put(offsetof(shm::SegmentHeader, oldest_offset), ~uint64_t{0} / 3);
+  put(offsetof(shm::SegmentHeader, data_file_size), ~uint64_t{0});
+  put(offsetof(shm::SegmentHeader, stalled_since_ns), 1);
+  put(offsetof(shm::SegmentHeader, space_wanted), 12345);
+  put(offsetof(shm::SegmentHeader, committed_length), 100'000'000);  // past the file
+  ASSERT_THAT(producer->close(), IsOk());  // the end wakes the cat, which meets the lies
+  int status = cat.wait(10s);
+  EXPECT_TRUE(exited_with(status, 1)) << status;
+  auto listed = client.list();
+  ASSERT_THAT(listed, IsOk());  // the daemon read every lie and lives
+  put(offsetof(shm::SegmentHeader, state), 77);
+  EXPECT_THAT(client.stat("victim"), IsOk());
+  ::close(fd);
+  expect_daemon_serves(daemon);
   EXPECT_THAT(client.remove("victim", /*force=*/true), IsOk());
 }
 

@@ -142,7 +142,7 @@ TEST_F(FullFileSystem, AppendReturnsNoSpace) {
 // never a daemon killed by a SIGBUS on a page it touched; the daemon serves on.
 TEST_F(FullFileSystem, CreatingAndOpeningWhenFullIsNoSpaceAndTheDaemonServesOn) {
   auto client = connect_to(*daemon_);
-  auto early = client.create("early").value();  // its wait file exists before the space runs out
+  auto early = client.create("early").value();  // its reader table exists before the space runs out
   auto filler = client.create("filler").value();
   std::vector<std::byte> chunk(64 << 10, std::byte{2});
   Status last;

@@ -259,6 +259,21 @@ class PythonModuleTest(unittest.TestCase):
         self.assertEqual(caught.exception.code, "overrun")
         self.assertEqual(caught.exception.offset, lagging.oldest)
 
+    def test_a_stall_limit_evicts_a_reader_that_holds_a_block_ring(self):
+        producer = self.client.create("held", retention="block", ring_capacity=4096,
+                                      stall_limit=0.2)
+        self.assertEqual(self.client.stat("held")["stall_limit_ms"], 200)
+        self.assertIsNone(self.client.stat("held")["producer_waits_for"])
+        stuck = self.client.open("held")  # never reads
+        for _ in range(3):
+            producer.append(b"s" * 4096, timeout=20)  # waits, until the eviction
+        with self.assertRaises(shmstream.Error) as caught:
+            stuck.next(timeout=1)
+        self.assertEqual(caught.exception.code, "overrun")
+        self.assertIn("evicted", str(caught.exception))
+        with self.assertRaises(ValueError):
+            self.client.create("bad", retention="block", ring_capacity=4096, stall_limit=-1)
+
     def test_close_from_another_thread_wakes_a_blocked_read(self):
         producer = self.client.create("blocked")  # kept: dropping it would abort the stream
         reader = self.client.open("blocked")
