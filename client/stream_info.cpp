@@ -138,9 +138,9 @@ std::vector<std::string> stall_holders(const StreamInfo& info) {
   if (info.producer_waits_for == UINT64_MAX) return out;
   for (const auto& r : info.attached) {
     if (r.position >= info.producer_waits_for) continue;
-    out.push_back(r.cursor.empty() ? "reader pid " + std::to_string(r.pid)
-                                   : "cursor \"" + r.cursor + "\" (reader pid " +
-                                         std::to_string(r.pid) + ")");
+    out.push_back(r.cursor.empty()
+                      ? "reader pid " + std::to_string(r.pid)
+                      : "cursor \"" + r.cursor + "\" (reader pid " + std::to_string(r.pid) + ")");
   }
   for (const auto& c : info.cursors) {
     if (c.reader_pid == 0 && c.position < info.producer_waits_for) {

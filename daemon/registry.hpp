@@ -21,8 +21,8 @@
 
 #include "daemon/access.hpp"
 #include "daemon/persistent_dirs.hpp"
-#include "shm/segment.hpp"
 #include "shm/reader_table.hpp"
+#include "shm/segment.hpp"
 #include "shmstream/status.hpp"
 
 namespace shmstream::daemon {
@@ -84,7 +84,7 @@ struct Stream {
   // From the header (set at creation; bounded, should the file say more): 0 = the stream
   // aborts when its producer dies.
   uint32_t resume_grace_ms() const;
-  shm::Segment segment;  // the daemon's read-write mapping of the segment's header page only
+  shm::Segment segment;    // the daemon's read-write mapping of the segment's header page only
   shm::ReaderTable table;  // the daemon's read-write mapping of the reader table
   std::shared_ptr<kj::AutoCloseFd> table_fd;  // the reader table, read-only: for producers
   // The reader page of each slot whose reader has one: its number and the daemon's fd, for

@@ -256,8 +256,8 @@ class ControlImpl final : public proto::Control::Server {
     set_status(results.initStatus(), granted.status());
     if (granted.ok()) {
       results.setSlot(granted->grant.slot);
-      results.setPage(kj::heap<SideFileImpl>(
-          std::make_shared<kj::AutoCloseFd>(kj::mv(granted->page_fd))));
+      results.setPage(
+          kj::heap<SideFileImpl>(std::make_shared<kj::AutoCloseFd>(kj::mv(granted->page_fd))));
       results.setReader(kj::heap<ReaderImpl>(registry_, std::move(granted).value()));
     }
     return kj::READY_NOW;

@@ -139,10 +139,11 @@
 //   12    4 slot              daemon                  plain: its slot in the table
 //   16    8 stream_id         daemon                  plain
 //   24    8 page              daemon                  plain: N, as in the file name
-//   64    8 wanted            reader                  see "Wake protocol"; kNobody when awake
-//   72    4 space_seq         reader                  see "Blocking rings"
-//   76    4 seen_word         reader                  see "Wake protocol": the wait_word value it
-//                                                     sleeps on
+//   64   16 wake[0]           reader                  {wanted, seen_word}: see "Wake protocol";
+//                                                     the reader's own waits
+//   80   16 wake[1]           reader                  the same, for its event-loop relay thread
+//                                                     (watch()), which may sleep at the same time
+//   96    4 space_seq         reader                  see "Blocking rings"
 //  128    8 position          reader                  release store (lazily, every capacity/16
 //                                                     bytes and before sleeping) / producer
 //                                                     acquire load: the reader needs no bytes
@@ -159,19 +160,20 @@
 //
 // ## Wake protocol (wanted, wait_word)
 // A reader that wants offset t, having loaded wait_word (value w) before checking: relaxed store
-// of w in its page's seen_word, release store of t in wanted, a seq_cst fence, re-load
-// committed_length; if still short of t, FUTEX_WAIT on wait_word for w; awake again, it stores
-// kNobody in wanted. The producer, after its release store of committed_length: a seq_cst
-// fence, then for each reader page it maps an acquire load of wanted; if <= committed and that
-// reader's seen_word is the current wait_word (it would sleep through), a release fetch_add of
-// wait_word and FUTEX_WAKE. (Dekker: either the reader sees the new length or the producer sees
-// its registration, seen_word with it.) One wake-up per registration: a reader the producer
-// woke sleeps on a stale value until it registers again. The daemon makes a reader's page
-// before it hands the reader its descriptor, and bumps the table's generation in between (a
-// system call, a full barrier, orders the bump before the reader's first registration), so a
-// producer whose fence follows that registration maps the page. A reader can only make the
-// producer wake everyone more often, never keep another reader asleep. Ending a stream (close,
-// abort, cancel) always bumps wait_word and wakes everyone.
+// of w in its page's wake request's seen_word, release store of t in its wanted, a seq_cst
+// fence, re-load committed_length; if still short of t, FUTEX_WAIT on wait_word for w; awake
+// again, it stores kNobody in wanted. (Each of a reader's two sleepers, its own thread and its
+// event-loop relay, has its own request.) The producer, after its release store of
+// committed_length: a seq_cst fence, then for each request of each reader page it maps an
+// acquire load of wanted; if <= committed and the request's seen_word is the current
+// wait_word (its sleeper would sleep through), a release fetch_add of wait_word and FUTEX_WAKE.
+// (Dekker: either the reader sees the new length or the producer sees its registration, seen_word
+// with it.) One wake-up per registration: a reader the producer woke sleeps on a stale value until
+// it registers again. The daemon makes a reader's page before it hands the reader its descriptor,
+// and bumps the table's generation in between (a system call, a full barrier, orders the bump
+// before the reader's first registration), so a producer whose fence follows that registration maps
+// the page. A reader can only make the producer wake everyone more often, never keep another reader
+// asleep. Ending a stream (close, abort, cancel) always bumps wait_word and wakes everyone.
 //
 // ## Light barriers (light_producer)
 // A producer whose commits woke nobody 64 times in a row stores 1 (relaxed, then a seq_cst
@@ -373,6 +375,15 @@ struct CursorCommit {
   std::atomic<uint64_t> token;  // the consumer's own, stored atomically with the position
 };
 
+// A sleeper's request to be woken (see "Wake protocol").
+struct WakeRequest {
+  std::atomic<uint64_t> wanted;     // the offset it sleeps for; kNobody when awake
+  std::atomic<uint32_t> seen_word;  // the wait_word value it sleeps on
+  uint32_t reserved;
+};
+inline constexpr int kWakeOwn = 0;      // the reader's own waits
+inline constexpr int kWakeWatcher = 1;  // its event-loop relay thread (ReaderCore::watch())
+
 struct alignas(kReaderPageSize) ReaderPage {
   uint64_t magic;
   uint32_t layout_version;
@@ -380,9 +391,8 @@ struct alignas(kReaderPageSize) ReaderPage {
   uint64_t stream_id;
   uint64_t page;
   // The reader's wake line: written before it sleeps, read by the producer per commit.
-  alignas(kCacheLine) std::atomic<uint64_t> wanted;
+  alignas(kCacheLine) WakeRequest wake[2];
   std::atomic<uint32_t> space_seq;
-  std::atomic<uint32_t> seen_word;
   alignas(kCacheLine) std::atomic<uint64_t> position;
   alignas(kCacheLine) std::atomic<uint32_t> commit_seq;
   CursorCommit committed[2];
@@ -411,9 +421,9 @@ static_assert(offsetof(ReaderPage, magic) == 0);
 static_assert(offsetof(ReaderPage, slot) == 12);
 static_assert(offsetof(ReaderPage, stream_id) == 16);
 static_assert(offsetof(ReaderPage, page) == 24);
-static_assert(offsetof(ReaderPage, wanted) == 64);
-static_assert(offsetof(ReaderPage, space_seq) == 72);
-static_assert(offsetof(ReaderPage, seen_word) == 76);
+static_assert(sizeof(WakeRequest) == 16);
+static_assert(offsetof(ReaderPage, wake) == 64);
+static_assert(offsetof(ReaderPage, space_seq) == 96);
 static_assert(offsetof(ReaderPage, position) == 128);
 static_assert(offsetof(ReaderPage, commit_seq) == 192);
 static_assert(offsetof(ReaderPage, committed) == 200);

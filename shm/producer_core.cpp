@@ -123,11 +123,11 @@ Status ProducerCore::wait_for_readers(uint64_t needed, Clock::time_point deadlin
     if (!stalled) {
       stalled = true;
       // Relaxed: for display and the daemon's stall limit; it publishes nothing.
-      h.stalled_since_ns.store(static_cast<uint64_t>(std::chrono::duration_cast<
-                                                         std::chrono::nanoseconds>(
-                                                         Clock::now().time_since_epoch())
-                                                         .count()),
-                               std::memory_order_relaxed);
+      h.stalled_since_ns.store(
+          static_cast<uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+                  .count()),
+          std::memory_order_relaxed);
     }
     // Relaxed store + seq_cst fence: Dekker with the readers' store_position() and the daemon's
     // wake_space_waiter(): either they see what we want, or the scan below sees their move.
@@ -139,8 +139,8 @@ Status ProducerCore::wait_for_readers(uint64_t needed, Clock::time_point deadlin
     watches[count++] = {&h.wait_word, seen_state, true};
     if (cancel != nullptr) watches[count++] = {cancel->word(), 0, false};
     bool all = true;
-    count += readers_.holder_watches(needed, std::span(watches + count, kMaxFutexWatches - count),
-                                     &all);
+    count +=
+        readers_.holder_watches(needed, std::span(watches + count, kMaxFutexWatches - count), &all);
     if (readers_.slowest() >= needed) break;
     // More holders than one wait can watch: the others are looked at every millisecond.
     Clock::time_point until =
@@ -232,8 +232,8 @@ void ProducerCore::publish_committed(uint64_t size) {
   // loads of committed_length.
   h.committed_length.store(committed_, std::memory_order_release);
   // Dekker with the reader's fence (and heavy barrier) in wait_admitted(): orders the store
-  // above before the loads of the readers' wanted below, so a reader about to sleep either sees the new
-  // length or is seen here. A light barrier when the readers' heavy barrier pays for it.
+  // above before the loads of the readers' wanted below, so a reader about to sleep either sees the
+  // new length or is seen here. A light barrier when the readers' heavy barrier pays for it.
   if (light_) {
     light_barrier();
   } else {

@@ -14,9 +14,9 @@
 #include <span>
 
 #include "shm/futex.hpp"
+#include "shm/reader_set.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
-#include "shm/reader_set.hpp"
 #include "shmstream/cancellation.hpp"
 #include "shmstream/status.hpp"
 

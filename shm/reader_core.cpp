@@ -348,14 +348,15 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
 }
 
 void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
-                                  FutexWatch also) {
+                                  FutexWatch also, int who) {
   const SegmentHeader& h = segment_.header();
   // Tell the producer, in our page, the offset we sleep for and the word value we sleep on.
   // Without a page nobody would wake us: sleep in short slices instead.
   if (page_ != nullptr) {
-    page_->seen_word.store(seen, std::memory_order_relaxed);  // published by the release below
+    WakeRequest& request = page_->wake[who];
+    request.seen_word.store(seen, std::memory_order_relaxed);  // published by the release below
     // Release: pairs with the producer's acquire load in anyone_wants(); seen_word comes with it.
-    page_->wanted.store(target, std::memory_order_release);
+    request.wanted.store(target, std::memory_order_release);
   } else {
     deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
   }
@@ -378,7 +379,7 @@ void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_po
     futex_wait(std::span(watches, count), sleep_until);
   }
   // Relaxed: awake, we want nothing until we register again (the producer stops looking).
-  if (page_ != nullptr) page_->wanted.store(kNobody, std::memory_order_relaxed);
+  if (page_ != nullptr) page_->wake[who].wanted.store(kNobody, std::memory_order_relaxed);
 }
 
 ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uint32_t>* word,
@@ -394,7 +395,7 @@ ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uin
     // Acquire: pairs with the owner's release increment of *word (its new target is visible).
     if (word->load(std::memory_order_acquire) != seen) return WatchResult::kRearmed;
     if (closing_.load(std::memory_order_acquire) != 0) return WatchResult::kClosed;
-    sleep_for_commit(target, seen_word, kNoDeadline, FutexWatch{word, seen, false});
+    sleep_for_commit(target, seen_word, kNoDeadline, FutexWatch{word, seen, false}, kWakeWatcher);
   }
 }
 

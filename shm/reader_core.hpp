@@ -24,9 +24,9 @@
 #include <string>
 
 #include "shm/futex.hpp"
+#include "shm/reader_table.hpp"
 #include "shm/ring.hpp"
 #include "shm/segment.hpp"
-#include "shm/reader_table.hpp"
 #include "shmstream/cancellation.hpp"
 #include "shmstream/status.hpp"
 
@@ -113,10 +113,12 @@ class ReaderCore {
   // wait_until() for a caller that already holds an admitted OpGuard.
   Status wait_admitted(uint64_t target, Clock::time_point deadline, const Cancellation* cancel);
   // Sleeps (at most until `deadline`) unless the committed length reached `target`, after
-  // registering `target` with the producer; wakes when the stream's wait word leaves `seen`,
-  // the reader closes, or `also` (if it has a word) fires. Callers re-check their condition.
-  void sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
-                        FutexWatch also);
+  // registering `target` with the producer in our page's wake request `who` (kWakeOwn, or
+  // kWakeWatcher for watch(), which may sleep while the owner thread does); wakes when the
+  // stream's wait word leaves `seen`, the reader closes, or `also` (if it has a word) fires.
+  // Callers re-check their condition.
+  void sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline, FutexWatch also,
+                        int who = kWakeOwn);
   // kEndOfStream, kProducerDied, kCancelled for an ended stream; kCorrupt for a state that is
   // none of the four; ok while open.
   Status ended_status(StreamState state) const;

@@ -20,8 +20,8 @@ void ReaderSet::refresh() {
   generation_ = generation;
   std::vector<Entry> fresh;
   // Relaxed: a scan bound the daemon published before the generation we loaded.
-  const uint32_t bound = std::min(table_.page().slots_bound.load(std::memory_order_relaxed),
-                                  table_.max_readers());
+  const uint32_t bound =
+      std::min(table_.page().slots_bound.load(std::memory_order_relaxed), table_.max_readers());
   for (uint32_t i = 0; i < bound; ++i) {
     const TableSlot& slot = table_.slot(i);
     if (!slot_in_use(slot)) continue;
@@ -41,8 +41,8 @@ void ReaderSet::refresh() {
       // not this slot's (its reader truncated it, or it went meanwhile) holds nothing.
       int fd = open_page_(e.page_number);
       if (fd >= 0) {
-        auto mapped = ReaderPageMap::map(fd, Access::kReadOnly, stream_id_, i, e.page_number,
-                                         "reader page");
+        auto mapped =
+            ReaderPageMap::map(fd, Access::kReadOnly, stream_id_, i, e.page_number, "reader page");
         ::close(fd);
         if (mapped.ok()) e.page = std::move(mapped).value();
       }
@@ -65,13 +65,16 @@ bool ReaderSet::anyone_wants(uint64_t committed, uint32_t word) {
   refresh();
   for (const Entry& e : entries_) {
     if (!e.page.valid()) continue;
-    const ReaderPage& page = e.page.page();
-    // Acquire: pairs with the reader's release store of wanted in sleep_for_commit(); its
-    // seen_word, stored before, comes with it. (The Dekker fence in publish_committed() orders
-    // this load after our store of the committed length.)
-    if (page.wanted.load(std::memory_order_acquire) > committed) continue;
-    // Relaxed: ordered by the acquire above. A page that faulted reads zeros: ignored.
-    if (page.seen_word.load(std::memory_order_relaxed) == word && !e.page.faulted()) return true;
+    for (const WakeRequest& request : e.page.page().wake) {
+      // Acquire: pairs with the reader's release store of wanted in sleep_for_commit(); its
+      // seen_word, stored before, comes with it. (The Dekker fence in publish_committed()
+      // orders this load after our store of the committed length.)
+      if (request.wanted.load(std::memory_order_acquire) > committed) continue;
+      // Relaxed: ordered by the acquire above. A page that faulted reads zeros: ignored.
+      if (request.seen_word.load(std::memory_order_relaxed) == word && !e.page.faulted()) {
+        return true;
+      }
+    }
   }
   return false;
 }

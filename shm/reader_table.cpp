@@ -26,7 +26,8 @@ void bump_generation(const ReaderTable& table) {
 Status write_at(int fd, const void* data, size_t length, uint64_t offset, const char* what) {
   ssize_t n = pwrite(fd, data, length, static_cast<off_t>(offset));
   if (n < 0) return from_errno(errno, what);
-  if (static_cast<size_t>(n) != length) return Status(ErrorCode::kIo, std::string(what) + ": short write");
+  if (static_cast<size_t>(n) != length)
+    return Status(ErrorCode::kIo, std::string(what) + ": short write");
   return Status();
 }
 
@@ -69,7 +70,8 @@ Result<ReaderTable> ReaderTable::map(int fd, uint64_t stream_id, Access access,
   const auto size = static_cast<uint64_t>(st.st_size);
   const int prot = access == Access::kReadWrite ? PROT_READ | PROT_WRITE : PROT_READ;
   void* base = mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) return from_errno(errno, fmt::format("{}: mapping the reader table", what));
+  if (base == MAP_FAILED)
+    return from_errno(errno, fmt::format("{}: mapping the reader table", what));
   ReaderTable out;
   out.page_ = static_cast<TablePage*>(base);
   out.length_ = size;
@@ -83,8 +85,7 @@ Result<ReaderTable> ReaderTable::map(int fd, uint64_t stream_id, Access access,
                               "version {}, stream id {:#x})",
                               what, page.magic, page.layout_version, page.stream_id));
   }
-  if (max_readers == 0 || max_readers > kMaxReadersLimit ||
-      table_file_size(max_readers) != size) {
+  if (max_readers == 0 || max_readers > kMaxReadersLimit || table_file_size(max_readers) != size) {
     return Status(ErrorCode::kCorrupt, fmt::format("{}: reader table of {} bytes for {} readers",
                                                    what, size, max_readers));
   }
@@ -167,8 +168,8 @@ void wake_space_waiter(SegmentHeader& header) {
   futex_wake_all(&header.space_word, /*shared=*/true);
 }
 
-void set_slot_reader(const ReaderTable& table, SegmentHeader& header, uint32_t index,
-                     uint32_t pid, uint64_t page, uint64_t hold, uint64_t token) {
+void set_slot_reader(const ReaderTable& table, SegmentHeader& header, uint32_t index, uint32_t pid,
+                     uint64_t page, uint64_t hold, uint64_t token) {
   if (index >= table.max_readers()) return;
   TableSlot& slot = table.slot(index);
   // Relaxed: published by the generation bump.
@@ -203,12 +204,11 @@ std::vector<SlotInfo> slots_in_use(const ReaderTable& table) {
     if (!slot_in_use(slot)) continue;
     // Relaxed: the daemon reads its own writes; the producer reads after load_generation().
     const uint32_t flags = slot.flags.load(std::memory_order_relaxed);
-    out.push_back(SlotInfo{i, slot.pid.load(std::memory_order_relaxed),
-                           slot.uid.load(std::memory_order_relaxed),
-                           slot.page.load(std::memory_order_relaxed),
-                           slot.hold.load(std::memory_order_relaxed),
-                           slot.token.load(std::memory_order_relaxed), (flags & kSlotCursor) != 0,
-                           (flags & kSlotEvicted) != 0, std::string(cursor_name(slot))});
+    out.push_back(SlotInfo{
+        i, slot.pid.load(std::memory_order_relaxed), slot.uid.load(std::memory_order_relaxed),
+        slot.page.load(std::memory_order_relaxed), slot.hold.load(std::memory_order_relaxed),
+        slot.token.load(std::memory_order_relaxed), (flags & kSlotCursor) != 0,
+        (flags & kSlotEvicted) != 0, std::string(cursor_name(slot))});
   }
   return out;
 }
@@ -219,8 +219,8 @@ std::string reader_page_file(std::string_view segment_file, uint64_t page) {
   return fmt::format("{}.r{:016x}", segment_file, page);
 }
 
-Status format_reader_page(int fd, uint64_t stream_id, uint32_t slot, uint64_t page,
-                          uint64_t start, uint64_t token) {
+Status format_reader_page(int fd, uint64_t stream_id, uint32_t slot, uint64_t page, uint64_t start,
+                          uint64_t token) {
   if (Status s = reserve_file(fd, 0, kReaderPageSize); !s.ok()) {
     return s.with_context("a reader page");
   }
@@ -232,7 +232,7 @@ Status format_reader_page(int fd, uint64_t stream_id, uint32_t slot, uint64_t pa
   built->stream_id = stream_id;
   built->page = page;
   // Relaxed: private memory, published by the fd's hand-over.
-  built->wanted.store(kNobody, std::memory_order_relaxed);
+  for (WakeRequest& request : built->wake) request.wanted.store(kNobody, std::memory_order_relaxed);
   built->position.store(start, std::memory_order_relaxed);
   built->committed[0].position.store(start, std::memory_order_relaxed);
   built->committed[0].token.store(token, std::memory_order_relaxed);
@@ -264,8 +264,8 @@ Status mark_page_evicted(int fd) {
   return write_at(fd, &one, sizeof(one), offsetof(ReaderPage, evicted), "evicting a reader");
 }
 
-Result<ReaderPageMap> ReaderPageMap::map(int fd, Access access, uint64_t stream_id,
-                                         uint32_t slot, uint64_t page, std::string_view what) {
+Result<ReaderPageMap> ReaderPageMap::map(int fd, Access access, uint64_t stream_id, uint32_t slot,
+                                         uint64_t page, std::string_view what) {
   struct stat st {};
   if (fstat(fd, &st) != 0) return from_errno(errno, fmt::format("{}: a reader page", what));
   if (!S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) < kReaderPageSize) {
@@ -280,9 +280,9 @@ Result<ReaderPageMap> ReaderPageMap::map(int fd, Access access, uint64_t stream_
   const ReaderPage& p = out.page();
   if (p.magic != kPageMagic || p.layout_version != kLayoutVersion || p.stream_id != stream_id ||
       p.slot != slot || (page != 0 && p.page != page) || out.faulted()) {
-    return Status(ErrorCode::kCorrupt,
-                  fmt::format("{}: reader page {:x} is not slot {}'s of this stream", what, page,
-                              slot));
+    return Status(
+        ErrorCode::kCorrupt,
+        fmt::format("{}: reader page {:x} is not slot {}'s of this stream", what, page, slot));
   }
   return out;
 }

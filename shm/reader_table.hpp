@@ -37,8 +37,7 @@ Status format_reader_table(int fd, uint64_t stream_id, uint32_t max_readers);
 // producer. The slot count is the one validated when mapped, kept here.
 class ReaderTable {
  public:
-  static Result<ReaderTable> map(int fd, uint64_t stream_id, Access access,
-                                 std::string_view what);
+  static Result<ReaderTable> map(int fd, uint64_t stream_id, Access access, std::string_view what);
   ReaderTable() = default;
   ReaderTable(ReaderTable&& other) noexcept
       : page_(std::exchange(other.page_, nullptr)),
@@ -73,12 +72,12 @@ std::string_view cursor_name(const TableSlot& slot);
 
 // What the daemon puts in a slot it claims.
 struct SlotClaim {
-  uint64_t hold = 0;           // where the reader starts (a cursor: its committed position)
-  uint64_t token = 0;          // a cursor's committed token
-  uint32_t pid = 0;            // the reader (0: a cursor nobody holds)
-  uint32_t uid = 0;            // the user claiming it
-  uint64_t page = 0;           // its reader page's number (0: none)
-  std::string_view cursor;     // a named cursor's name; empty for an anonymous reader
+  uint64_t hold = 0;        // where the reader starts (a cursor: its committed position)
+  uint64_t token = 0;       // a cursor's committed token
+  uint32_t pid = 0;         // the reader (0: a cursor nobody holds)
+  uint32_t uid = 0;         // the user claiming it
+  uint64_t page = 0;        // its reader page's number (0: none)
+  std::string_view cursor;  // a named cursor's name; empty for an anonymous reader
 };
 // Takes a free slot (kTooManyReaders when none is free), publishes it (generation).
 Result<uint32_t> claim_slot(const ReaderTable& table, const SlotClaim& claim);
@@ -121,8 +120,8 @@ struct CursorPosition {
 // Makes an empty file (fd open read-write) reader page `page` of slot `slot`, its reader
 // starting at `start` (a cursor: committed at `start` with `token`). pwrite only: the daemon
 // never maps a page.
-Status format_reader_page(int fd, uint64_t stream_id, uint32_t slot, uint64_t page,
-                          uint64_t start, uint64_t token);
+Status format_reader_page(int fd, uint64_t stream_id, uint32_t slot, uint64_t page, uint64_t start,
+                          uint64_t token);
 // What the daemon reads of a page (pread only), validated against its identity.
 struct PageState {
   uint64_t position = 0;

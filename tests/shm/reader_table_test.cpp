@@ -93,8 +93,8 @@ TEST_F(ReaderTableTest, SlotsAreClaimedUntilFullPublishedAndReusedWhenReleased) 
 
 TEST_F(ReaderTableTest, CursorNamesAreValidated) {
   ReaderTable table = make(2);
-  for (std::string bad : {std::string("has space"), std::string("slash/"),
-                          std::string(65, 'x'), std::string("nul\0x", 5)}) {
+  for (std::string bad : {std::string("has space"), std::string("slash/"), std::string(65, 'x'),
+                          std::string("nul\0x", 5)}) {
     EXPECT_THAT(claim_slot(table, SlotClaim{0, 0, 1, 1, 0, bad}),
                 StatusIs(ErrorCode::kInvalidArgument));
   }
@@ -112,10 +112,8 @@ TEST_F(ReaderTableTest, APageIsWrittenAndReadBackWithoutAMappingAndRefusedIfFore
   EXPECT_EQ(state->committed.position, 4096u);
   EXPECT_FALSE(state->evicted);
   // Another slot's, another stream's, another number's: refused, not believed.
-  EXPECT_THAT(read_reader_page(pages_[77], kStreamId, slot + 1, 77),
-              StatusIs(ErrorCode::kCorrupt));
-  EXPECT_THAT(read_reader_page(pages_[77], kStreamId + 1, slot, 77),
-              StatusIs(ErrorCode::kCorrupt));
+  EXPECT_THAT(read_reader_page(pages_[77], kStreamId, slot + 1, 77), StatusIs(ErrorCode::kCorrupt));
+  EXPECT_THAT(read_reader_page(pages_[77], kStreamId + 1, slot, 77), StatusIs(ErrorCode::kCorrupt));
   EXPECT_THAT(read_reader_page(pages_[77], kStreamId, slot, 78), StatusIs(ErrorCode::kCorrupt));
   // Truncated by its reader: a clear error for the daemon's pread, not a SIGBUS.
   ASSERT_EQ(ftruncate(pages_[77], 100), 0);
@@ -167,8 +165,8 @@ TEST_F(ReaderTableTest, TheProducerSeesEachReaderThroughItsOwnPageOnly) {
   liar_page.page().position.store(~uint64_t{0} - 1);
   EXPECT_EQ(readers.slowest(), 3000u);
   // The liar asks to be woken at every commit: the producer wakes (everyone) more often...
-  liar_page.page().seen_word.store(0);
-  liar_page.page().wanted.store(0);
+  liar_page.page().wake[kWakeOwn].seen_word.store(0);
+  liar_page.page().wake[kWakeOwn].wanted.store(0);
   EXPECT_TRUE(readers.anyone_wants(1, 0));
   // ... but only while its registration is current: once woken (the word moved), no more.
   EXPECT_FALSE(readers.anyone_wants(1, 1));

@@ -61,12 +61,13 @@ class SegmentTest : public ::testing::Test {
     int ro = open(("/proc/self/fd/" + std::to_string(table_fd_)).c_str(), O_RDONLY | O_CLOEXEC);
     auto table = ReaderTable::map(ro, 42, Access::kReadOnly, "unit");
     close(ro);
-    return ReaderSet(std::move(table).value(),
-                     [this](uint64_t page) {
-                       auto found = page_fds_.find(page);
-                       return found == page_fds_.end() ? -1 : dup(found->second);
-                     },
-                     42);
+    return ReaderSet(
+        std::move(table).value(),
+        [this](uint64_t page) {
+          auto found = page_fds_.find(page);
+          return found == page_fds_.end() ? -1 : dup(found->second);
+        },
+        42);
   }
   ProducerCore producer() {
     return ProducerCore(Segment::map(fd_, Access::kReadWrite, MapExtent::kWhole, "unit").value(),
@@ -89,9 +90,12 @@ class SegmentTest : public ::testing::Test {
   }
   // What the daemon does for a new reader: a slot, and a page (returned mapped read-write).
   ReaderPageMap reader_page(uint32_t* slot_out, uint64_t start) {
-    uint32_t slot = claim_slot(table_, SlotClaim{start, 0, static_cast<uint32_t>(getpid()),
-                                                 static_cast<uint32_t>(getuid()), 0, {}})
-                        .value();
+    uint32_t slot =
+        claim_slot(
+            table_,
+            SlotClaim{
+                start, 0, static_cast<uint32_t>(getpid()), static_cast<uint32_t>(getuid()), 0, {}})
+            .value();
     uint64_t number = next_page_++;
     int page_fd = memfd_create("segment_test.r", MFD_CLOEXEC);
     EXPECT_TRUE(format_reader_page(page_fd, 42, slot, number, start, 0).ok());
@@ -127,7 +131,7 @@ class SegmentTest : public ::testing::Test {
   int fd_ = -1;
   int table_fd_ = -1;
   ReaderTable table_;
-  std::map<uint64_t, int> page_fds_;         // by page number
+  std::map<uint64_t, int> page_fds_;  // by page number
   std::map<uint32_t, uint64_t> pages_by_slot_;
   std::map<uint32_t, ReaderPageMap> page_maps_;
   uint64_t next_page_ = 1;

@@ -95,7 +95,7 @@ TEST_F(SegmentTest, CommitsWakeNobodyWhileNoReaderSleeps) {
   uint32_t before = wait_word();
   for (int i = 0; i < 100; ++i) ASSERT_TRUE(p.append(bytes_of("x")).ok());
   EXPECT_EQ(wait_word(), before);  // the wake path (bump + FUTEX_WAKE) was never taken
-  EXPECT_EQ(page_of(slot).wanted.load(), kNobody);
+  EXPECT_EQ(page_of(slot).wake[kWakeOwn].wanted.load(), kNobody);
   EXPECT_EQ(r.committed(), 100u);
 }
 
@@ -111,7 +111,7 @@ TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
     status = r.wait_until(1000, in(30s), nullptr);
   });
   ASSERT_TRUE(eventually([&] { return tid != 0 && thread_sleeps_in_futex(tid); }));
-  EXPECT_EQ(page_of(slot).wanted.load(), 1000u);  // in its own page
+  EXPECT_EQ(page_of(slot).wake[kWakeOwn].wanted.load(), 1000u);  // in its own page
   uint32_t before = wait_word();
   std::vector<std::byte> some(100);
   for (int i = 0; i < 9; ++i) ASSERT_TRUE(p.append(some).ok());  // 900 < 1000
@@ -120,7 +120,7 @@ TEST_F(SegmentTest, AReaderSleepingForAFarOffsetIsWokenOnlyWhenItIsReached) {
   ASSERT_TRUE(p.append(some).ok());  // 1000: now
   t.join();
   EXPECT_TRUE(status.ok()) << status.to_string();
-  EXPECT_EQ(page_of(slot).wanted.load(), kNobody);  // awake, it wants nothing
+  EXPECT_EQ(page_of(slot).wake[kWakeOwn].wanted.load(), kNobody);  // awake, it wants nothing
 }
 
 // A streaming producer drops its fence for a light barrier (readers then pay a membarrier before
@@ -154,6 +154,34 @@ TEST_F(SegmentTest, TheProducerSwitchesBarriersWithTheTrafficAndWakesReadersInBo
       [&] { EXPECT_TRUE(r.wait_until(r.committed() + 1, in(10s), nullptr).ok()); });
   ASSERT_TRUE(p.append(bytes_of("z")).ok());
   t.join();
+}
+
+// A reader's event-loop relay (watch()) and its own blocking wait sleep at once, each with its
+// own wake request in the reader's page: the relay waking up and letting go of its request does
+// not take the other's away.
+TEST_F(SegmentTest, TheRelayAndTheReaderSleepOnTheirOwnWakeRequests) {
+  format();
+  auto p = producer();
+  uint32_t slot = 0;
+  auto r = reader(&slot);
+  std::atomic<uint32_t> rearm{0};
+  std::atomic<int> relay_result{-1};
+  auto relay =
+      test::blocked_thread([&] { relay_result = static_cast<int>(r.watch(100, &rearm, 0)); });
+  Status own;
+  auto waiter = test::blocked_thread([&] { own = r.wait_until(100, in(10s), nullptr); });
+  EXPECT_EQ(page_of(slot).wake[kWakeWatcher].wanted.load(), 100u);
+  EXPECT_EQ(page_of(slot).wake[kWakeOwn].wanted.load(), 100u);
+  // The relay's owner moves its target: the relay wakes and lets go of its request.
+  rearm.fetch_add(1);
+  futex_wake_all(&rearm, /*shared=*/false);
+  relay.join();
+  EXPECT_EQ(relay_result.load(), static_cast<int>(ReaderCore::WatchResult::kRearmed));
+  EXPECT_EQ(page_of(slot).wake[kWakeWatcher].wanted.load(), kNobody);
+  EXPECT_EQ(page_of(slot).wake[kWakeOwn].wanted.load(), 100u);  // still asks
+  ASSERT_TRUE(p.append(std::vector<std::byte>(100)).ok());
+  waiter.join();
+  EXPECT_TRUE(own.ok()) << own.to_string();
 }
 
 // Many tiny commits racing readers that sleep between them: a lost wake-up shows as a timeout.
@@ -212,7 +240,7 @@ TEST_F(SegmentTest, ASpinningReaderSeesCommitsWithoutAnyWakeUpAndStillTimesOutAn
   t.join();
   EXPECT_EQ(got, "spun");
   EXPECT_EQ(wait_word(), before);  // it never slept, so nobody had to wake it
-  EXPECT_EQ(page_of(slot).wanted.load(), kNobody);
+  EXPECT_EQ(page_of(slot).wake[kWakeOwn].wanted.load(), kNobody);
   char buf[8];
   EXPECT_EQ(r.read(std::as_writable_bytes(std::span(buf)), in(30ms), nullptr).status().code(),
             ErrorCode::kTimeout);

@@ -132,8 +132,10 @@ int main(int argc, char** argv) {
     }
   } else if (attack == "storm") {
     while (Clock::now() < until) {
-      page->seen_word.store(header->wait_word.load(std::memory_order_relaxed));
-      page->wanted.store(0);
+      for (auto& request : page->wake) {
+        request.seen_word.store(header->wait_word.load(std::memory_order_relaxed));
+        request.wanted.store(0);
+      }
       page->space_seq.fetch_add(1);
     }
   } else if (attack == "hold") {

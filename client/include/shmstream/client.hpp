@@ -138,8 +138,8 @@ std::string group_name(const StreamInfo& info);
 // "mode", "stream_id", "max_bytes", "created_unix_ns", "retention", "ring_capacity", "oldest",
 // "records", "max_readers", "slowest_reader", "directory", "origin", "resume_grace_ms",
 // "awaiting_producer", "damage", "stall_limit_ms", "producer_waits_for" (null unless it waits),
-// "stalled_ms", "held_by" [descriptions, as stall_holders()], "cursors" [{"name", "position", "lag", "reader_pid"}] and
-// "attached"
+// "stalled_ms", "held_by" [descriptions, as stall_holders()], "cursors" [{"name", "position",
+// "lag", "reader_pid"}] and "attached"
 // [{"pid", "position", "cursor"}].
 std::string to_json(const StreamInfo& info);
 // A kBlock ring's producer waiting for room: who holds it back, one description each ("reader
