@@ -50,6 +50,10 @@ void ReaderSet::refresh() {
     fresh.push_back(std::move(e));
   }
   entries_ = std::move(fresh);
+  wake_pages_.clear();
+  for (const Entry& e : entries_) {
+    if (e.page.valid()) wake_pages_.push_back(&e.page.page());
+  }
 }
 
 uint64_t ReaderSet::held_by(const Entry& e) {
@@ -61,22 +65,11 @@ uint64_t ReaderSet::held_by(const Entry& e) {
   return e.page.faulted() ? kNobody : position;
 }
 
-bool ReaderSet::anyone_wants(uint64_t committed, uint32_t word) {
-  refresh();
+bool ReaderSet::faulted(const ReaderPage* page) const {
   for (const Entry& e : entries_) {
-    if (!e.page.valid()) continue;
-    for (const WakeRequest& request : e.page.page().wake) {
-      // Acquire: pairs with the reader's release store of wanted in sleep_for_commit(); its
-      // seen_word, stored before, comes with it. (The Dekker fence in publish_committed()
-      // orders this load after our store of the committed length.)
-      if (request.wanted.load(std::memory_order_acquire) > committed) continue;
-      // Relaxed: ordered by the acquire above. A page that faulted reads zeros: ignored.
-      if (request.seen_word.load(std::memory_order_relaxed) == word && !e.page.faulted()) {
-        return true;
-      }
-    }
+    if (e.page.valid() && &e.page.page() == page) return e.page.faulted();
   }
-  return false;
+  return true;
 }
 
 uint64_t ReaderSet::slowest() {

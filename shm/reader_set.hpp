@@ -30,7 +30,24 @@ class ReaderSet {
   bool valid() const { return table_.valid(); }
   // Per commit: whether a reader sleeps, on wait_word value `word`, for an offset <=
   // `committed`. One load of the table's generation, and one of each mapped page's wake line.
-  bool anyone_wants(uint64_t committed, uint32_t word);
+  // Inline: it runs on every commit.
+  bool anyone_wants(uint64_t committed, uint32_t word) {
+    if (!table_.valid()) return false;
+    if (!loaded_ || load_generation(table_.page()) != generation_) refresh();
+    for (const ReaderPage* page : wake_pages_) {
+      for (const WakeRequest& request : page->wake) {
+        // Acquire: pairs with the reader's release store of wanted in sleep_for_commit(); its
+        // seen_word, stored before, comes with it. (The Dekker fence in publish_committed()
+        // orders this load after our store of the committed length.)
+        if (request.wanted.load(std::memory_order_acquire) > committed) continue;
+        // Relaxed: ordered by the acquire above.
+        if (request.seen_word.load(std::memory_order_relaxed) == word && !faulted(page)) {
+          return true;
+        }
+      }
+    }
+    return false;
+  }
   // Block rings: the lowest position a reader holds (kNobody if none).
   uint64_t slowest();
   // Block rings, before sleeping for room up to `needed`: for each reader still below it, a
@@ -49,6 +66,8 @@ class ReaderSet {
   void refresh();
   // What entry `e` holds back (kNobody for nothing).
   static uint64_t held_by(const Entry& e);
+  // Whether the mapping of `page` faulted (it reads zeros: its wake requests mean nothing).
+  bool faulted(const ReaderPage* page) const;
 
   ReaderTable table_;
   PageOpener open_page_;
@@ -56,6 +75,7 @@ class ReaderSet {
   uint32_t generation_ = 0;
   bool loaded_ = false;
   std::vector<Entry> entries_;
+  std::vector<const ReaderPage*> wake_pages_;  // the mapped pages of entries_, for the commit path
 };
 
 // The producer's PageOpener for segment file `segment_path`: opens "<segment_path>.r<N>"

@@ -194,6 +194,24 @@ static void check_failures(shmstream_client* client) {
   CHECK(shmstream_remove(client, "c-graced", 0) == SHMSTREAM_OK);
   CHECK(shmstream_remove(client, "c-plain", 0) == SHMSTREAM_OK);
 
+  /* A stall limit: a block ring's reader that never reads is evicted; the producer goes on. */
+  shmstream_create_options limited;
+  shmstream_create_options_init(&limited);
+  limited.retention = SHMSTREAM_RETENTION_BLOCK;
+  limited.ring_capacity = 4096;
+  limited.stall_limit_ms = 200;
+  CHECK(shmstream_create(client, "c-stall", &limited, &producer) == SHMSTREAM_OK);
+  CHECK(shmstream_open(client, "c-stall", NULL, &reader) == SHMSTREAM_OK);
+  static char page[4096];
+  for (int i = 0; i < 3; ++i) {
+    CHECK(shmstream_append(producer, page, sizeof page, 20 * SECOND) == SHMSTREAM_OK);
+  }
+  CHECK(shmstream_read(reader, buf, sizeof buf, SECOND, &n) == SHMSTREAM_OVERRUN);
+  CHECK(strstr(shmstream_last_error(), "evicted") != NULL);
+  shmstream_reader_free(reader);
+  shmstream_producer_free(producer);
+  CHECK(shmstream_remove(client, "c-stall", 0) == SHMSTREAM_OK);
+
   /* A drop-oldest ring overruns a slow reader and says where to resume. */
   shmstream_create_options ring;
   shmstream_create_options_init(&ring);
