@@ -441,7 +441,9 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
   kj::AutoCloseFd page_fd(fcntl(stream->pages[out_grant.slot].fd.get(), F_DUPFD_CLOEXEC, 0));
   if (page_fd.get() < 0) {
     Status s = from_errno(errno, fmt::format("stream \"{}\": its reader page", name));
-    let_go(*stream, out_grant.slot, held);
+    // Let go as a reader that came and went: a cursor (new or not) stays, unheld.
+    auto c = cursor.empty() ? stream->cursors.end() : stream->cursors.find(cursor);
+    let_go(*stream, out_grant.slot, c != stream->cursors.end() ? &c->second : nullptr);
     return s;
   }
   ++stream->readers;
