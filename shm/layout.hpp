@@ -162,10 +162,11 @@
 // A reader that wants offset t, having loaded wait_word (value w) before checking: relaxed store
 // of w in its page's wake request's seen_word, release store of t in its wanted, a seq_cst
 // fence, re-load committed_length; if still short of t, FUTEX_WAIT on wait_word for w; awake
-// again, it stores kNobody in wanted. (Each of a reader's two sleepers, its own thread and its
-// event-loop relay, has its own request.) The producer, after its release store of
-// committed_length: a seq_cst fence, then for each request of each reader page it maps an
-// acquire load of wanted; if <= committed and the request's seen_word is the current
+// again, it stores kNobody in wanted unless wait_word moved past w (then the request matches
+// nothing already, and not storing leaves its line with the producer). (Each of a reader's two
+// sleepers, its own thread and its event-loop relay, has its own request.) The producer, after its
+// release store of committed_length: a seq_cst fence, then for each request of each reader page it
+// maps an acquire load of wanted; if <= committed and the request's seen_word is the current
 // wait_word (its sleeper would sleep through), a release fetch_add of wait_word and FUTEX_WAKE.
 // (Dekker: either the reader sees the new length or the producer sees its registration, seen_word
 // with it.) One wake-up per registration: a reader the producer woke sleeps on a stale value until
@@ -377,7 +378,7 @@ struct CursorCommit {
 
 // A sleeper's request to be woken (see "Wake protocol").
 struct WakeRequest {
-  std::atomic<uint64_t> wanted;     // the offset it sleeps for; kNobody when awake
+  std::atomic<uint64_t> wanted;     // the offset it sleeps for; kNobody (or stale) when awake
   std::atomic<uint32_t> seen_word;  // the wait_word value it sleeps on
   uint32_t reserved;
 };

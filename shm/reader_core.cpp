@@ -378,8 +378,16 @@ void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_po
     if (also.word != nullptr) watches[count++] = also;
     futex_wait(std::span(watches, count), sleep_until);
   }
-  // Relaxed: awake, we want nothing until we register again (the producer stops looking).
-  if (page_ != nullptr) page_->wake[who].wanted.store(kNobody, std::memory_order_relaxed);
+  // Awake, we want nothing until we register again. A producer that woke us moved the word
+  // past our seen_word, which makes the request match nothing: clearing it then would only
+  // take its line back from the producer on the way to our next read. Otherwise (a timeout,
+  // a cancellation, a length we saw without sleeping) clear it, or the producer would wake
+  // the word once more for nobody.
+  // Relaxed: a stale value costs at most one spurious wake-up, never a missed one (the next
+  // registration stores both fields before its fence).
+  if (page_ != nullptr && h.wait_word.load(std::memory_order_relaxed) == seen) {
+    page_->wake[who].wanted.store(kNobody, std::memory_order_relaxed);
+  }
 }
 
 ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uint32_t>* word,
