@@ -20,6 +20,8 @@
 #include <future>
 #include <thread>
 
+#include "shm/naming.hpp"
+
 extern char** environ;
 
 namespace shmstream {
@@ -89,17 +91,51 @@ Status start_daemon(const std::string& daemon, const std::string& socket_path) {
                             socket_path, daemon, wstatus, socket_path));
 }
 
+// Whether the daemon at the other end of `fd` may be trusted with our streams: it runs as us or
+// as root. Anyone else could have bound the path first (a squatted directory, a stale socket
+// taken over) and would read what we write, and hand us segments of its making.
+Status check_daemon_peer(int fd, const std::string& socket_path) {
+  ucred peer{};
+  socklen_t len = sizeof(peer);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &len) != 0) {
+    return Status(ErrorCode::kUnavailable, fmt::format("{}: cannot tell who serves it: {}",
+                                                       socket_path, std::strerror(errno)));
+  }
+  if (peer.uid == 0 || peer.uid == geteuid() || peer.uid == getuid()) return Status();
+  return Status(ErrorCode::kPermissionDenied,
+                fmt::format("refusing the daemon at {}: it runs as uid {} (pid {}), neither you "
+                            "(uid {}) nor root, so it could read and forge your streams",
+                            socket_path, peer.uid, peer.pid, geteuid()));
+}
+
+// A connection to a daemon we trust (check_daemon_peer()), or its error; closes `fd` if refused.
+Result<int> trusted(int fd, const std::string& socket_path) {
+  if (Status s = check_daemon_peer(fd, socket_path); !s.ok()) {
+    ::close(fd);
+    return s;
+  }
+  return fd;
+}
+
 }  // namespace
 
 Result<int> connect_socket(const std::string& socket_path, bool autostart,
                            const std::string& daemon_path) {
   int fd = try_connect(socket_path);
-  if (fd >= 0) return fd;
+  if (fd >= 0) return trusted(fd, socket_path);
   bool absent = fd == -ENOENT || fd == -ECONNREFUSED;
   if (!absent || !autostart) {
     return Status(ErrorCode::kUnavailable,
                   fmt::format("no daemon answers at {}: {}{}", socket_path, std::strerror(-fd),
                               absent ? " (autostart disabled)" : ""));
+  }
+  // A daemon is started only in a directory that only we (or root) may write; the daemon checks
+  // it again on its descriptor. A missing one it creates.
+  if (auto dir = shm::open_socket_dir(socket_path, geteuid()); dir.ok()) {
+    ::close(*dir);
+  } else if (dir.status().code() != ErrorCode::kNotFound) {
+    return Status(dir.status().code(), fmt::format("no daemon at {}, and none started: {}",
+                                                   socket_path, dir.status().message()));
   }
   if (Status s = start_daemon(find_daemon(daemon_path), socket_path); !s.ok()) return s;
   // The daemon listens before its launcher exits; retries only cover losing a start race to a
@@ -107,7 +143,7 @@ Result<int> connect_socket(const std::string& socket_path, bool autostart,
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (auto pause = std::chrono::milliseconds(1);; pause *= 2) {
     fd = try_connect(socket_path);
-    if (fd >= 0) return fd;
+    if (fd >= 0) return trusted(fd, socket_path);
     if (std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(std::min(pause, std::chrono::milliseconds(100)));
   }

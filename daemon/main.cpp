@@ -62,25 +62,51 @@ int activated_socket(std::string* path) {
   return kFirst;
 }
 
-int listen_on(const std::string& path, mode_t mode) {
+// Listens on socket `name` in directory `dir_fd` (checked by open_socket_dir()), shown as
+// `path`. Bound through /proc/self/fd, so that the checked directory is the one bound in even if
+// a parent of it is renamed meanwhile; by `path` where /proc is not mounted.
+int listen_on(int dir_fd, const std::string& name, const std::string& path, mode_t mode) {
   sockaddr_un addr{};
-  if (path.size() >= sizeof(addr.sun_path)) {
+  std::string bound = "/proc/self/fd/" + std::to_string(dir_fd) + "/" + name;
+  if (access("/proc/self/fd", F_OK) != 0) bound = path;
+  if (path.size() >= sizeof(addr.sun_path) || bound.size() >= sizeof(addr.sun_path)) {
     die("socket path too long (" + std::to_string(path.size()) + " bytes, limit " +
         std::to_string(sizeof(addr.sun_path) - 1) + "): " + path);
   }
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) die(std::string("socket: ") + std::strerror(errno));
   addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size());
-  unlink(path.c_str());  // stale: we hold the lock, so no live daemon serves it
-  mode_t old = umask(077);
+  std::memcpy(addr.sun_path, bound.c_str(), bound.size());
+  unlinkat(dir_fd, name.c_str(), 0);  // stale: we hold the lock, so no live daemon serves it
+  // Connecting needs write permission on the socket: 0600 for a per-user daemon, 0666 for the
+  // system-wide one (each stream's mode still decides who may read what). Set by the umask at
+  // bind, not by a chmod of the path afterwards.
+  mode_t old = umask(~mode & 0777);
   int rc = bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
   umask(old);
   if (rc != 0) die("bind " + path + ": " + std::strerror(errno));
-  // Connecting needs write permission on the socket: 0600 for a per-user daemon, 0666 for the
-  // system-wide one (each stream's mode still decides who may read what).
-  if (chmod(path.c_str(), mode) != 0) die("chmod " + path + ": " + std::strerror(errno));
   if (listen(fd, 512) != 0) die("listen " + path + ": " + std::strerror(errno));
+  return fd;
+}
+
+// Opens (creating it 0600) file `name` in directory `dir_fd` for `flags`, never following a
+// symlink nor blocking on a fifo, and checks that it is a regular file of ours. Dies naming
+// `shown` otherwise: a planted file must not get our pid or our log.
+int open_own_file(int dir_fd, const std::string& name, int flags, const std::string& shown) {
+  int fd =
+      openat(dir_fd, name.c_str(), flags | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+  if (fd < 0 && (errno == ENXIO || errno == ENODEV)) {  // a fifo with no reader, a device
+    die("refusing " + shown + ": not a regular file (a fifo or a device)");
+  }
+  if (fd < 0) {
+    die("opening " + shown + ": " + std::strerror(errno) +
+        (errno == ELOOP ? " (a symlink: refused, never followed)" : ""));
+  }
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
+    die("refusing " + shown + ": not a regular file owned by uid " + std::to_string(geteuid()) +
+        " (something else was put in its place)");
+  }
   return fd;
 }
 
@@ -185,14 +211,24 @@ int main(int argc, char** argv) {
     die("creating " + std::filesystem::path(socket_path).parent_path().string() + ": " +
         ec.message());
 
+  // The directory is checked on the descriptor, and the lock, log and socket are made in it by
+  // that descriptor: nothing in it is followed, and nobody but us (or root) may write it.
+  auto socket_dir = shmstream::shm::open_socket_dir(socket_path, geteuid());
+  if (!socket_dir.ok()) die(socket_dir.status().message());
+  const std::string socket_name = std::filesystem::path(socket_path).filename().string();
+
   // One daemon per socket: the lock is held for the daemon's whole life.
   std::string lock_path = socket_path + ".lock";
-  int lock_fd = open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (lock_fd < 0) die("opening " + lock_path + ": " + std::strerror(errno));
+  int lock_fd = open_own_file(*socket_dir, socket_name + ".lock", O_RDWR, lock_path);
   if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     die("another shmstreamd already serves " + socket_path, 3);
   }
-  int listen_fd = activated_fd >= 0 ? activated_fd : listen_on(socket_path, socket_mode);
+  // Opened before the fork (and the socket), so that a refused log is an error its starter sees.
+  const int log_fd = foreground ? -1
+                                : open_own_file(*socket_dir, socket_name + ".log",
+                                                O_WRONLY | O_APPEND, socket_path + ".log");
+  int listen_fd = activated_fd >= 0 ? activated_fd
+                                    : listen_on(*socket_dir, socket_name, socket_path, socket_mode);
 
   if (!foreground) {
     pid_t pid = fork();
@@ -200,12 +236,12 @@ int main(int argc, char** argv) {
     if (pid > 0) _exit(0);  // the socket already listens: clients may connect now
     setsid();
     int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
-    std::string log_path = socket_path + ".log";
-    int log_fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     dup2(null_fd, STDIN_FILENO);
     dup2(null_fd, STDOUT_FILENO);
-    dup2(log_fd >= 0 ? log_fd : null_fd, STDERR_FILENO);
+    dup2(log_fd, STDERR_FILENO);
+    close(log_fd);
   }
+  close(*socket_dir);
 
   // The lock file names the daemon that holds it (for operators and tests).
   std::string pid_text = std::to_string(getpid()) + "\n";

@@ -1,9 +1,14 @@
 #include "shm/naming.hpp"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 
 #include "shm/layout.hpp"
 
@@ -53,6 +58,41 @@ std::string default_socket_path() {
     return fmt::format("{}/shmstream/control.sock", run);
   }
   return fmt::format("/tmp/shmstream-{}/control.sock", getuid());
+}
+
+Result<int> open_socket_dir(const std::string& socket_path, uid_t euid) {
+  std::string dir = std::filesystem::path(socket_path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  int fd = ::open(dir.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    int err = errno;
+    return Status(err == ENOENT ? ErrorCode::kNotFound : ErrorCode::kPermissionDenied,
+                  fmt::format("socket directory {}: {}{}", dir, std::strerror(err),
+                              err == ENOTDIR || err == ELOOP ? " (a symlink or not a directory: "
+                                                               "refused, never followed)"
+                                                             : ""));
+  }
+  struct stat st {};
+  std::string why;
+  if (fstat(fd, &st) != 0) {
+    why = std::strerror(errno);
+  } else if (st.st_uid != euid && st.st_uid != 0) {
+    why = fmt::format(
+        "owned by uid {}, not by you (uid {}) nor root: its owner could plant a "
+        "lock, log or socket there",
+        st.st_uid, euid);
+  } else if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    why = fmt::format(
+        "mode {:04o}: writable by others, who could plant a lock, log or socket "
+        "there; use a directory only you (or root) may write",
+        st.st_mode & 07777);
+  }
+  if (!why.empty()) {
+    ::close(fd);
+    return Status(ErrorCode::kPermissionDenied,
+                  fmt::format("refusing socket directory {}: {}", dir, why));
+  }
+  return fd;
 }
 
 std::string default_persist_dir() {

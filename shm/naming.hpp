@@ -1,6 +1,8 @@
 // shm/naming.hpp — stream names, segment file names and the default control-socket path.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -25,6 +27,13 @@ std::string segment_file_prefix(std::string_view instance);
 // $SHMSTREAM_SOCKET, else $XDG_RUNTIME_DIR/shmstream/control.sock, else
 // /tmp/shmstream-<uid>/control.sock.
 std::string default_socket_path();
+
+// The directory of control socket `socket_path`, opened (O_PATH, never following a symlink)
+// and checked as ssh-agent and tmux check theirs: a directory, owned by `euid` or root, that
+// nobody else may write (not group- or other-writable: else anyone could plant a lock, log or
+// socket there). Returns the descriptor, or kNotFound (no such directory) or kPermissionDenied,
+// with a message that names the directory and why.
+Result<int> open_socket_dir(const std::string& socket_path, uid_t euid);
 
 // Where a daemon keeps persistent streams unless told otherwise: $XDG_STATE_HOME/shmstream,
 // else $HOME/.local/state/shmstream; empty if neither is set.
