@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
 #include <cstring>
+#include <initializer_list>
 
 #include "client/connection.hpp"
 #include "client/watcher.hpp"
@@ -185,11 +187,12 @@ struct Producer::Impl {
   ~Impl() {
     // A producer that never said close() did not finish; a destructor has nobody to tell.
     if (!ended) (void)core.abort();
-    connection->release(handle);
+    if (!released) connection->release(handle);
   }
   Status end(bool clean) {
     Status local = clean ? core.close() : core.abort();
     ended = true;
+    if (released) return local;                  // ended before: the daemon was told then
     connection->remember(handle, std::nullopt);  // a restarted daemon finds it ended
     // Tell the daemon too, so that dropping the capability later is not taken for a death.
     auto remote =
@@ -200,6 +203,12 @@ struct Producer::Impl {
           return cap.abortRequest().send().then(kj::mv(finish));
         });
     (void)remote;  // best effort: see below
+    // Ended, it holds its stream no longer: a removed stream goes now, not when this object
+    // is destroyed. (Its mapping stays until then, so that committed() still answers.)
+    if (!released) {
+      released = true;
+      connection->release(handle);
+    }
     if (!local.ok()) return local;
     // The segment already says the stream ended; a lost daemon only loses the bookkeeping.
     return Status();
@@ -210,6 +219,7 @@ struct Producer::Impl {
   std::string name;
   shm::ProducerCore core;
   bool ended = false;
+  bool released = false;  // the daemon's capability let go of (by end() or the destructor)
 };
 
 Producer::Producer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -320,9 +330,22 @@ Status Reader::wait_for(uint64_t length, Timeout timeout, const Cancellation* ca
 }
 
 Status Reader::seek(int64_t offset, Whence whence) {
-  shm::Whence w = whence == Whence::kStart     ? shm::Whence::kStart
-                  : whence == Whence::kCurrent ? shm::Whence::kCurrent
-                                               : shm::Whence::kEnd;
+  shm::Whence w;
+  switch (whence) {
+    case Whence::kStart:
+      w = shm::Whence::kStart;
+      break;
+    case Whence::kCurrent:
+      w = shm::Whence::kCurrent;
+      break;
+    case Whence::kEnd:
+      w = shm::Whence::kEnd;
+      break;
+    default:  // a value cast from an integer: refused, as the C API refuses it
+      return Status(ErrorCode::kInvalidArgument,
+                    fmt::format("stream \"{}\": seek: invalid whence {}", impl_->name,
+                                static_cast<int>(whence)));
+  }
   return impl_->core.seek(offset, w);
 }
 
@@ -378,6 +401,31 @@ struct Granted {
   uint32_t slot;
 };
 
+// Checks a descriptor the daemon sent: a regular file, owned by one of `owners` (any owner for
+// root). The daemon is trusted (Connection checked who it runs as); this catches a daemon
+// mistaken or replaced under it handing out a file that is not the stream's.
+Status check_received(int fd, const std::string& described, const char* what,
+                      std::initializer_list<uid_t> owners) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    return Status(
+        ErrorCode::kProtocol,
+        fmt::format("{}: the daemon sent a {} that is not a regular file", described, what));
+  }
+  if (geteuid() == 0 || std::find(owners.begin(), owners.end(), st.st_uid) != owners.end()) {
+    return Status();
+  }
+  return Status(ErrorCode::kProtocol,
+                fmt::format("{}: the daemon sent a {} owned by uid {}, not by the stream's owner",
+                            described, what, st.st_uid));
+}
+
+// The owner of the file behind `fd` (-1 if unknown).
+uid_t owner_of(int fd) {
+  struct stat st {};
+  return fstat(fd, &st) == 0 ? st.st_uid : static_cast<uid_t>(-1);
+}
+
 // Sends a create or open request (built by `send`), keeps the capability of the reply and maps
 // the segment fd that came with it, and its side file: a producer's reader table (read-only),
 // a reader's own page (read-write).
@@ -388,7 +436,20 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
   if (!grant.ok()) return grant.status();
   if (!grant->status.ok()) return grant->status;
   std::string described = fmt::format("stream \"{}\"", name);
-  auto segment = shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described);
+  // A producer's segment is its own; a reader's page is the segment's owner's; the reader table
+  // is the daemon's (root, or us for a daemon of our own).
+  const uid_t owner = owner_of(grant->fd);
+  Status received = access == shm::Access::kReadWrite
+                        ? check_received(grant->fd, described, "segment", {geteuid(), getuid()})
+                        : check_received(grant->fd, described, "segment", {owner});
+  if (received.ok()) {
+    received = access == shm::Access::kReadWrite
+                   ? check_received(grant->side_fd, described, "reader table", {0, geteuid()})
+                   : check_received(grant->side_fd, described, "reader page", {owner});
+  }
+  auto segment = received.ok()
+                     ? shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described)
+                     : Result<shm::Segment>(received);
   Status side = segment.status();
   Granted out{grant->handle, shm::Segment(), shm::ReaderSet(), shm::ReaderPageMap(), grant->slot};
   if (segment.ok()) {

@@ -128,11 +128,15 @@ int main(int argc, char** argv) {
   std::string segment_dir = shmstream::shm::kDefaultSegmentDir;
   std::string log_level = "info";
   bool foreground = false;
+  bool ephemeral = false;
   int ready_fd = -1;
   uint64_t default_max_bytes = shmstream::shm::kDefaultMaxDataSize;
   app.add_option("--socket", socket_path, "Control socket path (env SHMSTREAM_SOCKET)")
       ->capture_default_str();
   app.add_flag("--foreground", foreground, "Stay in the foreground, log to stderr");
+  app.add_flag("--ephemeral", ephemeral,
+               "On SIGTERM/SIGINT, cancel and remove every stream in memory (persistent ones "
+               "stay): for tests and benchmarks");
   app.add_option("--segment-dir", segment_dir, "Directory for segment files")
       ->capture_default_str();
   std::string persist_dir = shmstream::shm::default_persist_dir();
@@ -282,7 +286,13 @@ int main(int argc, char** argv) {
                       .then([](siginfo_t info) { return info.si_signo; });
       int signo =
           server.run().then([]() { return 0; }).exclusiveJoin(kj::mv(stop)).wait(io.waitScope);
-      spdlog::info("signal {}: shutting down; streams stay for the next daemon", signo);
+      if (ephemeral) {
+        size_t removed = registry.remove_memory_streams_for_exit();
+        spdlog::info("signal {}: shutting down; --ephemeral: {} streams in memory removed", signo,
+                     removed);
+      } else {
+        spdlog::info("signal {}: shutting down; streams stay for the next daemon", signo);
+      }
       registry.set_shutting_down();
       if (activated_fd < 0) unlink(socket_path.c_str());  // systemd's socket stays, for the next
     }

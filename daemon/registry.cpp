@@ -249,15 +249,20 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
                   fmt::format("stream \"{}\": {} readers exceeds the limit {}", name, max_readers,
                               shm::kMaxReadersLimit));
   }
-  size_t owned = 0;
+  // Streams removed but still held count too: their memory is still taken.
+  size_t owned = 0, held = 0;
   for (const auto& [other, stream] : live_) {
     owned += stream->owner.uid == peer.uid ? 1 : 0;
   }
-  if (owned >= config_.max_streams_per_user) {
-    return Status(ErrorCode::kLimitExceeded,
-                  fmt::format("stream \"{}\": uid {} already has {} streams, the most this daemon "
-                              "allows (shmstreamd --max-streams-per-user)",
-                              name, peer.uid, owned));
+  for (const auto& stream : removing_) held += stream->owner.uid == peer.uid ? 1 : 0;
+  if (owned + held >= config_.max_streams_per_user) {
+    return Status(
+        ErrorCode::kLimitExceeded,
+        fmt::format(
+            "stream \"{}\": uid {} already has {} streams{}, the most this "
+            "daemon allows (shmstreamd --max-streams-per-user)",
+            name, peer.uid, owned + held,
+            held == 0 ? std::string() : fmt::format(" ({} of them removed but still held)", held)));
   }
   if (create.ring_capacity > config_.max_ring_capacity) {
     return Status(ErrorCode::kInvalidArgument,
@@ -481,7 +486,7 @@ Status Registry::remove_cursor(const std::string& name, const std::string& curso
 Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   auto found = find_live(name);
-  if (!found.ok()) return found.status();
+  if (!found.ok()) return remove_removing(name, force, peer, found.status());
   std::shared_ptr<Stream> stream = *found;
   if (Status s = may_own(name, stream->owner, peer, geteuid(), "remove"); !s.ok()) return s;
   live_.erase(name);
@@ -489,10 +494,54 @@ Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   // Unlinked now: nobody can open it any more; mappings held keep the memory until released.
   unlink_files(*stream);
   stream->removed = true;
+  stream->removed_seq = ++removals_;
   spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name, force ? " by force" : "",
                stream->readers, stream->producer_attached ? "attached" : "gone");
   removing_.insert(stream);
   release_if_unheld(stream);
+  return Status();
+}
+
+size_t Registry::remove_memory_streams_for_exit() {
+  size_t removed = 0;
+  for (auto it = live_.begin(); it != live_.end();) {
+    std::shared_ptr<Stream> stream = it->second;
+    if (!stream->directory.empty()) {
+      ++it;
+      continue;
+    }
+    shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kCancelled);
+    unlink_files(*stream);
+    stream->removed = true;
+    stream->removed_seq = ++removals_;
+    removing_.insert(stream);
+    it = live_.erase(it);
+    ++removed;
+  }
+  return removed;
+}
+
+Status Registry::remove_removing(const std::string& name, bool force, const Peer& peer,
+                                 Status not_found) {
+  std::vector<std::shared_ptr<Stream>> held;
+  for (const auto& stream : removing_) {
+    if (stream->name == name) held.push_back(stream);
+  }
+  if (held.empty()) return not_found;
+  if (!force) {
+    return Status(ErrorCode::kNotFound,
+                  fmt::format("stream \"{}\": already removed, still held by its readers or "
+                              "producer (rm --force cancels them)",
+                              name));
+  }
+  // Force on a stream being removed: cancel what still holds it, as a forced removal does.
+  for (const auto& stream : held) {
+    if (Status s = may_own(name, stream->owner, peer, geteuid(), "remove"); !s.ok()) return s;
+  }
+  for (const auto& stream : held) {
+    shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kCancelled);
+    spdlog::info("stream \"{}\": its removal forced ({} readers cancelled)", name, stream->readers);
+  }
   return Status();
 }
 
@@ -908,8 +957,16 @@ std::vector<StreamSnapshot> Registry::list() const {
 Result<StreamSnapshot> Registry::stat(const std::string& name) const {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   auto found = find_live(name);
-  if (!found.ok()) return found.status();
-  return snapshot(**found);
+  if (found.ok()) return snapshot(**found);
+  // Removed but still held: shown as `ls` shows it (removing). Of several, the last removed.
+  const Stream* last = nullptr;
+  for (const auto& stream : removing_) {
+    if (stream->name == name && (last == nullptr || stream->removed_seq > last->removed_seq)) {
+      last = stream.get();
+    }
+  }
+  if (last != nullptr) return snapshot(*last);
+  return found.status();
 }
 
 }  // namespace shmstream::daemon

@@ -103,6 +103,7 @@ struct Stream {
   uint64_t producer_epoch = 0;
   bool awaiting_producer = false;        // its producer's process exited; it may be resumed
   bool removed = false;                  // unlinked; kept only while held
+  uint64_t removed_seq = 0;              // when removed (Registry::removals_): later is higher
   mutable bool damage_reported = false;  // its damage (damage_of()) was logged
   std::map<std::string, Cursor> cursors;
   // Reader slots an earlier daemon gave to readers still alive when this one adopted the
@@ -260,6 +261,10 @@ class Registry {
   void enforce_stall_limits();
   // While shutting down, detached producers do not abort their streams (they keep writing).
   void set_shutting_down() { shutting_down_ = true; }
+  // `shmstreamd --ephemeral` exiting: every stream in shared memory is cancelled (its readers
+  // and producer wake and stop) and its files unlinked. Persistent streams stay: they are on
+  // disk because their creator asked for it. Returns how many were removed.
+  size_t remove_memory_streams_for_exit();
 
   size_t live_count() const { return live_.size(); }
 
@@ -272,6 +277,9 @@ class Registry {
   bool forget_orphan(Stream& stream, uint32_t slot, pid_t pid);
   // The live stream of that name; kNotFound if there is none (or it was removed).
   Result<std::shared_ptr<Stream>> find_live(const std::string& name) const;
+  // remove() of a name with no live stream: `not_found`, unless streams of that name are being
+  // removed (still held); then a forced removal cancels their readers and producer.
+  Status remove_removing(const std::string& name, bool force, const Peer& peer, Status not_found);
   Result<std::shared_ptr<Stream>> find_reattachable(const std::string& name,
                                                     uint64_t stream_id) const;
   // Gives a new file to the stream's owner with its mode (the daemon may run as root).
@@ -300,6 +308,7 @@ class Registry {
   bool shutting_down_ = false;
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name
   std::set<std::shared_ptr<Stream>> removing_;           // removed, still held
+  uint64_t removals_ = 0;                                // streams removed so far
 };
 
 }  // namespace shmstream::daemon

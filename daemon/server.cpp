@@ -517,21 +517,41 @@ void Server::serve(int fd) {
             id, peer.pid, peer.uid, limits_.stall_limit_ms);
       });
   std::string refusal;
-  uint32_t& mine = connections_by_uid_[peer.uid];
+  auto by_uid = connections_by_uid_.find(peer.uid);
+  const uint32_t mine = by_uid == connections_by_uid_.end() ? 0 : by_uid->second;
   if (connections_ >= limits_.max_connections) {
     refusal = fmt::format(
         "too many connections: the daemon serves {}, the most it allows "
         "(shmstreamd --max-connections)",
         connections_);
-    spdlog::warn("connection from pid {} refused: {}", peer.pid, refusal);
   } else if (mine >= limits_.max_connections_per_user) {
     refusal = fmt::format(
         "too many connections: uid {} holds {}, the most this daemon allows "
         "(shmstreamd --max-connections-per-user)",
         peer.uid, mine);
-    spdlog::warn("connection from pid {} refused: {}", peer.pid, refusal);
   }
-  ++mine;
+  if (!refusal.empty()) {
+    // A refused connection counts toward no limit: it answers every request with the refusal
+    // (so that its client can say why) until its client lets go. Past kMaxRefusedOpen of them
+    // at once (a flood), the next are closed at once, unanswered.
+    if (refused_open_ >= kMaxRefusedOpen) {
+      spdlog::debug("connection from pid {} closed unanswered: {}", peer.pid, refusal);
+      return;  // `stream` closes the descriptor
+    }
+    spdlog::warn("connection from pid {} refused: {}", peer.pid, refusal);
+    ++refused_open_;
+    auto connection =
+        kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options, std::move(refusal));
+    auto done = connection->network.onDisconnect();
+    tasks_.add(done.then(
+        [this, connection = kj::mv(connection)]() mutable {
+          connection = nullptr;
+          --refused_open_;
+        },
+        [this](kj::Exception&&) { --refused_open_; }));
+    return;
+  }
+  ++connections_by_uid_[peer.uid];
   auto connection =
       kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options, std::move(refusal));
   ++connections_;

@@ -25,8 +25,8 @@ struct ServerLimits {
   // Connections one uid may hold open at once; the next gets kLimitExceeded on every request
   // (and costs others nothing).
   uint32_t max_connections_per_user = 256;
-  // Connections in all; the next gets kLimitExceeded on every request. Refused connections
-  // stay open (answering) and count, so this also bounds the daemon's descriptors.
+  // Connections in all; the next gets kLimitExceeded on every request. Refused connections do
+  // not count toward either limit; at most 64 are open at once, the next are closed unanswered.
   uint32_t max_connections = 4096;
   // While a client leaves more than this many reply bytes unread, none of its further requests
   // is read; if that lasts stall_limit_ms, it is dropped (see PacedStream).
@@ -82,6 +82,9 @@ class Server final : private kj::TaskSet::ErrorHandler {
   std::map<pid_t, std::shared_ptr<ProcessWatch>> watches_;
   size_t connections_ = 0;
   std::map<uid_t, uint32_t> connections_by_uid_;
+  // Refused connections, open only to answer why; bounded, and counted apart.
+  static constexpr size_t kMaxRefusedOpen = 64;
+  size_t refused_open_ = 0;
   uint64_t next_connection_id_ = 1;
   kj::TaskSet tasks_;
 };

@@ -102,6 +102,21 @@ TEST_F(Lifecycle, AReaderResumesFromAnOffset) {
   EXPECT_EQ(std::memcmp(out.data(), data.data() + kSplit, out.size()), 0);
 }
 
+// A Whence made from an out-of-range integer is refused, as the C API refuses it, and the
+// position stays where it was (it was once taken as kEnd).
+TEST_F(Lifecycle, AnInvalidWhenceIsRefusedAndMovesNothing) {
+  auto producer = client_->create("whence").value();
+  ASSERT_TRUE(producer.append("0123456789").ok());
+  auto reader = client_->open("whence").value();
+  ASSERT_TRUE(reader.seek(3).ok());
+  Status s = reader.seek(0, static_cast<Whence>(7));
+  EXPECT_EQ(s.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("invalid whence 7"), std::string::npos) << s.message();
+  EXPECT_EQ(reader.position(), 3u);
+  ASSERT_TRUE(reader.seek(-2, Whence::kEnd).ok());
+  EXPECT_EQ(reader.position(), 8u);
+}
+
 TEST_F(Lifecycle, TheZeroCopyViewPointsIntoTheReadOnlySharedMapping) {
   auto producer = client_->create("view").value();
   ASSERT_TRUE(producer.append("zero-copy").ok());
@@ -282,6 +297,81 @@ TEST_F(Lifecycle, ForcedRemovalCancelsBlockedAndIdleReadersAtOnce) {
   EXPECT_EQ(idle.read(std::as_writable_bytes(std::span(buf)), 1s).status().code(),
             ErrorCode::kCancelled);
   EXPECT_EQ(producer.append("more").code(), ErrorCode::kCancelled);
+}
+
+// Removal as a peer library's tests expect it: after a plain rm, `stat` shows the stream as
+// `ls` does (removing), a second plain rm says it is already removed, and rm --force cancels the
+// reader still blocked on it; a closed Producer holds nothing, so the daemon forgets the stream
+// once its last reader lets go, with the Producer object still alive.
+TEST_F(Lifecycle, ForcingTheRemovalOfAStreamBeingRemovedCancelsItsReaders) {
+  auto producer = client_->create("going").value();
+  ASSERT_TRUE(producer.append("0123456789").ok());
+  auto blocked = client_->open("going").value();
+  ASSERT_TRUE(blocked.seek(10).ok());
+  ASSERT_TRUE(client_->remove("going").ok());
+  auto info = client_->stat("going");
+  ASSERT_TRUE(info.ok()) << info.status().to_string();
+  EXPECT_TRUE(info->removing);
+  auto [stat_status, stat_out] = cli({"stat", "going"});
+  EXPECT_TRUE(WIFEXITED(stat_status) && WEXITSTATUS(stat_status) == 0) << stat_out;
+  EXPECT_NE(stat_out.find("removing"), std::string::npos) << stat_out;
+  Status again = client_->remove("going");
+  EXPECT_EQ(again.code(), ErrorCode::kNotFound);
+  EXPECT_NE(again.message().find("already removed"), std::string::npos) << again.message();
+
+  Status status;
+  std::thread t = blocked_thread([&] { status = blocked.next(16, 30s).status(); });
+  auto [rm_status, rm_out] = cli({"rm", "--force", "going"});
+  EXPECT_TRUE(WIFEXITED(rm_status) && WEXITSTATUS(rm_status) == 0) << rm_out;
+  t.join();
+  EXPECT_EQ(status.code(), ErrorCode::kCancelled) << status.to_string();
+  EXPECT_EQ(producer.append("more").code(), ErrorCode::kCancelled);
+
+  // Cancelled, close() says so, and lets go of the stream all the same; again, the same answer.
+  EXPECT_EQ(producer.close().code(), ErrorCode::kCancelled);
+  EXPECT_EQ(producer.close().code(), ErrorCode::kCancelled);
+  blocked.close();
+  // The Producer object is still alive; it holds the stream no longer.
+  EXPECT_TRUE(eventually([&] { return client_->list()->empty(); }));
+}
+
+TEST_F(Lifecycle, AClosedProducerNoLongerHoldsItsRemovedStream) {
+  auto producer = client_->create("closing").value();
+  ASSERT_TRUE(producer.append("0123456789").ok());
+  ASSERT_TRUE(client_->remove("closing").ok());
+  ASSERT_EQ(client_->list()->size(), 1u);  // removing: its producer still holds it
+  ASSERT_TRUE(producer.close().ok());
+  EXPECT_TRUE(eventually([&] { return client_->list()->empty(); }));
+  EXPECT_EQ(producer.committed(), 10u);  // the object still answers
+}
+
+// `shmstreamd --ephemeral` (tests, shmstream-bench): stopped, it cancels and removes every
+// stream in memory, waking a blocked reader; a persistent stream stays on disk.
+TEST(Ephemeral, AStoppedEphemeralDaemonLeavesNothingInMemory) {
+  TestDaemon daemon({"--ephemeral"});
+  auto client = connect_to(daemon);
+  auto producer = client.create("gone").value();
+  ASSERT_TRUE(producer.append("0123456789").ok());
+  CreateOptions on_disk;
+  on_disk.persistent = true;
+  auto kept = client.create("kept", on_disk).value();
+  ASSERT_TRUE(kept.append("abc").ok());
+  ASSERT_TRUE(kept.close().ok());
+  auto reader = client.open("gone").value();
+  ASSERT_TRUE(reader.seek(10).ok());
+  ASSERT_FALSE(daemon.segment_files().empty());
+  Status status;
+  std::thread t([&] { status = reader.next(16, 30s).status(); });
+  int stopped = daemon.stop();
+  t.join();
+  EXPECT_TRUE(WIFEXITED(stopped) && WEXITSTATUS(stopped) == 0) << stopped;
+  EXPECT_EQ(status.code(), ErrorCode::kCancelled) << status.to_string();
+  EXPECT_TRUE(daemon.segment_files().empty());
+  size_t on_disk_files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(daemon.persist_dir())) {
+    on_disk_files += entry.path().filename().string().rfind("shmstream.", 0) == 0 ? 1 : 0;
+  }
+  EXPECT_GE(on_disk_files, 1u);  // the persistent stream's segment
 }
 
 TEST_F(Lifecycle, AKilledReaderProcessNoLongerCounts) {

@@ -51,8 +51,10 @@ pid_t start_daemon(Options& o, std::string& dir) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     close(ready[0]);
     dup2(ready[1], 3);
-    execl(daemon.c_str(), "shmstreamd", "--foreground", "--socket", o.socket.c_str(), "--ready-fd",
-          "3", "--log-level", "warn", nullptr);
+    // --ephemeral: however the bench ends (its death sends the daemon SIGTERM), the daemon
+    // removes every stream it made.
+    execl(daemon.c_str(), "shmstreamd", "--foreground", "--ephemeral", "--socket", o.socket.c_str(),
+          "--ready-fd", "3", "--log-level", "warn", nullptr);
     _exit(127);
   }
   close(ready[1]);
