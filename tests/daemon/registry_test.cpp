@@ -118,7 +118,11 @@ TEST_F(RegistryTest, ForcedRemovalCancels) {
   ASSERT_TRUE(created.ok());
   ASSERT_TRUE(registry.remove("s", /*force=*/true, peer_).ok());
   EXPECT_EQ(shm::load_state(created->stream->segment.header()), shm::StreamState::kCancelled);
-  EXPECT_EQ(registry.remove("s", true, peer_).code(), ErrorCode::kNotFound);
+  // Still held by its producer: a plain rm says it is already removed, a forced one cancels
+  // again (what holds it), and a name never made is not found.
+  EXPECT_EQ(registry.remove("s", false, peer_).code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(registry.remove("s", true, peer_).ok());
+  EXPECT_EQ(registry.remove("never", true, peer_).code(), ErrorCode::kNotFound);
 }
 
 TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
