@@ -9,7 +9,7 @@
 #include <atomic>
 #include <climits>
 #include <cstring>
-#include <initializer_list>
+#include <vector>
 
 #include "client/connection.hpp"
 #include "client/watcher.hpp"
@@ -205,10 +205,8 @@ struct Producer::Impl {
     (void)remote;  // best effort: see below
     // Ended, it holds its stream no longer: a removed stream goes now, not when this object
     // is destroyed. (Its mapping stays until then, so that committed() still answers.)
-    if (!released) {
-      released = true;
-      connection->release(handle);
-    }
+    released = true;
+    connection->release(handle);
     if (!local.ok()) return local;
     // The segment already says the stream ended; a lost daemon only loses the bookkeeping.
     return Status();
@@ -401,29 +399,25 @@ struct Granted {
   uint32_t slot;
 };
 
-// Checks a descriptor the daemon sent: a regular file, owned by one of `owners` (any owner for
-// root). The daemon is trusted (Connection checked who it runs as); this catches a daemon
-// mistaken or replaced under it handing out a file that is not the stream's.
-Status check_received(int fd, const std::string& described, const char* what,
-                      std::initializer_list<uid_t> owners) {
+// The owner of a file the daemon sent as `what`, checked: a regular file, owned by one of
+// `owners` (by anyone if `owners` is empty, or for root). The daemon is trusted (Connection
+// checked who it runs as); this catches a daemon mistaken or replaced under it handing out a
+// file that is not the stream's.
+Result<uid_t> received_file_owner(int fd, const std::string& described, const char* what,
+                                  const std::vector<uid_t>& owners) {
   struct stat st {};
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     return Status(
         ErrorCode::kProtocol,
         fmt::format("{}: the daemon sent a {} that is not a regular file", described, what));
   }
-  if (geteuid() == 0 || std::find(owners.begin(), owners.end(), st.st_uid) != owners.end()) {
-    return Status();
+  if (owners.empty() || geteuid() == 0 ||
+      std::find(owners.begin(), owners.end(), st.st_uid) != owners.end()) {
+    return st.st_uid;
   }
   return Status(ErrorCode::kProtocol,
                 fmt::format("{}: the daemon sent a {} owned by uid {}, not by the stream's owner",
                             described, what, st.st_uid));
-}
-
-// The owner of the file behind `fd` (-1 if unknown).
-uid_t owner_of(int fd) {
-  struct stat st {};
-  return fstat(fd, &st) == 0 ? st.st_uid : static_cast<uid_t>(-1);
 }
 
 // Sends a create or open request (built by `send`), keeps the capability of the reply and maps
@@ -438,14 +432,16 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
   std::string described = fmt::format("stream \"{}\"", name);
   // A producer's segment is its own; a reader's page is the segment's owner's; the reader table
   // is the daemon's (root, or us for a daemon of our own).
-  const uid_t owner = owner_of(grant->fd);
-  Status received = access == shm::Access::kReadWrite
-                        ? check_received(grant->fd, described, "segment", {geteuid(), getuid()})
-                        : check_received(grant->fd, described, "segment", {owner});
-  if (received.ok()) {
-    received = access == shm::Access::kReadWrite
-                   ? check_received(grant->side_fd, described, "reader table", {0, geteuid()})
-                   : check_received(grant->side_fd, described, "reader page", {owner});
+  const bool producer = access == shm::Access::kReadWrite;
+  auto owner = received_file_owner(
+      grant->fd, described, "segment",
+      producer ? std::vector<uid_t>{geteuid(), getuid()} : std::vector<uid_t>{});
+  Status received = owner.status();
+  if (owner.ok()) {
+    received = received_file_owner(
+                   grant->side_fd, described, producer ? "reader table" : "reader page",
+                   producer ? std::vector<uid_t>{0, geteuid()} : std::vector<uid_t>{*owner})
+                   .status();
   }
   auto segment = received.ok()
                      ? shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described)

@@ -490,16 +490,28 @@ Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   std::shared_ptr<Stream> stream = *found;
   if (Status s = may_own(name, stream->owner, peer, geteuid(), "remove"); !s.ok()) return s;
   live_.erase(name);
-  if (force) shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kCancelled);
+  retire(stream, force);
+  spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name, force ? " by force" : "",
+               stream->readers, stream->producer_attached ? "attached" : "gone");
+  release_if_unheld(stream);
+  return Status();
+}
+
+void Registry::retire(const std::shared_ptr<Stream>& stream, bool cancel) {
+  if (cancel) shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kCancelled);
   // Unlinked now: nobody can open it any more; mappings held keep the memory until released.
   unlink_files(*stream);
   stream->removed = true;
   stream->removed_seq = ++removals_;
-  spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name, force ? " by force" : "",
-               stream->readers, stream->producer_attached ? "attached" : "gone");
   removing_.insert(stream);
-  release_if_unheld(stream);
-  return Status();
+}
+
+std::vector<std::shared_ptr<Stream>> Registry::removing_named(const std::string& name) const {
+  std::vector<std::shared_ptr<Stream>> out;
+  for (const auto& stream : removing_) {
+    if (stream->name == name) out.push_back(stream);
+  }
+  return out;
 }
 
 size_t Registry::remove_memory_streams_for_exit() {
@@ -510,12 +522,8 @@ size_t Registry::remove_memory_streams_for_exit() {
       ++it;
       continue;
     }
-    shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kCancelled);
-    unlink_files(*stream);
-    stream->removed = true;
-    stream->removed_seq = ++removals_;
-    removing_.insert(stream);
     it = live_.erase(it);
+    retire(stream, /*cancel=*/true);
     ++removed;
   }
   return removed;
@@ -523,10 +531,7 @@ size_t Registry::remove_memory_streams_for_exit() {
 
 Status Registry::remove_removing(const std::string& name, bool force, const Peer& peer,
                                  Status not_found) {
-  std::vector<std::shared_ptr<Stream>> held;
-  for (const auto& stream : removing_) {
-    if (stream->name == name) held.push_back(stream);
-  }
+  std::vector<std::shared_ptr<Stream>> held = removing_named(name);
   if (held.empty()) return not_found;
   if (!force) {
     return Status(ErrorCode::kNotFound,
@@ -959,14 +964,11 @@ Result<StreamSnapshot> Registry::stat(const std::string& name) const {
   auto found = find_live(name);
   if (found.ok()) return snapshot(**found);
   // Removed but still held: shown as `ls` shows it (removing). Of several, the last removed.
-  const Stream* last = nullptr;
-  for (const auto& stream : removing_) {
-    if (stream->name == name && (last == nullptr || stream->removed_seq > last->removed_seq)) {
-      last = stream.get();
-    }
-  }
-  if (last != nullptr) return snapshot(*last);
-  return found.status();
+  auto held = removing_named(name);
+  if (held.empty()) return found.status();
+  return snapshot(**std::max_element(held.begin(), held.end(), [](const auto& a, const auto& b) {
+    return a->removed_seq < b->removed_seq;
+  }));
 }
 
 }  // namespace shmstream::daemon

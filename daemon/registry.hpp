@@ -280,6 +280,11 @@ class Registry {
   // remove() of a name with no live stream: `not_found`, unless streams of that name are being
   // removed (still held); then a forced removal cancels their readers and producer.
   Status remove_removing(const std::string& name, bool force, const Peer& peer, Status not_found);
+  // Removes `stream` (already out of live_): cancelled if `cancel`, its files unlinked, kept in
+  // removing_ while held.
+  void retire(const std::shared_ptr<Stream>& stream, bool cancel);
+  // The streams of that name being removed (still held).
+  std::vector<std::shared_ptr<Stream>> removing_named(const std::string& name) const;
   Result<std::shared_ptr<Stream>> find_reattachable(const std::string& name,
                                                     uint64_t stream_id) const;
   // Gives a new file to the stream's owner with its mode (the daemon may run as root).
