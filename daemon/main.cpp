@@ -21,6 +21,8 @@
 #include <filesystem>
 #include <string>
 
+#include "daemon/key_file.hpp"
+#include "daemon/persistent_dirs.hpp"
 #include "daemon/registry.hpp"
 #include "daemon/server.hpp"
 #include "shm/naming.hpp"
@@ -227,6 +229,30 @@ int main(int argc, char** argv) {
   if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     die("another shmstreamd already serves " + socket_path, 3);
   }
+  if (!persist_dir.empty()) {
+    // The daemon's configuration: symlinks in it are resolved once, now.
+    std::error_code canonical_ec;
+    auto absolute = std::filesystem::absolute(persist_dir).lexically_normal();
+    persist_dir = std::filesystem::weakly_canonical(absolute, canonical_ec).string();
+    if (canonical_ec) persist_dir = absolute.string();
+    if (persist_dir.size() > 1 && persist_dir.back() == '/') persist_dir.pop_back();
+  }
+  // The secret that signs every segment this daemon makes (what a restart adopts): with the
+  // persistent streams, which outlive a reboot, else beside the socket.
+  shmstream::shm::DaemonKey key;
+  {
+    auto key_dir = persist_dir.empty()
+                       ? shmstream::Result<kj::AutoCloseFd>(kj::AutoCloseFd())
+                       : shmstream::daemon::open_directory_no_follow(persist_dir, /*create=*/true);
+    if (!key_dir.ok()) die("persistent directory: " + key_dir.status().message());
+    const bool beside_socket = key_dir->get() < 0;
+    std::string key_name = beside_socket ? socket_name + ".key" : "daemon.key";
+    auto loaded = shmstream::daemon::load_or_make_key(
+        beside_socket ? *socket_dir : key_dir->get(), key_name,
+        beside_socket ? socket_path + ".key" : persist_dir + "/daemon.key");
+    if (!loaded.ok()) die(loaded.status().message());
+    key = *loaded;
+  }
   // Opened before the fork (and the socket), so that a refused log is an error its starter sees.
   const int log_fd = foreground ? -1
                                 : open_own_file(*socket_dir, socket_name + ".log",
@@ -259,12 +285,10 @@ int main(int argc, char** argv) {
   auto io = kj::setupAsyncIo();
   shmstream::daemon::RegistryConfig config;
   config.segment_dir = segment_dir;
-  if (!persist_dir.empty()) {
-    persist_dir = std::filesystem::absolute(persist_dir).lexically_normal().string();
-    if (persist_dir.size() > 1 && persist_dir.back() == '/') persist_dir.pop_back();
-  }
   config.persist_dir = persist_dir;
   config.instance = shmstream::shm::instance_tag(socket_path);
+  config.socket_path = socket_path;
+  config.key = key;
   config.default_max_bytes = default_max_bytes;
   config.default_max_readers = default_max_readers;
   config.max_ring_capacity = max_ring_bytes;

@@ -6,41 +6,71 @@
 // opened once and shared by the streams in it; it closes with the last of them (the daemon's
 // own stays open).
 //
+// A path is resolved once, when a client names it; from then on the directory is known by its
+// descriptor and by what it was (device, inode, owner). A recorded path is walked again at a
+// restart without following any symlink, and adopted only if it is still the same directory of
+// the same owner: a user who swaps their directory for a symlink to another user's (or to
+// /dev/shm) gets nothing adopted from it. Records are hex-encoded: no path can break a line.
+//
 // Not thread-safe: used only from the daemon's event-loop thread.
 #pragma once
 
 #include <kj/io.h>
+#include <sys/types.h>
 
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "shmstream/status.hpp"
 
 namespace shmstream::daemon {
 
+// Opens directory `path` (absolute, normal: no "." or ".." component) one component at a
+// time, never following a symlink. kNotFound if a component is missing; kPermissionDenied,
+// naming it, if a component is a symlink or not a directory. `create`: missing components are
+// made (mode 0700).
+Result<kj::AutoCloseFd> open_directory_no_follow(const std::string& path, bool create = false);
+
 class PersistentDirectories {
  public:
-  // `own`: the daemon's own directory; empty if it has none.
-  explicit PersistentDirectories(std::string own) : own_(std::move(own)) {}
+  // `own`: the daemon's own directory (its configuration: symlinks in it are resolved once,
+  // here); empty if it has none.
+  explicit PersistentDirectories(const std::string& own);
+
+  struct Opened {
+    std::string path;  // canonical
+    std::shared_ptr<kj::AutoCloseFd> fd;
+  };
 
   const std::string& own() const { return own_; }
   // The directories to adopt streams from at start: the daemon's own (if it exists), then
-  // those recorded in it, each once.
-  std::vector<std::string> to_adopt() const;
-  // Directory `path` (absolute), open, shared with the streams in it. `record` adds it to the
-  // list of directories to adopt from after a restart.
-  Result<std::shared_ptr<kj::AutoCloseFd>> open(const std::string& path, bool record);
+  // those recorded in it that are still what they were recorded as, each directory once.
+  // What is skipped is logged with the reason.
+  std::vector<Opened> to_adopt();
+  // The daemon's own directory, made if missing.
+  Result<Opened> open_own();
+  // A directory a client named for a stream of user `uid`: resolved once, opened without
+  // following symlinks from there, required to be owned by `uid` when `must_own`, and recorded
+  // for the next daemon.
+  Result<Opened> open_named(const std::string& path, uid_t uid, bool must_own);
 
  private:
-  // The directories recorded in the daemon's own, without it and without repeats.
-  std::vector<std::string> recorded() const;
-  Status record(const std::string& path);
+  struct Record {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    uid_t uid = 0;
+    std::string path;
+  };
+  std::vector<Record> recorded() const;
+  Status record(const Record& entry);
+  Opened share(std::string path, kj::AutoCloseFd fd, dev_t dev, ino_t ino);
 
   std::string own_;
-  std::shared_ptr<kj::AutoCloseFd> own_fd_;                     // once opened: kept
-  std::map<std::string, std::weak_ptr<kj::AutoCloseFd>> open_;  // by path
+  std::shared_ptr<kj::AutoCloseFd> own_fd_;  // once opened: kept
+  std::map<std::pair<dev_t, ino_t>, std::weak_ptr<kj::AutoCloseFd>> open_;
 };
 
 }  // namespace shmstream::daemon

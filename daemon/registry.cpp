@@ -37,10 +37,13 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
 
 // A read-only descriptor of the file behind `fd` (a fresh open of it, not a dup: the producer
 // it is given cannot write or truncate through it); -1 on failure.
-int reopen_read_only(int fd) {
+// A new open file description of the file behind `fd` (not of any name), with `flags`.
+int reopen(int fd, int flags) {
   std::string path = "/proc/self/fd/" + std::to_string(fd);
-  return ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  return ::open(path.c_str(), flags | O_CLOEXEC | O_NONBLOCK);
 }
+
+int reopen_read_only(int fd) { return reopen(fd, O_RDONLY); }
 
 }  // namespace
 
@@ -66,12 +69,7 @@ Registry::Registry(RegistryConfig config)
   adopt_existing_segments(dir_fd_.get(), nullptr, "");
   // Persistent streams: the daemon's directory, then every other directory it recorded there.
   for (const auto& dir : persistent_.to_adopt()) {
-    auto fd = persistent_.open(dir, /*record=*/false);
-    if (!fd.ok()) {
-      spdlog::warn("persistent directory {}: {}", dir, fd.status().message());
-      continue;
-    }
-    adopt_existing_segments((*fd)->get(), *fd, dir);
+    adopt_existing_segments(dir.fd->get(), dir.fd, dir.path);
   }
 }
 
@@ -102,9 +100,13 @@ Status Registry::ensure_reader_table(Stream& stream, bool reuse, uint32_t max_re
   if (reuse) {
     kj::AutoCloseFd fd(
         openat(stream.dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
-    auto table = fd.get() >= 0
-                     ? shm::ReaderTable::map(fd.get(), stream.id, shm::Access::kReadWrite, what)
-                     : Result<shm::ReaderTable>(Status(ErrorCode::kNotFound, "missing"));
+    // The daemon's own file: one of another user (planted in their directory) is not read.
+    struct stat st {};
+    auto table = fd.get() < 0 ? Result<shm::ReaderTable>(Status(ErrorCode::kNotFound, "missing"))
+                 : fstat(fd.get(), &st) != 0 || st.st_uid != geteuid()
+                     ? Result<shm::ReaderTable>(
+                           Status(ErrorCode::kPermissionDenied, "not this daemon's file"))
+                     : shm::ReaderTable::map(fd.get(), stream.id, shm::Access::kReadWrite, what);
     if (table.ok()) {
       stream.table = std::move(table).value();
       stream.table_fd = std::make_shared<kj::AutoCloseFd>(reopen_read_only(fd.get()));
@@ -119,7 +121,12 @@ Status Registry::ensure_reader_table(Stream& stream, bool reuse, uint32_t max_re
                                        table.status().message());
       return Status();
     }
-    unlinkat(stream.dir_fd, file.c_str(), 0);
+    if (fd.get() >= 0) {
+      quarantine(stream.dir_fd, stream.directory, file, "table",
+                 fmt::format("stream \"{}\": its reader table is unusable ({}); a new one is "
+                             "made",
+                             stream.name, table.status().message()));
+    }
   }
   kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(),
                             O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
@@ -288,27 +295,22 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   stream->owner = Owner{peer.uid, peer.gid, create.mode};
   std::string what = fmt::format("stream \"{}\"", name);
   if (create.persistent || !create.directory.empty()) {
-    std::string dir = create.directory.empty() ? persistent_.own() : create.directory;
-    if (dir.empty()) {
+    if (create.directory.empty() && persistent_.own().empty()) {
       return Status(ErrorCode::kInvalidArgument,
                     what +
                         ": this daemon has no persistent directory (shmstreamd --persist-dir); "
                         "name one with --dir");
     }
-    dir = std::filesystem::path(dir).lexically_normal().string();
-    if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
     // Another user may only name a directory of their own: the daemon writes there for them.
-    struct stat st {};
-    if (!create.directory.empty() && peer.uid != geteuid() &&
-        (::stat(dir.c_str(), &st) != 0 || st.st_uid != peer.uid)) {
-      return Status(ErrorCode::kPermissionDenied,
-                    fmt::format("{}: directory {} is not owned by uid {}", what, dir, peer.uid));
-    }
-    auto fd = persistent_.open(dir, /*record=*/true);
-    if (!fd.ok()) return fd.status().with_context(what);
-    stream->dir_fd = (*fd)->get();
-    stream->dir_holder = *fd;
-    stream->directory = dir;
+    // Checked on the descriptor the files are then created through (no swap can change it).
+    auto dir = create.directory.empty()
+                   ? persistent_.open_own()
+                   : persistent_.open_named(create.directory, peer.uid,
+                                            /*must_own=*/peer.uid != geteuid());
+    if (!dir.ok()) return dir.status().with_context(what);
+    stream->dir_fd = dir->fd->get();
+    stream->dir_holder = dir->fd;
+    stream->directory = dir->path;
   }
   stream->segment_path = (stream->directory.empty() ? config_.segment_dir : stream->directory) +
                          "/" + stream->file_name;
@@ -331,6 +333,8 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   params.origin_offset = create.origin;
   params.resume_grace_ms = create.resume_grace_ms;
   params.stall_limit_ms = create.stall_limit_ms;
+  params.daemon_socket = config_.socket_path;
+  params.key = &config_.key;
   Status s = shm::format_segment(fd.get(), params);
   Result<shm::Segment> segment = s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite,
                                                             shm::MapExtent::kHeaderOnly, what)
@@ -404,8 +408,9 @@ Result<ReaderAccess> Registry::open(const std::string& name, const std::string& 
     }
   }
   // A fresh read-only open: the reader cannot gain write access through it, even by mprotect.
-  kj::AutoCloseFd fd(
-      openat(stream->dir_fd, stream->file_name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  // Of the daemon's own descriptor, never of the name (which the owner of a persistent
+  // stream's directory may have replaced by a fifo, a symlink or another file).
+  kj::AutoCloseFd fd(reopen(stream->segment.fd(), O_RDONLY));
   if (fd.get() < 0) return from_errno(errno, fmt::format("stream \"{}\": opening", name));
   // A new reader starts at the oldest offset still available (it may seek anywhere later).
   uint64_t oldest = shm::load_oldest(stream->segment.header());
@@ -665,8 +670,7 @@ Result<ProducerAccess> Registry::resume(const std::string& name, const Peer& pee
                   fmt::format("stream \"{}\": its producer (pid {}) is still running", name,
                               shm::producer_pid_now(h)));
   }
-  kj::AutoCloseFd fd(
-      openat(stream->dir_fd, stream->file_name.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW));
+  kj::AutoCloseFd fd(reopen(stream->segment.fd(), O_RDWR));  // the daemon's file, not the name
   if (fd.get() < 0) return from_errno(errno, fmt::format("stream \"{}\": reopening", name));
   uint32_t predecessor = shm::producer_pid_now(h);
   shm::store_resumed_pid(h, static_cast<uint32_t>(peer.pid));
@@ -798,10 +802,10 @@ void Registry::flush(const Stream& stream) const {
   if (stream.directory.empty()) return;
   // Starts writeback of both files now, without waiting for it (a multi-GiB stream's fsync
   // would stall the event loop): the disk has them seconds later, not at this instant.
-  for (const std::string& file : {stream.file_name, stream.table_file_name()}) {
-    kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (fd.get() >= 0 && sync_file_range(fd.get(), 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
-      spdlog::warn("stream \"{}\": writing {} back: {}", stream.name, file, std::strerror(errno));
+  // The daemon's own descriptors: the names may have been replaced since.
+  for (int fd : {stream.segment.fd(), stream.table_fd ? stream.table_fd->get() : -1}) {
+    if (fd >= 0 && sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
+      spdlog::warn("stream \"{}\": writing its files back: {}", stream.name, std::strerror(errno));
     }
   }
 }

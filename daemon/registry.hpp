@@ -33,7 +33,9 @@ struct RegistryConfig {
   // streams that name one may be persistent. Created when first needed. Its file
   // "directories" lists the other directories holding this daemon's persistent streams.
   std::string persist_dir;
-  std::string instance;  // see shm::instance_tag()
+  std::string instance;     // see shm::instance_tag()
+  std::string socket_path;  // the control socket, written into each segment (shmstream gc)
+  shm::DaemonKey key;       // signs each segment's header: what a restart adopts
   uint64_t default_max_bytes = shm::kDefaultMaxDataSize;
   uint32_t default_max_readers = shm::kDefaultMaxReaders;
   // Live streams one user may have created (removed ones still held do not count).
@@ -56,6 +58,10 @@ struct CreateParams {
   uint64_t origin = 0;           // see proto CreateOptions.origin
   uint32_t stall_limit_ms = 0;   // see proto CreateOptions.stallLimitMs
 };
+
+// Files a daemon would not adopt are renamed "<shm::kQuarantinePrefix><file>.<reason>" in their
+// directory: never deleted on doubt, listed and removed on request by `shmstream gc`.
+std::string quarantined_name(const std::string& file, const std::string& tag);
 
 // Whether process `pid` runs (one we may not signal counts: it exists).
 bool process_alive(pid_t pid);
@@ -289,9 +295,14 @@ class Registry {
                                                     uint64_t stream_id) const;
   // Gives a new file to the stream's owner with its mode (the daemon may run as root).
   Status give_to_owner(int fd, const Stream& stream, mode_t bits, const std::string& what) const;
-  // Adopts the streams whose files lie in `dir_fd` (held open by `holder`, if not ours).
+  // Adopts the streams whose files lie in `dir_fd` (held open by `holder`, if not ours);
+  // quarantines the files it does not adopt (registry_adopt.cpp).
   void adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::AutoCloseFd>& holder,
                                const std::string& directory);
+  // Moves `file` of `dir_fd` aside as quarantined_name(file, tag), logging `why`; where it
+  // cannot be moved, it stays (never deleted on doubt).
+  void quarantine(int dir_fd, const std::string& directory, const std::string& file,
+                  const std::string& tag, const std::string& why);
   // Creates (or, with reuse, validates and keeps) the reader table of `stream`, and maps it.
   Status ensure_reader_table(Stream& stream, bool reuse, uint32_t max_readers);
   // Adoption: keeps the slots of readers still alive and the cursors, frees the rest.
@@ -314,6 +325,7 @@ class Registry {
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name
   std::set<std::shared_ptr<Stream>> removing_;           // removed, still held
   uint64_t removals_ = 0;                                // streams removed so far
+  uint64_t quarantined_ = 0;                             // files moved aside at adoption
 };
 
 }  // namespace shmstream::daemon

@@ -25,6 +25,7 @@
 //   |   lifecycle line           | 192..256       | ...  max_readers slots     |
 //   |   room line (block rings)  | 256..320       +----------------------------+
 //   |   name                     | 320..576
+//   |   daemon socket            | 576..684
 //   +----------------------------+ 4096           reader page (4096 bytes)
 //   | data                       |                +----------------------------+ 0
 //   |   unbounded: offset o at   |                | identity (daemon)          | 0..64
@@ -43,7 +44,7 @@
 //   |   bytes is contiguous.     |
 //   +----------------------------+ 4096 + data_file_size
 //
-// ## SegmentHeader (layout version 7)
+// ## SegmentHeader (layout version 8)
 //
 //  off size field             writer                  ordering
 //  --- ---- ----------------- ----------------------- ------------------------------------------
@@ -69,7 +70,13 @@
 //   92    4 stall_limit_ms    creator                 plain (1): block rings: a reader (or idle
 //                                                     cursor) holding the producer longer than
 //                                                     this is evicted by the daemon; 0 = never
-//  120    8 header_checksum   creator                 plain (1): FNV-1a of [0, 120) and the name
+//   96   16 authenticator     creator (daemon)        plain (1): a keyed MAC (SipHash-2-4, two
+//                                                     64-bit halves) of [0, 96), the name and the
+//                                                     daemon socket, under the daemon's secret
+//                                                     key (authenticator.hpp): what a restarted
+//                                                     daemon adopts. Zero: made by no daemon.
+//  120    8 header_checksum   creator                 plain (1): FNV-1a of [0, 120), the name
+//                                                     and the daemon socket
 //  128    8 committed_length  producer                release store (publish_committed) /
 //                                                     acquire load (load_committed)
 //  136    4 wait_word         producer, daemon        release fetch_add before waking readers
@@ -94,9 +101,14 @@
 //                                                     the daemon's stall limit and `ls` read
 //  320  256 name              creator                 plain (1), NUL-padded, covered by the
 //                                                     checksum
+//  576  108 daemon_socket     creator (daemon)        plain (1), NUL-padded: the control socket
+//                                                     of the daemon that made the segment, so
+//                                                     that `shmstream gc` can ask whether it
+//                                                     still runs. Covered by the checksum.
 //  (1) Identity. Written before the creator passes the fd to anyone; the fd's passage over
 //      the control socket orders those writes before any other process's reads. Every
-//      identity field, and the name, is covered by header_checksum. Unused bytes are zero.
+//      identity field, the name and the daemon socket are covered by header_checksum. Unused
+//      bytes are zero.
 //
 // ## TablePage and TableSlot (the reader table: the daemon writes, the producer reads)
 //
@@ -232,9 +244,13 @@ inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", littl
 // v6: the uid that claimed each reader slot (named cursors belong to a user).
 // v7: the wait file became the daemon's reader table plus a page per reader: a reader writes
 //     only its own page; the room-wait words and stall_limit_ms moved into the segment header.
-inline constexpr uint32_t kLayoutVersion = 7;
+// v8: the authenticator (a keyed MAC: a restarted daemon adopts only what it made) and the
+//     daemon's socket path (what `shmstream gc` asks) in the header.
+inline constexpr uint32_t kLayoutVersion = 8;
 inline constexpr uint32_t kHeaderSize = 4096;
 inline constexpr uint32_t kMaxNameLength = 255;
+inline constexpr uint32_t kMaxSocketPathLength = 107;  // sockaddr_un's sun_path, less its NUL
+inline constexpr size_t kAuthenticatorSize = 16;
 inline constexpr size_t kCacheLine = 64;
 
 // SegmentHeader::flags.
@@ -280,7 +296,8 @@ struct alignas(kHeaderSize) SegmentHeader {
   uint64_t origin_offset;
   uint32_t resume_grace_ms;
   uint32_t stall_limit_ms;
-  uint64_t reserved1_[3];
+  std::byte authenticator[kAuthenticatorSize];
+  uint64_t reserved1_;
   uint64_t header_checksum;  // the last identity word: covers everything before it
 
   // Producer's hot line: written on every commit, read by every reader.
@@ -300,6 +317,7 @@ struct alignas(kHeaderSize) SegmentHeader {
   std::atomic<uint64_t> stalled_since_ns;
 
   alignas(kCacheLine) char name[kMaxNameLength + 1];
+  char daemon_socket[kMaxSocketPathLength + 1];
 };
 
 static_assert(sizeof(SegmentHeader) == kHeaderSize);
@@ -318,6 +336,7 @@ static_assert(offsetof(SegmentHeader, boot_id) == 64);
 static_assert(offsetof(SegmentHeader, origin_offset) == 80);
 static_assert(offsetof(SegmentHeader, resume_grace_ms) == 88);
 static_assert(offsetof(SegmentHeader, stall_limit_ms) == 92);
+static_assert(offsetof(SegmentHeader, authenticator) == 96);
 static_assert(offsetof(SegmentHeader, header_checksum) == 120);
 static_assert(offsetof(SegmentHeader, committed_length) == 128);
 static_assert(offsetof(SegmentHeader, wait_word) == 136);
@@ -330,6 +349,7 @@ static_assert(offsetof(SegmentHeader, space_wanted) == 256);
 static_assert(offsetof(SegmentHeader, space_word) == 264);
 static_assert(offsetof(SegmentHeader, stalled_since_ns) == 272);
 static_assert(offsetof(SegmentHeader, name) == 320);
+static_assert(offsetof(SegmentHeader, daemon_socket) == 576);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 // The futex syscall operates on the 32-bit word itself.
@@ -434,8 +454,8 @@ inline constexpr uint64_t table_file_size(uint32_t max_readers) {
   return kTablePageSize + uint64_t{max_readers} * kTableSlotSize;
 }
 
-// FNV-1a over the identity fields [0, header_checksum) and the name: detects a corrupt or
-// foreign header.
+// FNV-1a over the identity fields [0, header_checksum), the name and the daemon socket: detects
+// a corrupt header (not a forged one: that is the authenticator's job, authenticator.hpp).
 uint64_t header_checksum(const SegmentHeader& header);
 
 // ---------------------------------------------------------------------------------------------

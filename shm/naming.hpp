@@ -23,6 +23,9 @@ std::string instance_tag(std::string_view socket_path);
 std::string segment_file_name(std::string_view instance, uint64_t stream_id);
 // "shmstream.<instance>." — the prefix of all of one daemon's segment files.
 std::string segment_file_prefix(std::string_view instance);
+// What a daemon did not adopt (a forged, corrupt, other-version, duplicate or orphaned file) is
+// renamed "shmstream-quarantine.<file>.<reason>" beside where it was.
+inline constexpr const char* kQuarantinePrefix = "shmstream-quarantine.";
 
 // $SHMSTREAM_SOCKET, else $XDG_RUNTIME_DIR/shmstream/control.sock, else
 // /tmp/shmstream-<uid>/control.sock.

@@ -39,7 +39,8 @@ uint64_t header_checksum(const SegmentHeader& header) {
   uint64_t hash = 0xcbf29ce484222325ULL;
   hash = fnv1a(hash, &header, offsetof(SegmentHeader, header_checksum));
   size_t name_length = std::min<size_t>(header.name_length, kMaxNameLength);
-  return fnv1a(hash, header.name, name_length);
+  hash = fnv1a(hash, header.name, name_length);
+  return fnv1a(hash, header.daemon_socket, sizeof(header.daemon_socket));
 }
 
 const char* state_name(StreamState state) {
@@ -61,6 +62,11 @@ Status format_segment(int fd, const SegmentParams& params) {
     return Status(ErrorCode::kInvalidArgument,
                   fmt::format("stream name of {} bytes: must be 1 to {}", params.name.size(),
                               kMaxNameLength));
+  }
+  if (params.daemon_socket.size() > kMaxSocketPathLength) {
+    return Status(ErrorCode::kInvalidArgument,
+                  fmt::format("daemon socket path of {} bytes: the limit is {}",
+                              params.daemon_socket.size(), kMaxSocketPathLength));
   }
   uint64_t ring = ring_capacity_for(params.ring_capacity);
   if (params.ring_capacity > kMaxRingCapacity) {
@@ -111,6 +117,11 @@ Status format_segment(int fd, const SegmentParams& params) {
   header->flags =
       (params.records ? kFlagRecords : 0) | (params.block_when_full ? kFlagBlockWhenFull : 0);
   std::memcpy(header->name, params.name.data(), params.name.size());
+  std::memcpy(header->daemon_socket, params.daemon_socket.data(), params.daemon_socket.size());
+  if (params.key != nullptr) {
+    const auto mac = header_authenticator(*header, *params.key);
+    std::memcpy(header->authenticator, mac.data(), mac.size());
+  }
   header->header_checksum = header_checksum(*header);
   // Relaxed: the fd's hand-over (a socket message) publishes these to other processes.
   header->committed_length.store(0, std::memory_order_relaxed);
@@ -393,6 +404,47 @@ void Segment::reset() {
 }
 
 std::string Segment::describe() const { return fmt::format("stream \"{}\"", name()); }
+
+Result<KeptPrefix> keep_intact_prefix(int fd) {
+  struct stat st {};
+  if (fstat(fd, &st) != 0) return from_errno(errno, "fstat");
+  const auto size = static_cast<uint64_t>(st.st_size);
+  if (!S_ISREG(st.st_mode) || size < kHeaderSize) return truncated_header(size);
+  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) return from_errno(errno, "mapping the segment");
+  // The file may shrink again while it is read: every access below is guarded.
+  FaultGuard guard(base, size, PROT_READ | PROT_WRITE);
+  auto* header = static_cast<SegmentHeader*>(base);
+  const auto* data = static_cast<const std::byte*>(base) + kHeaderSize;
+  const uint64_t held = size - kHeaderSize;
+  Result<KeptPrefix> out = Status(ErrorCode::kCorrupt, "a ring cannot be cut to its intact part");
+  if (header->ring_capacity == 0 && load_oldest(*header) == 0) {
+    const uint64_t committed = load_committed(*header);
+    uint64_t keep = std::min(committed, held);
+    if ((header->flags & kFlagRecords) != 0) {
+      // Only whole records: walk the frames from the start (a frame that is not one ends it).
+      uint64_t at = 0;
+      while (at + sizeof(RecordHeader) <= keep) {
+        RecordHeader frame{};
+        std::memcpy(&frame, data + at, sizeof(frame));
+        const uint64_t next = at + record_frame_size(frame.length);
+        if (frame.check != ~frame.length || next > keep) break;
+        at = next;
+      }
+      keep = at;
+    }
+    // Release: the header claims no byte the file lacks (readers acquire committed first).
+    header->data_file_size.store(std::min(held, header->max_data_size), std::memory_order_release);
+    header->committed_length.store(keep, std::memory_order_release);
+    end_stream(*header, StreamState::kAborted);
+    out = KeptPrefix{keep, committed - keep};
+  }
+  const bool faulted = guard.faulted();
+  guard.reset();
+  munmap(base, size);
+  if (faulted) return Status(ErrorCode::kCorrupt, "the file shrank again while being cut");
+  return out;
+}
 
 bool end_stream(SegmentHeader& header, StreamState to) {
   uint32_t current = header.state.load(std::memory_order_relaxed);

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "shm/authenticator.hpp"
 #include "shm/fault_guard.hpp"
 #include "shm/layout.hpp"
 #include "shmstream/status.hpp"
@@ -38,9 +39,11 @@ struct SegmentParams {
   uint64_t stream_id = 0;
   uint32_t producer_pid = 0;
   uint32_t producer_uid = 0;
-  uint64_t origin_offset = 0;    // see layout.hpp
-  uint32_t resume_grace_ms = 0;  // see layout.hpp
-  uint32_t stall_limit_ms = 0;   // see layout.hpp (block rings)
+  uint64_t origin_offset = 0;      // see layout.hpp
+  uint32_t resume_grace_ms = 0;    // see layout.hpp
+  uint32_t stall_limit_ms = 0;     // see layout.hpp (block rings)
+  std::string daemon_socket;       // see layout.hpp; at most kMaxSocketPathLength bytes
+  const DaemonKey* key = nullptr;  // the daemon's: signs the header (null: zero authenticator)
 };
 
 // Makes an empty file (fd open read-write) a fresh, open segment with no data. A ring's data
@@ -116,6 +119,16 @@ class Segment {
 // state but kCancelled -> kCancelled.
 // Wakes every reader. Returns false when the state did not allow it (already ended).
 bool end_stream(SegmentHeader& header, StreamState to);
+// A segment whose file lost its tail (a full disk at write-back, a truncation by hand): an
+// unbounded stream's header is made to claim only what the file still holds, its committed
+// length lowered to the end of the last whole record within it (records streams) and the stream
+// ended as aborted, so that the intact prefix stays readable. Only for a stream nobody writes
+// (the daemon's adoption). kCorrupt when the file cannot be cut so (a ring, no header).
+struct KeptPrefix {
+  uint64_t kept = 0;  // committed bytes still readable
+  uint64_t lost = 0;  // committed bytes the file no longer held
+};
+Result<KeptPrefix> keep_intact_prefix(int fd);
 // Wakes every reader sleeping on the stream's wait word (and a producer waiting for room):
 // release fetch_add of wait_word, then FUTEX_WAKE.
 void wake_readers(SegmentHeader& header);

@@ -125,7 +125,7 @@ TEST_F(RegistryTest, ForcedRemovalCancels) {
   EXPECT_EQ(registry.remove("never", true, peer_).code(), ErrorCode::kNotFound);
 }
 
-TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
+TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndQuarantinesCorruptFiles) {
   pid_t dead = fork();
   if (dead == 0) _exit(0);
   ASSERT_EQ(waitpid(dead, nullptr, 0), dead);  // a pid that no longer runs
@@ -149,8 +149,12 @@ TEST_F(RegistryTest, RestartAdoptsSegmentsAbortsOrphansAndUnlinksCorruptFiles) {
   EXPECT_EQ(list[0].state, shm::StreamState::kOpen);
   EXPECT_EQ(list[1].name, "orphan");
   EXPECT_EQ(list[1].state, shm::StreamState::kAborted);
+  // Not adopted, and not deleted either: moved aside, whole.
   EXPECT_FALSE(std::filesystem::exists(junk));
-  EXPECT_EQ(files(), 4u);  // two segments, two reader tables: kept and reused
+  std::string aside = config_.segment_dir + "/" + shm::kQuarantinePrefix +
+                      shm::segment_file_prefix(config_.instance) + "junk.truncated";
+  EXPECT_EQ(std::filesystem::file_size(aside), 7u);
+  EXPECT_EQ(files(), 5u);  // two segments, two reader tables (kept, reused), the one aside
 }
 
 TEST_F(RegistryTest, NamedCursorsAreHeldByOneLiveReaderAndOutliveIt) {

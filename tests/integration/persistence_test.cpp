@@ -5,10 +5,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
+#include "shm/authenticator.hpp"
 #include "shm/layout.hpp"
 #include "shmstream/client.hpp"
 #include "support/harness.hpp"
@@ -150,6 +153,12 @@ TEST_F(Persistence, AfterARebootAnOpenStreamIsAbortedEvenIfItsProducerPidIsAlive
       mmap(nullptr, shm::kHeaderSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
   ASSERT_NE(header, MAP_FAILED);
   std::fill(std::begin(header->boot_id), std::end(header->boot_id), std::byte{0x5a});
+  // ... and signed again with the daemon's key, as that daemon would have signed it.
+  shm::DaemonKey key;
+  std::ifstream key_file(daemon_.persist_dir() + "/daemon.key", std::ios::binary);
+  ASSERT_TRUE(key_file.read(reinterpret_cast<char*>(key.bytes.data()), key.bytes.size()));
+  const auto mac = shm::header_authenticator(*header, key);
+  std::memcpy(header->authenticator, mac.data(), mac.size());
   header->header_checksum = shm::header_checksum(*header);
   munmap(header, shm::kHeaderSize);
   ::close(fd);
