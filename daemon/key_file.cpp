@@ -65,8 +65,8 @@ Result<shm::DaemonKey> load_or_make_key(int dir_fd, const std::string& name,
   }
   std::string temp = fmt::format("{}.new.{}", name, getpid());
   unlinkat(dir_fd, temp.c_str(), 0);  // ours, if an earlier daemon of this pid died here
-  kj::AutoCloseFd fd(openat(dir_fd, temp.c_str(),
-                            O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  kj::AutoCloseFd fd(
+      openat(dir_fd, temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (fd.get() < 0) return from_errno(errno, fmt::format("making key file {}", shown));
   bool written = fchmod(fd.get(), 0600) == 0 &&
                  write(fd.get(), fresh.bytes.data(), fresh.bytes.size()) ==
