@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -314,11 +315,20 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   }
   stream->segment_path = (stream->directory.empty() ? config_.segment_dir : stream->directory) +
                          "/" + stream->file_name;
+  // Locked at once, before its header is written: `shmstream gc` skips a file whose header is
+  // not complete yet, and cannot take the lock of one that is.
   kj::AutoCloseFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
                             O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd.get() < 0) return from_errno(errno, what + ": creating segment");
+  auto forget = [&] { unlinkat(stream->dir_fd, stream->file_name.c_str(), 0); };
+  stream->lock_fd = kj::AutoCloseFd(reopen(fd.get(), O_RDONLY));
+  if (stream->lock_fd.get() < 0 || flock(stream->lock_fd.get(), LOCK_SH | LOCK_NB) != 0) {
+    Status s = from_errno(errno, what + ": locking the new segment");
+    forget();
+    return s;
+  }
   if (Status s = give_to_owner(fd.get(), *stream, file_mode(create.mode), what); !s.ok()) {
-    unlinkat(stream->dir_fd, stream->file_name.c_str(), 0);
+    forget();
     return s;
   }
   shm::SegmentParams params;

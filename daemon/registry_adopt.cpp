@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,6 +120,14 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
       quarantine(dir_fd, directory, file, "not-regular", "not a regular file");
       continue;
     }
+    // Shared, as a serving daemon holds it; refused only while `shmstream gc` holds it
+    // exclusive, to remove the file.
+    kj::AutoCloseFd lock(::open(("/proc/self/fd/" + std::to_string(fd.get())).c_str(),
+                                O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (lock.get() < 0 || flock(lock.get(), LOCK_SH | LOCK_NB) != 0) {
+      spdlog::warn("{}: locked by shmstream gc (being removed): not adopted", file);
+      continue;
+    }
     alignas(shm::SegmentHeader) std::byte raw[sizeof(shm::SegmentHeader)];
     if (pread(fd.get(), raw, sizeof(raw), 0) != static_cast<ssize_t>(sizeof(raw))) {
       quarantine(dir_fd, directory, file, "truncated",
@@ -158,6 +167,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
     stream->directory = directory;
     stream->segment_path = (directory.empty() ? config_.segment_dir : directory) + "/" + file;
     stream->segment = std::move(segment).value();
+    stream->lock_fd = kj::mv(lock);
     // Ownership and mode live in the file itself.
     stream->owner = Owner{st.st_uid, st.st_gid, mode_of_file(st.st_mode)};
     if (live_.count(stream->name) != 0 ||

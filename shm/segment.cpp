@@ -436,7 +436,13 @@ Result<KeptPrefix> keep_intact_prefix(int fd) {
     // Release: the header claims no byte the file lacks (readers acquire committed first).
     header->data_file_size.store(std::min(held, header->max_data_size), std::memory_order_release);
     header->committed_length.store(keep, std::memory_order_release);
-    end_stream(*header, StreamState::kAborted);
+    if (keep < committed) {
+      // It did not end where it says: readers must not see a clean end. Release, as
+      // end_stream(); a closed state is replaced only here, before any reader maps the file.
+      header->state.store(static_cast<uint32_t>(StreamState::kAborted), std::memory_order_release);
+    } else {
+      end_stream(*header, StreamState::kAborted);  // an open stream with no producer
+    }
     out = KeptPrefix{keep, committed - keep};
   }
   const bool faulted = guard.faulted();

@@ -122,7 +122,8 @@ bool end_stream(SegmentHeader& header, StreamState to);
 // A segment whose file lost its tail (a full disk at write-back, a truncation by hand): an
 // unbounded stream's header is made to claim only what the file still holds, its committed
 // length lowered to the end of the last whole record within it (records streams) and the stream
-// ended as aborted, so that the intact prefix stays readable. Only for a stream nobody writes
+// ended as aborted (even if it was closed: its readers must not see a clean end where it did
+// not end), so that the intact prefix stays readable. Only for a stream nobody writes
 // (the daemon's adoption). kCorrupt when the file cannot be cut so (a ring, no header).
 struct KeptPrefix {
   uint64_t kept = 0;  // committed bytes still readable

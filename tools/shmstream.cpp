@@ -41,8 +41,13 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::vector<Command> commands = {add_write(app, command), add_cat(app), add_ls(app),
-                                   add_stat(app),           add_top(app), add_rm(app)};
+  std::vector<Command> commands = {add_write(app, command),
+                                   add_cat(app),
+                                   add_ls(app),
+                                   add_stat(app),
+                                   add_top(app),
+                                   add_rm(app),
+                                   add_gc(app)};
   for (auto& bridge : add_bridge(app)) commands.push_back(std::move(bridge));
   try {
     app.parse(static_cast<int>(args.size()), args.data());
@@ -59,6 +64,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (chosen->prepare) chosen->prepare();
+  if (chosen->run_alone) return chosen->run_alone();
   shmstream::ClientOptions options;
   options.socket_path = socket;
   options.autostart = !no_autostart;

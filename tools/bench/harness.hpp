@@ -34,8 +34,9 @@ struct Options {
   size_t chunk = 64 << 10;      // append / write size
   uint64_t ring = 4 << 20;      // ring capacity of the throughput streams (0 = unbounded)
   int latency_samples = 20000;
-  std::string socket;  // the private daemon's
-  std::string dump;    // if set, latency samples are written here (for tools/bench/plot)
+  std::string socket;       // the private daemon's
+  std::string segment_dir;  // the private daemon's --segment-dir (empty: its default)
+  std::string dump;         // if set, latency samples are written here (for tools/bench/plot)
 };
 
 [[noreturn]] inline void die(const std::string& message) {

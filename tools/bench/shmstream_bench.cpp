@@ -35,29 +35,69 @@
 namespace shmstream::bench {
 namespace {
 // ---------------------------------------------------------------------------------------------
-// A private daemon for the run.
+// A private daemon for the run, gone with the run however it ends: a failure (die() exits)
+// stops it through atexit, a signal through the handler below, the bench's own death through
+// PR_SET_PDEATHSIG; --ephemeral makes it remove its streams as it stops. What a SIGKILL of both
+// leaves, `shmstream gc` removes.
 
-pid_t start_daemon(Options& o, std::string& dir) {
-  char tmpl[] = "/tmp/shmstream-bench-XXXXXX";
-  if (mkdtemp(tmpl) == nullptr) die("mkdtemp");
-  dir = tmpl;
-  o.socket = dir + "/ctl.sock";
+pid_t g_daemon = -1;
+pid_t g_bench = -1;  // the process that started it: a forked child that exits leaves it alone
+char g_dir[64] = {};
+
+// Async-signal-safe: the daemon stopped, then the files it keeps beside its socket removed.
+void stop_daemon() {
+  if (getpid() != g_bench) return;
+  if (g_daemon > 0) {
+    kill(g_daemon, SIGTERM);
+    waitpid(g_daemon, nullptr, 0);
+    g_daemon = -1;
+  }
+  if (g_dir[0] != '\0') {
+    int dir = open(g_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (const char* file : {"ctl.sock", "ctl.sock.lock", "ctl.sock.log", "ctl.sock.key"}) {
+      if (dir >= 0) unlinkat(dir, file, 0);
+    }
+    if (dir >= 0) close(dir);
+    rmdir(g_dir);
+    g_dir[0] = '\0';
+  }
+}
+
+void stop_on_signal(int signo) {
+  stop_daemon();
+  signal(signo, SIG_DFL);
+  raise(signo);
+}
+
+pid_t start_daemon(Options& o) {
+  std::strcpy(g_dir, "/tmp/shmstream-bench-XXXXXX");
+  if (mkdtemp(g_dir) == nullptr) die("mkdtemp");
+  o.socket = std::string(g_dir) + "/ctl.sock";
   std::string daemon =
       (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "shmstreamd").string();
   int ready[2];
   if (pipe(ready) != 0) die("pipe");
+  std::vector<std::string> args = {"shmstreamd", "--foreground", "--ephemeral", "--socket",
+                                   o.socket, "--ready-fd", "3", "--log-level", "warn",
+                                   // The control scenario holds 10,000 streams at once.
+                                   "--max-streams-per-user", "20000"};
+  if (!o.segment_dir.empty()) args.insert(args.end(), {"--segment-dir", o.segment_dir});
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     close(ready[0]);
     dup2(ready[1], 3);
-    // --ephemeral: however the bench ends (its death sends the daemon SIGTERM), the daemon
-    // removes every stream it made.
-    execl(daemon.c_str(), "shmstreamd", "--foreground", "--ephemeral", "--socket", o.socket.c_str(),
-          "--ready-fd", "3", "--log-level", "warn", nullptr);
+    execv(daemon.c_str(), argv.data());
     _exit(127);
   }
   close(ready[1]);
+  g_daemon = pid;
+  g_bench = getpid();
+  std::atexit(stop_daemon);
+  for (int signo : {SIGINT, SIGTERM, SIGHUP}) signal(signo, stop_on_signal);
   char byte;
   if (read(ready[0], &byte, 1) != 1) die("could not start " + daemon);
   close(ready[0]);
@@ -82,6 +122,8 @@ int main(int argc, char** argv) {
                  "Ring capacity of the throughput streams, in bytes (0: unbounded streams)")
       ->capture_default_str();
   app.add_option("--dump", o.dump, "Write latency samples (ns) to this directory, for plots");
+  app.add_option("--segment-dir", o.segment_dir,
+                 "Segment directory of the bench's private daemon (default: its default)");
   app.add_option(
       "--scenario", only,
       "Run only these: throughput, fanout, cli, records, cursor, idle, latency, spin, event_loop, "
@@ -93,8 +135,7 @@ int main(int argc, char** argv) {
     o.repeat = 3;
   }
   signal(SIGPIPE, SIG_IGN);
-  std::string dir;
-  pid_t daemon = start_daemon(o, dir);
+  start_daemon(o);
   // In this order; --scenario picks some.
   const std::pair<const char*, void (*)(const Options&)> scenarios[] = {
       {"throughput", scenario_throughput},
@@ -113,8 +154,6 @@ int main(int argc, char** argv) {
   for (const auto& [name, run] : scenarios) {
     if (only.empty() || std::find(only.begin(), only.end(), name) != only.end()) run(o);
   }
-  kill(daemon, SIGTERM);
-  waitpid(daemon, nullptr, 0);
-  std::filesystem::remove_all(dir);
+  stop_daemon();
   return 0;
 }

@@ -16,6 +16,7 @@ Command add_ls(CLI::App& app);
 Command add_stat(CLI::App& app);
 Command add_top(CLI::App& app);
 Command add_rm(CLI::App& app);
+Command add_gc(CLI::App& app);
 // `bridge out` and `bridge in`, under `bridge`.
 std::vector<Command> add_bridge(CLI::App& app);
 

@@ -30,6 +30,8 @@ struct Command {
   std::function<void()> prepare;
   // Runs the command with a connected client; returns the exit code.
   std::function<int(shmstream::Client&)> run;
+  // Instead of run: a command that needs no daemon (gc).
+  std::function<int()> run_alone;
 };
 
 // Prints "shmstream: <message>" (ending a progress line first) and exits with status 1.
