@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -165,6 +166,17 @@ int main(int argc, char** argv) {
   app.add_option("--max-streams-per-user", max_streams_per_user,
                  "Live streams one user may have created")
       ->capture_default_str();
+  std::string max_bytes_per_user_text = "50%";
+  app.add_option("--max-bytes-per-user", max_bytes_per_user_text,
+                 "Memory one user's in-memory streams may take: bytes, or a percentage of the "
+                 "segment directory's file system; 0: no limit. Root and the daemon's own user "
+                 "are not limited")
+      ->capture_default_str();
+  std::string reserve_text = "5%";
+  app.add_option("--reserve-bytes", reserve_text,
+                 "Free space on the segment file system that no limited user's new stream may "
+                 "take, in bytes or a percentage of the file system")
+      ->capture_default_str();
   shmstream::daemon::ServerLimits limits;
   app.add_option("--max-connections-per-user", limits.max_connections_per_user,
                  "Control connections one user may hold open at once")
@@ -293,13 +305,35 @@ int main(int argc, char** argv) {
   config.default_max_readers = default_max_readers;
   config.max_ring_capacity = max_ring_bytes;
   config.max_streams_per_user = max_streams_per_user;
+  {
+    // Shares of the segment file system, as it is now.
+    struct statvfs fs {};
+    const uint64_t total = statvfs(segment_dir.c_str(), &fs) == 0
+                               ? static_cast<uint64_t>(fs.f_blocks) * fs.f_frsize
+                               : 0;
+    auto parse = [&](const std::string& text, const char* option) -> uint64_t {
+      char* end = nullptr;
+      unsigned long long value = std::strtoull(text.c_str(), &end, 10);
+      if (end == text.c_str() || (*end != '\0' && std::strcmp(end, "%") != 0) ||
+          (*end == '%' && value > 100)) {
+        die(std::string(option) + ": \"" + text +
+            "\" is neither a number of bytes nor a percentage");
+      }
+      return *end == '%' ? total / 100 * value : value;
+    };
+    config.max_bytes_per_user = parse(max_bytes_per_user_text, "--max-bytes-per-user");
+    config.reserve_bytes = parse(reserve_text, "--reserve-bytes");
+  }
   try {
     shmstream::daemon::Registry registry(config);
     {
       shmstream::daemon::Server server(io, registry, listen_fd, limits);
-      spdlog::info("serving {} (pid {}{}, segments in {} as {}*)", socket_path, getpid(),
-                   activated_fd >= 0 ? ", socket from systemd" : "", segment_dir,
-                   shmstream::shm::segment_file_prefix(config.instance));
+      spdlog::info(
+          "serving {} (pid {}{}, segments in {} as {}*; {} bytes per user, {} in "
+          "reserve)",
+          socket_path, getpid(), activated_fd >= 0 ? ", socket from systemd" : "", segment_dir,
+          shmstream::shm::segment_file_prefix(config.instance), config.max_bytes_per_user,
+          config.reserve_bytes);
       if (ready_fd >= 0) {
         char byte = 1;
         if (write(ready_fd, &byte, 1) != 1) spdlog::warn("--ready-fd: {}", std::strerror(errno));

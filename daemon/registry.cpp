@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -244,6 +245,77 @@ void Registry::unlink_files(const Stream& stream) {
   closedir(listing);
 }
 
+uint64_t Registry::memory_held_by(uid_t uid) const {
+  uint64_t bytes = 0;
+  auto add = [&](const Stream& stream) {
+    struct stat st {};
+    if (stream.owner.uid == uid && stream.directory.empty() && stream.segment.valid() &&
+        fstat(stream.segment.fd(), &st) == 0) {
+      bytes += static_cast<uint64_t>(st.st_blocks) * 512;
+    }
+  };
+  for (const auto& [name, stream] : live_) add(*stream);
+  for (const auto& stream : removing_) add(*stream);
+  return bytes;
+}
+
+Status Registry::may_take_memory(const std::string& name, const CreateParams& create, uid_t uid,
+                                 uint64_t* max_bytes) const {
+  // What the new stream takes at once: a ring all of its capacity, else its header.
+  const uint64_t now = shm::kHeaderSize + shm::ring_capacity_for(create.ring_capacity);
+  if (config_.max_bytes_per_user != 0) {
+    const uint64_t held = memory_held_by(uid);
+    if (held + now > config_.max_bytes_per_user) {
+      return Status(ErrorCode::kLimitExceeded,
+                    fmt::format("stream \"{}\": uid {} holds {} bytes of memory in streams; {} "
+                                "more would pass its quota of {} (shmstreamd "
+                                "--max-bytes-per-user)",
+                                name, uid, held, now, config_.max_bytes_per_user));
+    }
+    // No one stream may grow past the whole quota (the daemon checks the sum as they grow).
+    *max_bytes = std::min(*max_bytes, config_.max_bytes_per_user);
+  }
+  struct statvfs fs {};
+  if (config_.reserve_bytes != 0 && fstatvfs(dir_fd_.get(), &fs) == 0) {
+    const uint64_t free = static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize;
+    if (free < now + config_.reserve_bytes) {
+      return Status(ErrorCode::kNoSpace,
+                    fmt::format("stream \"{}\": {} has {} bytes free, and {} are kept in "
+                                "reserve for everyone (shmstreamd --reserve-bytes)",
+                                name, config_.segment_dir, free, config_.reserve_bytes));
+    }
+  }
+  return Status();
+}
+
+size_t Registry::enforce_byte_quotas() {
+  if (config_.max_bytes_per_user == 0) return 0;
+  std::map<uid_t, uint64_t> held;
+  for (const auto& [name, stream] : live_) {
+    uid_t uid = stream->owner.uid;
+    if (uid != 0 && uid != geteuid() && stream->directory.empty() && held.count(uid) == 0) {
+      held[uid] = memory_held_by(uid);
+    }
+  }
+  size_t aborted = 0;
+  for (const auto& [uid, bytes] : held) {
+    if (bytes <= config_.max_bytes_per_user) continue;
+    for (const auto& [name, stream] : live_) {
+      shm::SegmentHeader& h = stream->segment.mutable_header();
+      if (stream->owner.uid != uid || !stream->directory.empty() || h.ring_capacity != 0 ||
+          !shm::end_stream(h, shm::StreamState::kAborted)) {
+        continue;
+      }
+      ++aborted;
+      spdlog::warn(
+          "stream \"{}\": aborted: uid {} holds {} bytes of memory in streams, past "
+          "its quota of {} (shmstreamd --max-bytes-per-user)",
+          name, uid, bytes, config_.max_bytes_per_user);
+    }
+  }
+  return aborted;
+}
+
 Result<ProducerAccess> Registry::create(const std::string& name, const CreateParams& create,
                                         const Peer& peer) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
@@ -271,6 +343,10 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
             "daemon allows (shmstreamd --max-streams-per-user)",
             name, peer.uid, owned + held,
             held == 0 ? std::string() : fmt::format(" ({} of them removed but still held)", held)));
+  }
+  const bool in_memory = !create.persistent && create.directory.empty();
+  if (in_memory && peer.uid != 0 && peer.uid != geteuid()) {
+    if (Status s = may_take_memory(name, create, peer.uid, &max_bytes); !s.ok()) return s;
   }
   if (create.ring_capacity > config_.max_ring_capacity) {
     return Status(ErrorCode::kInvalidArgument,

@@ -40,6 +40,11 @@ struct RegistryConfig {
   uint32_t default_max_readers = shm::kDefaultMaxReaders;
   // Live streams one user may have created (removed ones still held do not count).
   uint32_t max_streams_per_user = 4096;
+  // Memory (in-memory streams' allocated bytes, removed-but-held ones included) one user's
+  // streams may take; 0 = no limit. Root and the daemon's own user are not limited.
+  uint64_t max_bytes_per_user = 0;
+  // Free space on the segment file system that no limited user's new stream may take.
+  uint64_t reserve_bytes = 0;
   // Rings are allocated whole at creation: the largest one a client may ask for.
   uint64_t max_ring_capacity = shm::kMaxRingCapacity;
 };
@@ -269,6 +274,11 @@ class Registry {
   // nothing from now on, and its next read (a cursor: its next open) fails saying so. Called
   // periodically by the server.
   void enforce_stall_limits();
+  // Every user over --max-bytes-per-user (a producer that grew past it since its stream was
+  // made) has its growing in-memory streams aborted. Returns how many.
+  size_t enforce_byte_quotas();
+  // The memory user `uid`'s in-memory streams take now (allocated blocks), held ones included.
+  uint64_t memory_held_by(uid_t uid) const;
   // While shutting down, detached producers do not abort their streams (they keep writing).
   void set_shutting_down() { shutting_down_ = true; }
   // `shmstreamd --ephemeral` exiting: every stream in shared memory is cancelled (its readers
@@ -299,6 +309,10 @@ class Registry {
                                                     uint64_t stream_id) const;
   // Gives a new file to the stream's owner with its mode (the daemon may run as root).
   Status give_to_owner(int fd, const Stream& stream, mode_t bits, const std::string& what) const;
+  // Whether user `uid` may make stream `name` in memory (its quota, the reserve); lowers
+  // *max_bytes to the quota.
+  Status may_take_memory(const std::string& name, const CreateParams& create, uid_t uid,
+                         uint64_t* max_bytes) const;
   // Adopts the streams whose files lie in `dir_fd` (held open by `holder`, if not ours);
   // quarantines the files it does not adopt (registry_adopt.cpp).
   void adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::AutoCloseFd>& holder,

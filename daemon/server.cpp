@@ -402,6 +402,7 @@ kj::Promise<void> Server::watch_stalls() {
   // Every 50 ms: a stall limit is kept to within that.
   return io_.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).then([this]() {
     registry_.enforce_stall_limits();
+    if (++stall_ticks_ % 20 == 0) registry_.enforce_byte_quotas();  // every second
     return watch_stalls();
   });
 }

@@ -86,6 +86,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   static constexpr size_t kMaxRefusedOpen = 64;
   size_t refused_open_ = 0;
   uint64_t next_connection_id_ = 1;
+  uint64_t stall_ticks_ = 0;  // watch_stalls() rounds: byte quotas are checked every 20th
   kj::TaskSet tasks_;
 };
 
