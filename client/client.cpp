@@ -430,12 +430,13 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
   if (!grant.ok()) return grant.status();
   if (!grant->status.ok()) return grant->status;
   std::string described = fmt::format("stream \"{}\"", name);
-  // A producer's segment is its own; a reader's page is the segment's owner's; the reader table
-  // is the daemon's (root, or us for a daemon of our own).
+  // A producer's segment is its own, or root's (the system daemon keeps in-memory streams'
+  // files); a reader's page is the segment's owner's; the reader table is the daemon's (root,
+  // or us for a daemon of our own).
   const bool producer = access == shm::Access::kReadWrite;
   auto owner = received_file_owner(
       grant->fd, described, "segment",
-      producer ? std::vector<uid_t>{geteuid(), getuid()} : std::vector<uid_t>{});
+      producer ? std::vector<uid_t>{geteuid(), getuid(), 0} : std::vector<uid_t>{});
   Status received = owner.status();
   if (owner.ok()) {
     received = received_file_owner(

@@ -79,17 +79,23 @@ Registry::~Registry() = default;
 
 Status Registry::give_to_owner(int fd, const Stream& stream, mode_t bits,
                                const std::string& what) const {
+  // A root daemon keeps the files of in-memory streams itself, in the owner's group: systemd-
+  // logind's RemoveIPC removes a user's files in /dev/shm when they log out, never root's, so it
+  // never takes a stream the daemon serves. The producer reads reader pages through the group.
+  const bool kept = geteuid() == 0 && stream.directory.empty();
+  const uid_t uid = kept ? 0 : stream.owner.uid;
+  if (kept && bits == 0400) bits = 0440;
   struct stat st {};
   if (fstat(fd, &st) != 0) return from_errno(errno, what);
-  if ((st.st_uid != stream.owner.uid || st.st_gid != stream.owner.gid) &&
-      fchown(fd, stream.owner.uid, stream.owner.gid) != 0) {
+  if ((st.st_uid != uid || st.st_gid != stream.owner.gid) &&
+      fchown(fd, uid, stream.owner.gid) != 0) {
     int err = errno;
     return Status(
         ErrorCode::kPermissionDenied,
         fmt::format("{}: this daemon (uid {}) cannot give its files to uid {} gid {}: {}; "
                     "other users need the system-wide daemon (shmstreamd --system), "
                     "which runs as root",
-                    what, geteuid(), stream.owner.uid, stream.owner.gid, std::strerror(err)));
+                    what, geteuid(), uid, stream.owner.gid, std::strerror(err)));
   }
   // Explicit, whatever the daemon's umask.
   if (fchmod(fd, bits) != 0) return from_errno(errno, what + ": setting its mode");

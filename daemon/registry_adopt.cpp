@@ -168,8 +168,10 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
     stream->segment_path = (directory.empty() ? config_.segment_dir : directory) + "/" + file;
     stream->segment = std::move(segment).value();
     stream->lock_fd = kj::mv(lock);
-    // Ownership and mode live in the file itself.
-    stream->owner = Owner{st.st_uid, st.st_gid, mode_of_file(st.st_mode)};
+    // The owner is the signed header's (a root daemon keeps in-memory streams' files itself);
+    // group and mode live in the file, which only the daemon (or the owner) may change.
+    stream->owner = Owner{static_cast<uid_t>(stream->segment.header().producer_uid), st.st_gid,
+                          mode_of_file(st.st_mode)};
     if (live_.count(stream->name) != 0 ||
         file != shm::segment_file_name(config_.instance, stream->id)) {
       quarantine(

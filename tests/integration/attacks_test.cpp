@@ -232,5 +232,24 @@ TEST_F(Attacks, ADirSwappedForASymlinkWhileTheDaemonCreatesNeverReachesARootDire
   third_user_is_served("bob-1");
 }
 
+TEST_F(Attacks, StreamsOfTheSystemDaemonSurviveRemoveIpcWhenTheirOwnerLogsOut) {
+  start_daemon({});
+  auto [status, out] = as(*alice_, "write kept --mode everyone", input_of(100000));
+  ASSERT_EQ(status, 0) << out;
+  // What systemd-logind's RemoveIPC does when Alice's last session ends: every file of hers in
+  // the shared-memory directory goes. The daemon keeps its in-memory streams' files as root.
+  size_t removed = 0;
+  for (const auto& e : fs::directory_iterator(segments_)) {
+    struct stat st {};
+    if (lstat(e.path().c_str(), &st) == 0 && st.st_uid == alice_->uid()) {
+      removed += fs::remove(e.path()) ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(removed, 0u);
+  daemon_->restart();  // and the stream is still there for a daemon that restarts
+  std::tie(status, out) = as(*bob_, "cat kept | wc -c");
+  EXPECT_THAT(out, HasSubstr("100000"));
+}
+
 }  // namespace
 }  // namespace shmstream::test
