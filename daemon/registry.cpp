@@ -403,8 +403,9 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
                             O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (fd.get() < 0) return from_errno(errno, what + ": creating segment");
   auto forget = [&] { unlinkat(stream->dir_fd, stream->file_name.c_str(), 0); };
-  stream->lock_fd = kj::AutoCloseFd(reopen(fd.get(), O_RDONLY));
-  if (stream->lock_fd.get() < 0 || flock(stream->lock_fd.get(), LOCK_SH | LOCK_NB) != 0) {
+  // On this open file description, which the daemon's mapping (stream->segment) keeps; the
+  // producer gets a description of its own (below), so the lock goes with the daemon.
+  if (flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
     Status s = from_errno(errno, what + ": locking the new segment");
     forget();
     return s;
@@ -445,10 +446,16 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   stream->producer_epoch = 1;
   // A persistent stream's new directory entries reach the disk now (its data on close).
   if (!stream->directory.empty()) fsync(stream->dir_fd);
+  kj::AutoCloseFd producer_fd(reopen(fd.get(), O_RDWR));
+  if (producer_fd.get() < 0) {
+    Status s = from_errno(errno, what + ": opening it for its producer");
+    unlink_files(*stream);
+    return s;
+  }
   live_.emplace(name, stream);
   spdlog::info("stream \"{}\": created by pid {} uid {} (segment {})", name, peer.pid, peer.uid,
                stream->file_name);
-  return ProducerAccess{std::move(stream), kj::mv(fd)};
+  return ProducerAccess{std::move(stream), kj::mv(producer_fd)};
 }
 
 Result<ReaderAccess> Registry::open(const std::string& name, const std::string& cursor,

@@ -95,11 +95,11 @@ struct Stream {
   // From the header (set at creation; bounded, should the file say more): 0 = the stream
   // aborts when its producer dies.
   uint32_t resume_grace_ms() const;
-  shm::Segment segment;  // the daemon's read-write mapping of the segment's header page only
-  // A shared flock on the daemon's own open of the segment, held while it serves the stream:
-  // what tells `shmstream gc` (which takes it exclusive before it removes anything) that a live
-  // daemon serves this file. Nobody else holds this open file description.
-  kj::AutoCloseFd lock_fd;
+  // The daemon's read-write mapping of the segment's header page only. Its open file description
+  // (nobody else's: producers and readers get descriptions of their own) holds a shared flock
+  // while the daemon serves the stream: what tells `shmstream gc` (which takes it exclusive
+  // before it removes anything) that a live daemon serves this file.
+  shm::Segment segment;
   shm::ReaderTable table;                     // the daemon's read-write mapping of the reader table
   std::shared_ptr<kj::AutoCloseFd> table_fd;  // the reader table, read-only: for producers
   // The reader page of each slot whose reader has one: its number and the daemon's fd, for

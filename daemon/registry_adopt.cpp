@@ -121,10 +121,8 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
       continue;
     }
     // Shared, as a serving daemon holds it; refused only while `shmstream gc` holds it
-    // exclusive, to remove the file.
-    kj::AutoCloseFd lock(::open(("/proc/self/fd/" + std::to_string(fd.get())).c_str(),
-                                O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-    if (lock.get() < 0 || flock(lock.get(), LOCK_SH | LOCK_NB) != 0) {
+    // exclusive, to remove the file. On the description the daemon's mapping keeps.
+    if (flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
       spdlog::warn("{}: locked by shmstream gc (being removed): not adopted", file);
       continue;
     }
@@ -167,7 +165,6 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
     stream->directory = directory;
     stream->segment_path = (directory.empty() ? config_.segment_dir : directory) + "/" + file;
     stream->segment = std::move(segment).value();
-    stream->lock_fd = kj::mv(lock);
     // The owner is the signed header's (a root daemon keeps in-memory streams' files itself);
     // group and mode live in the file, which only the daemon (or the owner) may change.
     stream->owner = Owner{static_cast<uid_t>(stream->segment.header().producer_uid), st.st_gid,
