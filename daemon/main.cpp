@@ -256,7 +256,12 @@ int main(int argc, char** argv) {
     auto key_dir = persist_dir.empty()
                        ? shmstream::Result<kj::AutoCloseFd>(kj::AutoCloseFd())
                        : shmstream::daemon::open_directory_no_follow(persist_dir, /*create=*/true);
-    if (!key_dir.ok()) die("persistent directory: " + key_dir.status().message());
+    if (!key_dir.ok()) {
+      // Persistent streams will fail with the same reason when asked for; the rest works.
+      spdlog::warn("persistent directory {}: {}; the key is kept beside the socket",
+                   persist_dir, key_dir.status().message());
+      key_dir = kj::AutoCloseFd();
+    }
     const bool beside_socket = key_dir->get() < 0;
     std::string key_name = beside_socket ? socket_name + ".key" : "daemon.key";
     auto loaded = shmstream::daemon::load_or_make_key(

@@ -232,6 +232,54 @@ TEST_F(Attacks, ADirSwappedForASymlinkWhileTheDaemonCreatesNeverReachesARootDire
   third_user_is_served("bob-1");
 }
 
+TEST_F(Attacks, ADirSwappedForASymlinkToAnotherUsersBeforeARestartTouchesNothingOfTheirs) {
+  start_daemon({});
+  // Alice and Bob each keep a persistent stream in a directory of their own.
+  auto own_dir = [&](const TempUser& user, const std::string& name) {
+    std::string parent = dir_ + "/" + name;
+    EXPECT_EQ(mkdir(parent.c_str(), 0755), 0);
+    EXPECT_EQ(chown(parent.c_str(), user.uid(), user.gid()), 0);
+    std::string dir = parent + "/d";
+    EXPECT_EQ(mkdir(dir.c_str(), 0700), 0);
+    EXPECT_EQ(chown(dir.c_str(), user.uid(), user.gid()), 0);
+    return dir;
+  };
+  std::string alices = own_dir(*alice_, "alice");
+  std::string bobs = own_dir(*bob_, "bob");
+  auto [status, out] = as(*alice_, "write a --dir " + alices, input_of(1000));
+  ASSERT_EQ(status, 0) << out;
+  std::tie(status, out) = as(*bob_, "write b --dir " + bobs, input_of(2000));
+  ASSERT_EQ(status, 0) << out;
+  auto listing = [](const std::string& dir) {
+    std::vector<std::string> out;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      struct stat st {};
+      lstat(e.path().c_str(), &st);
+      out.push_back(e.path().filename().string() + " " + std::to_string(st.st_size) + " " +
+                    std::to_string(st.st_uid) + " " + std::to_string(st.st_mode));
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  const auto bobs_before = listing(bobs);
+  // Alice swaps her directory for a symlink to Bob's, then to the segment directory, and waits
+  // for restarts (done here as root on her behalf: she owns the parent, she could).
+  for (const std::string& target : {bobs, segments_}) {
+    daemon_->stop();
+    ASSERT_EQ(rename(alices.c_str(), (alices + ".real").c_str()), 0);
+    ASSERT_EQ(symlink(target.c_str(), alices.c_str()), 0);
+    daemon_->start_again();
+    EXPECT_EQ(listing(bobs), bobs_before);  // nothing of Bob's moved, changed or added
+    std::tie(status, out) = as(*alice_, "stat a");
+    EXPECT_NE(status, 0) << out;  // not adopted through the symlink
+    std::tie(status, out) = as(*bob_, "stat b");
+    EXPECT_THAT(out, HasSubstr("2000"));
+    ASSERT_EQ(unlink(alices.c_str()), 0);
+    ASSERT_EQ(rename((alices + ".real").c_str(), alices.c_str()), 0);
+  }
+  third_user_is_served("bob-1");
+}
+
 TEST_F(Attacks, StreamsOfTheSystemDaemonSurviveRemoveIpcWhenTheirOwnerLogsOut) {
   start_daemon({});
   auto [status, out] = as(*alice_, "write kept --mode everyone", input_of(100000));

@@ -1,6 +1,6 @@
 // Scenario: the control plane. Latency of create, open and close through the daemon, against
 // the floor of any daemon request (a bare request/reply over a Unix socket to another process),
-// and the time to list 10,000 streams, through the API and through `shmstream ls`.
+// and the time to list 4,000 streams, through the API and through `shmstream ls`.
 #include <sys/socket.h>
 
 #include <filesystem>

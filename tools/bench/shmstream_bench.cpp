@@ -54,7 +54,9 @@ void stop_daemon() {
   }
   if (g_dir[0] != '\0') {
     int dir = open(g_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    for (const char* file : {"ctl.sock", "ctl.sock.lock", "ctl.sock.log", "ctl.sock.key"}) {
+    // All it keeps there, and the iceoryx scenario's RouDi configuration.
+    for (const char* file :
+         {"ctl.sock", "ctl.sock.lock", "ctl.sock.log", "ctl.sock.key", "roudi.toml"}) {
       if (dir >= 0) unlinkat(dir, file, 0);
     }
     if (dir >= 0) close(dir);
@@ -77,10 +79,10 @@ pid_t start_daemon(Options& o) {
       (std::filesystem::read_symlink("/proc/self/exe").parent_path() / "shmstreamd").string();
   int ready[2];
   if (pipe(ready) != 0) die("pipe");
-  std::vector<std::string> args = {"shmstreamd", "--foreground", "--ephemeral", "--socket",
-                                   o.socket, "--ready-fd", "3", "--log-level", "warn",
-                                   // The control scenario holds 10,000 streams at once.
-                                   "--max-streams-per-user", "20000"};
+  // The defaults a user's daemon has, but for --ephemeral.
+  std::vector<std::string> args = {"shmstreamd", "--foreground", "--ephemeral",
+                                   "--socket",   o.socket,       "--ready-fd",
+                                   "3",          "--log-level",  "warn"};
   if (!o.segment_dir.empty()) args.insert(args.end(), {"--segment-dir", o.segment_dir});
   std::vector<char*> argv;
   for (auto& arg : args) argv.push_back(arg.data());
