@@ -183,6 +183,10 @@ Result<std::shared_ptr<Connection>> Connection::start(int fd, std::string socket
 
 namespace {
 
+// How a daemon's refusal of a connection over its limits reaches us: the reason of the RPC
+// Abort message it sends before it closes (daemon/server.cpp), as a disconnection.
+constexpr std::string_view kRefusedReason = "remote exception: limit_exceeded: ";
+
 // One RPC connection to a daemon.
 struct Session {
   kj::Own<kj::AsyncCapabilityStream> stream;
@@ -258,10 +262,36 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
     kj::TaskSet tasks(ignore);
     // When the daemon goes away: reconnect, with a growing pause between attempts (the
     // daemon may be restarting), then reattach. Requests meanwhile fail with kUnavailable.
+    // A session that ends within a second of its start (a daemon that dies as it starts) is not
+    // retried at once: the pause doubles, up to a second. A refused one is not retried at all.
     std::function<kj::Promise<void>(kj::Duration)> reconnect;
+    std::function<kj::Promise<void>()> retry_after_disconnect;
+    kj::TimePoint began = io.provider->getTimer().now();
+    kj::Duration retry = 10 * kj::MILLISECONDS;
     std::function<kj::Promise<void>()> watch = [&]() {
-      return sessions.back()->network->onDisconnect().then(
-          [&]() { return reconnect(10 * kj::MILLISECONDS); });
+      return sessions.back()->network->onDisconnect().then([&]() -> kj::Promise<void> {
+        // Refused (its bootstrap broken by the daemon's refusal): not retried. Every call
+        // fails with the refusal, as a connection over a limit should; a new Client retries.
+        return state.control.whenResolved()
+            .then([]() { return false; },
+                  [](kj::Exception&& e) {
+                    return std::string_view(e.getDescription().cStr()).find(kRefusedReason) !=
+                           std::string_view::npos;
+                  })
+            .then([&](bool refused) -> kj::Promise<void> {
+              if (refused) return kj::READY_NOW;
+              return retry_after_disconnect();
+            });
+      });
+    };
+    retry_after_disconnect = [&]() -> kj::Promise<void> {
+      kj::Timer& timer = io.provider->getTimer();
+      if (timer.now() - began >= 1 * kj::SECONDS) {
+        retry = 10 * kj::MILLISECONDS;
+        return reconnect(retry);
+      }
+      retry = std::min(retry * 2, 1000 * kj::MILLISECONDS);
+      return timer.afterDelay(retry).then([&]() { return reconnect(retry); });
     };
     reconnect = [&](kj::Duration pause) -> kj::Promise<void> {
       auto fd = connect_socket(socket_path_, autostart_, daemon_path_);
@@ -270,6 +300,7 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
             [&, pause]() { return reconnect(std::min(pause * 2, 1000 * kj::MILLISECONDS)); });
       }
       sessions.push_back(open_session(io, *fd, state));
+      began = io.provider->getTimer().now();
       reconnections_.fetch_add(1, std::memory_order_relaxed);  // a counter: no data published
       return reattach_all(state).then([&]() { return watch(); });
     };
@@ -361,6 +392,14 @@ void Connection::remember(uint64_t handle, std::optional<Reattach> how) {
 }
 
 Status Connection::exception_status(const char* what, const kj::Exception& e) const {
+  // A daemon closes a connection over its limits once it has said why, in the protocol's Abort
+  // message (daemon/server.cpp): every call on that connection fails with its reason.
+  constexpr std::string_view kRefused = "remote exception: limit_exceeded: ";
+  const std::string_view description = e.getDescription().cStr();
+  if (auto at = description.find(kRefused); at != std::string_view::npos) {
+    return Status(ErrorCode::kLimitExceeded, fmt::format("{} via {}: {}", what, socket_path_,
+                                                         description.substr(at + kRefused.size())));
+  }
   ErrorCode code = e.getType() == kj::Exception::Type::DISCONNECTED ? ErrorCode::kUnavailable
                    : e.getType() == kj::Exception::Type::OVERLOADED ? ErrorCode::kLimitExceeded
                                                                     : ErrorCode::kProtocol;

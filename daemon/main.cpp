@@ -258,8 +258,8 @@ int main(int argc, char** argv) {
                        : shmstream::daemon::open_directory_no_follow(persist_dir, /*create=*/true);
     if (!key_dir.ok()) {
       // Persistent streams will fail with the same reason when asked for; the rest works.
-      spdlog::warn("persistent directory {}: {}; the key is kept beside the socket",
-                   persist_dir, key_dir.status().message());
+      spdlog::warn("persistent directory {}: {}; the key is kept beside the socket", persist_dir,
+                   key_dir.status().message());
       key_dir = kj::AutoCloseFd();
     }
     const bool beside_socket = key_dir->get() < 0;

@@ -1,7 +1,9 @@
 #include "daemon/server.hpp"
 
 #include <capnp/rpc-twoparty.h>
+#include <capnp/rpc.capnp.h>
 #include <capnp/rpc.h>
+#include <capnp/serialize-async.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
@@ -178,24 +180,28 @@ class ReaderImpl final : public proto::Reader::Server {
   ReaderGrant grant_;
 };
 
+// A refused connection, from its refusal to its close.
+struct Refused {
+  kj::Own<kj::AsyncCapabilityStream> stream;
+  capnp::MallocMessageBuilder message{64};
+  char discard[4096];
+};
+
+// Reads and drops what the client of `refused` sends, until it closes its end.
+kj::Promise<void> drain(Refused& refused) {
+  return refused.stream->tryRead(refused.discard, 1, sizeof(refused.discard))
+      .then([&refused](size_t n) -> kj::Promise<void> {
+        if (n == 0) return kj::READY_NOW;
+        return drain(refused);
+      });
+}
+
 }  // namespace
 
 class ControlImpl final : public proto::Control::Server {
  public:
-  // A non-empty `refusal` refuses every request with it (a connection over a limit).
-  ControlImpl(daemon::Server& server, Registry& registry, Peer peer, std::string refusal)
-      : server_(server), registry_(registry), peer_(peer), refusal_(std::move(refusal)) {}
-
-  DispatchCallResult dispatchCall(
-      uint64_t interfaceId, uint16_t methodId,
-      capnp::CallContext<capnp::AnyPointer, capnp::AnyPointer> context) override {
-    if (!refusal_.empty()) {
-      return {kj::Promise<void>(kj::Exception(kj::Exception::Type::OVERLOADED, __FILE__, __LINE__,
-                                              kj::str(refusal_))),
-              false};
-    }
-    return proto::Control::Server::dispatchCall(interfaceId, methodId, context);
-  }
+  ControlImpl(daemon::Server& server, Registry& registry, Peer peer)
+      : server_(server), registry_(registry), peer_(peer) {}
 
   kj::Promise<void> create(CreateContext context) override {
     auto params = context.getParams();
@@ -353,17 +359,15 @@ class ControlImpl final : public proto::Control::Server {
   daemon::Server& server_;
   Registry& registry_;
   Peer peer_;
-  std::string refusal_;
 };
 
 struct Server::Connection {
   Connection(kj::Own<kj::AsyncCapabilityStream> stream_in, Server& server, Registry& registry,
-             Peer peer, capnp::ReaderOptions options, std::string refusal)
+             Peer peer, capnp::ReaderOptions options)
       : stream(kj::mv(stream_in)),
         // One fd per message is enough: clients never need to send us more.
         network(*stream, 1, capnp::rpc::twoparty::Side::SERVER, options),
-        rpc(capnp::makeRpcServer(
-            network, kj::heap<ControlImpl>(server, registry, peer, std::move(refusal)))) {}
+        rpc(capnp::makeRpcServer(network, kj::heap<ControlImpl>(server, registry, peer))) {}
 
   kj::Own<kj::AsyncCapabilityStream> stream;
   capnp::TwoPartyVatNetwork network;
@@ -532,29 +536,38 @@ void Server::serve(int fd) {
         peer.uid, mine);
   }
   if (!refusal.empty()) {
-    // A refused connection counts toward no limit: it answers every request with the refusal
-    // (so that its client can say why) until its client lets go. Past kMaxRefusedOpen of them
-    // at once (a flood), the next are closed at once, unanswered.
+    // Counting toward no limit, and closed as soon as its client has heard why: the refusal goes
+    // out as the RPC protocol's own Abort message (the client's calls fail with it, type
+    // OVERLOADED: limit_exceeded), the daemon's side is shut, and the descriptor closes when the
+    // client closes its end (its request, written meanwhile, is read and dropped) or after 1 s.
+    // Past kMaxRefusedOpen of them at once (a flood), the next are closed unanswered.
     if (refused_open_ >= kMaxRefusedOpen) {
       spdlog::debug("connection from pid {} closed unanswered: {}", peer.pid, refusal);
       return;  // `stream` closes the descriptor
     }
     spdlog::warn("connection from pid {} refused: {}", peer.pid, refusal);
+    auto refused = kj::heap<Refused>();
+    refused->stream = kj::mv(stream);
+    auto abort = refused->message.initRoot<capnp::rpc::Message>().initAbort();
+    abort.setType(capnp::rpc::Exception::Type::OVERLOADED);
+    // The client reads the code from the reason (the protocol passes the type on as
+    // DISCONNECTED): client/connection.cpp, exception_status().
+    abort.setReason(kj::str("limit_exceeded: ", refusal));
     ++refused_open_;
-    auto connection =
-        kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options, std::move(refusal));
-    auto done = connection->network.onDisconnect();
-    tasks_.add(done.then(
-        [this, connection = kj::mv(connection)]() mutable {
-          connection = nullptr;
-          --refused_open_;
-        },
-        [this](kj::Exception&&) { --refused_open_; }));
+    Refused& r = *refused;
+    auto heard = capnp::writeMessage(*r.stream, r.message)
+                     .then([&r]() {
+                       r.stream->shutdownWrite();
+                       return drain(r);
+                     })
+                     .exclusiveJoin(io_.provider->getTimer().afterDelay(1 * kj::SECONDS));
+    tasks_.add(
+        heard.attach(kj::mv(refused))
+            .then([this]() { --refused_open_; }, [this](kj::Exception&&) { --refused_open_; }));
     return;
   }
   ++connections_by_uid_[peer.uid];
-  auto connection =
-      kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options, std::move(refusal));
+  auto connection = kj::heap<Connection>(kj::mv(stream), *this, registry_, peer, options);
   ++connections_;
   spdlog::debug("connection {} from pid {} uid {}", id, peer.pid, peer.uid);
   auto done = connection->network.onDisconnect();

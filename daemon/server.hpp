@@ -83,7 +83,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   size_t connections_ = 0;
   std::map<uid_t, uint32_t> connections_by_uid_;
   // Refused connections, open only to answer why; bounded, and counted apart.
-  static constexpr size_t kMaxRefusedOpen = 64;
+  static constexpr size_t kMaxRefusedOpen = 64;  // refusals being written at once
   size_t refused_open_ = 0;
   uint64_t next_connection_id_ = 1;
   uint64_t stall_ticks_ = 0;  // watch_stalls() rounds: byte quotas are checked every 20th

@@ -179,15 +179,22 @@ TEST_F(FullFileSystem, CreatingAndOpeningWhenFullIsNoSpaceAndTheDaemonServesOn) 
   EXPECT_TRUE(reader.ok()) << reader.status().to_string();
 }
 
-// With a limit of 3 connections: the fourth is refused clearly on every request, the three go
-// on, and once one leaves a new connection is served, though a flood of refused connections is
-// still open (they count toward no limit: they once did, and locked everyone out).
+// With a limit of 3 connections: the fourth is refused clearly and closed at once, the three go
+// on, and once one leaves a new connection is served, though a flood of refused clients still
+// holds its end (refused connections count toward no limit: they once did, and locked everyone
+// out).
 void expect_fourth_connection_refused(const TestDaemon& daemon) {
   std::vector<Client> clients;
   for (int i = 0; i < 3; ++i) {
     clients.push_back(connect_to(daemon));
     ASSERT_TRUE(clients.back().list().ok());
   }
+  const std::string fds = "/proc/" + std::to_string(daemon.pid()) + "/fd";
+  auto daemon_fds = [&] {
+    return std::distance(std::filesystem::directory_iterator(fds),
+                         std::filesystem::directory_iterator());
+  };
+  const auto before = daemon_fds();
   std::vector<Client> flood;
   for (int i = 0; i < 10; ++i) {
     flood.push_back(connect_to(daemon));
@@ -197,11 +204,14 @@ void expect_fourth_connection_refused(const TestDaemon& daemon) {
     EXPECT_NE(refused.status().message().find("too many connections"), std::string::npos);
     EXPECT_EQ(flood.back().create("nope").status().code(), ErrorCode::kLimitExceeded);
   }
+  // The daemon closed each refused connection at once: it holds no descriptor more.
+  EXPECT_TRUE(eventually([&] { return daemon_fds() <= before; }))
+      << daemon_fds() << " descriptors, " << before << " before the refused connections";
   auto producer = clients[0].create("s").value();
   EXPECT_TRUE(clients[1].open("s").ok());
   clients.pop_back();
   ASSERT_TRUE(eventually([&] { return connect_to(daemon).list().ok(); }));
-  EXPECT_EQ(flood.size(), 10u);  // all still open
+  EXPECT_EQ(flood.size(), 10u);  // all still held by their clients
 }
 
 TEST(Limits, AUserOverTheirConnectionLimitIsRefusedClearlyAndOthersAreServed) {
