@@ -25,6 +25,13 @@ inline constexpr size_t kChunk = 1 << 20;  // bytes moved per read/write system 
 
 // One subcommand, registered on the app with its options.
 struct Command {
+  Command(CLI::App* app_in, std::function<void()> prepare_in,
+          std::function<int(shmstream::Client&)> run_in, std::function<int()> run_alone_in = {})
+      : app(app_in),
+        prepare(std::move(prepare_in)),
+        run(std::move(run_in)),
+        run_alone(std::move(run_alone_in)) {}
+
   CLI::App* app = nullptr;
   // Checks that need no daemon, after parsing (may fail()); optional.
   std::function<void()> prepare;

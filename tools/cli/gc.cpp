@@ -96,9 +96,7 @@ Command add_gc(CLI::App& app) {
                  "Directory to clean (repeatable; default /dev/shm). A persistent directory's "
                  "streams count as left behind only when no daemon serves them")
       ->check(CLI::ExistingDirectory);
-  Command command{gc, nullptr, nullptr};
-  command.run_alone = [o] { return run_gc(*o); };
-  return command;
+  return Command{gc, nullptr, nullptr, [o] { return run_gc(*o); }};
 }
 
 }  // namespace shmstream_cli
