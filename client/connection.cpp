@@ -262,14 +262,9 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
     kj::TaskSet tasks(ignore);
     // When the daemon goes away: reconnect, with a growing pause between attempts (the
     // daemon may be restarting), then reattach. Requests meanwhile fail with kUnavailable.
-    // A session that ends within a second of its start (a daemon that dies as it starts) is not
-    // retried at once: the pause doubles, up to a second. A refused one is not retried at all.
     std::function<kj::Promise<void>(kj::Duration)> reconnect;
-    std::function<kj::Promise<void>()> retry_after_disconnect;
-    kj::TimePoint began = io.provider->getTimer().now();
-    kj::Duration retry = 10 * kj::MILLISECONDS;
     std::function<kj::Promise<void>()> watch = [&]() {
-      return sessions.back()->network->onDisconnect().then([&]() -> kj::Promise<void> {
+      return sessions.back()->network->onDisconnect().then([&]() {
         // Refused (its bootstrap broken by the daemon's refusal): not retried. Every call
         // fails with the refusal, as a connection over a limit should; a new Client retries.
         return state.control.whenResolved()
@@ -280,18 +275,9 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
                   })
             .then([&](bool refused) -> kj::Promise<void> {
               if (refused) return kj::READY_NOW;
-              return retry_after_disconnect();
+              return reconnect(10 * kj::MILLISECONDS);
             });
       });
-    };
-    retry_after_disconnect = [&]() -> kj::Promise<void> {
-      kj::Timer& timer = io.provider->getTimer();
-      if (timer.now() - began >= 1 * kj::SECONDS) {
-        retry = 10 * kj::MILLISECONDS;
-        return reconnect(retry);
-      }
-      retry = std::min(retry * 2, 1000 * kj::MILLISECONDS);
-      return timer.afterDelay(retry).then([&]() { return reconnect(retry); });
     };
     reconnect = [&](kj::Duration pause) -> kj::Promise<void> {
       auto fd = connect_socket(socket_path_, autostart_, daemon_path_);
@@ -300,7 +286,6 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
             [&, pause]() { return reconnect(std::min(pause * 2, 1000 * kj::MILLISECONDS)); });
       }
       sessions.push_back(open_session(io, *fd, state));
-      began = io.provider->getTimer().now();
       reconnections_.fetch_add(1, std::memory_order_relaxed);  // a counter: no data published
       return reattach_all(state).then([&]() { return watch(); });
     };

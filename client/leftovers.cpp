@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <kj/io.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -25,20 +26,6 @@ namespace {
 // A daemon locks a new segment before it writes the header; a file without a whole header
 // younger than this is one being made, not a leftover.
 constexpr std::chrono::seconds kBeingMade{60};
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 bool is_hex(std::string_view text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
@@ -122,7 +109,7 @@ const char* to_string(Leftover::Kind kind) {
 }
 
 Result<LeftoverScan> find_leftovers(const std::string& directory) {
-  Fd dir_fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  kj::AutoCloseFd dir_fd(::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir_fd.get() < 0) return from_errno(errno, "directory " + directory);
   int scan_fd = fcntl(dir_fd.get(), F_DUPFD_CLOEXEC, 0);
   DIR* dir = scan_fd >= 0 ? fdopendir(scan_fd) : nullptr;
@@ -158,7 +145,8 @@ Result<LeftoverScan> find_leftovers(const std::string& directory) {
     out.file = file;
     out.side_files = side_files[file];
     side_files.erase(file);
-    Fd fd(openat(dir_fd.get(), file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    kj::AutoCloseFd fd(
+        openat(dir_fd.get(), file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat st {};
     if (fd.get() < 0 && errno != ELOOP) {
       scan.unchecked.push_back(fmt::format("{}/{}: {}", directory, file, std::strerror(errno)));
@@ -204,7 +192,7 @@ Result<LeftoverScan> find_leftovers(const std::string& directory) {
 }
 
 Status remove_leftover(const Leftover& leftover) {
-  Fd dir_fd(::open(leftover.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  kj::AutoCloseFd dir_fd(::open(leftover.directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dir_fd.get() < 0) return from_errno(errno, "directory " + leftover.directory);
   const std::string shown = leftover.directory + "/" + leftover.file;
   auto unlink_one = [&](const std::string& file) -> Status {
@@ -250,7 +238,7 @@ Status remove_leftover(const Leftover& leftover) {
       break;
   }
   // Held exclusive while it goes: a daemon starting now does not adopt it half-removed.
-  Fd fd(
+  kj::AutoCloseFd fd(
       openat(dir_fd.get(), leftover.file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
   struct stat st {};
   if (fd.get() < 0) return from_errno(errno, shown);

@@ -241,14 +241,8 @@ int main(int argc, char** argv) {
   if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     die("another shmstreamd already serves " + socket_path, 3);
   }
-  if (!persist_dir.empty()) {
-    // The daemon's configuration: symlinks in it are resolved once, now.
-    std::error_code canonical_ec;
-    auto absolute = std::filesystem::absolute(persist_dir).lexically_normal();
-    persist_dir = std::filesystem::weakly_canonical(absolute, canonical_ec).string();
-    if (canonical_ec) persist_dir = absolute.string();
-    if (persist_dir.size() > 1 && persist_dir.back() == '/') persist_dir.pop_back();
-  }
+  // The daemon's configuration: symlinks in it are resolved once, now.
+  persist_dir = shmstream::daemon::canonical_own_directory(persist_dir);
   // The secret that signs every segment this daemon makes (what a restart adopts): with the
   // persistent streams, which outlive a reboot, else beside the socket.
   shmstream::shm::DaemonKey key;

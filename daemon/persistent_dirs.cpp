@@ -43,11 +43,18 @@ bool hex_decode(const std::string& hex, std::string* out) {
 
 }  // namespace
 
-PersistentDirectories::PersistentDirectories(const std::string& own) {
+std::string canonical_own_directory(const std::string& path) {
+  if (path.empty()) return path;
   std::error_code ec;
-  own_ = own.empty() ? own : std::filesystem::weakly_canonical(own, ec).string();
-  if (ec) own_ = own;
+  auto absolute = std::filesystem::absolute(path, ec).lexically_normal();
+  std::string out = std::filesystem::weakly_canonical(absolute, ec).string();
+  if (ec) out = absolute.string();
+  if (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
 }
+
+PersistentDirectories::PersistentDirectories(const std::string& own)
+    : own_(canonical_own_directory(own)) {}
 
 Result<kj::AutoCloseFd> open_directory_no_follow(const std::string& path, bool create) {
   if (path.empty() || path[0] != '/') {

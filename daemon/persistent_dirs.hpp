@@ -34,6 +34,10 @@ namespace shmstream::daemon {
 // made (mode 0700).
 Result<kj::AutoCloseFd> open_directory_no_follow(const std::string& path, bool create = false);
 
+// The daemon's own directory as it is configured, made absolute with its symlinks resolved once
+// (the parts that exist), without a trailing '/'; empty stays empty.
+std::string canonical_own_directory(const std::string& path);
+
 class PersistentDirectories {
  public:
   // `own`: the daemon's own directory (its configuration: symlinks in it are resolved once,

@@ -37,15 +37,13 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
                                               stream, name, cursor.reader_pid));
 }
 
-// A read-only descriptor of the file behind `fd` (a fresh open of it, not a dup: the producer
-// it is given cannot write or truncate through it); -1 on failure.
-// A new open file description of the file behind `fd` (not of any name), with `flags`.
+// A new open file description of the file behind `fd` (not of any name), with `flags`: a
+// read-only one given to a producer or reader cannot write or truncate through it, and it
+// shares no flock with the daemon's. -1 on failure.
 int reopen(int fd, int flags) {
   std::string path = "/proc/self/fd/" + std::to_string(fd);
   return ::open(path.c_str(), flags | O_CLOEXEC | O_NONBLOCK);
 }
-
-int reopen_read_only(int fd) { return reopen(fd, O_RDONLY); }
 
 }  // namespace
 
@@ -117,7 +115,7 @@ Status Registry::ensure_reader_table(Stream& stream, bool reuse, uint32_t max_re
                      : shm::ReaderTable::map(fd.get(), stream.id, shm::Access::kReadWrite, what);
     if (table.ok()) {
       stream.table = std::move(table).value();
-      stream.table_fd = std::make_shared<kj::AutoCloseFd>(reopen_read_only(fd.get()));
+      stream.table_fd = std::make_shared<kj::AutoCloseFd>(reopen(fd.get(), O_RDONLY));
       adopt_reader_slots(stream);
       return Status();
     }
@@ -148,7 +146,7 @@ Status Registry::ensure_reader_table(Stream& stream, bool reuse, uint32_t max_re
   auto table = shm::ReaderTable::map(fd.get(), stream.id, shm::Access::kReadWrite, what);
   if (!table.ok()) return table.status();
   stream.table = std::move(table).value();
-  stream.table_fd = std::make_shared<kj::AutoCloseFd>(reopen_read_only(fd.get()));
+  stream.table_fd = std::make_shared<kj::AutoCloseFd>(reopen(fd.get(), O_RDONLY));
   return Status();
 }
 
@@ -299,7 +297,7 @@ size_t Registry::enforce_byte_quotas() {
   std::map<uid_t, uint64_t> held;
   for (const auto& [name, stream] : live_) {
     uid_t uid = stream->owner.uid;
-    if (uid != 0 && uid != geteuid() && stream->directory.empty() && held.count(uid) == 0) {
+    if (memory_limited(uid) && stream->directory.empty() && held.count(uid) == 0) {
       held[uid] = memory_held_by(uid);
     }
   }
@@ -351,7 +349,7 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
             held == 0 ? std::string() : fmt::format(" ({} of them removed but still held)", held)));
   }
   const bool in_memory = !create.persistent && create.directory.empty();
-  if (in_memory && peer.uid != 0 && peer.uid != geteuid()) {
+  if (in_memory && memory_limited(peer.uid)) {
     if (Status s = may_take_memory(name, create, peer.uid, &max_bytes); !s.ok()) return s;
   }
   if (create.ring_capacity > config_.max_ring_capacity) {

@@ -309,6 +309,8 @@ class Registry {
                                                     uint64_t stream_id) const;
   // Gives a new file to the stream's owner with its mode (the daemon may run as root).
   Status give_to_owner(int fd, const Stream& stream, mode_t bits, const std::string& what) const;
+  // Whether the byte quota and the reserve apply to `uid`: not to root nor the daemon's user.
+  static bool memory_limited(uid_t uid) { return uid != 0 && uid != geteuid(); }
   // Whether user `uid` may make stream `name` in memory (its quota, the reserve); lowers
   // *max_bytes to the quota.
   Status may_take_memory(const std::string& name, const CreateParams& create, uid_t uid,
