@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <random>
 
 #include "shm/naming.hpp"
@@ -43,6 +44,77 @@ Status unless_held(const std::string& stream, const std::string& name, const Cur
 int reopen(int fd, int flags) {
   std::string path = "/proc/self/fd/" + std::to_string(fd);
   return ::open(path.c_str(), flags | O_CLOEXEC | O_NONBLOCK);
+}
+
+// A file that has its name only once it is whole: written (by `fill`) while unnamed
+// (O_TMPFILE) and then linked under `file`, so that a daemon killed half-way leaves nothing for
+// the next one to doubt and quarantine. Where the file system has no O_TMPFILE, the file is
+// made under its name (O_EXCL) and removed again if `fill` fails. With `lock`, a shared flock is
+// held from the start on the description returned (the segment's: what `shmstream gc` asks).
+struct Made {
+  kj::AutoCloseFd fd;  // null on failure
+  Status status;
+  bool name_taken = false;  // `file` exists already
+};
+
+// True if `fd` is the file `file` names in `dir_fd` (not following a symlink).
+bool names_file(int dir_fd, const std::string& file, int fd) {
+  struct stat by_fd {};
+  struct stat by_name {};
+  return fstat(fd, &by_fd) == 0 &&
+         fstatat(dir_fd, file.c_str(), &by_name, AT_SYMLINK_NOFOLLOW) == 0 &&
+         by_fd.st_ino == by_name.st_ino && by_fd.st_dev == by_name.st_dev;
+}
+
+Made create_whole(int dir_fd, const std::string& file, mode_t mode, bool lock,
+                  const std::function<Status(int)>& fill, const std::string& what) {
+  Made made;
+  kj::AutoCloseFd unnamed(openat(dir_fd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, mode));
+  const int fd =
+      unnamed.get() >= 0
+          ? unnamed.get()
+          : openat(dir_fd, file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+  if (unnamed.get() < 0) made.fd = kj::AutoCloseFd(fd);
+  if (fd < 0) {
+    made.name_taken = errno == EEXIST;
+    made.status = from_errno(errno, what);
+    return made;
+  }
+  if (lock && flock(fd, LOCK_SH | LOCK_NB) != 0) {
+    made.status = from_errno(errno, what + ": locking it");
+  } else {
+    made.status = fill(fd);
+  }
+  if (!made.status.ok()) {
+    if (unnamed.get() < 0) unlinkat(dir_fd, file.c_str(), 0);
+    made.fd = nullptr;
+    return made;
+  }
+  if (unnamed.get() < 0) return made;
+  // Linked, then reopened by its name: a descriptor of the unnamed file would show its path as
+  // "/dev/shm/#<inode> (deleted)" for good (in /proc/<pid>/maps, and to the readers given a
+  // reopening of it). The name must still be this file's when reopened (a swap is refused).
+  std::string path = "/proc/self/fd/" + std::to_string(fd);
+  if (linkat(AT_FDCWD, path.c_str(), dir_fd, file.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+    made.name_taken = errno == EEXIST;
+    made.status = from_errno(errno, what + ": naming " + file);
+    return made;
+  }
+  made.fd =
+      kj::AutoCloseFd(openat(dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  if (made.fd.get() < 0) {
+    made.status = from_errno(errno, what + ": reopening " + file);
+  } else if (!names_file(dir_fd, file, fd) || !names_file(dir_fd, file, made.fd.get())) {
+    made.status = Status(ErrorCode::kIo, what + ": " + file + " was replaced as it was named");
+  } else if (lock && flock(made.fd.get(), LOCK_SH | LOCK_NB) != 0) {
+    made.status = from_errno(errno, what + ": locking it");
+  }
+  if (!made.status.ok()) {
+    // Named but unusable: the name goes again, if it still names this file.
+    if (names_file(dir_fd, file, fd)) unlinkat(dir_fd, file.c_str(), 0);
+    made.fd = nullptr;
+  }
+  return made;
 }
 
 }  // namespace
@@ -134,15 +206,17 @@ Status Registry::ensure_reader_table(Stream& stream, bool reuse, uint32_t max_re
                              stream.name, table.status().message()));
     }
   }
-  kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(),
-                            O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (fd.get() < 0) return from_errno(errno, what + ": creating the reader table");
-  // The daemon's own file (0600), whatever the daemon's umask: only the daemon writes it; the
-  // producer gets a read-only descriptor (proto SideFile), readers nothing.
-  if (fchmod(fd.get(), 0600) != 0) return from_errno(errno, what + ": the reader table's mode");
-  if (Status s = shm::format_reader_table(fd.get(), stream.id, max_readers); !s.ok()) {
-    return s.with_context(what);
-  }
+  Made made = create_whole(
+      stream.dir_fd, file, 0600, /*lock=*/false,
+      [&](int fd) {
+        // The daemon's own file (0600), whatever the daemon's umask: only the daemon writes it;
+        // the producer gets a read-only descriptor (proto SideFile), readers nothing.
+        if (fchmod(fd, 0600) != 0) return from_errno(errno, what + ": the reader table's mode");
+        return shm::format_reader_table(fd, stream.id, max_readers).with_context(what);
+      },
+      what + ": creating the reader table");
+  if (!made.status.ok()) return made.status;
+  kj::AutoCloseFd fd = kj::mv(made.fd);
   auto table = shm::ReaderTable::map(fd.get(), stream.id, shm::Access::kReadWrite, what);
   if (!table.ok()) return table.status();
   stream.table = std::move(table).value();
@@ -209,44 +283,45 @@ Result<uint64_t> Registry::make_page(Stream& stream, uint32_t slot, uint64_t sta
   for (int attempt = 0; attempt < 8; ++attempt) {
     uint64_t number = random_id() | 1;  // never 0 (no page)
     std::string file = shm::reader_page_file(stream.file_name, number);
-    kj::AutoCloseFd fd(openat(stream.dir_fd, file.c_str(),
-                              O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0400));
-    if (fd.get() < 0 && errno == EEXIST) continue;
-    if (fd.get() < 0) return from_errno(errno, what);
-    // The owner's, read-only: its producer opens it by name (read-only); its reader writes it
-    // through the descriptor it is given; nobody else can open it.
-    Status s = give_to_owner(fd.get(), stream, 0400, what);
-    if (s.ok()) s = shm::format_reader_page(fd.get(), stream.id, slot, number, start, token);
-    if (!s.ok()) {
-      unlinkat(stream.dir_fd, file.c_str(), 0);
-      return s.with_context(what);
-    }
-    stream.pages[slot] = Stream::PageFile{number, kj::mv(fd)};
+    Made made = create_whole(
+        stream.dir_fd, file, 0400, /*lock=*/false,
+        [&](int fd) {
+          // The owner's, read-only: its producer opens it by name (read-only); its reader
+          // writes it through the descriptor it is given; nobody else can open it.
+          Status s = give_to_owner(fd, stream, 0400, what);
+          if (s.ok()) s = shm::format_reader_page(fd, stream.id, slot, number, start, token);
+          return s;
+        },
+        what);
+    if (made.name_taken) continue;
+    if (!made.status.ok()) return made.status.with_context(what);
+    stream.pages[slot] = Stream::PageFile{number, kj::mv(made.fd)};
     return number;
   }
   return Status(ErrorCode::kInternal, what + ": no free page name");
 }
 
 void Registry::unlink_files(const Stream& stream) {
-  for (const std::string& file : {stream.file_name, stream.table_file_name()}) {
+  // The side files first, the segment last: a daemon killed half-way leaves a stream its
+  // successor adopts (and removes again when asked), never side files of no stream.
+  // Its reader pages, those it knows and any left by a crash: "<segment>.r<N>".
+  const std::string prefix = stream.file_name + ".r";
+  int dir = fcntl(stream.dir_fd, F_DUPFD_CLOEXEC, 0);
+  if (DIR* listing = dir >= 0 ? fdopendir(dir) : nullptr) {
+    rewinddir(listing);  // a dup shares the directory's offset, left at its end by earlier scans
+    while (dirent* entry = readdir(listing)) {
+      std::string file = entry->d_name;
+      if (file.rfind(prefix, 0) == 0) unlinkat(stream.dir_fd, file.c_str(), 0);
+    }
+    closedir(listing);
+  } else if (dir >= 0) {
+    ::close(dir);
+  }
+  for (const std::string& file : {stream.table_file_name(), stream.file_name}) {
     if (unlinkat(stream.dir_fd, file.c_str(), 0) != 0 && errno != ENOENT) {
       spdlog::warn("stream \"{}\": unlinking {}: {}", stream.name, file, std::strerror(errno));
     }
   }
-  // Its reader pages, those it knows and any left by a crash: "<segment>.r<N>".
-  const std::string prefix = stream.file_name + ".r";
-  int dir = fcntl(stream.dir_fd, F_DUPFD_CLOEXEC, 0);
-  DIR* listing = dir >= 0 ? fdopendir(dir) : nullptr;
-  if (listing == nullptr) {
-    if (dir >= 0) ::close(dir);
-    return;
-  }
-  rewinddir(listing);  // a dup shares the directory's offset, left at its end by earlier scans
-  while (dirent* entry = readdir(listing)) {
-    std::string file = entry->d_name;
-    if (file.rfind(prefix, 0) == 0) unlinkat(stream.dir_fd, file.c_str(), 0);
-  }
-  closedir(listing);
 }
 
 uint64_t Registry::memory_held_by(uid_t uid) const {
@@ -395,23 +470,6 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   }
   stream->segment_path = (stream->directory.empty() ? config_.segment_dir : stream->directory) +
                          "/" + stream->file_name;
-  // Locked at once, before its header is written: `shmstream gc` skips a file whose header is
-  // not complete yet, and cannot take the lock of one that is.
-  kj::AutoCloseFd fd(openat(stream->dir_fd, stream->file_name.c_str(),
-                            O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600));
-  if (fd.get() < 0) return from_errno(errno, what + ": creating segment");
-  auto forget = [&] { unlinkat(stream->dir_fd, stream->file_name.c_str(), 0); };
-  // On this open file description, which the daemon's mapping (stream->segment) keeps; the
-  // producer gets a description of its own (below), so the lock goes with the daemon.
-  if (flock(fd.get(), LOCK_SH | LOCK_NB) != 0) {
-    Status s = from_errno(errno, what + ": locking the new segment");
-    forget();
-    return s;
-  }
-  if (Status s = give_to_owner(fd.get(), *stream, file_mode(create.mode), what); !s.ok()) {
-    forget();
-    return s;
-  }
   shm::SegmentParams params;
   params.name = name;
   params.max_data_size = max_bytes;
@@ -426,10 +484,22 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   params.stall_limit_ms = create.stall_limit_ms;
   params.daemon_socket = config_.socket_path;
   params.key = &config_.key;
-  Status s = shm::format_segment(fd.get(), params);
-  Result<shm::Segment> segment = s.ok() ? shm::Segment::map(fd.get(), shm::Access::kReadWrite,
-                                                            shm::MapExtent::kHeaderOnly, what)
-                                        : Result<shm::Segment>(s);
+  // Whole before it is named (no successor of a daemon killed here finds half a header), and
+  // locked before it is named (`shmstream gc` cannot take the lock of a named segment), on the
+  // open file description the daemon's mapping (stream->segment) keeps; the producer gets one
+  // of its own (below), so the lock goes with the daemon.
+  Made made = create_whole(
+      stream->dir_fd, stream->file_name, 0600, /*lock=*/true,
+      [&](int fd) {
+        Status s = give_to_owner(fd, *stream, file_mode(create.mode), what);
+        return s.ok() ? shm::format_segment(fd, params) : s;
+      },
+      what + ": creating segment");
+  if (!made.status.ok()) return made.status;
+  kj::AutoCloseFd fd = kj::mv(made.fd);
+  Status s;
+  Result<shm::Segment> segment =
+      shm::Segment::map(fd.get(), shm::Access::kReadWrite, shm::MapExtent::kHeaderOnly, what);
   if (segment.ok()) {
     stream->segment = std::move(segment).value();
     s = ensure_reader_table(*stream, /*reuse=*/false, max_readers);

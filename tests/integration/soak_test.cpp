@@ -20,6 +20,7 @@
 #include <cstdlib>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,13 +33,26 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-size_t count_dir(const std::string& path) {
-  size_t n = 0;
+std::set<std::string> list_dir(const std::string& path) {
+  std::set<std::string> names;
   if (DIR* dir = opendir(path.c_str())) {
-    while (dirent* e = readdir(dir)) n += e->d_name[0] != '.';
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] != '.') names.insert(e->d_name);
+    }
     closedir(dir);
   }
-  return n;
+  return names;
+}
+
+size_t count_dir(const std::string& path) { return list_dir(path).size(); }
+
+// What `after` holds that `before` did not, for the failure message.
+std::string added(const std::set<std::string>& before, const std::set<std::string>& after) {
+  std::string out;
+  for (const auto& name : after) {
+    if (before.count(name) == 0) out += " " + name;
+  }
+  return out;
 }
 
 struct Running {
@@ -66,7 +80,7 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
   // The baseline, with our own client connected (it stays connected throughout).
   ASSERT_TRUE(client.list().ok());
   auto fd_dir = [&] { return "/proc/" + std::to_string(daemon.pid()) + "/fd"; };
-  const size_t shm_before = count_dir("/dev/shm");
+  const std::set<std::string> shm_before = list_dir("/dev/shm");
   const size_t fds_before = count_dir(fd_dir());
 
   std::mt19937_64 rng(std::random_device{}());
@@ -186,8 +200,8 @@ TEST(Soak, RandomKillsAndRemovalsCorruptNothingAndLeakNothing) {
   EXPECT_TRUE(eventually([&] { return client.list().value().empty(); }, 30s));
   EXPECT_TRUE(eventually([&] { return daemon.segment_files().empty(); }, 30s))
       << daemon.segment_files().size() << " segment files left";
-  EXPECT_TRUE(eventually([&] { return count_dir("/dev/shm") == shm_before; }, 30s))
-      << count_dir("/dev/shm") << " entries in /dev/shm, " << shm_before << " before";
+  EXPECT_TRUE(eventually([&] { return list_dir("/dev/shm") == shm_before; }, 30s))
+      << "left in /dev/shm:" << added(shm_before, list_dir("/dev/shm"));
   // (A restarted daemon holds the same ones: socket, lock, directories, our connection.)
   EXPECT_TRUE(eventually([&] { return count_dir(fd_dir()) == fds_before; }, 30s))
       << "the daemon holds " << count_dir(fd_dir()) << " descriptors, " << fds_before << " before";
