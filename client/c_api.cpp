@@ -200,6 +200,13 @@ int shmstream_producer_abort(shmstream_producer* producer) {
   return guarded([&] { return report(producer->producer.abort()); });
 }
 
+int shmstream_producer_abort_because(shmstream_producer* producer, const char* reason) {
+  if (producer == nullptr) return invalid("shmstream_producer_abort_because: producer is NULL");
+  return guarded([&] {
+    return report(producer->producer.abort(std::string_view(reason == nullptr ? "" : reason)));
+  });
+}
+
 uint64_t shmstream_producer_committed(const shmstream_producer* producer) {
   return producer == nullptr ? 0 : producer->producer.committed();
 }

@@ -101,6 +101,14 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.stall_limit = std::chrono::milliseconds(in.getStallLimitMs());
   out.producer_waits_for = in.getProducerWaitsFor();
   out.stalled = std::chrono::milliseconds(in.getStalledMs());
+  if (out.state == StreamState::kAborted) {
+    AbortReason why;
+    why.kind = in.getAbortKind() <= kMaxAbortKind ? static_cast<AbortKind>(in.getAbortKind())
+                                                  : AbortKind::kUnknown;
+    why.code = in.getAbortCode();
+    why.message = std::string(in.getAbortMessage().cStr(), in.getAbortMessage().size());
+    out.abort_reason = std::move(why);
+  }
   return out;
 }
 
@@ -186,11 +194,13 @@ struct Producer::Impl {
         core(std::move(segment), std::move(readers)) {}
   ~Impl() {
     // A producer that never said close() did not finish; a destructor has nobody to tell.
-    if (!ended) (void)core.abort();
+    if (!ended) (void)core.abort(AbortReason{AbortKind::kNotClosed, 0, ""});
     if (!released) connection->release(handle);
   }
-  Status end(bool clean) {
-    Status local = clean ? core.close() : core.abort();
+  // Closes (no reason) or aborts (`why`).
+  Status end(const std::optional<AbortReason>& why) {
+    const bool clean = !why.has_value();
+    Status local = clean ? core.close() : core.abort(*why);
     ended = true;
     if (released) return local;                  // ended before: the daemon was told then
     connection->remember(handle, std::nullopt);  // a restarted daemon finds it ended
@@ -249,8 +259,11 @@ Result<std::span<std::byte>> Producer::reserve_record(size_t max_length, Timeout
   return impl_->core.reserve_record(max_length, deadline_after(timeout), cancel);
 }
 Status Producer::commit_record(size_t length) { return impl_->core.commit_record(length); }
-Status Producer::close() { return impl_->end(true); }
-Status Producer::abort() { return impl_->end(false); }
+Status Producer::close() { return impl_->end(std::nullopt); }
+Status Producer::abort(const AbortReason& why) { return impl_->end(why); }
+Status Producer::abort(std::string_view message) {
+  return impl_->end(AbortReason::because(std::string(message)));
+}
 uint64_t Producer::committed() const { return impl_->core.committed(); }
 
 // ---------------------------------------------------------------------------------------------

@@ -200,6 +200,16 @@ std::string to_json(const StreamInfo& info) {
     held_by += (held_by.size() > 1 ? "," : "") + json_string(who);
   }
   field(out, "held_by", held_by + "]");
+  if (info.abort_reason.has_value()) {
+    std::string why = "{";
+    field(why, "kind", json_string(abort_kind_name(info.abort_reason->kind)));
+    field(why, "code", to_string(info.abort_reason->code));
+    field(why, "message", json_string(info.abort_reason->message));
+    field(why, "text", json_string(info.abort_reason->describe()));
+    field(out, "abort_reason", why + "}");
+  } else {
+    field(out, "abort_reason", "null");
+  }
   std::string cursors = "[";
   for (const auto& c : info.cursors) {
     std::string cursor = "{";

@@ -23,6 +23,11 @@
 namespace shmstream::daemon {
 namespace {
 
+// The reason of a stream whose producer died (or went away) without closing it.
+AbortReason died(const shm::SegmentHeader& h) {
+  return AbortReason{AbortKind::kProducerDied, static_cast<int32_t>(shm::producer_pid_now(h)), ""};
+}
+
 uint64_t random_id() {
   static std::mt19937_64 rng{std::random_device{}()};
   uint64_t id = 0;
@@ -381,8 +386,11 @@ size_t Registry::enforce_byte_quotas() {
     if (bytes <= config_.max_bytes_per_user) continue;
     for (const auto& [name, stream] : live_) {
       shm::SegmentHeader& h = stream->segment.mutable_header();
+      const AbortReason why{AbortKind::kQuota, 0,
+                            fmt::format("uid {} holds {} bytes, its quota is {}", uid, bytes,
+                                        config_.max_bytes_per_user)};
       if (stream->owner.uid != uid || !stream->directory.empty() || h.ring_capacity != 0 ||
-          !shm::end_stream(h, shm::StreamState::kAborted)) {
+          !shm::abort_stream(h, why, shm::Claimant::kDaemon)) {
         continue;
       }
       ++aborted;
@@ -841,6 +849,7 @@ Result<ProducerAccess> Registry::resume(const std::string& name, const Peer& pee
   if (fd.get() < 0) return from_errno(errno, fmt::format("stream \"{}\": reopening", name));
   uint32_t predecessor = shm::producer_pid_now(h);
   shm::store_resumed_pid(h, static_cast<uint32_t>(peer.pid));
+  shm::clear_abort_claim(h);  // a predecessor killed as it claimed: the successor's is free
   stream->awaiting_producer = false;
   stream->producer_attached = true;
   ++stream->producer_epoch;
@@ -855,7 +864,8 @@ void Registry::producer_detached(const std::shared_ptr<Stream>& stream, bool clo
   stream->producer_attached = false;
   if (!closed_cleanly) flush(*stream);
   if (!closed_cleanly && !shutting_down_ && stream->resume_grace_ms() == 0 &&
-      shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kAborted)) {
+      shm::abort_stream(stream->segment.mutable_header(), died(stream->segment.header()),
+                        shm::Claimant::kDaemon)) {
     spdlog::warn("stream \"{}\": producer pid {} went away without closing; aborted", stream->name,
                  shm::producer_pid_now(stream->segment.header()));
   }
@@ -878,7 +888,7 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
         stream->name, pid, stream->resume_grace_ms());
     return true;
   }
-  if (shm::end_stream(h, shm::StreamState::kAborted)) {
+  if (shm::abort_stream(h, died(h), shm::Claimant::kDaemon)) {
     spdlog::warn("stream \"{}\": producer pid {} exited without closing; aborted", stream->name,
                  pid);
   }
@@ -888,7 +898,9 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
 void Registry::successor_overdue(const std::shared_ptr<Stream>& stream, uint64_t epoch) {
   if (!stream->awaiting_producer || stream->producer_epoch != epoch) return;  // resumed
   stream->awaiting_producer = false;
-  if (shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kAborted)) {
+  const AbortReason why{AbortKind::kNoSuccessor, static_cast<int32_t>(stream->resume_grace_ms()),
+                        ""};
+  if (shm::abort_stream(stream->segment.mutable_header(), why, shm::Claimant::kDaemon)) {
     spdlog::warn("stream \"{}\": no successor resumed it within {} ms; aborted", stream->name,
                  stream->resume_grace_ms());
   }
@@ -1080,6 +1092,7 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.awaiting_producer = stream.awaiting_producer;
   s.damage = damage_of(stream);
   s.stall_limit_ms = stream.segment.stall_limit_ms();
+  if (s.state == shm::StreamState::kAborted) s.abort_reason = shm::load_abort_reason(h);
   if (!s.damage.empty() && !stream.damage_reported) {
     stream.damage_reported = true;
     spdlog::warn("stream \"{}\": damaged: {}", stream.name, s.damage);

@@ -173,6 +173,7 @@ struct StreamSnapshot {
   uint64_t producer_waits_for = shm::kNobody;
   uint64_t stalled_ms = 0;
   uint32_t stall_limit_ms = 0;
+  AbortReason abort_reason;  // an aborted stream's (shm::load_abort_reason)
 };
 
 // What is wrong with a stream's files, found without trusting them (a fault recovered in the

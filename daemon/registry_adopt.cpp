@@ -194,7 +194,9 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
             "successor",
             stream->name, producer, stream->resume_grace_ms());
       } else {
-        shm::end_stream(h, shm::StreamState::kAborted);
+        shm::abort_stream(h,
+                          AbortReason{AbortKind::kProducerDied, static_cast<int32_t>(producer), ""},
+                          shm::Claimant::kDaemon);
         spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
                      stream->name, producer);
       }

@@ -83,6 +83,9 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setStallLimitMs(s.stall_limit_ms);
   out.setProducerWaitsFor(s.producer_waits_for);
   out.setStalledMs(s.stalled_ms);
+  out.setAbortKind(static_cast<uint32_t>(s.abort_reason.kind));
+  out.setAbortCode(s.abort_reason.code);
+  out.setAbortMessage(s.abort_reason.message);
 }
 
 static_assert(static_cast<int>(Mode::kOwner) == static_cast<int>(proto::Mode::OWNER));
@@ -139,7 +142,12 @@ class ProducerImpl final : public proto::Producer::Server {
   template <typename Context>
   kj::Promise<void> end(Context& context, bool clean) {
     auto& header = stream_->segment.mutable_header();
-    shm::end_stream(header, clean ? shm::StreamState::kClosed : shm::StreamState::kAborted);
+    // (Our library's producer ended the stream itself, with its reason, before asking.)
+    if (clean) {
+      shm::end_stream(header, shm::StreamState::kClosed);
+    } else {
+      shm::abort_stream(header, AbortReason{AbortKind::kExplicit, 0, ""}, shm::Claimant::kDaemon);
+    }
     shm::StreamState state = shm::load_state(header);
     registry_.flush(*stream_);
     closed_ = true;  // either way the producer said goodbye: dropping it later is no death

@@ -71,6 +71,11 @@ struct StreamInfo {
   # A block ring's producer waiting for room: the offset it waits for its readers to pass
   # (all ones when it does not wait); `stalledMs`: for how long.
   stalledMs @27 :UInt64;
+  abortKind @28 :UInt32;
+  # An aborted stream: why (shmstream::AbortKind; 0 when none was recorded), with the reason's
+  # code (an exit status, a signal, a pid, ...) and text, as its header records them.
+  abortCode @29 :Int32;
+  abortMessage @30 :Text;
   damage @24 :Text;
   # Empty unless the daemon found the stream's files damaged (e.g. the segment shrank under
   # its mappings): what it found. Its readers get `corrupt`.

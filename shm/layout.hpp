@@ -91,6 +91,15 @@
 //  200    8 oldest_offset     producer (rings)        see "Ring overwrites"
 //  208    8 data_file_size    producer                release store after the file grew /
 //                                                     acquire load after committed_length
+//  216    4 abort_claim       producer, daemon        acq_rel CAS 0 -> who (kClaimProducer,
+//                                                     kClaimDaemon): the one that may write
+//                                                     the reason below, once (abort_stream).
+//                                                     The daemon clears it when a successor
+//                                                     resumes an open stream.
+//  220    4 abort_kind        the claimer             relaxed, before end_stream's CAS, which
+//  224    4 abort_code        the claimer             publishes them; read relaxed after
+//                                                     load_state() saw kAborted (its acquire)
+//                                                     (load_abort_reason). AbortKind, code.
 //  256    8 space_wanted      producer (block rings)  see "Blocking rings"; kNobody when it
 //                                                     does not wait
 //  264    4 space_word        daemon, producer        the futex a waiting producer sleeps on for
@@ -105,6 +114,11 @@
 //                                                     of the daemon that made the segment, so
 //                                                     that `shmstream gc` can ask whether it
 //                                                     still runs. Covered by the checksum.
+//  704  128 abort_message     the claimer             plain, as abort_kind: the reason's text,
+//                                                     NUL-terminated; readers take it as
+//                                                     hostile (cut, control bytes replaced).
+//                                                     Added in layout 8 without a new version:
+//                                                     zero (no reason recorded) in older files.
 //  (1) Identity. Written before the creator passes the fd to anyone; the fd's passage over
 //      the control socket orders those writes before any other process's reads. Every
 //      identity field, the name and the daemon socket are covered by header_checksum. Unused
@@ -232,6 +246,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "shmstream/abort_reason.hpp"
+
 namespace shmstream::shm {
 
 inline constexpr uint64_t kMagic = 0x004D5254534D4853ULL;  // "SHMSTRM\0", little-endian
@@ -310,6 +326,9 @@ struct alignas(kHeaderSize) SegmentHeader {
   std::atomic<uint32_t> resumed_pid;
   std::atomic<uint64_t> oldest_offset;
   std::atomic<uint64_t> data_file_size;
+  std::atomic<uint32_t> abort_claim;
+  std::atomic<uint32_t> abort_kind;
+  std::atomic<int32_t> abort_code;
 
   // Room line (block rings): the producer waiting for readers to move on.
   alignas(kCacheLine) std::atomic<uint64_t> space_wanted;
@@ -318,6 +337,7 @@ struct alignas(kHeaderSize) SegmentHeader {
 
   alignas(kCacheLine) char name[kMaxNameLength + 1];
   char daemon_socket[kMaxSocketPathLength + 1];
+  alignas(kCacheLine) char abort_message[kMaxAbortMessage + 1];
 };
 
 static_assert(sizeof(SegmentHeader) == kHeaderSize);
@@ -350,6 +370,10 @@ static_assert(offsetof(SegmentHeader, space_word) == 264);
 static_assert(offsetof(SegmentHeader, stalled_since_ns) == 272);
 static_assert(offsetof(SegmentHeader, name) == 320);
 static_assert(offsetof(SegmentHeader, daemon_socket) == 576);
+static_assert(offsetof(SegmentHeader, abort_claim) == 216);
+static_assert(offsetof(SegmentHeader, abort_kind) == 220);
+static_assert(offsetof(SegmentHeader, abort_code) == 224);
+static_assert(offsetof(SegmentHeader, abort_message) == 704);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);
 // The futex syscall operates on the 32-bit word itself.

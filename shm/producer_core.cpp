@@ -333,8 +333,8 @@ Status ProducerCore::close() {
   return check_open();
 }
 
-Status ProducerCore::abort() {
-  if (end_stream(segment_.mutable_header(), StreamState::kAborted)) return Status();
+Status ProducerCore::abort(const AbortReason& why) {
+  if (abort_stream(segment_.mutable_header(), why, Claimant::kProducer)) return Status();
   return check_open();
 }
 

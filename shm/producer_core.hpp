@@ -48,8 +48,8 @@ class ProducerCore {
                  const Cancellation* cancel = nullptr);
   // Ends the stream cleanly at its committed length.
   Status close();
-  // Ends the stream as aborted (the producer gives up; readers get kProducerDied).
-  Status abort();
+  // Ends the stream as aborted (the producer gives up; readers get kProducerDied, saying why).
+  Status abort(const AbortReason& why);
 
   uint64_t committed() const { return committed_; }
   StreamState state() const { return load_state(segment_.header()); }

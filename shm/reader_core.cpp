@@ -106,9 +106,11 @@ Status ReaderCore::ended_status(StreamState state) const {
   switch (state) {
     case StreamState::kClosed:
       return Status(ErrorCode::kEndOfStream, describe_ + ": end of stream");
-    case StreamState::kAborted:
-      return Status(ErrorCode::kProducerDied, fmt::format("{}: producer died (pid {})", describe_,
-                                                          producer_pid_now(segment_.header())));
+    case StreamState::kAborted: {
+      return Status(ErrorCode::kProducerDied,
+                    fmt::format("{}: aborted: {}", describe_,
+                                load_abort_reason(segment_.header()).describe()));
+    }
     case StreamState::kCancelled:
       return Status(ErrorCode::kCancelled, describe_ + ": cancelled (removed by force)");
     case StreamState::kOpen:

@@ -436,6 +436,10 @@ Result<KeptPrefix> keep_intact_prefix(int fd) {
     // Release: the header claims no byte the file lacks (readers acquire committed first).
     header->data_file_size.store(std::min(held, header->max_data_size), std::memory_order_release);
     header->committed_length.store(keep, std::memory_order_release);
+    // The reason, for its readers (nobody else writes this header now).
+    header->abort_claim.store(static_cast<uint32_t>(Claimant::kDaemon), std::memory_order_relaxed);
+    header->abort_kind.store(static_cast<uint32_t>(AbortKind::kTruncated),
+                             std::memory_order_relaxed);
     if (keep < committed) {
       // It did not end where it says: readers must not see a clean end. Release, as
       // end_stream(); a closed state is replaced only here, before any reader maps the file.
@@ -470,6 +474,56 @@ bool end_stream(SegmentHeader& header, StreamState to) {
   }
   wake_readers(header);
   return true;
+}
+
+bool abort_stream(SegmentHeader& header, const AbortReason& why, Claimant who) {
+  uint32_t nobody = 0;
+  // acq_rel: one claimer only; what it writes next is published by end_stream's CAS below.
+  if (header.abort_claim.compare_exchange_strong(nobody, static_cast<uint32_t>(who),
+                                                 std::memory_order_acq_rel,
+                                                 std::memory_order_relaxed) &&
+      load_state(header) == StreamState::kOpen) {
+    // Relaxed: published by end_stream()'s acq_rel CAS (pairs with load_state()'s acquire).
+    header.abort_kind.store(static_cast<uint32_t>(why.kind), std::memory_order_relaxed);
+    header.abort_code.store(why.code, std::memory_order_relaxed);
+    // Cut on a UTF-8 character boundary.
+    size_t length = std::min(why.message.size(), kMaxAbortMessage);
+    while (length > 0 && length < why.message.size() &&
+           (static_cast<unsigned char>(why.message[length]) & 0xC0) == 0x80) {
+      --length;
+    }
+    std::memset(header.abort_message, 0, sizeof(header.abort_message));
+    std::memcpy(header.abort_message, why.message.data(), length);
+  }
+  return end_stream(header, StreamState::kAborted);
+}
+
+AbortReason load_abort_reason(const SegmentHeader& header) {
+  AbortReason why;
+  // Relaxed: the caller's load_state() acquire (it saw kAborted) pairs with end_stream()'s CAS,
+  // after which abort_stream() wrote these.
+  const uint32_t kind = header.abort_kind.load(std::memory_order_relaxed);
+  why.kind = kind <= kMaxAbortKind ? static_cast<AbortKind>(kind) : AbortKind::kUnknown;
+  why.code = header.abort_code.load(std::memory_order_relaxed);
+  // A copy first: the owner may scribble the shared bytes meanwhile.
+  char copy[sizeof(header.abort_message)];
+  std::memcpy(copy, header.abort_message, sizeof(copy));
+  copy[sizeof(copy) - 1] = '\0';
+  why.message = copy;
+  for (char& c : why.message) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  }
+  if (why.kind == AbortKind::kUnknown && why.message.empty()) {
+    // Recorded by nobody: an older release's segment, or a producer killed as it claimed the
+    // reason (the daemon then aborts without one). Its producer died, as far as anyone knows.
+    why = AbortReason{AbortKind::kProducerDied, static_cast<int32_t>(producer_pid_now(header)), ""};
+  }
+  return why;
+}
+
+void clear_abort_claim(SegmentHeader& header) {
+  // Release: orders nothing anyone reads; the claim only arbitrates later aborts.
+  header.abort_claim.store(0, std::memory_order_release);
 }
 
 void wake_readers(SegmentHeader& header) {

@@ -119,6 +119,20 @@ class Segment {
 // state but kCancelled -> kCancelled.
 // Wakes every reader. Returns false when the state did not allow it (already ended).
 bool end_stream(SegmentHeader& header, StreamState to);
+// Who records an abort's reason (SegmentHeader::abort_claim).
+enum class Claimant : uint32_t { kProducer = 1, kDaemon = 2 };
+// Aborts the stream (end_stream(kAborted)) with `why` recorded for its readers, unless someone
+// else is recording theirs: the first to claim the header's reason writes it, before the state
+// CAS that publishes it. Returns what end_stream returns. A reason claimed by a producer that
+// died before its CAS stays as far as it got (readers sanitize it: load_abort_reason).
+bool abort_stream(SegmentHeader& header, const AbortReason& why, Claimant who);
+// The recorded reason of an aborted stream (call after load_state() saw kAborted): the kind
+// (kUnknown if out of range), the code, and the message cut at its NUL or kMaxAbortMessage,
+// control bytes replaced by '?'. Hostile bytes give a harmless reason, never a crash. None
+// recorded reads as kProducerDied with the producer's pid (as the stream ended before reasons).
+AbortReason load_abort_reason(const SegmentHeader& header);
+// A successor resumed the stream (still open): the next abort records its own reason.
+void clear_abort_claim(SegmentHeader& header);
 // A segment whose file lost its tail (a full disk at write-back, a truncation by hand): an
 // unbounded stream's header is made to claim only what the file still holds, its committed
 // length lowered to the end of the last whole record within it (records streams) and the stream

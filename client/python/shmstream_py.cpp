@@ -224,9 +224,9 @@ class PyProducer {
     Busy busy(mutex_, "this Producer");
     check(producer_.close());
   }
-  void abort() {
+  void abort(const std::string& reason) {
     Busy busy(mutex_, "this Producer");
-    check(producer_.abort());
+    check(producer_.abort(reason));
   }
   uint64_t committed() { return producer_.committed(); }
   const std::string& name() { return producer_.name(); }
@@ -318,14 +318,19 @@ PYBIND11_MODULE(shmstream, m) {
            "Do not use it after commit().")
       .def("commit", &PyProducer::commit, py::arg("size"))
       .def("close", &PyProducer::close, "Ends the stream cleanly.")
-      .def("abort", &PyProducer::abort, "Ends the stream as failed (readers: producer_died).")
+      .def("abort", &PyProducer::abort, py::arg("reason") = "",
+           "Ends the stream as failed: readers get ProducerDied, whose message ends "
+           "'aborted by its producer: REASON'.")
       .def("__enter__", [](py::object self) { return self; })
       .def("__exit__",
-           [](PyProducer& p, py::object type, py::object, py::object) {
+           [](PyProducer& p, py::object type, py::object value, py::object) {
              if (type.is_none()) {
                p.close();
              } else {
-               p.abort();
+               // The exception is the reason: "ValueError: bad frame".
+               std::string why = py::str(type.attr("__name__"));
+               std::string text = py::str(value);
+               p.abort(text.empty() ? why : why + ": " + text);
              }
            })
       .def_property_readonly("committed", &PyProducer::committed)

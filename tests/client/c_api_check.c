@@ -171,9 +171,22 @@ static void check_failures(shmstream_client* client) {
   size_t n = 0;
   CHECK(shmstream_read(reader, buf, sizeof buf, SECOND, &n) == SHMSTREAM_OK && n == 3);
   CHECK(shmstream_read(reader, buf, sizeof buf, SECOND, &n) == SHMSTREAM_PRODUCER_DIED);
-  CHECK(strstr(shmstream_last_error(), "producer died") != NULL);
+  CHECK(strstr(shmstream_last_error(), "aborted: its producer was dropped without close()") !=
+        NULL);
   shmstream_reader_free(reader);
   CHECK(shmstream_remove(client, "c-abort", 0) == SHMSTREAM_OK);
+
+  /* An abort with a reason: readers see it. */
+  CHECK(shmstream_create(client, "c-abort-why", NULL, &producer) == SHMSTREAM_OK);
+  if (producer == NULL) return;
+  CHECK(shmstream_open(client, "c-abort-why", NULL, &reader) == SHMSTREAM_OK);
+  if (reader == NULL) return;
+  CHECK(shmstream_producer_abort_because(producer, "camera unplugged") == SHMSTREAM_OK);
+  CHECK(shmstream_read(reader, buf, sizeof buf, SECOND, &n) == SHMSTREAM_PRODUCER_DIED);
+  CHECK(strstr(shmstream_last_error(), "aborted by its producer: camera unplugged") != NULL);
+  shmstream_producer_free(producer);
+  shmstream_reader_free(reader);
+  CHECK(shmstream_remove(client, "c-abort-why", 0) == SHMSTREAM_OK);
 
   /* Resuming: refused while the producer lives, for a stream without a grace, for no stream. */
   shmstream_create_options graced;

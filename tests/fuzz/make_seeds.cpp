@@ -75,7 +75,7 @@ void segment_seeds(const std::filesystem::path& dir) {
        }));
   save(dir / "records-aborted", segment_file(p, [](shm::ProducerCore& w) {
          (void)w.publish(text(std::string(100, 'r')));
-         (void)w.abort();
+         (void)w.abort(AbortReason::because("seed"));
        }));
   p.ring_capacity = 4096;
   save(dir / "records-ring-wrapped", segment_file(p, [](shm::ProducerCore& w) {

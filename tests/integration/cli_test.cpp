@@ -1,4 +1,5 @@
 // The CLI's records, framing, retention and captured-command modes, through a private daemon.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,6 +18,7 @@ namespace shmstream::test {
 namespace {
 
 using namespace std::chrono_literals;
+using ::testing::HasSubstr;
 
 bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
 
@@ -201,12 +203,94 @@ TEST_F(Cli, AFailingCommandAbortsTheStreamWithItsStatus) {
   EXPECT_TRUE(exited_with(cs, 1)) << cs;
   // A command that cannot start leaves no stream behind.
   auto [ns, ignored2] = cli({"write", "nocmd", "--", "/nonexistent/command"});
-  EXPECT_TRUE(exited_with(ns, 1)) << ns;
+  EXPECT_TRUE(exited_with(ns, 127)) << ns;  // as a shell says it
   EXPECT_EQ(client_->stat("nocmd").status().code(), ErrorCode::kNotFound);
   // A records stream from a command: one record per output line.
   auto [rs, ignored3] = cli({"write", "recs", "--records", "--", "seq", "1", "3"});
   ASSERT_TRUE(exited_with(rs, 0));
   EXPECT_EQ(records_of("recs"), (std::vector<std::string>{"1", "2", "3"}));
+}
+
+// Every way `write` can end a stream badly reaches its readers (cat, the library), `stat`, `ls`
+// and the JSON as what it was, not as a crash.
+TEST_F(Cli, EveryKindOfAbortReachesItsReadersWithItsReason) {
+  auto reason_of = [&](const std::string& name) {
+    auto info = client_->stat(name);
+    EXPECT_TRUE(info.ok()) << info.status().to_string();
+    return info.ok() && info->abort_reason ? *info->abort_reason : AbortReason{};
+  };
+  auto cat_error = [&](const std::string& name) {
+    auto [status, out] = run_cli(daemon_, {"cat", name}, "", 30s, /*with_stderr=*/true);
+    EXPECT_TRUE(exited_with(status, 1)) << status;
+    return out;
+  };
+  // The command's exit status.
+  auto [st, ignored] = cli({"write", "status", "--", "sh", "-c", "echo x; exit 3"});
+  EXPECT_TRUE(exited_with(st, 3)) << st;
+  EXPECT_EQ(reason_of("status"), (AbortReason{AbortKind::kExitStatus, 3, "sh"}));
+  EXPECT_THAT(cat_error("status"),
+              HasSubstr("stream \"status\": aborted: its command `sh` exited with status 3"));
+  {  // The library's readers say the same.
+    auto reader = client_->open("status").value();
+    char buf[8];
+    EXPECT_TRUE(reader.read(std::as_writable_bytes(std::span(buf)), 10s).ok());  // "x\n"
+    Status ended = reader.read(std::as_writable_bytes(std::span(buf)), 10s).status();
+    EXPECT_EQ(ended.code(), ErrorCode::kProducerDied);
+    EXPECT_EQ(ended.message(), "stream \"status\": aborted: its command `sh` exited with status 3");
+  }
+  // The signal that killed it.
+  auto [sg, ignored2] = cli({"write", "signal", "--", "sh", "-c", "echo x; kill -9 $$"});
+  EXPECT_TRUE(exited_with(sg, 128 + 9)) << sg;
+  EXPECT_EQ(reason_of("signal"), (AbortReason{AbortKind::kSignal, 9, "sh"}));
+  EXPECT_THAT(cat_error("signal"), HasSubstr("its command `sh` was killed by signal 9 (SIGKILL)"));
+  // The size limit.
+  auto [sz, ignored3] = cli({"write", "big", "--max-bytes", "4096"}, std::string(5000, 'x'));
+  EXPECT_TRUE(exited_with(sz, 1)) << sz;
+  EXPECT_EQ(reason_of("big").kind, AbortKind::kSizeLimit);
+  EXPECT_THAT(cat_error("big"), HasSubstr("it reached its size limit (max bytes 4096)"));
+  // Interrupted (SIGTERM; Ctrl-C is SIGINT), and killed outright.
+  for (int signal : {SIGTERM, SIGKILL}) {
+    std::string name = signal == SIGTERM ? "interrupted" : "killed";
+    Child writer =
+        Child::spawn({bin_dir() + "/shmstream", "write", name}, true, false, daemon_.env());
+    ASSERT_EQ(::write(writer.stdin_fd(), "abc", 3), 3);
+    ASSERT_TRUE(eventually([&] {
+      auto info = client_->stat(name);
+      return info.ok() && info->bytes == 3;
+    }));
+    const pid_t pid = writer.pid();
+    writer.kill(signal);
+    int status = writer.wait(10s);
+    ASSERT_TRUE(eventually([&] { return client_->stat(name).value().abort_reason.has_value(); }));
+    if (signal == SIGTERM) {
+      EXPECT_TRUE(exited_with(status, 128 + SIGTERM)) << status;
+      EXPECT_EQ(reason_of(name), (AbortReason{AbortKind::kInterrupted, SIGTERM, ""}));
+      EXPECT_THAT(cat_error(name),
+                  HasSubstr("its producer was interrupted by signal 15 (SIGTERM)"));
+    } else {
+      EXPECT_EQ(reason_of(name), (AbortReason{AbortKind::kProducerDied, pid, ""}));
+      EXPECT_THAT(cat_error(name),
+                  HasSubstr("aborted: producer died (pid " + std::to_string(pid) + ")"));
+    }
+  }
+  // An explicit abort, through the library, as a reader of the library sees it.
+  auto producer = client_->create("explicit").value();
+  auto reader = client_->open("explicit").value();
+  ASSERT_TRUE(producer.abort("upstream \"feed\" lost\n").ok());
+  char buf[8];
+  EXPECT_THAT(reader.read(std::as_writable_bytes(std::span(buf)), 10s).status().message(),
+              HasSubstr("aborted: aborted by its producer: upstream \"feed\" lost?"));
+  // stat, ls and the JSON say it too (JSON-escaped).
+  auto [ss, stat_out] = cli({"stat", "status"});
+  EXPECT_THAT(stat_out, HasSubstr("aborted:       its command `sh` exited with status 3\n"));
+  auto [ls, ls_out] = cli({"ls"});
+  EXPECT_THAT(ls_out, HasSubstr("  aborted: its command `sh` was killed by signal 9 (SIGKILL)\n"));
+  auto [js, json] = cli({"stat", "explicit", "--json"});
+  EXPECT_THAT(json, HasSubstr("\"abort_reason\":{\"kind\":\"explicit\",\"code\":0,"
+                              "\"message\":\"upstream \\\"feed\\\" lost?\","));
+  // A stream that ended well has none.
+  ASSERT_TRUE(exited_with(cli({"write", "fine"}, "ok").first, 0));
+  EXPECT_THAT(cli({"stat", "fine", "--json"}).second, HasSubstr("\"abort_reason\":null"));
 }
 
 TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {

@@ -95,6 +95,8 @@ TEST_F(Resume, WhenTheGraceRunsOutTheStreamAborts) {
   first.kill(SIGKILL);
   blocked.join();
   EXPECT_EQ(status.code(), ErrorCode::kProducerDied) << status.to_string();
+  EXPECT_NE(status.message().find("no successor resumed it within 200 ms"), std::string::npos)
+      << status.message();
   EXPECT_EQ(client_.stat("short").value().state, StreamState::kAborted);
   auto late = client_.resume("short");
   EXPECT_EQ(late.status().code(), ErrorCode::kStreamClosed);
@@ -122,6 +124,7 @@ TEST_F(Resume, Refusals) {
   // Nor one whose producer dropped it without closing, while its process lives on.
   { auto dropped = client_.create("dropped", graced).value(); }
   EXPECT_EQ(client_.stat("dropped").value().state, StreamState::kAborted);
+  EXPECT_EQ(client_.stat("dropped").value().abort_reason->kind, AbortKind::kNotClosed);
 }
 
 TEST_F(Resume, WriteResumeGoesOnWhereTheDeadWriterStopped) {

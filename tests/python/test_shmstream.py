@@ -172,6 +172,25 @@ class PythonModuleTest(unittest.TestCase):
         self.assertEqual(writer.wait(timeout=30), 0)
         self.assertEqual(digest.hexdigest(), hashlib.sha256(data).hexdigest())
 
+    def test_readers_learn_why_a_cli_writer_aborted(self):
+        # The command's exit status and the signal that killed it, as `write -- CMD` records them.
+        for name, command, code, text in [
+                ("exit3", "echo x; exit 3", 3, "its command `sh` exited with status 3"),
+                ("killed", "echo x; kill -9 $$", 137,
+                 "its command `sh` was killed by signal 9 (SIGKILL)")]:
+            writer = subprocess.run([f"{BIN}/shmstream", "--no-autostart", "write", name, "--",
+                                     "sh", "-c", command], env=self.daemon.env, timeout=30,
+                                    stderr=subprocess.DEVNULL)
+            self.assertEqual(writer.returncode, code)
+            reader = self.client.open(name)
+            self.assertEqual(bytes(reader.next(timeout=5)), b"x\n")
+            with self.assertRaises(shmstream.Error) as caught:
+                reader.next(timeout=5)
+            self.assertEqual(caught.exception.code, "producer_died")
+            self.assertIn(f'stream "{name}": aborted: {text}', str(caught.exception))
+            self.assertEqual(self.client.stat(name)["abort_reason"]["text"], text)
+            reader.close()
+
     def wait_until(self, condition, what):
         deadline = time.monotonic() + 30
         while not condition():  # each poll a real query
@@ -249,6 +268,21 @@ class PythonModuleTest(unittest.TestCase):
         with self.assertRaises(shmstream.Error) as caught:
             reader.next()
         self.assertEqual(caught.exception.code, "producer_died")
+        # ... and why: the exception that left the `with`.
+        self.assertIn("aborted by its producer: KeyError: 'boom'", str(caught.exception))
+        reason = self.client.stat("slow")["abort_reason"]
+        self.assertEqual(reason["kind"], "explicit")
+        self.assertEqual(reason["message"], "KeyError: 'boom'")
+        # An explicit abort, with a reason.
+        explicit = self.client.create("explicit")
+        explicit_reader = self.client.open("explicit")
+        explicit.abort("camera unplugged")
+        with self.assertRaises(shmstream.Error) as caught:
+            explicit_reader.next(timeout=5)
+        self.assertIn("aborted by its producer: camera unplugged", str(caught.exception))
+        with self.client.create("fine") as fine:
+            fine.append(b"x")
+        self.assertIsNone(self.client.stat("fine")["abort_reason"])
         # An overrun names where to resume.
         ring = self.client.create("ring", retention="drop-oldest", ring_capacity=4096)
         lagging = self.client.open("ring")

@@ -1,5 +1,6 @@
 // Unit tests of the segment core: producer and reader on one segment (a memfd), in one process.
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -25,6 +26,7 @@ namespace {
 using namespace std::chrono_literals;
 using test::eventually;
 using test::thread_sleeps_in_futex;
+using ::testing::HasSubstr;
 
 TEST_F(SegmentTest, FormatWritesAValidHeader) {
   format();
@@ -298,20 +300,79 @@ TEST_F(SegmentTest, ClosingTheReaderWakesABlockedReadInAnotherThread) {
   EXPECT_EQ(r.view(0, 0).status().code(), ErrorCode::kInterrupted);
 }
 
-TEST_F(SegmentTest, AbortKeepsCommittedBytesReadableThenReportsProducerDied) {
+TEST_F(SegmentTest, AbortKeepsCommittedBytesReadableThenReportsItsReason) {
   format();
   auto p = producer();
   ASSERT_TRUE(p.append(bytes_of("kept")).ok());
   auto r = reader();
-  ASSERT_TRUE(p.abort().ok());
+  ASSERT_TRUE(p.abort(AbortReason{AbortKind::kExitStatus, 3, "gen"}).ok());
   char buf[16];
   auto n = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(std::string(buf, *n), "kept");
-  auto died = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
-  EXPECT_EQ(died.status().code(), ErrorCode::kProducerDied);
-  EXPECT_NE(died.status().message().find("producer died"), std::string::npos);
+  auto ended = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  EXPECT_EQ(ended.status().code(), ErrorCode::kProducerDied);
+  EXPECT_THAT(ended.status().message(),
+              HasSubstr("aborted: its command `gen` exited with status 3"));
+  EXPECT_EQ(load_abort_reason(raw_header()), (AbortReason{AbortKind::kExitStatus, 3, "gen"}));
   EXPECT_EQ(p.append(bytes_of("x")).code(), ErrorCode::kStreamClosed);
+}
+
+TEST_F(SegmentTest, TheFirstToAbortRecordsTheReasonAndNobodyChangesItLater) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  // The producer's claim wins; the daemon, aborting after it (it saw the producer go), neither
+  // ends the stream again nor changes the reason.
+  ASSERT_TRUE(p.abort(AbortReason::because("disk full")).ok());
+  EXPECT_FALSE(
+      abort_stream(raw_header(), AbortReason{AbortKind::kProducerDied, 1, ""}, Claimant::kDaemon));
+  EXPECT_EQ(load_abort_reason(raw_header()), AbortReason::because("disk full"));
+  // A close after an abort does not turn it clean.
+  EXPECT_FALSE(p.close().ok());
+  EXPECT_EQ(load_state(raw_header()), StreamState::kAborted);
+  char buf[4];
+  EXPECT_THAT(r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr).status().message(),
+              HasSubstr("aborted by its producer: disk full"));
+}
+
+TEST_F(SegmentTest, AProducerKilledAsItClaimedTheReasonStillEndsAsDied) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  // Claimed, nothing written, then killed: the daemon's abort still ends the stream.
+  raw_header().abort_claim.store(static_cast<uint32_t>(Claimant::kProducer));
+  EXPECT_TRUE(
+      abort_stream(raw_header(), AbortReason{AbortKind::kQuota, 0, "x"}, Claimant::kDaemon));
+  AbortReason why = load_abort_reason(raw_header());
+  EXPECT_EQ(why.kind, AbortKind::kProducerDied);
+  EXPECT_EQ(why.code, static_cast<int32_t>(producer_pid_now(raw_header())));
+}
+
+TEST_F(SegmentTest, AScribbledReasonReadsAsHarmlessText) {
+  format();
+  auto p = producer();
+  auto r = reader();
+  ASSERT_TRUE(p.abort(AbortReason::because("x")).ok());
+  // The owner scribbles the reason after the fact: an impossible kind, no NUL, control bytes.
+  raw_header().abort_kind.store(0xDEADBEEF);
+  std::memset(raw_header().abort_message, '\n', sizeof(raw_header().abort_message));
+  raw_header().abort_message[5] = '\x1b';
+  AbortReason why = load_abort_reason(raw_header());
+  EXPECT_EQ(why.kind, AbortKind::kUnknown);
+  EXPECT_EQ(why.message, std::string(kMaxAbortMessage, '?'));
+  char buf[4];
+  auto ended = r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr);
+  EXPECT_EQ(ended.status().code(), ErrorCode::kProducerDied);
+  EXPECT_THAT(ended.status().message(), HasSubstr("aborted: ???"));
+}
+
+TEST_F(SegmentTest, ALongReasonIsCutOnACharacterBoundary) {
+  format();
+  auto p = producer();
+  std::string message = std::string(kMaxAbortMessage - 1, 'a') + "\xC3\xA9 and more";  // é
+  ASSERT_TRUE(p.abort(AbortReason::because(message)).ok());
+  EXPECT_EQ(load_abort_reason(raw_header()).message, std::string(kMaxAbortMessage - 1, 'a'));
 }
 
 TEST_F(SegmentTest, CancelFailsEveryReadEvenOfCommittedBytes) {

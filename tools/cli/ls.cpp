@@ -26,6 +26,7 @@ int cmd_ls(shmstream::Client& client, bool json) {
                 static_cast<unsigned long long>(s.oldest), static_cast<unsigned long long>(s.bytes),
                 s.readers, s.producer_pid, shmstream::owner_name(s).c_str(),
                 shmstream::to_string(s.mode));
+    if (s.abort_reason) std::printf("  aborted: %s\n", s.abort_reason->describe().c_str());
     if (!s.directory.empty()) std::printf("  persistent in %s\n", s.directory.c_str());
     print_stall(s, "  ");
     print_cursors(s, "  ");

@@ -36,6 +36,7 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
     std::printf("resume grace:  %lld ms%s\n", static_cast<long long>(info.resume_grace.count()),
                 info.awaiting_producer ? " (its producer died: awaiting a successor)" : "");
   }
+  if (info.abort_reason) std::printf("aborted:       %s\n", info.abort_reason->describe().c_str());
   if (!info.damage.empty()) std::printf("damaged:       %s\n", info.damage.c_str());
   if (info.origin != 0) {
     std::printf("origin:        offset 0 here is offset %llu of the stream it republishes\n",

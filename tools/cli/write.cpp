@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -41,12 +42,30 @@ struct WriteOptions {
   std::string name;
 };
 
+// The signal (SIGINT, SIGTERM, SIGHUP) that interrupted `write`, 0 if none: the input loops
+// stop, waits for room end (g_interrupt), and the stream is aborted saying so.
+volatile sig_atomic_t g_signal = 0;
+shmstream::Cancellation g_interrupt;
+
+void on_signal(int signal) {
+  g_signal = signal;
+  g_interrupt.cancel();  // an atomic store and a futex wake: async-signal-safe
+}
+
+// The code of the error a copy function returned last: kTooLarge is the stream's size limit.
+shmstream::ErrorCode g_last_code = shmstream::ErrorCode::kOk;
+
+std::string failed(const shmstream::Status& status) {
+  g_last_code = status.code();
+  return status.message();
+}
+
 // Fills `buf` from fd until full or EOF; returns the count, or -1 with errno.
 ssize_t read_full(int fd, std::byte* buf, size_t size) {
   size_t got = 0;
   while (got < size) {
     ssize_t n = ::read(fd, buf + got, size - got);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && g_signal == 0) continue;
     if (n < 0) return -1;
     if (n == 0) break;
     got += static_cast<size_t>(n);
@@ -89,22 +108,26 @@ class Input {
   void stop() {
     if (child_ > 0) kill(child_, SIGTERM);
   }
-  // After EOF: empty if the input ended well, else why not (the command's exit status), with
-  // the exit code `write` should return.
-  std::pair<std::string, int> finish() {
-    if (child_ <= 0) return {"", 0};
+  // After EOF: whether the input ended well; if not, why (the command's exit status or
+  // signal), and the exit code `write` should return (as a shell would).
+  struct Ending {
+    std::optional<shmstream::AbortReason> why;  // none: it ended well
+    int exit_code = 0;
+  };
+  Ending finish() {
+    if (child_ <= 0) return {};
     ::close(fd_);
     fd_ = STDIN_FILENO;
     int status = 0;
     while (waitpid(child_, &status, 0) < 0 && errno == EINTR) {
     }
     child_ = 0;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {"", 0};
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return {};
     if (WIFEXITED(status)) {
-      return {what_ + " exited with status " + std::to_string(WEXITSTATUS(status)),
+      return {shmstream::AbortReason{shmstream::AbortKind::kExitStatus, WEXITSTATUS(status), what_},
               WEXITSTATUS(status)};
     }
-    return {what_ + " was killed by signal " + std::to_string(WTERMSIG(status)),
+    return {shmstream::AbortReason{shmstream::AbortKind::kSignal, WTERMSIG(status), what_},
             128 + WTERMSIG(status)};
   }
 
@@ -129,26 +152,27 @@ std::string copy_bytes(shmstream::Producer& producer, int fd, size_t chunk, uint
     if (room == 0) {
       std::byte extra;
       ssize_t n = ::read(fd, &extra, 1);
-      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINTR && g_signal == 0) continue;
       if (n < 0) return std::string("reading input: ") + std::strerror(errno);
       if (n == 0) return "";
-      return producer.append(std::span(&extra, 1)).message();
+      return failed(producer.append(std::span(&extra, 1)));
     }
-    auto span = producer.reserve(static_cast<size_t>(std::min<uint64_t>(chunk, room)));
-    if (!span.ok()) return span.status().message();
+    auto span = producer.reserve(static_cast<size_t>(std::min<uint64_t>(chunk, room)),
+                                 shmstream::kForever, &g_interrupt);
+    if (!span.ok()) return failed(span.status());
     ssize_t n = ::read(fd, span->data(), span->size());
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && g_signal == 0) continue;
     // EFAULT: the kernel could not write into the reservation: the segment file shrank under
     // our mapping (commit() names it when the header went too).
     if (n < 0 && errno == EFAULT) {
       shmstream::Status s = producer.commit(0);
       return s.ok() ? std::string("stream \"") + producer.name() +
                           "\": its segment file shrank under the producer's mapping"
-                    : s.message();
+                    : failed(s);
     }
     if (n < 0) return std::string("reading input: ") + std::strerror(errno);
     if (n == 0) return "";
-    if (auto s = producer.commit(static_cast<size_t>(n)); !s.ok()) return s.message();
+    if (auto s = producer.commit(static_cast<size_t>(n)); !s.ok()) return failed(s);
   }
 }
 
@@ -161,7 +185,7 @@ std::string copy_lines(shmstream::Producer& producer, int fd, Progress& progress
     progress.update(consumed);
     if (filled == buf.size()) buf.resize(buf.size() * 2);  // a line longer than the buffer
     ssize_t n = ::read(fd, buf.data() + filled, buf.size() - filled);
-    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EINTR && g_signal == 0) continue;
     if (n < 0) return std::string("reading input: ") + std::strerror(errno);
     size_t end = filled + static_cast<size_t>(n);
     consumed += static_cast<uint64_t>(n);
@@ -172,15 +196,19 @@ std::string copy_lines(shmstream::Producer& producer, int fd, Progress& progress
       auto* nl = static_cast<std::byte*>(std::memchr(buf.data() + scan, '\n', end - scan));
       if (nl == nullptr) break;
       size_t stop = static_cast<size_t>(nl - buf.data());
-      if (auto s = producer.publish(std::span(buf.data() + start, stop - start)); !s.ok()) {
-        return s.message();
+      if (auto s = producer.publish(std::span(buf.data() + start, stop - start),
+                                    shmstream::kForever, &g_interrupt);
+          !s.ok()) {
+        return failed(s);
       }
       start = scan = stop + 1;
     }
     if (n == 0) {
       if (start < end) {
-        if (auto s = producer.publish(std::span(buf.data() + start, end - start)); !s.ok()) {
-          return s.message();
+        if (auto s = producer.publish(std::span(buf.data() + start, end - start),
+                                      shmstream::kForever, &g_interrupt);
+            !s.ok()) {
+          return failed(s);
         }
       }
       return "";
@@ -207,10 +235,10 @@ std::string copy_len_framed(shmstream::Producer& producer, int fd, Progress& pro
     uint32_t length =
         static_cast<uint32_t>(len_bytes[0]) | static_cast<uint32_t>(len_bytes[1]) << 8 |
         static_cast<uint32_t>(len_bytes[2]) << 16 | static_cast<uint32_t>(len_bytes[3]) << 24;
-    auto span = producer.reserve_record(length);
+    auto span = producer.reserve_record(length, shmstream::kForever, &g_interrupt);
     if (!span.ok()) {
       return "record " + std::to_string(index) + " of " + std::to_string(length) +
-             " bytes: " + span.status().message();
+             " bytes: " + failed(span.status());
     }
     got = read_full(fd, span->data(), length);
     if (got < 0) return std::string("reading input: ") + std::strerror(errno);
@@ -218,7 +246,7 @@ std::string copy_len_framed(shmstream::Producer& producer, int fd, Progress& pro
       return "truncated input: record " + std::to_string(index) + " announces " +
              std::to_string(length) + " bytes, the input ends after " + std::to_string(got);
     }
-    if (auto s = producer.commit_record(length); !s.ok()) return s.message();
+    if (auto s = producer.commit_record(length); !s.ok()) return failed(s);
     consumed += 4 + uint64_t{length};
   }
 }
@@ -246,11 +274,18 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
   options.ring_capacity = w.ring.ring_capacity();
   const bool ring = options.ring_capacity != 0;
   auto producer = take(w.resume ? client.resume(name) : client.create(name, options));
+  // Interrupted, the stream is aborted saying so (not left to look like a crash).
+  struct sigaction action {};
+  action.sa_handler = on_signal;  // no SA_RESTART: a blocked read returns EINTR
+  sigemptyset(&action.sa_mask);
+  for (int signal : {SIGINT, SIGTERM, SIGHUP}) sigaction(signal, &action, nullptr);
   Input input(w.command);
   if (!input.spawn_error().empty()) {
-    (void)producer.abort();  // the stream is removed next; nothing to report
+    (void)producer.abort(input.spawn_error());  // removed next; nothing to report
     (void)client.remove(name, /*force=*/true);
-    fail(input.spawn_error() + " (stream \"" + name + "\" removed)");
+    std::fprintf(stderr, "shmstream: %s (stream \"%s\" removed)\n", input.spawn_error().c_str(),
+                 name.c_str());
+    return 127;  // as a shell says a command cannot be run
   }
   size_t chunk =
       ring ? static_cast<size_t>(std::clamp<uint64_t>(options.ring_capacity / 4, 1, kChunk))
@@ -267,17 +302,33 @@ int cmd_write(shmstream::Client& client, const std::string& name, const WriteOpt
                       : w.format == Format::kLen ? copy_len_framed(producer, input.fd(), progress)
                                                  : copy_lines(producer, input.fd(), progress);
   progress.finish(w.records ? total : producer.committed());
-  if (!error.empty()) input.stop();
-  auto [failed, code] = input.finish();
-  if (error.empty() && failed.empty()) {
+  if (!error.empty() || g_signal != 0) input.stop();
+  auto ending = input.finish();
+  if (error.empty() && g_signal == 0 && !ending.why) {
     check(producer.close());
     return 0;
   }
-  (void)producer.abort();  // the error below is what the user needs to see
+  // Why, for the stream's readers: our interruption, the stream's size limit, what went wrong
+  // with the input, or the command's ending.
+  shmstream::AbortReason why;
+  int exit_code = 1;
+  if (g_signal != 0) {
+    why = {shmstream::AbortKind::kInterrupted, g_signal, ""};
+    exit_code = 128 + g_signal;
+  } else if (!error.empty() && g_last_code == shmstream::ErrorCode::kTooLarge) {
+    why = {shmstream::AbortKind::kSizeLimit, 0,
+           ring ? "a record larger than the ring" : "max bytes " + std::to_string(limit)};
+  } else if (!error.empty()) {
+    why = shmstream::AbortReason::because(error);
+  } else {
+    why = *ending.why;
+    exit_code = ending.exit_code;
+  }
+  (void)producer.abort(why);  // the error below is what the user needs to see
   std::fprintf(stderr, "shmstream: %s (stream \"%s\" aborted at %llu bytes)\n",
-               (error.empty() ? failed : error).c_str(), name.c_str(),
-               static_cast<unsigned long long>(producer.committed()));
-  return error.empty() ? code : 1;
+               error.empty() || g_signal != 0 ? why.describe().c_str() : error.c_str(),
+               name.c_str(), static_cast<unsigned long long>(producer.committed()));
+  return exit_code;
 }
 
 }  // namespace

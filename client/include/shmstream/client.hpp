@@ -28,6 +28,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shmstream/abort_reason.hpp"
 #include "shmstream/cancellation.hpp"
 #include "shmstream/status.hpp"
 
@@ -122,6 +123,7 @@ struct StreamInfo {
   // pass (UINT64_MAX when it does not wait), and for how long so far.
   uint64_t producer_waits_for = UINT64_MAX;
   std::chrono::milliseconds stalled{0};
+  std::optional<AbortReason> abort_reason;  // an aborted stream's: why (see abort_reason.hpp)
 };
 // The state as `ls` shows it: "corrupt" for a stream whose files are damaged, "removing" for a
 // removed stream still held, "orphaned" for an open one awaiting a successor, else
@@ -206,7 +208,8 @@ struct ClientOptions {
 class Connection;  // internal
 
 // Appends to one stream. Obtained from Client::create(). Move-only.
-// Destroying an open Producer without close() aborts the stream (readers see producer_died).
+// Destroying an open Producer without close() aborts the stream (readers see producer_died,
+// "its producer was dropped without close()").
 class Producer {
  public:
   Producer(Producer&&) noexcept;
@@ -236,8 +239,11 @@ class Producer {
   Status commit_record(size_t length);
   // Ends the stream cleanly; readers reach its end.
   Status close();
-  // Ends the stream as failed; readers get kProducerDied past the committed bytes.
-  Status abort();
+  // Ends the stream as failed; readers get kProducerDied past the committed bytes, saying why
+  // ("aborted by its producer: MESSAGE", or the reason's describe()), as do `ls`, `stat` and
+  // StreamInfo::abort_reason.
+  Status abort(std::string_view message = {});
+  Status abort(const AbortReason& why);
   uint64_t committed() const;
 
  private:

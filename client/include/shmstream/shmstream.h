@@ -19,8 +19,8 @@
  *
  * Errors: every function that can fail returns an shmstream_code (SHMSTREAM_OK is 0). The
  * failing call also leaves a message naming the stream and the cause, e.g.
- * `stream "cam0": producer died (pid 4121)`, which shmstream_last_error() returns until the
- * next failing call on the same thread. No C++ exception ever crosses this API.
+ * `stream "cam0": aborted: producer died (pid 4121)`, which shmstream_last_error() returns until
+ * the next failing call on the same thread. No C++ exception ever crosses this API.
  *
  * Thread-safety: a client may be used from many threads at once. A producer or reader is used
  * by one thread at a time, except shmstream_reader_close(), which any thread may call to wake a
@@ -136,8 +136,12 @@ int shmstream_publish(shmstream_producer* producer, const void* data, size_t siz
                       int64_t timeout_ns);
 /* Ends the stream cleanly: readers reach its end. */
 int shmstream_producer_close(shmstream_producer* producer);
-/* Ends the stream as failed: readers get SHMSTREAM_PRODUCER_DIED past the committed bytes. */
+/* Ends the stream as failed: readers get SHMSTREAM_PRODUCER_DIED past the committed bytes, with
+ * the message `stream "NAME": aborted: aborted by its producer`. */
 int shmstream_producer_abort(shmstream_producer* producer);
+/* The same, saying why: readers' message ends `aborted by its producer: REASON` (REASON cut to
+ * 127 bytes; NULL is no reason). */
+int shmstream_producer_abort_because(shmstream_producer* producer, const char* reason);
 uint64_t shmstream_producer_committed(const shmstream_producer* producer);
 /* Frees a producer; one that was neither closed nor aborted aborts its stream. */
 void shmstream_producer_free(shmstream_producer* producer);
