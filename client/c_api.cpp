@@ -190,6 +190,8 @@ int shmstream_publish(shmstream_producer* producer, const void* data, size_t siz
   });
 }
 
+const char* shmstream_version(void) { return shmstream::version(); }
+
 int shmstream_producer_close(shmstream_producer* producer) {
   if (producer == nullptr) return invalid("shmstream_producer_close: producer is NULL");
   return guarded([&] { return report(producer->producer.close()); });

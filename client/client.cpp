@@ -26,6 +26,13 @@ Status from_proto(proto::Status::Reader status) {
                 std::string(status.getMessage().cStr(), status.getMessage().size()));
 }
 
+// A missing stream (or cursor) is missing from one daemon: the message names its socket.
+Status naming_daemon(Status status, const Connection& connection) {
+  if (status.code() != ErrorCode::kNotFound) return status;
+  return Status(ErrorCode::kNotFound,
+                status.message() + " (daemon at " + connection.socket_path() + ")");
+}
+
 // The public StreamState mirrors the segment's values one to one.
 static_assert(static_cast<int>(StreamState::kOpen) == static_cast<int>(shm::StreamState::kOpen));
 static_assert(static_cast<int>(StreamState::kClosed) ==
@@ -540,7 +547,7 @@ Result<Producer> Client::acquire_producer(std::string_view name, const CreateOpt
   };
   auto granted = acquire(*connection_, create != nullptr ? "create" : "resume", owned,
                          shm::Access::kReadWrite, send);
-  if (!granted.ok()) return granted.status();
+  if (!granted.ok()) return naming_daemon(granted.status(), *connection_);
   connection_->remember(granted->handle,
                         Reattach{true, owned, granted->segment.header().stream_id, 0});
   return Producer(std::make_unique<Producer::Impl>(connection_, granted->handle, owned,
@@ -564,7 +571,7 @@ Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
                         response.getPage(), response.getSlot());
     });
   });
-  if (!granted.ok()) return granted.status();
+  if (!granted.ok()) return naming_daemon(granted.status(), *connection_);
   connection_->remember(granted->handle,
                         Reattach{false, owned, granted->segment.header().stream_id, granted->slot});
   return Reader(std::make_unique<Reader::Impl>(
@@ -598,19 +605,56 @@ Result<StreamInfo> Client::stat(std::string_view name) {
     });
   });
   if (!reply.ok()) return reply.status();
-  if (!reply->status.ok()) return reply->status;
+  if (!reply->status.ok()) return naming_daemon(reply->status, *connection_);
   return reply->info;
 }
+
+Result<DaemonInfo> Client::daemon_info() {
+  return connection_->run<DaemonInfo>("info", [](LoopState& loop) {
+    return loop.control.infoRequest().send().then([](auto response) {
+      auto in = response.getInfo();
+      auto text = [](capnp::Text::Reader t) { return std::string(t.cStr(), t.size()); };
+      DaemonInfo out;
+      out.version = text(in.getVersion());
+      out.pid = in.getPid();
+      out.uid = in.getUid();
+      out.socket = text(in.getSocket());
+      out.started_unix_ns = in.getStartedUnixNs();
+      out.config_file = text(in.getConfigFile());
+      out.segment_dir = text(in.getSegmentDir());
+      out.persist_dir = text(in.getPersistDir());
+      out.streams = in.getStreams();
+      out.removing = in.getRemoving();
+      out.memory_bytes = in.getMemoryBytes();
+      out.disk_bytes = in.getDiskBytes();
+      out.connections = in.getConnections();
+      out.max_streams_per_user = in.getMaxStreamsPerUser();
+      out.max_connections_per_user = in.getMaxConnectionsPerUser();
+      out.max_connections = in.getMaxConnections();
+      out.max_bytes_per_user = in.getMaxBytesPerUser();
+      out.reserve_bytes = in.getReserveBytes();
+      out.default_max_bytes = in.getDefaultMaxBytes();
+      out.default_max_readers = in.getDefaultMaxReaders();
+      out.max_ring_bytes = in.getMaxRingBytes();
+      out.stall_limit_ms = in.getStallLimitMs();
+      return out;
+    });
+  });
+}
+
+const char* version() { return SHMSTREAM_VERSION; }
 
 Status Client::remove(std::string_view name, bool force) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   std::string owned(name);
-  return status_call(*connection_, "remove", [&](LoopState& loop) {
-    auto request = loop.control.removeRequest();
-    request.setName(owned);
-    request.setForce(force);
-    return request;
-  });
+  return naming_daemon(status_call(*connection_, "remove",
+                                   [&](LoopState& loop) {
+                                     auto request = loop.control.removeRequest();
+                                     request.setName(owned);
+                                     request.setForce(force);
+                                     return request;
+                                   }),
+                       *connection_);
 }
 
 Status Client::remove_cursor(std::string_view name, std::string_view cursor) {
@@ -618,12 +662,14 @@ Status Client::remove_cursor(std::string_view name, std::string_view cursor) {
   if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
   std::string owned(name);
   std::string owned_cursor(cursor);
-  return status_call(*connection_, "removeCursor", [&](LoopState& loop) {
-    auto request = loop.control.removeCursorRequest();
-    request.setName(owned);
-    request.setCursor(owned_cursor);
-    return request;
-  });
+  return naming_daemon(status_call(*connection_, "removeCursor",
+                                   [&](LoopState& loop) {
+                                     auto request = loop.control.removeCursorRequest();
+                                     request.setName(owned);
+                                     request.setCursor(owned_cursor);
+                                     return request;
+                                   }),
+                       *connection_);
 }
 
 }  // namespace shmstream

@@ -162,6 +162,36 @@ std::string stall_text(const StreamInfo& info) {
   return out;
 }
 
+std::string to_json(const DaemonInfo& info) {
+  using std::to_string;
+  std::string out = "{";
+  field(out, "version", json_string(info.version));
+  field(out, "pid", to_string(info.pid));
+  field(out, "uid", to_string(info.uid));
+  field(out, "socket", json_string(info.socket));
+  field(out, "started_unix_ns", to_string(info.started_unix_ns));
+  field(out, "config_file", json_string(info.config_file));
+  field(out, "segment_dir", json_string(info.segment_dir));
+  field(out, "persist_dir", json_string(info.persist_dir));
+  field(out, "streams", to_string(info.streams));
+  field(out, "removing", to_string(info.removing));
+  field(out, "memory_bytes", to_string(info.memory_bytes));
+  field(out, "disk_bytes", to_string(info.disk_bytes));
+  field(out, "connections", to_string(info.connections));
+  std::string limits = "{";
+  field(limits, "max_streams_per_user", to_string(info.max_streams_per_user));
+  field(limits, "max_connections_per_user", to_string(info.max_connections_per_user));
+  field(limits, "max_connections", to_string(info.max_connections));
+  field(limits, "max_bytes_per_user", to_string(info.max_bytes_per_user));
+  field(limits, "reserve_bytes", to_string(info.reserve_bytes));
+  field(limits, "default_max_bytes", to_string(info.default_max_bytes));
+  field(limits, "default_max_readers", to_string(info.default_max_readers));
+  field(limits, "max_ring_bytes", to_string(info.max_ring_bytes));
+  field(limits, "stall_limit_ms", to_string(info.stall_limit_ms));
+  field(out, "limits", limits + "}");
+  return out + "}";
+}
+
 std::string to_json(const StreamInfo& info) {
   using std::to_string;
   std::string out = "{";

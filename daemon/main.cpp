@@ -16,6 +16,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -127,6 +128,7 @@ int main(int argc, char** argv) {
   CLI::App app{
       "shmstreamd: the shmstream daemon. Serves the control socket through which\n"
       "streams are created, opened, listed and removed."};
+  app.set_version_flag("--version", std::string("shmstreamd ") + SHMSTREAM_VERSION);
   std::string socket_path = shmstream::shm::default_socket_path();
   std::string segment_dir = shmstream::shm::kDefaultSegmentDir;
   std::string log_level = "info";
@@ -327,6 +329,10 @@ int main(int argc, char** argv) {
     shmstream::daemon::Registry registry(config);
     {
       shmstream::daemon::Server server(io, registry, listen_fd, limits);
+      server.set_about(shmstream::daemon::About{
+          "", static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count())});
       spdlog::info(
           "serving {} (pid {}{}, segments in {} as {}*; {} bytes per user, {} in "
           "reserve)",

@@ -343,6 +343,21 @@ uint64_t Registry::memory_held_by(uid_t uid) const {
   return bytes;
 }
 
+Registry::Holdings Registry::holdings() const {
+  Holdings out;
+  out.streams = live_.size();
+  out.removing = removing_.size();
+  auto add = [&](const Stream& stream) {
+    struct stat st {};
+    if (!stream.segment.valid() || fstat(stream.segment.fd(), &st) != 0) return;
+    (stream.directory.empty() ? out.memory_bytes : out.disk_bytes) +=
+        static_cast<uint64_t>(st.st_blocks) * 512;
+  };
+  for (const auto& [name, stream] : live_) add(*stream);
+  for (const auto& stream : removing_) add(*stream);
+  return out;
+}
+
 Status Registry::may_take_memory(const std::string& name, const CreateParams& create, uid_t uid,
                                  uint64_t* max_bytes) const {
   // What the new stream takes at once: a ring all of its capacity, else its header.

@@ -288,6 +288,15 @@ class Registry {
   size_t remove_memory_streams_for_exit();
 
   size_t live_count() const { return live_.size(); }
+  // What the daemon holds, for `shmstream daemon status`.
+  struct Holdings {
+    size_t streams = 0;         // live
+    size_t removing = 0;        // removed, still held
+    uint64_t memory_bytes = 0;  // allocated by in-memory streams' segments
+    uint64_t disk_bytes = 0;    // allocated by persistent streams' segments
+  };
+  Holdings holdings() const;
+  const RegistryConfig& config() const { return config_; }
 
  private:
   void release_if_unheld(const std::shared_ptr<Stream>& stream);

@@ -284,6 +284,35 @@ class ControlImpl final : public proto::Control::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> info(InfoContext context) override {
+    auto out = context.getResults().initInfo();
+    const RegistryConfig& config = registry_.config();
+    const Registry::Holdings held = registry_.holdings();
+    out.setVersion(SHMSTREAM_VERSION);
+    out.setPid(static_cast<uint32_t>(getpid()));
+    out.setUid(static_cast<uint32_t>(geteuid()));
+    out.setSocket(config.socket_path);
+    out.setStartedUnixNs(server_.about().started_unix_ns);
+    out.setConfigFile(server_.about().config_file);
+    out.setSegmentDir(config.segment_dir);
+    out.setPersistDir(config.persist_dir);
+    out.setStreams(static_cast<uint32_t>(held.streams));
+    out.setRemoving(static_cast<uint32_t>(held.removing));
+    out.setMemoryBytes(held.memory_bytes);
+    out.setDiskBytes(held.disk_bytes);
+    out.setConnections(static_cast<uint32_t>(server_.connection_count()));
+    out.setMaxStreamsPerUser(config.max_streams_per_user);
+    out.setMaxConnectionsPerUser(server_.limits().max_connections_per_user);
+    out.setMaxConnections(server_.limits().max_connections);
+    out.setMaxBytesPerUser(config.max_bytes_per_user);
+    out.setReserveBytes(config.reserve_bytes);
+    out.setDefaultMaxBytes(config.default_max_bytes);
+    out.setDefaultMaxReaders(config.default_max_readers);
+    out.setMaxRingBytes(config.max_ring_capacity);
+    out.setStallLimitMs(server_.limits().stall_limit_ms);
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> stat(StatContext context) override {
     std::string name = text(context.getParams().getName());
     auto snapshot = guarded("stat", [&] { return registry_.stat(name); });

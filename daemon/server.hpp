@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -37,6 +38,12 @@ struct ServerLimits {
   uint64_t reattach_grace_ms = 10'000;
 };
 
+// What the daemon says of itself (Control.info), besides its registry and limits.
+struct About {
+  std::string config_file;  // empty: none read
+  uint64_t started_unix_ns = 0;
+};
+
 class Server final : private kj::TaskSet::ErrorHandler {
  public:
   Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, ServerLimits limits = {});
@@ -45,6 +52,9 @@ class Server final : private kj::TaskSet::ErrorHandler {
   // Accepts connections until the returned promise is dropped.
   kj::Promise<void> run();
   size_t connection_count() const { return connections_; }
+  void set_about(About about) { about_ = std::move(about); }
+  const About& about() const { return about_; }
+  const ServerLimits& limits() const { return limits_; }
   // Aborts the stream when process `pid` exits, even if its connection lives on elsewhere
   // (a forked child) or it never connected to this daemon (a stream adopted after a restart).
   void watch_producer(const std::shared_ptr<Stream>& stream, pid_t pid);
@@ -78,6 +88,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   Registry& registry_;
   int listen_fd_;
   ServerLimits limits_;
+  About about_;
   kj::UnixEventPort::FdObserver listen_observer_;
   std::map<pid_t, std::shared_ptr<ProcessWatch>> watches_;
   size_t connections_ = 0;

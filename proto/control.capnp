@@ -81,6 +81,36 @@ struct StreamInfo {
   # its mappings): what it found. Its readers get `corrupt`.
 }
 
+struct DaemonInfo {
+  version @0 :Text;
+  pid @1 :UInt32;
+  uid @2 :UInt32;
+  socket @3 :Text;
+  startedUnixNs @4 :UInt64;
+  configFile @5 :Text;
+  # The configuration file it read; empty if none.
+  segmentDir @6 :Text;
+  persistDir @7 :Text;
+  # Empty: no persistent directory of its own.
+  streams @8 :UInt32;
+  # Live streams; `removing`: removed ones still held.
+  removing @9 :UInt32;
+  memoryBytes @10 :UInt64;
+  # Memory its in-memory streams take (allocated bytes, removing ones included).
+  diskBytes @11 :UInt64;
+  # Disk its persistent streams take.
+  connections @12 :UInt32;
+  maxStreamsPerUser @13 :UInt32;
+  maxConnectionsPerUser @14 :UInt32;
+  maxConnections @15 :UInt32;
+  maxBytesPerUser @16 :UInt64;
+  reserveBytes @17 :UInt64;
+  defaultMaxBytes @18 :UInt64;
+  defaultMaxReaders @19 :UInt32;
+  maxRingBytes @20 :UInt64;
+  stallLimitMs @21 :UInt64;
+}
+
 struct ReaderInfo {
   pid @0 :UInt32;
   position @1 :UInt64;
@@ -189,6 +219,9 @@ interface Control {
 
   resume @8 (name :Text)
       -> (status :Status, producer :Producer, readerTable :SideFile, segmentPath :Text);
+
+  info @9 () -> (info :DaemonInfo);
+  # Who the daemon is and what it holds (`shmstream daemon status`).
   # Takes over an open stream created with a resume grace whose producer died: the caller
   # (its owner or root) becomes its producer at its committed length. kBusy while its
   # producer's process still runs; kStreamClosed once it ended (the grace ran out).

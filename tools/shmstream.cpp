@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
       "shmstream: shared-memory streams. One producer appends; any number of readers\n"
       "read the same bytes zero-copy, each at its own offset, live or replayed."};
   app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("shmstream ") + shmstream::version());
   app.fallthrough();  // global options may also follow the subcommand
   std::string socket = shmstream::Client::default_socket_path();
   bool no_autostart = false;
@@ -47,7 +48,8 @@ int main(int argc, char** argv) {
                                    add_stat(app),
                                    add_top(app),
                                    add_rm(app),
-                                   add_gc(app)};
+                                   add_gc(app),
+                                   add_daemon(app)};
   for (auto& bridge : add_bridge(app)) commands.push_back(std::move(bridge));
   try {
     app.parse(static_cast<int>(args.size()), args.data());
@@ -67,7 +69,20 @@ int main(int argc, char** argv) {
   if (chosen->run_alone) return chosen->run_alone();
   shmstream::ClientOptions options;
   options.socket_path = socket;
-  options.autostart = !no_autostart;
-  auto client = take(shmstream::Client::connect(options));
+  options.autostart = !no_autostart && chosen->starts_daemon;
+  auto connected = shmstream::Client::connect(options);
+  // (The library says "(autostart disabled)" when nothing listens at all.)
+  if (!connected.ok() && connected.status().code() == shmstream::ErrorCode::kUnavailable &&
+      connected.status().message().ends_with("(autostart disabled)") && !chosen->starts_daemon &&
+      !no_autostart) {
+    // A command that only looks does not start a daemon to find nothing there.
+    std::string name = chosen->app->get_name();
+    if (const CLI::App* parent = chosen->app->get_parent(); parent != &app) {
+      name = parent->get_name() + " " + name;  // `daemon status`
+    }
+    fail("no daemon runs at " + socket + " (`" + name +
+         "` starts none; `shmstream write` or `shmstreamd` does)");
+  }
+  auto client = take(std::move(connected));
   return chosen->run(client);
 }

@@ -256,6 +256,7 @@ PYBIND11_MODULE(shmstream, m) {
   m.doc() =
       "shmstream: shared-memory streams. One producer appends; any number of readers, in any "
       "processes, read the same bytes zero-copy (memoryviews of a read-only mapping).";
+  m.attr("__version__") = shmstream::version();
   error_class = PyErr_NewExceptionWithDoc(
       "shmstream.Error",
       "A shmstream failure. .code is its stable name ('not_found', 'timeout', "
@@ -395,6 +396,16 @@ PYBIND11_MODULE(shmstream, m) {
              for (const auto& s : streams) out.append(info_dict(s));
              return out;
            })
+      .def(
+          "daemon_info",
+          [](shmstream::Client& c) {
+            auto info = unwrap(released([&] { return c.daemon_info(); }));
+            return py::module_::import("json")
+                .attr("loads")(shmstream::to_json(info))
+                .cast<py::dict>();
+          },
+          "The daemon's identity, configuration, limits and holdings: the keys of "
+          "`shmstream daemon status --json`.")
       .def("stat",
            [](shmstream::Client& c, const std::string& name) {
              return info_dict(unwrap(released([&] { return c.stat(name); })));

@@ -41,6 +41,7 @@ static void check_errors(shmstream_client* client) {
   shmstream_reader* reader = NULL;
   CHECK(strcmp(shmstream_code_name(SHMSTREAM_NOT_FOUND), "not_found") == 0);
   CHECK(strcmp(shmstream_code_name(SHMSTREAM_PRODUCER_DIED), "producer_died") == 0);
+  CHECK(shmstream_version() != NULL && strchr(shmstream_version(), '.') != NULL);
   CHECK(strcmp(shmstream_code_name(999), "unknown") == 0);
   CHECK(shmstream_create(client, "bad/name", NULL, &producer) == SHMSTREAM_INVALID_ARGUMENT);
   CHECK(producer == NULL);

@@ -293,6 +293,59 @@ TEST_F(Cli, EveryKindOfAbortReachesItsReadersWithItsReason) {
   EXPECT_THAT(cli({"stat", "fine", "--json"}).second, HasSubstr("\"abort_reason\":null"));
 }
 
+TEST(CliIdentity, VersionsAndTheDaemonsStatus) {
+  TestDaemon daemon({"--max-streams-per-user", "7", "--default-max-readers", "5"});
+  auto [vs, version] = run_cli(daemon, {"--version"});
+  EXPECT_TRUE(exited_with(vs, 0)) << vs;
+  EXPECT_EQ(version, std::string("shmstream ") + shmstream::version() + "\n");
+  Child shmstreamd = Child::spawn({bin_dir() + "/shmstreamd", "--version"}, false, true);
+  EXPECT_EQ(shmstreamd.read_line(10s), std::string("shmstreamd ") + shmstream::version());
+  EXPECT_TRUE(exited_with(shmstreamd.wait(10s), 0));
+
+  auto client = connect_to(daemon);
+  auto kept = client.create("kept").value();
+  ASSERT_TRUE(kept.append(std::string(1 << 20, 'k')).ok());
+  auto other = client.create("other").value();
+  auto info = client.daemon_info();
+  ASSERT_TRUE(info.ok()) << info.status().to_string();
+  EXPECT_EQ(info->version, shmstream::version());
+  EXPECT_EQ(info->pid, static_cast<uint32_t>(daemon.pid()));
+  EXPECT_EQ(info->uid, geteuid());
+  EXPECT_EQ(info->socket, daemon.socket_path());
+  EXPECT_EQ(info->streams, 2u);
+  EXPECT_GE(info->memory_bytes, uint64_t{1} << 20);
+  EXPECT_EQ(info->max_streams_per_user, 7u);
+  EXPECT_EQ(info->default_max_readers, 5u);
+  EXPECT_GE(info->connections, 1u);
+  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  EXPECT_LE(info->started_unix_ns, static_cast<uint64_t>(now_ns));
+  EXPECT_GT(info->started_unix_ns, static_cast<uint64_t>(now_ns) - 600'000'000'000ULL);
+
+  auto [ss, status] = run_cli(daemon, {"daemon", "status"});
+  EXPECT_TRUE(exited_with(ss, 0)) << ss;
+  EXPECT_THAT(status, HasSubstr(std::string("shmstreamd ") + shmstream::version() + ", pid " +
+                                std::to_string(daemon.pid())));
+  EXPECT_THAT(status, HasSubstr("socket:        " + daemon.socket_path() + "\n"));
+  EXPECT_THAT(status, HasSubstr("streams:       2 live, 0 removed but still held\n"));
+  EXPECT_THAT(status, HasSubstr("per user 7 streams"));
+  auto [js, json] = run_cli(daemon, {"daemon", "status", "--json"});
+  EXPECT_TRUE(exited_with(js, 0)) << js;
+  EXPECT_THAT(json, HasSubstr("\"pid\":" + std::to_string(daemon.pid()) + ","));
+  EXPECT_THAT(json, HasSubstr("\"max_streams_per_user\":7,"));
+  EXPECT_THAT(json, HasSubstr("\"streams\":2,"));
+  // A missing stream is missing from this daemon: its errors name the socket.
+  const std::string where = " (daemon at " + daemon.socket_path() + ")";
+  EXPECT_THAT(client.stat("missing").status().message(), HasSubstr(where));
+  EXPECT_THAT(client.open("missing").status().message(), HasSubstr(where));
+  EXPECT_THAT(client.remove("missing").message(), HasSubstr(where));
+  auto [cs, cat] = run_cli(daemon, {"cat", "missing"}, "", 30s, /*with_stderr=*/true);
+  EXPECT_TRUE(exited_with(cs, 1)) << cs;
+  EXPECT_THAT(cat, HasSubstr("stream \"missing\"")) << cat;
+  EXPECT_THAT(cat, HasSubstr(where)) << cat;
+}
+
 TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {
   // 0 bytes to 1 MiB each, random contents; the framed input doubles as the expected output.
   std::vector<std::string> records;

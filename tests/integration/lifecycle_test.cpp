@@ -453,8 +453,26 @@ TEST(Autostart, TheCliStartsADaemonWhenNoneAnswers) {
     int status = refused.wait(30s);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0);
   }
-  Child ls = Child::spawn({bin_dir() + "/shmstream", "ls"}, false, true, env);
-  int status = ls.wait(30s);
+  // A command that only looks starts none: it says none runs.
+  for (auto [args, name] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"ls"}, "ls"},
+           {{"stat", "x"}, "stat"},
+           {{"top", "--once"}, "top"},
+           {{"daemon", "status"}, "daemon status"}}) {
+    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1",
+                                     bin_dir() + "/shmstream"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child looking = Child::spawn(argv, false, true, env);
+    std::string said = looking.read_line(30s);
+    int status = looking.wait(30s);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << args[0] << ": " << status;
+    EXPECT_EQ(said, "shmstream: no daemon runs at " + socket + " (`" + name +
+                        "` starts none; `shmstream write` or `shmstreamd` does)")
+        << args[0];
+    EXPECT_FALSE(std::filesystem::exists(socket)) << args[0] << " started a daemon";
+  }
+  Child write = Child::spawn({bin_dir() + "/shmstream", "write", "x"}, false, true, env);
+  int status = write.wait(30s);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   std::ifstream lock(socket + ".lock");
   pid_t daemon = 0;

@@ -172,6 +172,16 @@ class PythonModuleTest(unittest.TestCase):
         self.assertEqual(writer.wait(timeout=30), 0)
         self.assertEqual(digest.hexdigest(), hashlib.sha256(data).hexdigest())
 
+    def test_version_and_daemon_info(self):
+        version = subprocess.run([f"{BIN}/shmstream", "--version"], capture_output=True,
+                                 text=True, timeout=30).stdout
+        self.assertEqual(version, f"shmstream {shmstream.__version__}\n")
+        info = self.client.daemon_info()
+        self.assertEqual(info["version"], shmstream.__version__)
+        self.assertEqual(info["pid"], self.daemon.process.pid)
+        self.assertEqual(info["socket"], self.daemon.socket)
+        self.assertIn("max_streams_per_user", info["limits"])
+
     def test_readers_learn_why_a_cli_writer_aborted(self):
         # The command's exit status and the signal that killed it, as `write -- CMD` records them.
         for name, command, code, text in [

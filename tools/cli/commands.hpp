@@ -17,6 +17,8 @@ Command add_stat(CLI::App& app);
 Command add_top(CLI::App& app);
 Command add_rm(CLI::App& app);
 Command add_gc(CLI::App& app);
+// `daemon status`.
+Command add_daemon(CLI::App& app);
 // `bridge out` and `bridge in`, under `bridge`.
 std::vector<Command> add_bridge(CLI::App& app);
 

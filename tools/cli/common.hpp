@@ -39,7 +39,15 @@ struct Command {
   std::function<int(shmstream::Client&)> run;
   // Instead of run: a command that needs no daemon (gc).
   std::function<int()> run_alone;
+  // Whether it may start a daemon when none answers (read-only commands say none runs).
+  bool starts_daemon = true;
 };
+
+// A command that only looks: it never starts a daemon (ls, stat, top, daemon status).
+inline Command looking(Command command) {
+  command.starts_daemon = false;
+  return command;
+}
 
 // Prints "shmstream: <message>" (ending a progress line first) and exits with status 1.
 [[noreturn]] void fail(const std::string& message);

@@ -40,7 +40,8 @@ Command add_ls(CLI::App& app) {
   auto* ls = app.add_subcommand("ls", "List streams: name, state, bytes, readers, producer pid");
   auto json = std::make_shared<bool>(false);
   ls->add_flag("--json", *json, "Print a JSON array");
-  return Command{ls, nullptr, [json](shmstream::Client& client) { return cmd_ls(client, *json); }};
+  return looking(
+      Command{ls, nullptr, [json](shmstream::Client& client) { return cmd_ls(client, *json); }});
 }
 
 }  // namespace shmstream_cli

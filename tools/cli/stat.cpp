@@ -58,9 +58,9 @@ Command add_stat(CLI::App& app) {
   auto json = std::make_shared<bool>(false);
   stat->add_option("NAME", *name, "Stream name")->required();
   stat->add_flag("--json", *json, "Print a JSON object");
-  return Command{stat, nullptr, [name, json](shmstream::Client& client) {
-                   return cmd_stat(client, *name, *json);
-                 }};
+  return looking(Command{stat, nullptr, [name, json](shmstream::Client& client) {
+                           return cmd_stat(client, *name, *json);
+                         }});
 }
 
 }  // namespace shmstream_cli

@@ -22,8 +22,8 @@ Command add_top(CLI::App& app) {
   top->add_option("--interval", t->interval_seconds, "Seconds between frames")
       ->capture_default_str()
       ->check(CLI::Range(0.05, 3600.0));
-  return Command{top, [t] { t->options.interval = milliseconds_of(t->interval_seconds); },
-                 [t](shmstream::Client& client) { return run_top(client, t->options); }};
+  return looking(Command{top, [t] { t->options.interval = milliseconds_of(t->interval_seconds); },
+                         [t](shmstream::Client& client) { return run_top(client, t->options); }});
 }
 
 }  // namespace shmstream_cli

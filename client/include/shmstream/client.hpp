@@ -144,6 +144,38 @@ std::string group_name(const StreamInfo& info);
 // "lag", "reader_pid"}] and "attached"
 // [{"pid", "position", "cursor"}].
 std::string to_json(const StreamInfo& info);
+
+// This library's release ("0.1.0").
+const char* version();
+
+// Who a daemon is and what it holds (Client::daemon_info(), `shmstream daemon status`).
+struct DaemonInfo {
+  std::string version;
+  uint32_t pid = 0;
+  uint32_t uid = 0;  // the user it runs as
+  std::string socket;
+  uint64_t started_unix_ns = 0;
+  std::string config_file;  // the configuration file it read; empty if none
+  std::string segment_dir;
+  std::string persist_dir;    // empty: no persistent directory of its own
+  uint32_t streams = 0;       // live
+  uint32_t removing = 0;      // removed, still held
+  uint64_t memory_bytes = 0;  // allocated by its in-memory streams
+  uint64_t disk_bytes = 0;    // allocated by its persistent streams
+  uint32_t connections = 0;
+  // Its limits (shmstreamd --help says what each is); 0 bytes per user: none.
+  uint32_t max_streams_per_user = 0;
+  uint32_t max_connections_per_user = 0;
+  uint32_t max_connections = 0;
+  uint64_t max_bytes_per_user = 0;
+  uint64_t reserve_bytes = 0;
+  uint64_t default_max_bytes = 0;
+  uint32_t default_max_readers = 0;
+  uint64_t max_ring_bytes = 0;
+  uint64_t stall_limit_ms = 0;
+};
+// The same as one JSON object (the keys of `shmstream daemon status --json`).
+std::string to_json(const DaemonInfo& info);
 // A kBlock ring's producer waiting for room: who holds it back, one description each ("reader
 // pid 12", "cursor \"billing\" (no reader)"); empty when it does not wait.
 std::vector<std::string> stall_holders(const StreamInfo& info);
@@ -364,6 +396,8 @@ class Client {
   Result<Reader> open(std::string_view name, const OpenOptions& options = {});
   Result<std::vector<StreamInfo>> list();
   Result<StreamInfo> stat(std::string_view name);
+  // The daemon's identity, configuration, limits and holdings.
+  Result<DaemonInfo> daemon_info();
   // Removes a stream. Without force, current readers may finish; with force, everyone using it
   // fails at once with kCancelled.
   Status remove(std::string_view name, bool force = false);

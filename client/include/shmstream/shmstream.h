@@ -74,6 +74,8 @@ typedef enum shmstream_code {
 /* The message of the last call that failed on this thread ("" if none did); valid until the
  * next failing call on this thread. */
 const char* shmstream_last_error(void);
+/* This library's release, e.g. "0.1.0". */
+const char* shmstream_version(void);
 /* SHMSTREAM_OVERRUN: the oldest offset still available, from which the reader may resume. */
 uint64_t shmstream_last_error_offset(void);
 /* "not_found", "producer_died", ...: stable names, as used by the CLI. "unknown" otherwise. */
