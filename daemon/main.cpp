@@ -198,7 +198,15 @@ int main(int argc, char** argv) {
   app.add_option("--stall-limit-ms", limits.stall_limit_ms,
                  "Drop a client that leaves a reply unread this long")
       ->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version
+  } catch (const CLI::ParseError& e) {
+    // A usage error: one line and where help is, exit 2 (as shmstream says them).
+    std::fprintf(stderr, "shmstreamd: %s (see `shmstreamd --help`)\n", e.what());
+    return 2;
+  }
   if (system) {
     if (geteuid() != 0) die("--system needs root: it gives each stream's files to its creator");
     if (app.count("--socket") == 0) socket_path = kSystemSocket;

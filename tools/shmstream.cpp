@@ -13,6 +13,35 @@
 #include "cli/common.hpp"
 #include "shmstream/client.hpp"
 
+namespace {
+
+// A usage error: one line saying what is wrong and where help is, exit 2 (as a shell's builtins
+// and most tools do). An unknown command is named as such.
+int usage_error(const CLI::App& app, const CLI::ParseError& error) {
+  // The deepest subcommand given, for the hint: `shmstream bridge out --help`.
+  std::string path = "shmstream";
+  const CLI::App* at = &app;
+  for (;;) {
+    auto given = at->get_subcommands();
+    if (given.empty()) break;
+    at = given.front();
+    path += " " + at->get_name();
+  }
+  std::string what = error.what();
+  if (at == &app) {
+    auto extras = app.remaining();
+    if (!extras.empty() && !extras.front().starts_with("-")) {
+      what = "unknown command \"" + extras.front() + "\"";
+    } else if (dynamic_cast<const CLI::RequiredError*>(&error) != nullptr && extras.empty()) {
+      what = "no command given";
+    }
+  }
+  std::fprintf(stderr, "%s: %s (see `%s --help`)\n", "shmstream", what.c_str(), path.c_str());
+  return 2;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace shmstream_cli;
   CLI::App app{
@@ -53,8 +82,10 @@ int main(int argc, char** argv) {
   for (auto& bridge : add_bridge(app)) commands.push_back(std::move(bridge));
   try {
     app.parse(static_cast<int>(args.size()), args.data());
+  } catch (const CLI::Success& e) {
+    return app.exit(e);  // --help, --version
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return usage_error(app, e);
   }
   const Command* chosen = nullptr;
   for (const auto& c : commands) {

@@ -346,6 +346,51 @@ TEST(CliIdentity, VersionsAndTheDaemonsStatus) {
   EXPECT_THAT(cat, HasSubstr(where)) << cat;
 }
 
+TEST_F(Cli, UsageErrorsExitTwoWithOneLineAndAHint) {
+  for (auto [args, said] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{}, "shmstream: no command given (see `shmstream --help`)\n"},
+           {{"frobnicate"}, "shmstream: unknown command \"frobnicate\" (see `shmstream --help`)\n"},
+           {{"write"}, "shmstream: NAME is required (see `shmstream write --help`)\n"},
+           {{"ls", "--bogus"},
+            "shmstream: The following argument was not expected: --bogus (see `shmstream ls "
+            "--help`)\n"},
+           {{"cat", "x", "--offset", "abc"},
+            "shmstream: Could not convert: --offset = abc (see `shmstream cat --help`)\n"},
+           {{"bridge"}, "shmstream: A subcommand is required (see `shmstream bridge --help`)\n"},
+           {{"daemon", "status", "extra"},
+            "shmstream: The following argument was not expected: extra (see `shmstream daemon "
+            "status --help`)\n"}}) {
+    auto [status, out] = run_cli(daemon_, args, "", 30s, /*with_stderr=*/true);
+    EXPECT_TRUE(exited_with(status, 2)) << status;
+    EXPECT_EQ(out, said);
+  }
+  // --help and --version are no errors.
+  EXPECT_TRUE(exited_with(cli({"--help"}).first, 0));
+  EXPECT_TRUE(exited_with(cli({"cat", "--help"}).first, 0));
+  // The daemon says its usage errors alike.
+  std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1",
+                                   bin_dir() + "/shmstreamd", "--no-such-option"};
+  Child daemon = Child::spawn(argv, false, true);
+  EXPECT_EQ(daemon.read_line(10s),
+            "shmstreamd: The following argument was not expected: --no-such-option (see "
+            "`shmstreamd --help`)");
+  EXPECT_TRUE(exited_with(daemon.wait(10s), 2));
+}
+
+TEST_F(Cli, RmTakesSeveralNamesAndReportsEachItCannotRemove) {
+  for (const char* name : {"a", "b", "c"}) {
+    ASSERT_TRUE(exited_with(cli({"write", name}, "x").first, 0));
+  }
+  auto [status, out] = run_cli(daemon_, {"rm", "a", "missing", "c"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(status, 1)) << status;  // one of them failed...
+  EXPECT_THAT(out, HasSubstr("shmstream: stream \"missing\""));
+  EXPECT_EQ(client_->stat("a").status().code(), ErrorCode::kNotFound);  // ...the others went
+  EXPECT_EQ(client_->stat("c").status().code(), ErrorCode::kNotFound);
+  EXPECT_TRUE(client_->stat("b").ok());
+  EXPECT_TRUE(exited_with(cli({"rm", "b"}).first, 0));
+  EXPECT_EQ(client_->stat("b").status().code(), ErrorCode::kNotFound);
+}
+
 TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {
   // 0 bytes to 1 MiB each, random contents; the framed input doubles as the expected output.
   std::vector<std::string> records;
