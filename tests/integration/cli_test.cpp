@@ -391,6 +391,61 @@ TEST_F(Cli, RmTakesSeveralNamesAndReportsEachItCannotRemove) {
   EXPECT_EQ(client_->stat("b").status().code(), ErrorCode::kNotFound);
 }
 
+TEST_F(Cli, CatWaitsIdlesCountsStartsAtTheEndAndSkipsOverruns) {
+  const std::string shmstream = bin_dir() + "/shmstream";
+  // --wait: a reader started before its producer.
+  Child early = Child::spawn({shmstream, "cat", "--wait", "late"}, false, true, daemon_.env());
+  ASSERT_TRUE(exited_with(cli({"write", "late"}, "hello\n").first, 0));
+  EXPECT_EQ(early.read_line(30s), "hello");
+  EXPECT_TRUE(exited_with(early.wait(30s), 0));
+  // --idle-timeout: ends cleanly while the stream is still open.
+  auto open = client_->create("open").value();
+  ASSERT_TRUE(open.append("abc").ok());
+  auto [is, idle] = cli({"cat", "open", "--idle-timeout", "0.2"});
+  EXPECT_TRUE(exited_with(is, 0)) << is;
+  EXPECT_EQ(idle, "abc");
+  // --from-end: only what comes after it started (it waits at offset 3 before "new" is written).
+  Child from_end =
+      Child::spawn({shmstream, "cat", "open", "--from-end"}, false, true, daemon_.env());
+  ASSERT_TRUE(eventually([&] {
+    auto info = client_->stat("open").value();
+    return info.attached.size() == 1 && info.attached[0].position == 3;
+  }));
+  ASSERT_TRUE(open.append("new\n").ok());
+  ASSERT_TRUE(open.close().ok());
+  EXPECT_EQ(from_end.read_line(30s), "new");
+  EXPECT_TRUE(exited_with(from_end.wait(30s), 0));
+  // -n/--max-records.
+  ASSERT_TRUE(exited_with(cli({"write", "five", "--records"}, "1\n2\n3\n4\n5\n").first, 0));
+  auto [ns, two] = cli({"cat", "five", "-n", "2"});
+  EXPECT_TRUE(exited_with(ns, 0)) << ns;
+  EXPECT_EQ(two, "1\n2\n");
+  auto [nb, bytes_n] = run_cli(daemon_, {"cat", "open", "-n", "2"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(nb, 1)) << nb;
+  EXPECT_THAT(bytes_n, HasSubstr("--max-records applies to records streams"));
+  // --offset past the end of an ended stream: an error, not a wait for ever.
+  auto [ps, past] = run_cli(daemon_, {"cat", "five", "--offset", "100000"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(ps, 1)) << ps;
+  EXPECT_THAT(past, HasSubstr("offset 100000 is past its end"));
+  // --skip-overrun: a drop-oldest ring overwrote offset 0; cat jumps to the oldest and says so.
+  CreateOptions ring;
+  ring.retention = Retention::kDropOldest;
+  ring.ring_capacity = 4096;
+  auto wrapped = client_->create("wrapped", ring).value();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(wrapped.append(std::string(4096, 'a' + i)).ok());
+  ASSERT_TRUE(wrapped.close().ok());
+  auto [fs, failed] = run_cli(daemon_, {"cat", "wrapped", "--offset", "0"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(fs, 1)) << fs;  // without the option: the overrun is an error
+  auto [ks, kept] =
+      run_cli(daemon_, {"cat", "wrapped", "--offset", "0", "--skip-overrun"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(ks, 0)) << ks;
+  EXPECT_THAT(kept, HasSubstr("stream \"wrapped\": skipped 8192 bytes overwritten before they "
+                              "were read (offsets 0 to 8192)\n"));
+  EXPECT_THAT(kept, HasSubstr(std::string(4096, 'c')));
+  EXPECT_EQ(kept.find("aaaa"), std::string::npos);  // nothing overwritten is delivered
+  EXPECT_EQ(kept.find("bbbb"), std::string::npos);
+}
+
 TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {
   // 0 bytes to 1 MiB each, random contents; the framed input doubles as the expected output.
   std::vector<std::string> records;

@@ -6,10 +6,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cli/commands.hpp"
@@ -43,20 +46,54 @@ struct CatOptions {
   bool records = false;
   Format format = Format::kLine;
   bool format_given = false;
+  bool from_end = false;                 // start at the committed end: new data only
+  std::optional<uint64_t> max_records;   // stop after this many records
+  std::optional<double> idle_timeout_s;  // end (exit 0) after this long with no new data
+  bool wait = false;                     // wait for NAME to appear
+  bool skip_overrun = false;             // rings: jump to the oldest offset, say what was lost
 };
+
+// How cat_bytes and cat_records wait and stop.
+struct Pace {
+  shmstream::Timeout idle = shmstream::kForever;  // kTimeout past it ends the copy, cleanly
+  uint64_t max_records = UINT64_MAX;
+  bool skip_overrun = false;
+};
+
+// Whether a failed read ends the copy cleanly (idle timeout), moves on (an overrun skipped: the
+// reader now at the oldest offset, the loss said on stderr), or fails.
+enum class After { kStop, kGoOn };
+After on_read_error(shmstream::Reader& reader, const shmstream::Status& status, const Pace& pace) {
+  if (status.code() == shmstream::ErrorCode::kTimeout && pace.idle != shmstream::kForever) {
+    return After::kStop;
+  }
+  if (status.code() == shmstream::ErrorCode::kOverrun && pace.skip_overrun) {
+    const uint64_t from = reader.position();
+    const uint64_t to = status.offset();
+    check(reader.seek(static_cast<int64_t>(to)));
+    std::fprintf(stderr,
+                 "shmstream: stream \"%s\": skipped %llu bytes overwritten before they "
+                 "were read (offsets %llu to %llu)\n",
+                 reader.name().c_str(), static_cast<unsigned long long>(to - std::min(to, from)),
+                 static_cast<unsigned long long>(from), static_cast<unsigned long long>(to));
+    return After::kGoOn;
+  }
+  fail(status.message());
+}
 
 // Copies the stream to stdout straight from the mapping; into a pipe, an unbounded stream's
 // bytes are not even copied (vmsplice).
 // With a named cursor (`cursor`), what reached stdout is committed after each write: a cat
 // killed at any moment and started again repeats at most its last write (at least once).
 int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cursor,
-              Progress& progress) {
+              const Pace& pace, Progress& progress) {
   uint64_t start = reader.position();
   while (reader.position() < stop_at) {
     progress.update(reader.position() - start);
-    auto view =
-        reader.next(static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())));
-    if (!view.ok()) fail(view.status().message());
+    auto view = reader.next(
+        static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())), pace.idle);
+    if (!view.ok() && on_read_error(reader, view.status(), pace) == After::kGoOn) continue;
+    if (!view.ok()) break;     // idle: a clean end
     if (view->empty()) break;  // clean end of stream
     if (!(splice ? vmsplice_all(STDOUT_FILENO, *view) : write_all(STDOUT_FILENO, *view))) {
       if (errno == EPIPE) return 0;
@@ -72,7 +109,7 @@ int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cur
 // flushed whenever the reader would wait (so a live stream's records appear at once).
 // With a named cursor, each flush commits the records it wrote (see cat_bytes()).
 int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool cursor,
-                Progress& progress) {
+                const Pace& pace, Progress& progress) {
   uint64_t start = reader.position();
   std::vector<std::byte> out;
   out.reserve(kChunk);
@@ -85,14 +122,17 @@ int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool
     out.clear();
     if (cursor) check(reader.commit(written_to, 0));
   };
-  while (reader.position() < stop_at) {
+  for (uint64_t count = 0; reader.position() < stop_at && count < pace.max_records; ++count) {
     progress.update(reader.position() - start);
     // Nothing more committed yet: show what we have before waiting.
     if (!out.empty() && reader.committed() <= reader.position()) flush();
-    auto record = reader.next_record();
+    auto record = reader.next_record(pace.idle);
     if (!record.ok()) {
       flush();
-      fail(record.status().message());
+      if (on_read_error(reader, record.status(), pace) == After::kStop) break;
+      written_to = reader.position();
+      --count;  // nothing delivered
+      continue;
     }
     if (!*record) break;  // clean end of stream
     auto data = (*record)->data;
@@ -129,12 +169,39 @@ int cmd_cat(shmstream::Client& client, const CatOptions& c) {
   shmstream::OpenOptions open_options;
   open_options.cursor = cursor;
   open_options.commit = shmstream::CommitMode::kExplicit;  // after each write to stdout
-  auto reader = take(client.open(name, open_options));
+  auto opened = client.open(name, open_options);
+  // --wait: until it appears (asked again and again, at most every 100 ms).
+  for (auto pause = std::chrono::milliseconds(1);
+       c.wait && !opened.ok() && opened.status().code() == shmstream::ErrorCode::kNotFound;
+       pause = std::min(pause * 2, std::chrono::milliseconds(100))) {
+    std::this_thread::sleep_for(pause);
+    opened = client.open(name, open_options);
+  }
+  auto reader = take(std::move(opened));
   auto info = take(client.stat(name));
   if (c.records && !info.records) fail("stream \"" + name + "\" carries bytes, not records");
   if (c.format_given && !info.records)
     fail("--format applies to records streams; \"" + name + "\" carries bytes");
-  if (offset) check(reader.seek(static_cast<int64_t>(*offset)));
+  if (c.max_records && !info.records) {
+    fail("--max-records applies to records streams; \"" + name + "\" carries bytes");
+  }
+  if (offset) {
+    // Past the end of a stream that ended, nothing will ever come: say so.
+    if (info.state != shmstream::StreamState::kOpen && *offset > reader.committed()) {
+      fail("stream \"" + name + "\": offset " + std::to_string(*offset) + " is past its end (" +
+           std::to_string(reader.committed()) + " bytes; it is " +
+           shmstream::to_string(info.state) + ")");
+    }
+    check(reader.seek(static_cast<int64_t>(*offset)));
+  }
+  if (c.from_end) check(reader.seek(0, shmstream::Whence::kEnd));
+  Pace pace;
+  if (c.idle_timeout_s) {
+    pace.idle = std::chrono::duration_cast<shmstream::Timeout>(
+        std::chrono::duration<double>(*c.idle_timeout_s));
+  }
+  pace.max_records = c.max_records.value_or(UINT64_MAX);
+  pace.skip_overrun = c.skip_overrun;
   bool with_cursor = !cursor.empty();
   uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
   // Best effort: a bigger pipe takes more of the stream per system call.
@@ -143,10 +210,10 @@ int cmd_cat(shmstream::Client& client, const CatOptions& c) {
   Progress progress(name, "read", no_follow ? stop_at - std::min(stop_at, reader.position()) : 0);
   if (isatty(STDOUT_FILENO) == 1) progress.disable();
   if (info.records) {
-    return cat_records(reader, stop_at, c.format, with_cursor, progress);
+    return cat_records(reader, stop_at, c.format, with_cursor, pace, progress);
   }
   bool splice = is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
-  return cat_bytes(reader, stop_at, splice, with_cursor, progress);
+  return cat_bytes(reader, stop_at, splice, with_cursor, pace, progress);
 }
 
 }  // namespace
@@ -163,6 +230,18 @@ Command add_cat(CLI::App& app) {
                   "committed after each write (at least once)")
       ->excludes(offset);
   cat->add_flag("--no-follow", c->no_follow, "Stop at what is committed now instead of waiting");
+  cat->add_flag("--from-end", c->from_end,
+                "Start at the end: only what is written from now on (live streams)")
+      ->excludes(offset);
+  cat->add_option("-n,--max-records", c->max_records, "Stop after this many records");
+  cat->add_option("--idle-timeout", c->idle_timeout_s,
+                  "End (exit 0) once no new data came for this many seconds")
+      ->check(CLI::Range(0.0, 86400.0 * 365));
+  cat->add_flag("--wait", c->wait, "Wait for NAME to appear instead of failing");
+  cat->add_flag("--skip-overrun", c->skip_overrun,
+                "drop-oldest rings: when the stream overwrote what was to be read next, jump to "
+                "the oldest offset kept and say on stderr how much was lost (instead of "
+                "failing)");
   cat->add_flag("--records", c->records, "Expect a records stream (fail if it is not)");
   auto* format = add_format_option(cat, &c->format, "Records output");
   auto prepare = [c, format] { c->format_given = format->count() != 0; };
