@@ -13,9 +13,8 @@
 #include "shmstream/client.hpp"
 
 namespace shmstream {
-namespace {
 
-std::string json_string(std::string_view s) {
+std::string json_quote(std::string_view s) {
   std::string out = "\"";
   for (unsigned char c : s) {
     switch (c) {
@@ -43,6 +42,8 @@ std::string json_string(std::string_view s) {
   }
   return out + "\"";
 }
+
+namespace {
 
 // A uid or gid as its name, if it has one (its number otherwise). The _r calls: a library may be
 // used from several threads.
@@ -165,14 +166,14 @@ std::string stall_text(const StreamInfo& info) {
 std::string to_json(const DaemonInfo& info) {
   using std::to_string;
   std::string out = "{";
-  field(out, "version", json_string(info.version));
+  field(out, "version", json_quote(info.version));
   field(out, "pid", to_string(info.pid));
   field(out, "uid", to_string(info.uid));
-  field(out, "socket", json_string(info.socket));
+  field(out, "socket", json_quote(info.socket));
   field(out, "started_unix_ns", to_string(info.started_unix_ns));
-  field(out, "config_file", json_string(info.config_file));
-  field(out, "segment_dir", json_string(info.segment_dir));
-  field(out, "persist_dir", json_string(info.persist_dir));
+  field(out, "config_file", json_quote(info.config_file));
+  field(out, "segment_dir", json_quote(info.segment_dir));
+  field(out, "persist_dir", json_quote(info.persist_dir));
   field(out, "streams", to_string(info.streams));
   field(out, "removing", to_string(info.removing));
   field(out, "memory_bytes", to_string(info.memory_bytes));
@@ -195,47 +196,47 @@ std::string to_json(const DaemonInfo& info) {
 std::string to_json(const StreamInfo& info) {
   using std::to_string;
   std::string out = "{";
-  field(out, "name", json_string(info.name));
-  field(out, "state", json_string(state_label(info)));
-  field(out, "stream_state", json_string(to_string(info.state)));
+  field(out, "name", json_quote(info.name));
+  field(out, "state", json_quote(state_label(info)));
+  field(out, "stream_state", json_quote(to_string(info.state)));
   field(out, "removing", boolean(info.removing));
   field(out, "bytes", to_string(info.bytes));
   field(out, "readers", to_string(info.readers));
   field(out, "producer_pid", to_string(info.producer_pid));
   field(out, "owner_uid", to_string(info.owner_uid));
-  field(out, "owner", json_string(owner_name(info)));
+  field(out, "owner", json_quote(owner_name(info)));
   field(out, "owner_gid", to_string(info.owner_gid));
-  field(out, "group", json_string(group_name(info)));
-  field(out, "mode", json_string(to_string(info.mode)));
+  field(out, "group", json_quote(group_name(info)));
+  field(out, "mode", json_quote(to_string(info.mode)));
   field(out, "stream_id", to_string(info.stream_id));
   field(out, "max_bytes", to_string(info.max_bytes));
   field(out, "created_unix_ns", to_string(info.created_unix_ns));
-  field(out, "retention", json_string(to_string(info.retention)));
+  field(out, "retention", json_quote(to_string(info.retention)));
   field(out, "ring_capacity", to_string(info.ring_capacity));
   field(out, "oldest", to_string(info.oldest));
   field(out, "records", boolean(info.records));
   field(out, "max_readers", to_string(info.max_readers));
   field(out, "slowest_reader", to_string(info.slowest_reader));
-  field(out, "directory", json_string(info.directory));
+  field(out, "directory", json_quote(info.directory));
   field(out, "origin", to_string(info.origin));
   field(out, "resume_grace_ms", to_string(info.resume_grace.count()));
   field(out, "awaiting_producer", boolean(info.awaiting_producer));
-  field(out, "damage", json_string(info.damage));
+  field(out, "damage", json_quote(info.damage));
   field(out, "stall_limit_ms", to_string(info.stall_limit.count()));
   const bool waits = info.producer_waits_for != UINT64_MAX;
   field(out, "producer_waits_for", waits ? to_string(info.producer_waits_for) : "null");
   field(out, "stalled_ms", to_string(info.stalled.count()));
   std::string held_by = "[";
   for (const std::string& who : stall_holders(info)) {
-    held_by += (held_by.size() > 1 ? "," : "") + json_string(who);
+    held_by += (held_by.size() > 1 ? "," : "") + json_quote(who);
   }
   field(out, "held_by", held_by + "]");
   if (info.abort_reason.has_value()) {
     std::string why = "{";
-    field(why, "kind", json_string(abort_kind_name(info.abort_reason->kind)));
+    field(why, "kind", json_quote(abort_kind_name(info.abort_reason->kind)));
     field(why, "code", to_string(info.abort_reason->code));
-    field(why, "message", json_string(info.abort_reason->message));
-    field(why, "text", json_string(info.abort_reason->describe()));
+    field(why, "message", json_quote(info.abort_reason->message));
+    field(why, "text", json_quote(info.abort_reason->describe()));
     field(out, "abort_reason", why + "}");
   } else {
     field(out, "abort_reason", "null");
@@ -243,7 +244,7 @@ std::string to_json(const StreamInfo& info) {
   std::string cursors = "[";
   for (const auto& c : info.cursors) {
     std::string cursor = "{";
-    field(cursor, "name", json_string(c.name));
+    field(cursor, "name", json_quote(c.name));
     field(cursor, "position", to_string(c.position));
     field(cursor, "lag", to_string(info.bytes - std::min(info.bytes, c.position)));
     field(cursor, "reader_pid", to_string(c.reader_pid));
@@ -255,7 +256,7 @@ std::string to_json(const StreamInfo& info) {
     std::string reader = "{";
     field(reader, "pid", to_string(r.pid));
     field(reader, "position", to_string(r.position));
-    field(reader, "cursor", json_string(r.cursor));
+    field(reader, "cursor", json_quote(r.cursor));
     attached += (attached.size() > 1 ? "," : "") + reader + "}";
   }
   field(out, "attached", attached + "]");

@@ -446,6 +446,30 @@ TEST_F(Cli, CatWaitsIdlesCountsStartsAtTheEndAndSkipsOverruns) {
   EXPECT_EQ(kept.find("bbbb"), std::string::npos);
 }
 
+TEST_F(Cli, CatJsonKeepsRecordsWithNewlinesApartAndCarriesBinaryAsBase64) {
+  std::vector<std::string> records = {"a\nb \"q\"", "", std::string("\xff\xfe\x00", 3),
+                                      "\xc3\xa9t\xc3\xa9"};
+  ASSERT_TRUE(exited_with(
+      cli({"write", "mixed", "--records", "--format=len"}, len_framed(records)).first, 0));
+  auto [status, out] = cli({"cat", "mixed", "--json"});
+  ASSERT_TRUE(exited_with(status, 0)) << status;
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_EQ(lines.size(), 4u) << out;  // one line per record, the newline inside kept escaped
+  EXPECT_THAT(lines[0], HasSubstr("{\"offset\":0,\"length\":7,\"time_unix_ns\":"));
+  EXPECT_THAT(lines[0], HasSubstr(",\"data\":\"a\\nb \\\"q\\\"\"}"));
+  EXPECT_THAT(lines[1], HasSubstr("\"length\":0,"));
+  EXPECT_THAT(lines[1], HasSubstr("\"data\":\"\"}"));
+  EXPECT_THAT(lines[2], HasSubstr("\"length\":3,"));
+  EXPECT_THAT(lines[2], HasSubstr("\"data_base64\":\"//4A\"}"));  // not UTF-8
+  EXPECT_THAT(lines[3], HasSubstr("\"data\":\"\xc3\xa9t\xc3\xa9\"}"));
+  ASSERT_TRUE(exited_with(cli({"write", "plain"}, "x").first, 0));
+  auto [bs, bytes] = run_cli(daemon_, {"cat", "plain", "--json"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(bs, 1)) << bs;
+  EXPECT_THAT(bytes, HasSubstr("--json applies to records streams"));
+}
+
 TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {
   // 0 bytes to 1 MiB each, random contents; the framed input doubles as the expected output.
   std::vector<std::string> records;

@@ -51,7 +51,64 @@ struct CatOptions {
   std::optional<double> idle_timeout_s;  // end (exit 0) after this long with no new data
   bool wait = false;                     // wait for NAME to appear
   bool skip_overrun = false;             // rings: jump to the oldest offset, say what was lost
+  bool json = false;                     // records as JSON lines
 };
+
+// Whether `s` is valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    // How many continuation bytes follow (4: not a lead byte).
+    const size_t extra = c < 0x80             ? 0
+                         : (c & 0xE0) == 0xC0 ? 1
+                         : (c & 0xF0) == 0xE0 ? 2
+                         : (c & 0xF8) == 0xF0 ? 3
+                                              : 4;
+    if (extra == 4 || s.size() - i <= extra) return false;
+    uint32_t cp = extra == 0 ? c : c & (0x3F >> extra);
+    for (size_t k = 1; k <= extra; ++k) {
+      const auto next = static_cast<unsigned char>(s[i + k]);
+      if ((next & 0xC0) != 0x80) return false;
+      cp = cp << 6 | (next & 0x3F);
+    }
+    static constexpr uint32_t kLeast[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < kLeast[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+std::string base64(std::span<const std::byte> data) {
+  static constexpr char kDigits[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((data.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < data.size(); i += 3) {
+    uint32_t group = std::to_integer<uint32_t>(data[i]) << 16;
+    if (i + 1 < data.size()) group |= std::to_integer<uint32_t>(data[i + 1]) << 8;
+    if (i + 2 < data.size()) group |= std::to_integer<uint32_t>(data[i + 2]);
+    out += kDigits[group >> 18 & 63];
+    out += kDigits[group >> 12 & 63];
+    out += i + 1 < data.size() ? kDigits[group >> 6 & 63] : '=';
+    out += i + 2 < data.size() ? kDigits[group & 63] : '=';
+  }
+  return out;
+}
+
+// One record as a JSON line: {"offset":N,"length":L,"time_unix_ns":T,"data":"..."}, the payload
+// as a string when it is UTF-8, else as "data_base64". `time_unix_ns`: when cat read it.
+std::string json_record(const shmstream::Record& record) {
+  const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  std::string_view text(reinterpret_cast<const char*>(record.data.data()), record.data.size());
+  std::string out = "{\"offset\":" + std::to_string(record.offset) +
+                    ",\"length\":" + std::to_string(record.data.size()) +
+                    ",\"time_unix_ns\":" + std::to_string(now);
+  out += valid_utf8(text) ? ",\"data\":" + shmstream::json_quote(text)
+                          : ",\"data_base64\":\"" + base64(record.data) + "\"";
+  return out + "}\n";
+}
 
 // How cat_bytes and cat_records wait and stop.
 struct Pace {
@@ -143,7 +200,13 @@ int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool
                                    std::byte(length >> 16), std::byte(length >> 24)};
       out.insert(out.end(), prefix, prefix + 4);
     }
-    out.insert(out.end(), data.begin(), data.end());
+    if (format == Format::kJson) {
+      std::string line = json_record(**record);
+      auto bytes = std::as_bytes(std::span(line));
+      out.insert(out.end(), bytes.begin(), bytes.end());
+    } else {
+      out.insert(out.end(), data.begin(), data.end());
+    }
     if (format == Format::kLine) out.push_back(std::byte{'\n'});
     // A drop-oldest ring may have overwritten the record while we copied it.
     if (!reader.intact(**record)) {
@@ -182,6 +245,9 @@ int cmd_cat(shmstream::Client& client, const CatOptions& c) {
   if (c.records && !info.records) fail("stream \"" + name + "\" carries bytes, not records");
   if (c.format_given && !info.records)
     fail("--format applies to records streams; \"" + name + "\" carries bytes");
+  if (c.json && !info.records) {
+    fail("--json applies to records streams; \"" + name + "\" carries bytes");
+  }
   if (c.max_records && !info.records) {
     fail("--max-records applies to records streams; \"" + name + "\" carries bytes");
   }
@@ -210,7 +276,8 @@ int cmd_cat(shmstream::Client& client, const CatOptions& c) {
   Progress progress(name, "read", no_follow ? stop_at - std::min(stop_at, reader.position()) : 0);
   if (isatty(STDOUT_FILENO) == 1) progress.disable();
   if (info.records) {
-    return cat_records(reader, stop_at, c.format, with_cursor, pace, progress);
+    return cat_records(reader, stop_at, c.json ? Format::kJson : c.format, with_cursor, pace,
+                       progress);
   }
   bool splice = is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
   return cat_bytes(reader, stop_at, splice, with_cursor, pace, progress);
@@ -244,6 +311,10 @@ Command add_cat(CLI::App& app) {
                 "failing)");
   cat->add_flag("--records", c->records, "Expect a records stream (fail if it is not)");
   auto* format = add_format_option(cat, &c->format, "Records output");
+  cat->add_flag("--json", c->json,
+                "Records as JSON lines: offset, length, time read and the payload (\"data\", or "
+                "\"data_base64\" when it is not UTF-8)")
+      ->excludes(format);
   auto prepare = [c, format] { c->format_given = format->count() != 0; };
   return Command{cat, prepare, [c](shmstream::Client& client) { return cmd_cat(client, *c); }};
 }

@@ -68,7 +68,7 @@ bool is_pipe(int fd);
 std::chrono::milliseconds milliseconds_of(double seconds);
 
 // Records framing on stdin/stdout: one per line, or a u32 little-endian length then the bytes.
-enum class Format { kLine, kLen };
+enum class Format { kLine, kLen, kJson };  // kJson: cat --json only
 // Adds `--format line|len` (`what` describes it) to `app`.
 CLI::Option* add_format_option(CLI::App* app, Format* format, const std::string& what);
 

@@ -145,6 +145,10 @@ std::string group_name(const StreamInfo& info);
 // [{"pid", "position", "cursor"}].
 std::string to_json(const StreamInfo& info);
 
+// `s` as a JSON string literal, quotes included ("\"a\\nb\""): quotes, backslashes and control
+// characters escaped. `s` must be UTF-8 for the result to be valid JSON.
+std::string json_quote(std::string_view s);
+
 // This library's release ("0.1.0").
 const char* version();
 
