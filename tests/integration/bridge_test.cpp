@@ -9,6 +9,8 @@
 #include <atomic>
 #include <charconv>
 #include <cstring>
+#include <fstream>
+#include <string>
 
 #include "support/harness.hpp"
 #include "support/redis_server.hpp"
@@ -77,6 +79,17 @@ Child bridge_in(const TestDaemon& daemon, const std::string& key, const std::str
 }
 
 int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
+
+// The Redis password, for the bridges this test starts (they take it from the environment).
+class PasswordInEnvironment {
+ public:
+  explicit PasswordInEnvironment(const std::string& password) {
+    if (!password.empty()) setenv("SHMSTREAM_REDIS_PASSWORD", password.c_str(), 1);
+  }
+  ~PasswordInEnvironment() { unsetenv("SHMSTREAM_REDIS_PASSWORD"); }
+  PasswordInEnvironment(const PasswordInEnvironment&) = delete;
+  PasswordInEnvironment& operator=(const PasswordInEnvironment&) = delete;
+};
 
 TEST(BridgeOut, RecordsLandInRedisWithTheirOffsetsAsIds) {
   SKIP_WITHOUT_REDIS();
@@ -200,16 +213,40 @@ TEST(BridgeOut, ClearErrors) {
   }
   {
     RedisServer redis("sesame");
-    std::string url = "redis://:wrong@127.0.0.1:" + std::to_string(redis.port()) + "/k";
-    Child bridge = bridge_out(daemon, "s", url);
-    std::string out = read_all(bridge.stdout_fd());
-    EXPECT_EQ(exit_code(bridge.wait(30s)), 1);
-    EXPECT_NE(out.find("AUTH refused"), std::string::npos) << out;
-    EXPECT_TRUE(client.stat("s").value().cursors.empty());
-    Child right = bridge_out(daemon, "s", redis.url("k"));
-    std::string right_out = read_all(right.stdout_fd());
-    EXPECT_EQ(exit_code(right.wait(30s)), 0) << right_out;
-    EXPECT_EQ(xlen(redis, "k"), 2);
+    {  // A password on the command line is refused, and never echoed.
+      std::string url = "redis://:sesame@127.0.0.1:" + std::to_string(redis.port()) + "/k";
+      Child bridge = bridge_out(daemon, "s", url);
+      std::string out = read_all(bridge.stdout_fd());
+      EXPECT_EQ(exit_code(bridge.wait(30s)), 1);
+      EXPECT_NE(out.find("a password on the command line is visible to every local user"),
+                std::string::npos)
+          << out;
+      EXPECT_EQ(out.find("sesame"), std::string::npos) << out;
+    }
+    {
+      PasswordInEnvironment wrong("wrong");
+      Child bridge = bridge_out(daemon, "s", redis.url("k"));
+      std::string out = read_all(bridge.stdout_fd());
+      EXPECT_EQ(exit_code(bridge.wait(30s)), 1);
+      EXPECT_NE(out.find("AUTH refused"), std::string::npos) << out;
+      EXPECT_EQ(out.find("wrong"), std::string::npos) << out;
+      EXPECT_TRUE(client.stat("s").value().cursors.empty());
+    }
+    {
+      PasswordInEnvironment right("sesame");
+      Child bridge = bridge_out(daemon, "s", redis.url("k"));
+      std::string out = read_all(bridge.stdout_fd());
+      EXPECT_EQ(exit_code(bridge.wait(30s)), 0) << out;
+      EXPECT_EQ(xlen(redis, "k"), 2);
+    }
+    {  // Or from a file.
+      std::string file = daemon.dir() + "/redis-password";
+      { std::ofstream(file) << "sesame\n"; }
+      Child bridge = bridge_out(daemon, "s", redis.url("k2"), {"--password-file", file});
+      std::string out = read_all(bridge.stdout_fd());
+      EXPECT_EQ(exit_code(bridge.wait(30s)), 0) << out;
+      EXPECT_EQ(xlen(redis, "k2"), 2);
+    }
   }
   {  // Redis down at first: the bridge says so, waits, and goes on once it is up.
     RedisServer redis;
@@ -347,6 +384,7 @@ TEST(BridgeRoundTrip, BetweenTwoNetworkNamespaces) {
   // reaches Redis over the veth pair only. Redis refuses other hosts without a password.
   RedisServer redis("veth-secret", hosts.first(), hosts.first_address());
   if (::testing::Test::HasFatalFailure()) return;
+  PasswordInEnvironment password(redis.password());
   round_trip(redis, hosts.first(), hosts.second());
 }
 

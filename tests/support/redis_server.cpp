@@ -58,16 +58,17 @@ RedisServer::~RedisServer() {
 }
 
 std::string RedisServer::url(const std::string& key) const {
-  std::string auth = password_.empty() ? "" : ":" + password_ + "@";
-  return "redis://" + auth + address_ + ":" + std::to_string(port_) + "/" + key;
+  return "redis://" + address_ + ":" + std::to_string(port_) + "/" + key;
 }
 
 namespace {
 
 shmstream::Result<shmstream_cli::Redis> connect_in(const std::string& netns,
                                                    const std::string& url_text,
+                                                   const std::string& password,
                                                    std::chrono::milliseconds timeout) {
   auto url = shmstream_cli::parse_redis_url(url_text).value();
+  url.password = password;
   if (netns.empty()) return shmstream_cli::Redis::connect(url, timeout);
   shmstream::Result<shmstream_cli::Redis> out =
       shmstream::Status(shmstream::ErrorCode::kInternal, "");
@@ -78,7 +79,7 @@ shmstream::Result<shmstream_cli::Redis> connect_in(const std::string& netns,
 }  // namespace
 
 shmstream_cli::Redis RedisServer::connect() const {
-  return connect_in(netns_, url(""), std::chrono::seconds(5)).value();
+  return connect_in(netns_, url(""), password_, std::chrono::seconds(5)).value();
 }
 
 void RedisServer::start() {
@@ -105,7 +106,7 @@ void RedisServer::start() {
   // Ready once it answers (a real query each time; connection refused until it listens).
   bool up = eventually(
       [&] {
-        auto redis = connect_in(netns_, url(""), std::chrono::seconds(1));
+        auto redis = connect_in(netns_, url(""), password_, std::chrono::seconds(1));
         if (!redis.ok()) return false;
         auto pong = redis->command({"PING"});  // "-LOADING ..." while it reads its data back
         return pong.ok() && pong->text == "PONG";

@@ -22,7 +22,10 @@ class RedisServer {
   static bool available();  // redis-server is installed
 
   int port() const { return port_; }
+  // redis://ADDRESS:PORT/KEY: never with the password (the bridges take it from the
+  // environment, SHMSTREAM_REDIS_PASSWORD, or a file).
   std::string url(const std::string& key) const;
+  const std::string& password() const { return password_; }
   // A connection for the test's own checks (made from within its namespace, if it has one).
   shmstream_cli::Redis connect() const;
   // SIGTERM (Redis flushes its append-only file), then start again on the same port and dir.

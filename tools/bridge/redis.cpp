@@ -11,11 +11,20 @@ using shmstream::ErrorCode;
 using shmstream::Result;
 using shmstream::Status;
 
+std::string redacted(std::string_view url) {
+  // redis://CREDENTIALS@rest: the credentials go, whatever they hold.
+  constexpr std::string_view kScheme = "redis://";
+  if (url.substr(0, kScheme.size()) != kScheme) return std::string(url);
+  std::string_view rest = url.substr(kScheme.size());
+  const size_t at = rest.substr(0, rest.find('/')).rfind('@');
+  if (at == std::string_view::npos) return std::string(url);
+  return std::string(kScheme) + "***@" + std::string(rest.substr(at + 1));
+}
+
 Result<RedisUrl> parse_redis_url(std::string_view url) {
   auto bad = [&](const std::string& why) {
-    return Status(
-        ErrorCode::kInvalidArgument,
-        "\"" + std::string(url) + "\": " + why + " (expected redis://[:password@]host[:port]/key)");
+    return Status(ErrorCode::kInvalidArgument, "\"" + redacted(url) + "\": " + why +
+                                                   " (expected redis://[user@]host[:port]/key)");
   };
   constexpr std::string_view kScheme = "redis://";
   if (url.substr(0, kScheme.size()) != kScheme) {
@@ -31,9 +40,8 @@ Result<RedisUrl> parse_redis_url(std::string_view url) {
     std::string_view credentials = authority.substr(0, at);
     authority = authority.substr(at + 1);
     size_t colon = credentials.find(':');
-    if (colon == std::string_view::npos) return bad("credentials need a ':' before the password");
     out.user = std::string(credentials.substr(0, colon));
-    out.password = std::string(credentials.substr(colon + 1));
+    if (colon != std::string_view::npos) out.password = std::string(credentials.substr(colon + 1));
   }
   std::string_view host = authority;
   if (size_t colon = authority.rfind(':'); colon != std::string_view::npos) {

@@ -15,7 +15,8 @@ struct redisContext;
 
 namespace shmstream_cli {
 
-// redis://[[user]:password@]host[:port][/key]. The key is everything after the first '/'
+// redis://[[user][:password]@]host[:port][/key] (the CLI takes no password here: see
+// tools/cli/bridge.cpp). The key is everything after the first '/'
 // after the host (it may contain '/'); percent-escapes are not decoded.
 struct RedisUrl {
   std::string host;
@@ -26,6 +27,8 @@ struct RedisUrl {
   std::string address() const { return host + ":" + std::to_string(port); }
 };
 shmstream::Result<RedisUrl> parse_redis_url(std::string_view url);
+// `url` with its credentials, if any, shown as "***" (for messages and logs).
+std::string redacted(std::string_view url);
 
 // One reply (RESP2).
 struct RedisReply {
