@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <map>
@@ -240,6 +241,42 @@ bool quit_key(std::chrono::milliseconds timeout) {
   }
 }
 
+// One frame as a JSON line: {"time_unix_ns":T,"interval_ms":I,"streams":[...]}, each stream the
+// keys of `ls --json` and its write rate over the interval ("rate_bytes_per_s", null when the
+// stream is new since the last sample).
+std::string json_frame(const std::vector<shmstream::StreamInfo>& streams, const Sample& before,
+                       const Sample& now) {
+  const double seconds = std::chrono::duration<double>(now.when - before.when).count();
+  const auto wall = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::system_clock::now().time_since_epoch())
+                        .count();
+  std::string out = "{\"time_unix_ns\":" + std::to_string(wall) +
+                    ",\"interval_ms\":" + std::to_string(std::llround(seconds * 1000)) +
+                    ",\"streams\":[";
+  for (size_t i = 0; i < streams.size(); ++i) {
+    const auto& s = streams[i];
+    std::string rate = "null";
+    if (auto it = before.bytes.find(s.stream_id); it != before.bytes.end() && seconds > 0) {
+      rate = std::to_string(
+          std::llround(static_cast<double>(s.bytes - std::min(s.bytes, it->second)) / seconds));
+    }
+    std::string info = shmstream::to_json(s);
+    info.pop_back();  // its closing brace: the rate joins its keys
+    out += (i == 0 ? "" : ",") + info + ",\"rate_bytes_per_s\":" + rate + "}";
+  }
+  return out + "]}";
+}
+
+// Sleeps for `interval` (EINTR resumed).
+void pause_for(std::chrono::milliseconds interval) {
+  struct timespec pause {
+    static_cast<time_t>(interval.count() / 1000),
+        static_cast<long>(interval.count() % 1000) * 1000000
+  };
+  while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+  }
+}
+
 }  // namespace
 
 int run_top(shmstream::Client& client, const TopOptions& options) {
@@ -250,23 +287,27 @@ int run_top(shmstream::Client& client, const TopOptions& options) {
   }
   Sample before = sample_of(*first);
   std::vector<shmstream::StreamInfo> streams = std::move(first.value());
-  if (options.once) {
-    // Two samples an interval apart, for the rates; plain text for scripts.
-    struct timespec pause {
-      static_cast<time_t>(options.interval.count() / 1000),
-          static_cast<long>(options.interval.count() % 1000) * 1000000
-    };
-    while (nanosleep(&pause, &pause) != 0 && errno == EINTR) {
+  if (options.once || options.json || isatty(STDOUT_FILENO) != 1) {
+    // Plain frames (or JSON lines) for scripts and pipes, no escape codes: each after an
+    // interval (the rates'); --once stops after the first.
+    for (;;) {
+      pause_for(options.interval);
+      auto again = client.list();
+      if (!again.ok()) {
+        std::fprintf(stderr, "shmstream: %s\n", again.status().message().c_str());
+        return 1;
+      }
+      Sample now = sample_of(*again);
+      if (options.json) {
+        std::printf("%s\n", json_frame(*again, before, now).c_str());
+      } else {
+        for (const auto& l : frame(*again, before, now, false)) std::printf("%s\n", l.c_str());
+      }
+      if (options.once) return 0;
+      if (std::fflush(stdout) != 0 || std::ferror(stdout)) return 0;  // the reader went away
+      if (!options.json) std::printf("\n");
+      before = now;
     }
-    auto again = client.list();
-    if (!again.ok()) {
-      std::fprintf(stderr, "shmstream: %s\n", again.status().message().c_str());
-      return 1;
-    }
-    for (const auto& l : frame(*again, before, sample_of(*again), false)) {
-      std::printf("%s\n", l.c_str());
-    }
-    return 0;
   }
   enter_raw_mode();
   int status = 0;

@@ -49,11 +49,13 @@ void end_progress_line();
 
 struct TopOptions {
   bool once = false;                         // one frame, plain text, then exit
+  bool json = false;                         // frames as JSON lines (see json_frame())
   std::chrono::milliseconds interval{1000};  // between frames (and --once's two samples)
 };
 
 // `shmstream top`: per stream its write rate, readers and their lag, retention use and state,
-// refreshed every interval; `q` quits. Returns the exit code.
+// refreshed every interval; `q` quits. Not on a terminal (or --once, --json): plain frames (or
+// JSON lines) one per interval, no escape codes. Returns the exit code.
 int run_top(shmstream::Client& client, const TopOptions& options);
 
 }  // namespace shmstream_cli

@@ -5,7 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <fstream>
 #include <regex>
 
@@ -85,6 +87,41 @@ TEST(Top, OnceShowsRatesReadersLagAndCursorsAsPlainText) {
   EXPECT_NE(out.find("reader pid " + std::to_string(getpid())), std::string::npos) << out;
   EXPECT_NE(out.find("cursor \"ingest\""), std::string::npos) << out;
   EXPECT_NE(out.find("(no reader)"), std::string::npos) << out;
+}
+
+TEST(Top, JsonLinesAndPlainFramesWhenNotOnATerminal) {
+  TestDaemon daemon;
+  Client client = connect_to(daemon);
+  PacedProducer producer(client, "live");
+  auto reader = client.open("live").value();
+  ASSERT_TRUE(reader.wait_for(1 << 20, 10s).ok());
+  // --once --json: one JSON line, each stream with the keys of ls --json and its rate.
+  auto [status, out] = run_cli(daemon, {"top", "--once", "--json", "--interval", "0.5"});
+  ASSERT_EQ(status, 0) << out;
+  ASSERT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_EQ(out.rfind("{\"time_unix_ns\":", 0), 0u) << out;
+  EXPECT_NE(out.find(",\"streams\":[{\"name\":\"live\","), std::string::npos) << out;
+  static const std::regex kRate(R"("rate_bytes_per_s":([0-9]+)\})");
+  std::smatch rate;
+  ASSERT_TRUE(std::regex_search(out, rate, kRate)) << out;
+  EXPECT_GT(std::stoull(rate[1]), 0u) << out;
+  // Without --once, into a pipe: plain frames one per interval, never an escape code (and
+  // stdin at its end, /dev/null, does not stop it as `q` would).
+  Child top = Child::spawn({bin_dir() + "/shmstream", "top", "--interval", "0.1"}, false, true,
+                           daemon.env());
+  std::string seen;
+  int headers = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (headers < 2 && std::chrono::steady_clock::now() < deadline) {
+    std::string line = top.read_line(1s);
+    if (line.rfind("shmstream top", 0) == 0) ++headers;
+    seen += line + "\n";
+  }
+  EXPECT_EQ(headers, 2) << seen;
+  EXPECT_EQ(top.wait(0ms), -1) << "top ended by itself";
+  EXPECT_EQ(seen.find('\x1b'), std::string::npos) << "escape codes into a pipe";
+  top.kill(SIGTERM);
+  top.wait(10s);
 }
 
 // Runs `argv` (tmux) and returns its stdout; fails the test on a non-zero exit.

@@ -19,6 +19,8 @@ Command add_top(CLI::App& app) {
   auto t = std::make_shared<TopCommand>();
   top->add_flag("--once", t->options.once,
                 "Print one frame as plain text and exit (rates over one interval), for scripts");
+  top->add_flag("--json", t->options.json,
+                "Frames as JSON lines: each stream's keys of `ls --json` and its rate_bytes_per_s");
   top->add_option("--interval", t->interval_seconds, "Seconds between frames")
       ->capture_default_str()
       ->check(CLI::Range(0.05, 3600.0));
