@@ -284,7 +284,8 @@ TEST_F(Cli, EveryKindOfAbortReachesItsReadersWithItsReason) {
   auto [ss, stat_out] = cli({"stat", "status"});
   EXPECT_THAT(stat_out, HasSubstr("aborted:       its command `sh` exited with status 3\n"));
   auto [ls, ls_out] = cli({"ls"});
-  EXPECT_THAT(ls_out, HasSubstr("  aborted: its command `sh` was killed by signal 9 (SIGKILL)\n"));
+  EXPECT_THAT(ls_out,
+              HasSubstr("\nsignal: aborted: its command `sh` was killed by signal 9 (SIGKILL)\n"));
   auto [js, json] = cli({"stat", "explicit", "--json"});
   EXPECT_THAT(json, HasSubstr("\"abort_reason\":{\"kind\":\"explicit\",\"code\":0,"
                               "\"message\":\"upstream \\\"feed\\\" lost?\","));
@@ -468,6 +469,34 @@ TEST_F(Cli, CatJsonKeepsRecordsWithNewlinesApartAndCarriesBinaryAsBase64) {
   auto [bs, bytes] = run_cli(daemon_, {"cat", "plain", "--json"}, "", 30s, true);
   EXPECT_TRUE(exited_with(bs, 1)) << bs;
   EXPECT_THAT(bytes, HasSubstr("--json applies to records streams"));
+}
+
+TEST_F(Cli, LsAlignsItsColumnsWhateverTheNamesAndPutsDetailsBelowTheTable) {
+  const std::string long_name(60, 'n');
+  ASSERT_TRUE(exited_with(cli({"write", long_name}, std::string(3 << 20, 'x')).first, 0));
+  ASSERT_TRUE(exited_with(cli({"write", "s"}, "abc").first, 0));
+  OpenOptions as_cursor;
+  as_cursor.cursor = "audit";
+  auto reader = client_->open("s", as_cursor).value();
+  auto [status, out] = cli({"ls"});
+  ASSERT_TRUE(exited_with(status, 0)) << status;
+  std::vector<std::string> lines;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  ASSERT_GE(lines.size(), 4u) << out;
+  // Every table line has its STATE column where the header has it.
+  const size_t state_at = lines[0].find("STATE");
+  ASSERT_NE(state_at, std::string::npos) << out;
+  EXPECT_GT(state_at, long_name.size()) << out;
+  for (size_t i = 1; i <= 2; ++i) EXPECT_EQ(lines[i].substr(state_at, 6), "closed") << out;
+  EXPECT_EQ(lines[1].rfind(long_name, 0), 0u) << out;  // sorted by name: "nnn..." < "s"
+  EXPECT_THAT(lines[1], HasSubstr(" 3.0 MiB ")) << out;
+  EXPECT_THAT(lines[2], HasSubstr(" 3 B ")) << out;
+  // The cursor's line comes after the table, named.
+  EXPECT_EQ(lines[3].rfind("s: cursor audit", 0), 0u) << out;
+  // --bytes: raw numbers.
+  auto [rs, raw] = cli({"ls", "--bytes"});
+  EXPECT_THAT(raw, HasSubstr(" " + std::to_string(3 << 20) + " ")) << raw;
 }
 
 TEST_F(Cli, RecordsOfRandomSizesReachEightSubscriberProcessesWholeAndInOrder) {

@@ -1,14 +1,18 @@
 // `shmstream ls`: every stream of the daemon, one line each (or a JSON array).
+#include <algorithm>
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "cli/stream_info.hpp"
+#include "terminal.hpp"
 
 namespace shmstream_cli {
 namespace {
 
-int cmd_ls(shmstream::Client& client, bool json) {
+int cmd_ls(shmstream::Client& client, bool json, bool raw_bytes) {
   auto streams = take(client.list());
   if (json) {
     std::string out = "[";
@@ -18,18 +22,41 @@ int cmd_ls(shmstream::Client& client, bool json) {
     std::printf("%s]\n", out.c_str());
     return 0;
   }
-  std::printf("%-24s %-9s %-8s %-12s %14s %14s %7s %8s %-12s %s\n", "NAME", "STATE", "KIND",
-              "RETENTION", "OLDEST", "BYTES", "READERS", "PID", "OWNER", "MODE");
+  // The table, its columns as wide as their widest cell (numbers to the right), then each
+  // stream's details below it, named.
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "STATE", "KIND", "RETENTION", "OLDEST", "BYTES", "READERS", "PID", "OWNER", "MODE"}};
   for (const auto& s : streams) {
-    std::printf("%-24s %-9s %-8s %-12s %14llu %14llu %7u %8u %-12s %s\n", s.name.c_str(),
-                shmstream::state_label(s), s.records ? "records" : "bytes", retention_of(s).c_str(),
-                static_cast<unsigned long long>(s.oldest), static_cast<unsigned long long>(s.bytes),
-                s.readers, s.producer_pid, shmstream::owner_name(s).c_str(),
-                shmstream::to_string(s.mode));
-    if (s.abort_reason) std::printf("  aborted: %s\n", s.abort_reason->describe().c_str());
-    if (!s.directory.empty()) std::printf("  persistent in %s\n", s.directory.c_str());
-    print_stall(s, "  ");
-    print_cursors(s, "  ");
+    rows.push_back({s.name, shmstream::state_label(s), s.records ? "records" : "bytes",
+                    retention_of(s), std::to_string(s.oldest),
+                    raw_bytes ? std::to_string(s.bytes) : human_bytes(static_cast<double>(s.bytes)),
+                    std::to_string(s.readers), std::to_string(s.producer_pid),
+                    shmstream::owner_name(s), shmstream::to_string(s.mode)});
+  }
+  constexpr bool kRight[] = {false, false, false, false, true, true, true, true, false, false};
+  std::vector<size_t> width(rows.front().size(), 0);
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      const std::string pad(width[c] - row[c].size(), ' ');
+      const bool last = c + 1 == row.size();
+      line += kRight[c] ? pad + row[c] : row[c] + (last ? "" : pad);
+      if (!last) line += "  ";
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  for (const auto& s : streams) {
+    const std::string name = s.name + ": ";
+    if (s.abort_reason) {
+      std::printf("%saborted: %s\n", name.c_str(), s.abort_reason->describe().c_str());
+    }
+    if (!s.directory.empty())
+      std::printf("%spersistent in %s\n", name.c_str(), s.directory.c_str());
+    print_stall(s, name.c_str());
+    print_cursors(s, name.c_str());
   }
   return 0;
 }
@@ -39,9 +66,11 @@ int cmd_ls(shmstream::Client& client, bool json) {
 Command add_ls(CLI::App& app) {
   auto* ls = app.add_subcommand("ls", "List streams: name, state, bytes, readers, producer pid");
   auto json = std::make_shared<bool>(false);
+  auto raw = std::make_shared<bool>(false);
   ls->add_flag("--json", *json, "Print a JSON array");
-  return looking(
-      Command{ls, nullptr, [json](shmstream::Client& client) { return cmd_ls(client, *json); }});
+  ls->add_flag("--bytes", *raw, "Sizes in bytes, not human units");
+  return looking(Command{
+      ls, nullptr, [json, raw](shmstream::Client& client) { return cmd_ls(client, *json, *raw); }});
 }
 
 }  // namespace shmstream_cli
