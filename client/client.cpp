@@ -110,8 +110,7 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.stalled = std::chrono::milliseconds(in.getStalledMs());
   if (out.state == StreamState::kAborted) {
     AbortReason why;
-    why.kind = in.getAbortKind() <= kMaxAbortKind ? static_cast<AbortKind>(in.getAbortKind())
-                                                  : AbortKind::kUnknown;
+    why.kind = abort_kind_of(in.getAbortKind());
     why.code = in.getAbortCode();
     why.message = std::string(in.getAbortMessage().cStr(), in.getAbortMessage().size());
     out.abort_reason = std::move(why);
@@ -131,14 +130,15 @@ struct Answer {
   Status status;
 };
 
-// Sends the request `build` makes and returns the status in its reply (or the call's failure).
+// Sends the request `build` makes and returns the status in its reply (a missing stream named
+// with the daemon's socket), or the call's failure.
 template <typename Build>
 Status status_call(Connection& connection, const char* what, Build build) {
   auto reply = connection.run<Answer>(what, [&](LoopState& loop) {
     return build(loop).send().then(
         [](auto response) { return Answer{from_proto(response.getStatus())}; });
   });
-  return reply.ok() ? reply->status : reply.status();
+  return reply.ok() ? naming_daemon(reply->status, connection) : reply.status();
 }
 
 // A capability granted with a segment fd, and its side file: a producer's reader table, a
@@ -647,14 +647,12 @@ const char* version() { return SHMSTREAM_VERSION; }
 Status Client::remove(std::string_view name, bool force) {
   if (Status s = shm::validate_stream_name(name); !s.ok()) return s;
   std::string owned(name);
-  return naming_daemon(status_call(*connection_, "remove",
-                                   [&](LoopState& loop) {
-                                     auto request = loop.control.removeRequest();
-                                     request.setName(owned);
-                                     request.setForce(force);
-                                     return request;
-                                   }),
-                       *connection_);
+  return status_call(*connection_, "remove", [&](LoopState& loop) {
+    auto request = loop.control.removeRequest();
+    request.setName(owned);
+    request.setForce(force);
+    return request;
+  });
 }
 
 Status Client::remove_cursor(std::string_view name, std::string_view cursor) {
@@ -662,14 +660,12 @@ Status Client::remove_cursor(std::string_view name, std::string_view cursor) {
   if (Status s = shm::validate_cursor_name(cursor); !s.ok()) return s;
   std::string owned(name);
   std::string owned_cursor(cursor);
-  return naming_daemon(status_call(*connection_, "removeCursor",
-                                   [&](LoopState& loop) {
-                                     auto request = loop.control.removeCursorRequest();
-                                     request.setName(owned);
-                                     request.setCursor(owned_cursor);
-                                     return request;
-                                   }),
-                       *connection_);
+  return status_call(*connection_, "removeCursor", [&](LoopState& loop) {
+    auto request = loop.control.removeCursorRequest();
+    request.setName(owned);
+    request.setCursor(owned_cursor);
+    return request;
+  });
 }
 
 }  // namespace shmstream

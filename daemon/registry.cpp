@@ -23,6 +23,13 @@
 namespace shmstream::daemon {
 namespace {
 
+// What the stream's segment file takes on its file system (0 if it has none).
+uint64_t allocated_bytes(const Stream& stream) {
+  struct stat st {};
+  if (!stream.segment.valid() || fstat(stream.segment.fd(), &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
 // The reason of a stream whose producer died (or went away) without closing it.
 AbortReason died(const shm::SegmentHeader& h) {
   return AbortReason{AbortKind::kProducerDied, static_cast<int32_t>(shm::producer_pid_now(h)), ""};
@@ -332,11 +339,7 @@ void Registry::unlink_files(const Stream& stream) {
 uint64_t Registry::memory_held_by(uid_t uid) const {
   uint64_t bytes = 0;
   auto add = [&](const Stream& stream) {
-    struct stat st {};
-    if (stream.owner.uid == uid && stream.directory.empty() && stream.segment.valid() &&
-        fstat(stream.segment.fd(), &st) == 0) {
-      bytes += static_cast<uint64_t>(st.st_blocks) * 512;
-    }
+    if (stream.owner.uid == uid && stream.directory.empty()) bytes += allocated_bytes(stream);
   };
   for (const auto& [name, stream] : live_) add(*stream);
   for (const auto& stream : removing_) add(*stream);
@@ -348,10 +351,7 @@ Registry::Holdings Registry::holdings() const {
   out.streams = live_.size();
   out.removing = removing_.size();
   auto add = [&](const Stream& stream) {
-    struct stat st {};
-    if (!stream.segment.valid() || fstat(stream.segment.fd(), &st) != 0) return;
-    (stream.directory.empty() ? out.memory_bytes : out.disk_bytes) +=
-        static_cast<uint64_t>(st.st_blocks) * 512;
+    (stream.directory.empty() ? out.memory_bytes : out.disk_bytes) += allocated_bytes(stream);
   };
   for (const auto& [name, stream] : live_) add(*stream);
   for (const auto& stream : removing_) add(*stream);
@@ -399,11 +399,11 @@ size_t Registry::enforce_byte_quotas() {
   size_t aborted = 0;
   for (const auto& [uid, bytes] : held) {
     if (bytes <= config_.max_bytes_per_user) continue;
+    const AbortReason why{AbortKind::kQuota, 0,
+                          fmt::format("uid {} holds {} bytes, its quota is {}", uid, bytes,
+                                      config_.max_bytes_per_user)};
     for (const auto& [name, stream] : live_) {
       shm::SegmentHeader& h = stream->segment.mutable_header();
-      const AbortReason why{AbortKind::kQuota, 0,
-                            fmt::format("uid {} holds {} bytes, its quota is {}", uid, bytes,
-                                        config_.max_bytes_per_user)};
       if (stream->owner.uid != uid || !stream->directory.empty() || h.ring_capacity != 0 ||
           !shm::abort_stream(h, why, shm::Claimant::kDaemon)) {
         continue;

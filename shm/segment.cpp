@@ -502,8 +502,7 @@ AbortReason load_abort_reason(const SegmentHeader& header) {
   AbortReason why;
   // Relaxed: the caller's load_state() acquire (it saw kAborted) pairs with end_stream()'s CAS,
   // after which abort_stream() wrote these.
-  const uint32_t kind = header.abort_kind.load(std::memory_order_relaxed);
-  why.kind = kind <= kMaxAbortKind ? static_cast<AbortKind>(kind) : AbortKind::kUnknown;
+  why.kind = abort_kind_of(header.abort_kind.load(std::memory_order_relaxed));
   why.code = header.abort_code.load(std::memory_order_relaxed);
   // A copy first: the owner may scribble the shared bytes meanwhile.
   char copy[sizeof(header.abort_message)];

@@ -474,6 +474,10 @@ TEST(Autostart, TheCliStartsADaemonWhenNoneAnswers) {
   Child write = Child::spawn({bin_dir() + "/shmstream", "write", "x"}, false, true, env);
   int status = write.wait(30s);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // Its stream goes before the daemon does (a stopped daemon keeps its in-memory streams).
+  Child rm = Child::spawn({bin_dir() + "/shmstream", "rm", "x"}, false, false, env);
+  status = rm.wait(30s);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   std::ifstream lock(socket + ".lock");
   pid_t daemon = 0;
   lock >> daemon;

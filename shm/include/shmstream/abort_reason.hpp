@@ -29,6 +29,10 @@ enum class AbortKind : uint32_t {
   kTruncated = 10,    // its file lost its tail (a persistent stream, found by a restart)
 };
 inline constexpr uint32_t kMaxAbortKind = 10;
+// The kind a stored number names; kUnknown for a number no kind has (hostile or newer).
+inline constexpr AbortKind abort_kind_of(uint32_t value) {
+  return value <= kMaxAbortKind ? static_cast<AbortKind>(value) : AbortKind::kUnknown;
+}
 
 // The longest message kept (longer ones are cut, on a UTF-8 character boundary).
 inline constexpr size_t kMaxAbortMessage = 127;
