@@ -2,12 +2,16 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <kj/io.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -108,6 +112,14 @@ StreamInfo from_proto(proto::StreamInfo::Reader in) {
   out.stall_limit = std::chrono::milliseconds(in.getStallLimitMs());
   out.producer_waits_for = in.getProducerWaitsFor();
   out.stalled = std::chrono::milliseconds(in.getStalledMs());
+  out.record_count = in.getRecordCount();
+  // A daemon's figure: anything not a finite rate reads as none.
+  const double rate = in.getWriteRateBytesPerS();
+  out.write_rate_bytes_per_s = std::isfinite(rate) && rate > 0 ? rate : 0;
+  if (in.getLastWriteAgeMs() != UINT64_MAX) {
+    out.last_write_age = std::chrono::milliseconds(in.getLastWriteAgeMs());
+  }
+  out.allocated_bytes = in.getAllocatedBytes();
   if (out.state == StreamState::kAborted) {
     AbortReason why;
     why.kind = abort_kind_of(in.getAbortKind());
@@ -640,6 +652,32 @@ Result<DaemonInfo> Client::daemon_info() {
       return out;
     });
   });
+}
+
+Status Client::stop_daemon(Timeout timeout) {
+  auto info = daemon_info();
+  if (!info.ok()) return info.status();
+  // Watched from before the request, so that a pid reused after the exit is not waited for.
+  kj::AutoCloseFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, info->pid, 0)));
+  Status asked =
+      status_call(*connection_, "stop", [](LoopState& loop) { return loop.control.stopRequest(); });
+  // The daemon may close the connection before its reply reaches us: its exit decides.
+  if (!asked.ok() && asked.code() != ErrorCode::kUnavailable) return asked;
+  if (pidfd.get() < 0) return asked;  // another pid namespace: the reply is all we know
+  pollfd watch{pidfd.get(), POLLIN, 0};
+  const int ms = timeout == kForever
+                     ? -1
+                     : static_cast<int>(std::min<int64_t>(timeout.count() / 1000000, INT32_MAX));
+  int ready;
+  while ((ready = ::poll(&watch, 1, ms)) < 0 && errno == EINTR) {
+  }
+  if (ready == 0) {
+    return Status(ErrorCode::kTimeout,
+                  fmt::format("shmstreamd (pid {}) at {} still runs {} ms after it was asked to "
+                              "stop",
+                              info->pid, info->socket, ms));
+  }
+  return Status();
 }
 
 const char* version() { return SHMSTREAM_VERSION; }

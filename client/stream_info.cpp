@@ -1,5 +1,6 @@
 // The public names of stream states, retentions and modes, and a stream's description as JSON
 // (what the CLI prints and the Python module returns: one field set, made here).
+#include <fmt/format.h>
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -226,6 +227,11 @@ std::string to_json(const StreamInfo& info) {
   const bool waits = info.producer_waits_for != UINT64_MAX;
   field(out, "producer_waits_for", waits ? to_string(info.producer_waits_for) : "null");
   field(out, "stalled_ms", to_string(info.stalled.count()));
+  field(out, "record_count", to_string(info.record_count));
+  field(out, "write_rate_bytes_per_s", fmt::format("{:.1f}", info.write_rate_bytes_per_s));
+  field(out, "last_write_age_ms",
+        info.last_write_age ? to_string(info.last_write_age->count()) : "null");
+  field(out, "allocated_bytes", to_string(info.allocated_bytes));
   std::string held_by = "[";
   for (const std::string& who : stall_holders(info)) {
     held_by += (held_by.size() > 1 ? "," : "") + json_quote(who);

@@ -21,9 +21,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "daemon/config_file.hpp"
 #include "daemon/key_file.hpp"
+#include "daemon/log_file.hpp"
 #include "daemon/persistent_dirs.hpp"
 #include "daemon/registry.hpp"
 #include "daemon/server.hpp"
@@ -93,25 +97,32 @@ int listen_on(int dir_fd, const std::string& name, const std::string& path, mode
   return fd;
 }
 
-// Opens (creating it 0600) file `name` in directory `dir_fd` for `flags`, never following a
-// symlink nor blocking on a fifo, and checks that it is a regular file of ours. Dies naming
-// `shown` otherwise: a planted file must not get our pid or our log.
-int open_own_file(int dir_fd, const std::string& name, int flags, const std::string& shown) {
-  int fd =
-      openat(dir_fd, name.c_str(), flags | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
-  if (fd < 0 && (errno == ENXIO || errno == ENODEV)) {  // a fifo with no reader, a device
-    die("refusing " + shown + ": not a regular file (a fifo or a device)");
-  }
-  if (fd < 0) {
-    die("opening " + shown + ": " + std::strerror(errno) +
-        (errno == ELOOP ? " (a symlink: refused, never followed)" : ""));
-  }
-  struct stat st {};
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid()) {
-    die("refusing " + shown + ": not a regular file owned by uid " + std::to_string(geteuid()) +
-        " (something else was put in its place)");
-  }
-  return fd;
+// The file open_own_file() opens, or dies saying why.
+int open_own_file_or_die(int dir_fd, const std::string& name, int flags, const std::string& shown) {
+  auto fd = shmstream::daemon::open_own_file(dir_fd, name, flags, shown);
+  if (!fd.ok()) die(fd.status().message());
+  return fd->release();
+}
+
+// Keeps the background daemon's log: reopened on SIGHUP, capped (checked every second).
+kj::Promise<void> reopen_on_hangup(kj::UnixEventPort& port, shmstream::daemon::LogFile& log) {
+  return port.onSignal(SIGHUP).then([&port, &log](siginfo_t) {
+    log.reopen();
+    spdlog::info("SIGHUP: log reopened");
+    return reopen_on_hangup(port, log);
+  });
+}
+kj::Promise<void> cap_log(kj::Timer& timer, shmstream::daemon::LogFile& log) {
+  return timer.afterDelay(1 * kj::SECONDS).then([&timer, &log] {
+    log.check_size();
+    return cap_log(timer, log);
+  });
+}
+kj::Promise<void> ignore_hangups(kj::UnixEventPort& port) {
+  return port.onSignal(SIGHUP).then([&port](siginfo_t) {
+    spdlog::info("SIGHUP: logging to stderr, no log file to reopen");
+    return ignore_hangups(port);
+  });
 }
 
 void raise_fd_limit() {
@@ -129,6 +140,18 @@ int main(int argc, char** argv) {
       "shmstreamd: the shmstream daemon. Serves the control socket through which\n"
       "streams are created, opened, listed and removed."};
   app.set_version_flag("--version", std::string("shmstreamd ") + SHMSTREAM_VERSION);
+  // Read before anything else: which configuration file, checked and opened (config_file.hpp).
+  auto config_file = shmstream::daemon::find_config(argc, argv);
+  if (!config_file.ok()) die(config_file.status().message(), 2);
+  app.set_config("--config", "",
+                 "Read options from this file (key = value, the long option names), instead of "
+                 "$XDG_CONFIG_HOME/shmstream/shmstreamd.conf or " +
+                     std::string(shmstream::daemon::kSystemConfigFile) +
+                     "; the command line wins over it")
+      ->type_name("FILE");
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  bool no_config = false;
+  app.add_flag("--no-config", no_config, "Read no configuration file");
   std::string socket_path = shmstream::shm::default_socket_path();
   std::string segment_dir = shmstream::shm::kDefaultSegmentDir;
   std::string log_level = "info";
@@ -198,13 +221,21 @@ int main(int argc, char** argv) {
   app.add_option("--stall-limit-ms", limits.stall_limit_ms,
                  "Drop a client that leaves a reply unread this long")
       ->capture_default_str();
+  uint64_t log_max_bytes = 10 << 20;
+  app.add_option("--log-max-bytes", log_max_bytes,
+                 "Without --foreground: past this size the log file becomes SOCKET.log.1 "
+                 "(replacing the older one) and a new one starts; 0: no cap. SIGHUP reopens it")
+      ->capture_default_str();
   try {
-    app.parse(argc, argv);
+    std::vector<const char*> args;
+    for (const auto& arg : config_file->argv) args.push_back(arg.c_str());
+    app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::Success& e) {
     return app.exit(e);  // --help, --version
   } catch (const CLI::ParseError& e) {
     // A usage error: one line and where help is, exit 2 (as shmstream says them).
-    std::fprintf(stderr, "shmstreamd: %s (see `shmstreamd --help`)\n", e.what());
+    std::fprintf(stderr, "shmstreamd: %s (see `shmstreamd --help`)\n",
+                 shmstream::daemon::name_config_in(e.what(), *config_file).c_str());
     return 2;
   }
   if (system) {
@@ -247,7 +278,7 @@ int main(int argc, char** argv) {
 
   // One daemon per socket: the lock is held for the daemon's whole life.
   std::string lock_path = socket_path + ".lock";
-  int lock_fd = open_own_file(*socket_dir, socket_name + ".lock", O_RDWR, lock_path);
+  int lock_fd = open_own_file_or_die(*socket_dir, socket_name + ".lock", O_RDWR, lock_path);
   if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
     die("another shmstreamd already serves " + socket_path, 3);
   }
@@ -276,8 +307,8 @@ int main(int argc, char** argv) {
   }
   // Opened before the fork (and the socket), so that a refused log is an error its starter sees.
   const int log_fd = foreground ? -1
-                                : open_own_file(*socket_dir, socket_name + ".log",
-                                                O_WRONLY | O_APPEND, socket_path + ".log");
+                                : open_own_file_or_die(*socket_dir, socket_name + ".log",
+                                                       O_WRONLY | O_APPEND, socket_path + ".log");
   int listen_fd = activated_fd >= 0 ? activated_fd
                                     : listen_on(*socket_dir, socket_name, socket_path, socket_mode);
 
@@ -292,6 +323,9 @@ int main(int argc, char** argv) {
     dup2(log_fd, STDERR_FILENO);
     close(log_fd);
   }
+  std::optional<shmstream::daemon::LogFile> log;
+  if (!foreground)
+    log.emplace(*socket_dir, socket_name + ".log", socket_path + ".log", log_max_bytes);
   close(*socket_dir);
 
   // The lock file names the daemon that holds it (for operators and tests).
@@ -303,7 +337,11 @@ int main(int argc, char** argv) {
 
   kj::UnixEventPort::captureSignal(SIGTERM);
   kj::UnixEventPort::captureSignal(SIGINT);
+  kj::UnixEventPort::captureSignal(SIGHUP);
   auto io = kj::setupAsyncIo();
+  kj::Promise<void> log_upkeep = log ? reopen_on_hangup(io.unixEventPort, *log)
+                                           .exclusiveJoin(cap_log(io.provider->getTimer(), *log))
+                                     : ignore_hangups(io.unixEventPort);
   shmstream::daemon::RegistryConfig config;
   config.segment_dir = segment_dir;
   config.persist_dir = persist_dir;
@@ -338,9 +376,10 @@ int main(int argc, char** argv) {
     {
       shmstream::daemon::Server server(io, registry, listen_fd, limits);
       server.set_about(shmstream::daemon::About{
-          "", static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count())});
+          config_file->path,
+          static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count())});
       spdlog::info(
           "serving {} (pid {}{}, segments in {} as {}*; {} bytes per user, {} in "
           "reserve)",
@@ -352,17 +391,21 @@ int main(int argc, char** argv) {
         if (write(ready_fd, &byte, 1) != 1) spdlog::warn("--ready-fd: {}", std::strerror(errno));
         close(ready_fd);
       }
+      // Why it stops: a signal, or `shmstream daemon stop` (Control.stop).
       auto stop = io.unixEventPort.onSignal(SIGTERM)
                       .exclusiveJoin(io.unixEventPort.onSignal(SIGINT))
-                      .then([](siginfo_t info) { return info.si_signo; });
-      int signo =
-          server.run().then([]() { return 0; }).exclusiveJoin(kj::mv(stop)).wait(io.waitScope);
+                      .then([](siginfo_t info) { return fmt::format("signal {}", info.si_signo); })
+                      .exclusiveJoin(server.stop_asked().then(
+                          [](uid_t uid) { return fmt::format("stop asked by uid {}", uid); }));
+      std::string why = server.run()
+                            .then([]() { return std::string("no more connections"); })
+                            .exclusiveJoin(kj::mv(stop))
+                            .wait(io.waitScope);
       if (ephemeral) {
         size_t removed = registry.remove_memory_streams_for_exit();
-        spdlog::info("signal {}: shutting down; --ephemeral: {} streams in memory removed", signo,
-                     removed);
+        spdlog::info("{}: shutting down; --ephemeral: {} streams in memory removed", why, removed);
       } else {
-        spdlog::info("signal {}: shutting down; streams stay for the next daemon", signo);
+        spdlog::info("{}: shutting down; streams stay for the next daemon", why);
       }
       registry.set_shutting_down();
       if (activated_fd < 0) unlink(socket_path.c_str());  // systemd's socket stays, for the next

@@ -30,6 +30,25 @@ uint64_t allocated_bytes(const Stream& stream) {
   return static_cast<uint64_t>(st.st_blocks) * 512;
 }
 
+// What all the stream's files take: segment, reader table and reader pages.
+uint64_t files_allocated_bytes(const Stream& stream) {
+  uint64_t total = allocated_bytes(stream);
+  struct stat st {};
+  if (stream.table_fd && stream.table_fd->get() >= 0 && fstat(stream.table_fd->get(), &st) == 0) {
+    total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  for (const auto& [slot, page] : stream.pages) {
+    if (fstat(page.fd.get(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return total;
+}
+
+uint64_t monotonic_ns() {
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<uint64_t>(now.tv_sec) * 1000000000 + static_cast<uint64_t>(now.tv_nsec);
+}
+
 // The reason of a stream whose producer died (or went away) without closing it.
 AbortReason died(const shm::SegmentHeader& h) {
   return AbortReason{AbortKind::kProducerDied, static_cast<int32_t>(shm::producer_pid_now(h)), ""};
@@ -543,6 +562,7 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
     unlink_files(*stream);
     return s;
   }
+  stream->writes.window_ns = monotonic_ns();  // empty now: every byte from here is a write seen
   live_.emplace(name, stream);
   spdlog::info("stream \"{}\": created by pid {} uid {} (segment {})", name, peer.pid, peer.uid,
                stream->file_name);
@@ -1108,11 +1128,41 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   s.damage = damage_of(stream);
   s.stall_limit_ms = stream.segment.stall_limit_ms();
   if (s.state == shm::StreamState::kAborted) s.abort_reason = shm::load_abort_reason(h);
+  // Relaxed: the producer's display count; it publishes nothing.
+  if (s.records) s.record_count = h.records_committed.load(std::memory_order_relaxed);
+  s.write_rate = stream.writes.rate_bytes_per_s;
+  if (stream.writes.changed_ns != 0) {
+    s.last_write_age_ms = (monotonic_ns() - stream.writes.changed_ns) / 1000000;
+  }
+  s.allocated_bytes = files_allocated_bytes(stream);
   if (!s.damage.empty() && !stream.damage_reported) {
     stream.damage_reported = true;
     spdlog::warn("stream \"{}\": damaged: {}", stream.name, s.damage);
   }
   return s;
+}
+
+void Registry::sample_writes() {
+  const uint64_t now = monotonic_ns();
+  for (const auto& [name, stream] : live_) {
+    Stream::Writes& w = stream->writes;
+    const uint64_t bytes = shm::load_committed(stream->segment.header());
+    if (w.window_ns == 0) {  // first sight: what it had is not a write seen
+      w = Stream::Writes{bytes, 0, now, bytes, 0};
+      continue;
+    }
+    if (bytes != w.bytes) w.changed_ns = now;
+    w.bytes = bytes;
+    if (now - w.window_ns >= 1000000000) {
+      // A producer may lie about its length: a shrinking one writes at no rate.
+      w.rate_bytes_per_s = bytes >= w.window_bytes
+                               ? static_cast<double>(bytes - w.window_bytes) * 1e9 /
+                                     static_cast<double>(now - w.window_ns)
+                               : 0;
+      w.window_ns = now;
+      w.window_bytes = bytes;
+    }
+  }
 }
 
 void Registry::enforce_stall_limits() {

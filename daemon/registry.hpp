@@ -128,6 +128,14 @@ struct Stream {
   // it: what the per-user share of the slots counts (access.hpp slot_share()).
   std::map<uint32_t, uid_t> slot_users;
   uint32_t slots_held_by(uid_t uid) const;
+  // How it is written, as the daemon sees it (Registry::sample_writes()); for stat only.
+  struct Writes {
+    uint64_t bytes = 0;           // the committed length last seen
+    uint64_t changed_ns = 0;      // CLOCK_MONOTONIC when it last grew; 0: not seen to grow
+    uint64_t window_ns = 0;       // the rate's window: since when
+    uint64_t window_bytes = 0;    // and from what length
+    double rate_bytes_per_s = 0;  // over the last full window (about a second)
+  } writes;
 };
 
 struct CursorSnapshot {
@@ -173,7 +181,11 @@ struct StreamSnapshot {
   uint64_t producer_waits_for = shm::kNobody;
   uint64_t stalled_ms = 0;
   uint32_t stall_limit_ms = 0;
-  AbortReason abort_reason;  // an aborted stream's (shm::load_abort_reason)
+  AbortReason abort_reason;                 // an aborted stream's (shm::load_abort_reason)
+  uint64_t record_count = 0;                // records streams: as its producer counts them
+  double write_rate = 0;                    // bytes per second over about the last second
+  uint64_t last_write_age_ms = UINT64_MAX;  // since the length last grew; UINT64_MAX: unseen
+  uint64_t allocated_bytes = 0;  // what its files take (segment, reader table, reader pages)
 };
 
 // What is wrong with a stream's files, found without trusting them (a fault recovered in the
@@ -275,6 +287,9 @@ class Registry {
   // nothing from now on, and its next read (a cursor: its next open) fails saying so. Called
   // periodically by the server.
   void enforce_stall_limits();
+  // Notes, for each live stream, whether its committed length grew and its rate over about the
+  // last second (StreamSnapshot::write_rate, last_write_age_ms). Called periodically.
+  void sample_writes();
   // Every user over --max-bytes-per-user (a producer that grew past it since its stream was
   // made) has its growing in-memory streams aborted. Returns how many.
   size_t enforce_byte_quotas();

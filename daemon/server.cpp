@@ -86,6 +86,10 @@ void fill_info(proto::StreamInfo::Builder out, const StreamSnapshot& s) {
   out.setAbortKind(static_cast<uint32_t>(s.abort_reason.kind));
   out.setAbortCode(s.abort_reason.code);
   out.setAbortMessage(s.abort_reason.message);
+  out.setRecordCount(s.record_count);
+  out.setWriteRateBytesPerS(s.write_rate);
+  out.setLastWriteAgeMs(s.last_write_age_ms);
+  out.setAllocatedBytes(s.allocated_bytes);
 }
 
 static_assert(static_cast<int>(Mode::kOwner) == static_cast<int>(proto::Mode::OWNER));
@@ -313,6 +317,20 @@ class ControlImpl final : public proto::Control::Server {
     return kj::READY_NOW;
   }
 
+  kj::Promise<void> stop(StopContext context) override {
+    Status status;
+    if (peer_.uid != geteuid() && peer_.uid != 0) {
+      status = Status(
+          ErrorCode::kPermissionDenied,
+          fmt::format("only uid {} (the daemon's user) or root may stop the daemon", geteuid()));
+    } else {
+      spdlog::info("stop asked by pid {} (uid {})", peer_.pid, peer_.uid);
+      server_.ask_stop(peer_.uid);
+    }
+    set_status(context.getResults().initStatus(), status);
+    return kj::READY_NOW;
+  }
+
   kj::Promise<void> stat(StatContext context) override {
     std::string name = text(context.getParams().getName());
     auto snapshot = guarded("stat", [&] { return registry_.stat(name); });
@@ -443,6 +461,7 @@ kj::Promise<void> Server::watch_stalls() {
   // Every 50 ms: a stall limit is kept to within that.
   return io_.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).then([this]() {
     registry_.enforce_stall_limits();
+    registry_.sample_writes();
     if (++stall_ticks_ % 20 == 0) registry_.enforce_byte_quotas();  // every second
     return watch_stalls();
   });
@@ -510,6 +529,13 @@ void Server::process_exited(pid_t pid, std::shared_ptr<ProcessWatch> watch) {
 }
 
 Server::~Server() noexcept(false) {}
+
+void Server::ask_stop(uid_t uid) {
+  // After every event queued now (the reply among them), so the caller hears that it was taken.
+  tasks_.add(kj::evalLast([this, uid] {
+    if (stop_.fulfiller->isWaiting()) stop_.fulfiller->fulfill(kj::cp(uid));
+  }));
+}
 
 kj::Promise<void> Server::run() {
   return listen_observer_.whenBecomesReadable().then([this]() -> kj::Promise<void> {

@@ -53,6 +53,10 @@ class Server final : private kj::TaskSet::ErrorHandler {
   kj::Promise<void> run();
   size_t connection_count() const { return connections_; }
   void set_about(About about) { about_ = std::move(about); }
+  // Resolves with the uid that asked (Control.stop) once a stop is asked for; taken once.
+  kj::Promise<uid_t> stop_asked() { return kj::mv(stop_.promise); }
+  // Control.stop from `uid`, allowed: stop_asked() resolves once this turn's replies are out.
+  void ask_stop(uid_t uid);
   const About& about() const { return about_; }
   const ServerLimits& limits() const { return limits_; }
   // Aborts the stream when process `pid` exits, even if its connection lives on elsewhere
@@ -89,6 +93,7 @@ class Server final : private kj::TaskSet::ErrorHandler {
   int listen_fd_;
   ServerLimits limits_;
   About about_;
+  kj::PromiseFulfillerPair<uid_t> stop_ = kj::newPromiseAndFulfiller<uid_t>();
   kj::UnixEventPort::FdObserver listen_observer_;
   std::map<pid_t, std::shared_ptr<ProcessWatch>> watches_;
   size_t connections_ = 0;

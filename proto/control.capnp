@@ -76,6 +76,15 @@ struct StreamInfo {
   # code (an exit status, a signal, a pid, ...) and text, as its header records them.
   abortCode @29 :Int32;
   abortMessage @30 :Text;
+  recordCount @31 :UInt64;
+  # A records stream's records committed so far (as its producer counts them).
+  writeRateBytesPerS @32 :Float64;
+  # Bytes committed per second over about the last second, as the daemon samples them.
+  lastWriteAgeMs @33 :UInt64;
+  # Since the daemon last saw the length grow; all ones if it never did.
+  allocatedBytes @34 :UInt64;
+  # What the stream's files take (segment, reader table, reader pages): memory, or disk for a
+  # persistent stream.
   damage @24 :Text;
   # Empty unless the daemon found the stream's files damaged (e.g. the segment shrank under
   # its mappings): what it found. Its readers get `corrupt`.
@@ -222,6 +231,11 @@ interface Control {
 
   info @9 () -> (info :DaemonInfo);
   # Who the daemon is and what it holds (`shmstream daemon status`).
+
+  stop @10 () -> (status :Status);
+  # Shuts the daemon down as SIGTERM does (`shmstream daemon stop`): only its own user or root
+  # may. It replies first, then stops serving; the caller waits for its pid to exit.
+
   # Takes over an open stream created with a resume grace whose producer died: the caller
   # (its owner or root) becomes its producer at its committed length. kBusy while its
   # producer's process still runs; kStreamClosed once it ended (the grace ran out).

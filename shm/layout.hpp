@@ -320,6 +320,7 @@ struct alignas(kHeaderSize) SegmentHeader {
   alignas(kCacheLine) std::atomic<uint64_t> committed_length;
   std::atomic<uint32_t> wait_word;
   std::atomic<uint32_t> light_producer;
+  std::atomic<uint64_t> records_committed;  // records streams: how many, for display only
 
   // Lifecycle line: written rarely (close, abort, cancel, resume, file growth, ring steps).
   alignas(kCacheLine) std::atomic<uint32_t> state;
@@ -361,6 +362,7 @@ static_assert(offsetof(SegmentHeader, header_checksum) == 120);
 static_assert(offsetof(SegmentHeader, committed_length) == 128);
 static_assert(offsetof(SegmentHeader, wait_word) == 136);
 static_assert(offsetof(SegmentHeader, light_producer) == 140);
+static_assert(offsetof(SegmentHeader, records_committed) == 144);
 static_assert(offsetof(SegmentHeader, state) == 192);
 static_assert(offsetof(SegmentHeader, resumed_pid) == 196);
 static_assert(offsetof(SegmentHeader, oldest_offset) == 200);

@@ -26,6 +26,7 @@ ProducerCore::ProducerCore(Segment segment, ReaderSet readers)
   const SegmentHeader& h = segment_.header();
   // Relaxed: only this producer writes these fields.
   committed_ = h.committed_length.load(std::memory_order_relaxed);
+  record_count_ = h.records_committed.load(std::memory_order_relaxed);
   file_size_ = h.data_file_size.load(std::memory_order_relaxed);
   oldest_ = h.oldest_offset.load(std::memory_order_relaxed);
   ring_ = RingGeometry(segment_.ring_capacity());
@@ -303,7 +304,14 @@ Status ProducerCore::commit_record(size_t length) {
   }
   RecordHeader frame{static_cast<uint32_t>(length), ~static_cast<uint32_t>(length)};
   std::memcpy(at(committed_), &frame, sizeof(frame));  // plain: published by commit()
-  return commit(record_frame_size(length));
+  Status committed = commit(record_frame_size(length));
+  if (committed.ok()) count_record();
+  return committed;
+}
+
+void ProducerCore::count_record() {
+  // Relaxed: a count for display (stat); it publishes nothing, readers never rely on it.
+  segment_.mutable_header().records_committed.store(++record_count_, std::memory_order_relaxed);
 }
 
 Status ProducerCore::publish(std::span<const std::byte> payload, Clock::time_point deadline,
@@ -319,6 +327,7 @@ Status ProducerCore::publish(std::span<const std::byte> payload, Clock::time_poi
     std::memcpy(frame, &header, sizeof(header));  // plain: published by publish_committed()
     if (!payload.empty()) std::memcpy(frame + sizeof(header), payload.data(), payload.size());
     reserved_ = 0;
+    count_record();
     publish_committed(frame_size);
     return Status();
   }

@@ -75,6 +75,8 @@ class ProducerCore {
   }
   // commit()'s publication: the release store, then a wake-up if a reader sleeps for it.
   void publish_committed(uint64_t size);
+  // One more record committed: the header's count follows.
+  void count_record();
 
   Segment segment_;
   ReaderSet readers_;
@@ -89,6 +91,7 @@ class ProducerCore {
   RingGeometry ring_;           // from the validated header, kept privately
   uint64_t oldest_ = 0;         // ring: our own copy of header.oldest_offset
   uint64_t committed_ = 0;      // our own copy of header.committed_length
+  uint64_t record_count_ = 0;   // and of header.records_committed
   uint64_t reserved_ = 0;       // bytes reserved past committed_
   uint64_t file_size_ = 0;      // data bytes backed by the file
   size_t record_reserved_ = 0;  // payload bytes of the pending record reservation

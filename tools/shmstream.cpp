@@ -77,8 +77,8 @@ int main(int argc, char** argv) {
                                    add_stat(app),
                                    add_top(app),
                                    add_rm(app),
-                                   add_gc(app),
-                                   add_daemon(app)};
+                                   add_gc(app)};
+  for (auto& daemon : add_daemon(app)) commands.push_back(std::move(daemon));
   for (auto& bridge : add_bridge(app)) commands.push_back(std::move(bridge));
   try {
     app.parse(static_cast<int>(args.size()), args.data());
@@ -110,6 +110,11 @@ int main(int argc, char** argv) {
     std::string name = chosen->app->get_name();
     if (const CLI::App* parent = chosen->app->get_parent(); parent != &app) {
       name = parent->get_name() + " " + name;  // `daemon status`
+    }
+    if (chosen->none_is_done) {
+      std::fprintf(stderr, "shmstream: no daemon runs at %s: nothing to %s\n", socket.c_str(),
+                   chosen->app->get_name().c_str());
+      return 0;
     }
     fail("no daemon runs at " + socket + " (`" + name +
          "` starts none; `shmstream write` or `shmstreamd` does)");

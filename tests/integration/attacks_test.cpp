@@ -105,6 +105,17 @@ class Attacks : public ::testing::Test {
   bool mounted_ = false;
 };
 
+// `shmstream daemon stop` from a user who is neither the daemon's nor root is refused, and the
+// daemon serves on.
+TEST_F(Attacks, OnlyTheDaemonsUserOrRootMayStopIt) {
+  start_daemon({});
+  auto [stopped, said] = as(*alice_, "daemon stop");
+  EXPECT_TRUE(WIFEXITED(stopped) && WEXITSTATUS(stopped) == 1) << stopped << said;
+  EXPECT_THAT(said, HasSubstr("only uid 0 (the daemon's user) or root may stop the daemon"));
+  EXPECT_TRUE(daemon_->alive());
+  third_user_is_served("after-stop");
+}
+
 TEST_F(Attacks, AUserCannotTakeMoreMemoryThanTheirQuota) {
   start_daemon({"--max-bytes-per-user", std::to_string(8 << 20)});
   // A ring larger than the quota: refused at once, saying why.

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -19,6 +21,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 bool exited_with(int status, int code) { return WIFEXITED(status) && WEXITSTATUS(status) == code; }
 
@@ -607,6 +610,125 @@ TEST_F(Cli, ACatWithACursorKilledMidwayResumesWithNothingLost) {
   // Everything is confirmed now: no lag.
   auto info = client_->stat("log").value();
   EXPECT_EQ(info.cursors[0].position, info.bytes);
+}
+
+// stat (and its JSON) count a records stream's records, and show the write rate the daemon
+// measures, the age of the last write it saw and the memory the stream's files take.
+TEST_F(Cli, StatShowsRecordCountsWriteRateLastWriteAndMemory) {
+  CreateOptions options;
+  options.records = true;
+  auto producer = client_->create("m", options).value();
+  auto idle = client_->create("idle").value();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(producer.publish(std::string(1000, 'r')).ok());
+  // The daemon samples lengths every 50 ms, rates over a second.
+  ASSERT_TRUE(eventually([&] { return client_->stat("m").value().write_rate_bytes_per_s > 0; }));
+  auto info = client_->stat("m").value();
+  EXPECT_EQ(info.record_count, 100u);
+  ASSERT_TRUE(info.last_write_age.has_value());
+  EXPECT_LE(info.write_rate_bytes_per_s, static_cast<double>(info.bytes))
+      << "a rate over at least a second cannot exceed what was written";
+  EXPECT_GE(info.allocated_bytes, info.bytes) << "tmpfs pages hold every committed byte";
+  // No more writes: the rate falls to 0 and the last write gets older.
+  ASSERT_TRUE(eventually([&] { return client_->stat("m").value().write_rate_bytes_per_s == 0; }));
+  auto later = client_->stat("m").value();
+  ASSERT_TRUE(later.last_write_age.has_value());
+  EXPECT_GT(*later.last_write_age, *info.last_write_age);
+  EXPECT_EQ(later.record_count, 100u);
+
+  auto [status, text] = cli({"stat", "m"});
+  EXPECT_TRUE(exited_with(status, 0)) << status;
+  EXPECT_THAT(text, HasSubstr("records:       100\n"));
+  EXPECT_THAT(text, HasSubstr("writing:       0 B/s; last write "));
+  EXPECT_THAT(text, HasSubstr("stored in:     shared memory, taking "));
+  auto [json_status, json] = cli({"stat", "m", "--json"});
+  EXPECT_TRUE(exited_with(json_status, 0)) << json_status;
+  EXPECT_THAT(json, HasSubstr("\"record_count\":100,"));
+  EXPECT_THAT(json, HasSubstr("\"write_rate_bytes_per_s\":0.0,"));
+  EXPECT_THAT(json, ::testing::ContainsRegex("\"last_write_age_ms\":[0-9]+,"));
+  EXPECT_THAT(json, HasSubstr("\"allocated_bytes\":"));
+
+  // Never written: no last write, and a bytes stream counts no records.
+  auto [idle_status, idle_text] = cli({"stat", "idle"});
+  EXPECT_THAT(idle_text, HasSubstr("no write seen by this daemon"));
+  EXPECT_THAT(idle_text, Not(HasSubstr("records:")));
+  auto [idle_json_status, idle_json] = cli({"stat", "idle", "--json"});
+  EXPECT_THAT(idle_json, HasSubstr("\"record_count\":0,"));
+  EXPECT_THAT(idle_json, HasSubstr("\"last_write_age_ms\":null,"));
+}
+
+// `cat --cursor ID --exec CMD`: a CMD that fails, and one killed midway, commit nothing; the
+// next run delivers their records again. Every record reaches a CMD that succeeded exactly once,
+// in order, none lost; --batch hands several records to one run.
+TEST_F(Cli, CatExecCommitsARecordOnlyAfterItsCommandSucceeded) {
+  constexpr int kJobs = 20;
+  CreateOptions options;
+  options.records = true;
+  auto producer = client_->create("jobs", options).value();
+  std::vector<uint64_t> offsets;
+  for (int i = 0; i < kJobs; ++i) {
+    offsets.push_back(producer.committed());
+    ASSERT_TRUE(producer.publish("job " + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(producer.close().ok());
+  const std::string dir = daemon_.dir();
+  // Fails on job 5 the first time, SIGKILLs itself on job 11 the first time; records what it
+  // took (with its offset) only when it succeeds.
+  const std::string script =
+      "rec=$(cat); n=${rec#job }; "
+      "if [ \"$n\" = 5 ] && [ ! -e " +
+      dir + "/failed ]; then : > " + dir +
+      "/failed; exit 3; fi; "
+      "if [ \"$n\" = 11 ] && [ ! -e " +
+      dir + "/killed ]; then : > " + dir +
+      "/killed; "
+      "kill -9 $$; fi; "
+      "echo \"$rec@$SHMSTREAM_OFFSET:$SHMSTREAM_RECORDS\" >> " +
+      dir + "/delivered";
+  const std::vector<std::string> args = {"cat",         "jobs",   "--cursor", "worker",
+                                         "--no-follow", "--exec", script};
+  auto cursor_at = [&] { return client_->stat("jobs").value().cursors.at(0).position; };
+
+  auto [failed, failed_err] = run_cli(daemon_, args, "", 30s, true);
+  EXPECT_TRUE(exited_with(failed, 1)) << failed;
+  EXPECT_THAT(failed_err,
+              HasSubstr("--exec command exited with status 3 on 1 record(s) at offsets " +
+                        std::to_string(offsets[5])));
+  EXPECT_THAT(failed_err, HasSubstr("cursor \"worker\" stays at " + std::to_string(offsets[5])));
+  EXPECT_EQ(cursor_at(), offsets[5]);
+
+  auto [killed, killed_err] = run_cli(daemon_, args, "", 30s, true);
+  EXPECT_TRUE(exited_with(killed, 1)) << killed;
+  EXPECT_THAT(killed_err, HasSubstr("was killed by signal 9 (SIGKILL)"));
+  EXPECT_EQ(cursor_at(), offsets[11]);
+
+  auto [done, done_out] = cli(args);
+  EXPECT_TRUE(exited_with(done, 0)) << done;
+  EXPECT_EQ(done_out, "") << "with --exec, nothing goes to stdout";
+  EXPECT_EQ(cursor_at(), client_->stat("jobs").value().bytes);
+
+  std::string expected;
+  for (int i = 0; i < kJobs; ++i) {
+    expected += "job " + std::to_string(i) + "@" + std::to_string(offsets[i]) + ":1\n";
+  }
+  std::ifstream delivered(dir + "/delivered");
+  std::string got((std::istreambuf_iterator<char>(delivered)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(got, expected);
+
+  // --batch 8: runs of 8, 8 and 4 records, each run's records on its stdin one per line.
+  auto [batched, batched_out] =
+      cli({"cat", "jobs", "--cursor", "batches", "--no-follow", "--batch", "8", "--exec",
+           "echo \"$SHMSTREAM_OFFSET $SHMSTREAM_END $SHMSTREAM_RECORDS $(wc -l)\" >> " + dir +
+               "/batches"});
+  EXPECT_TRUE(exited_with(batched, 0)) << batched;
+  std::ifstream batches(dir + "/batches");
+  std::string runs((std::istreambuf_iterator<char>(batches)), std::istreambuf_iterator<char>());
+  const uint64_t end = client_->stat("jobs").value().bytes;
+  EXPECT_EQ(runs, std::to_string(offsets[0]) + " " + std::to_string(offsets[8]) + " 8 8\n" +
+                      std::to_string(offsets[8]) + " " + std::to_string(offsets[16]) + " 8 8\n" +
+                      std::to_string(offsets[16]) + " " + std::to_string(end) + " 4 4\n");
+  // --batch needs --exec, and a records stream.
+  auto [lone, lone_err] = run_cli(daemon_, {"cat", "jobs", "--batch", "2"}, "", 30s, true);
+  EXPECT_TRUE(exited_with(lone, 2)) << lone_err;
 }
 
 }  // namespace

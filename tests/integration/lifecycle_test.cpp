@@ -1,6 +1,7 @@
 // Multi-process lifecycle tests through the daemon: resume, zero-copy views, read-only mappings,
 // corrupt segments, producer death, removal, forced removal, reader counting, the CLI.
 #include <fcntl.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -446,7 +447,12 @@ TEST(Autostart, TheCliStartsADaemonWhenNoneAnswers) {
   char tmpl[] = "/tmp/shmstream-autostart-XXXXXX";
   ASSERT_NE(mkdtemp(tmpl), nullptr);
   std::string socket = std::string(tmpl) + "/ctl.sock";
-  std::vector<std::string> env = {"SHMSTREAM_SOCKET=" + socket};
+  // The autostarted daemon honours the user's configuration file.
+  const std::string config = std::string(tmpl) + "/config/shmstream/shmstreamd.conf";
+  std::filesystem::create_directories(std::filesystem::path(config).parent_path());
+  std::ofstream(config) << "# limits\nmax-streams-per-user = 3\ndefault-max-readers = 7\n";
+  std::vector<std::string> env = {"SHMSTREAM_SOCKET=" + socket,
+                                  "XDG_CONFIG_HOME=" + std::string(tmpl) + "/config"};
   {
     Child refused =
         Child::spawn({bin_dir() + "/shmstream", "--no-autostart", "ls"}, false, false, env);
@@ -483,12 +489,32 @@ TEST(Autostart, TheCliStartsADaemonWhenNoneAnswers) {
   lock >> daemon;
   ASSERT_GT(daemon, 0);
   EXPECT_EQ(::kill(daemon, 0), 0);
+  auto run = [&](std::vector<std::string> args) {
+    std::vector<std::string> argv = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1",
+                                     bin_dir() + "/shmstream"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child child = Child::spawn(argv, false, true, env);
+    std::string out = read_all(child.stdout_fd());
+    return std::pair(child.wait(30s), out);
+  };
+  auto [status_status, said] = run({"daemon", "status"});
+  EXPECT_TRUE(WIFEXITED(status_status) && WEXITSTATUS(status_status) == 0) << said;
+  EXPECT_THAT(said, ::testing::HasSubstr("config file:   " + config + "\n"));
+  EXPECT_THAT(said, ::testing::HasSubstr("per user 3 streams"));
+  EXPECT_THAT(said, ::testing::HasSubstr("7 readers per stream by default"));
   int pidfd = static_cast<int>(syscall(SYS_pidfd_open, daemon, 0));
   ASSERT_GE(pidfd, 0);
-  ASSERT_EQ(::kill(daemon, SIGTERM), 0);
+  // `daemon stop` returns once it exited; again, there is nothing to stop.
+  auto [stop_status, stopped] = run({"daemon", "stop"});
+  EXPECT_TRUE(WIFEXITED(stop_status) && WEXITSTATUS(stop_status) == 0) << stopped;
+  EXPECT_EQ(stopped, "shmstream: stopped shmstreamd (pid " + std::to_string(daemon) + ") at " +
+                         socket + "; its streams stay for the next one\n");
   pollfd p{pidfd, POLLIN, 0};
-  EXPECT_EQ(poll(&p, 1, 10000), 1) << "the autostarted daemon did not stop on SIGTERM";
+  EXPECT_EQ(poll(&p, 1, 0), 1) << "`daemon stop` returned before the daemon exited";
   close(pidfd);
+  auto [again_status, again] = run({"daemon", "stop"});
+  EXPECT_TRUE(WIFEXITED(again_status) && WEXITSTATUS(again_status) == 0) << again;
+  EXPECT_EQ(again, "shmstream: no daemon runs at " + socket + ": nothing to stop\n");
   std::filesystem::remove_all(tmpl);
 }
 

@@ -38,13 +38,8 @@ std::vector<std::string> files_with(const std::string& dir, const std::string& p
 
 class Reclaim : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/shmstream-reclaim-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    segments_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(segments_); }
-  std::string segments_;
+  TempDir temp_{"reclaim"};
+  const std::string segments_ = temp_.path();
 };
 
 TEST_F(Reclaim, GcRemovesExactlyTheStreamsOfADeadDaemon) {

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -188,6 +189,10 @@ void TestDaemon::start() {
       bin_dir() + "/shmstreamd", "--foreground", "--socket", socket_path_,  "--persist-dir",
       dir_ + "/persist",         "--ready-fd",   "3",        "--log-level", "warn"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  // Hermetic: no configuration file of the machine or the user, unless the test names one.
+  if (std::find(extra_args_.begin(), extra_args_.end(), "--config") == extra_args_.end()) {
+    argv.push_back("--no-config");
+  }
   child_ = Child::spawn(argv, false, false, {}, ready[1]);
   ::close(ready[1]);
   char byte = 0;
@@ -377,6 +382,17 @@ Client connect_to(const TestDaemon& daemon) {
   options.socket_path = daemon.socket_path();
   options.autostart = false;
   return Client::connect(options).value();
+}
+
+TempDir::TempDir(const std::string& tag) {
+  std::string pattern = "/tmp/shmstream-" + tag + "-XXXXXX";
+  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp " + pattern);
+  path_ = pattern;
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
 }
 
 std::string read_all(int fd) {

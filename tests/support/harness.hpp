@@ -98,6 +98,19 @@ class TestDaemon {
 // A client of `daemon` (autostart off, so a dead daemon is an error, not a new daemon).
 Client connect_to(const TestDaemon& daemon);
 
+// A fresh directory /tmp/shmstream-TAG-XXXXXX, removed with everything in it at destruction.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // Reads fd until EOF (or an error) and returns everything read.
 std::string read_all(int fd);
 

@@ -2,7 +2,10 @@
 // it ends; records one per line (or length-framed); optionally as a named cursor.
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,6 +55,106 @@ struct CatOptions {
   bool wait = false;                     // wait for NAME to appear
   bool skip_overrun = false;             // rings: jump to the oldest offset, say what was lost
   bool json = false;                     // records as JSON lines
+  std::string exec;                      // --exec: run this per batch instead of stdout
+  uint64_t batch = 1;                    // --exec: records per run at most
+  bool batch_given = false;
+};
+
+// Where cat's output goes: stdout, or one run of an --exec command per batch, the batch on its
+// stdin. With a named cursor, a batch is committed once it was delivered: written into stdout
+// (at least once to the pipe, not to whatever reads it) or taken by a command that exited 0
+// (at least once to the command; exactly once unless cat itself dies between the command's
+// exit and the commit).
+class Sink {
+ public:
+  Sink(shmstream::Reader& reader, std::string command, std::string cursor)
+      : reader_(reader), command_(std::move(command)), cursor_(std::move(cursor)) {
+    // A command that leaves part of its input unread must not kill cat (its exit status says
+    // whether it took the batch).
+    if (!command_.empty()) signal(SIGPIPE, SIG_IGN);
+  }
+  bool execs() const { return !command_.empty(); }
+
+  // Delivers `bytes`, which hold the stream's [first, end) as `records` records (0: bytes),
+  // then commits `end` for a cursor. Exits cat quietly when stdout's reader went away; fails
+  // when the command did not exit 0 (nothing committed: the next run delivers it again).
+  void deliver(std::span<const std::byte> bytes, uint64_t first, uint64_t end, uint64_t records) {
+    if (first == end && bytes.empty()) return;
+    if (command_.empty()) {
+      if (!write_all(STDOUT_FILENO, bytes)) {
+        if (errno == EPIPE) std::exit(0);
+        fail(std::string("writing stdout: ") + std::strerror(errno));
+      }
+    } else {
+      run(bytes, first, end, records);
+    }
+    if (!cursor_.empty()) check(reader_.commit(end, 0));
+  }
+
+ private:
+  // Runs `sh -c COMMAND` with `bytes` on its stdin and SHMSTREAM_* describing them in its
+  // environment; fail()s unless it exits 0.
+  void run(std::span<const std::byte> bytes, uint64_t first, uint64_t end, uint64_t records) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) fail(std::string("pipe: ") + std::strerror(errno));
+    std::vector<std::string> env_strings = {
+        "SHMSTREAM_STREAM=" + reader_.name(), "SHMSTREAM_OFFSET=" + std::to_string(first),
+        "SHMSTREAM_END=" + std::to_string(end), "SHMSTREAM_RECORDS=" + std::to_string(records)};
+    std::vector<char*> env;
+    for (auto& e : env_strings) env.push_back(e.data());
+    for (char** e = environ; *e != nullptr; ++e) {
+      if (std::strncmp(*e, "SHMSTREAM_STREAM=", 17) != 0 &&
+          std::strncmp(*e, "SHMSTREAM_OFFSET=", 17) != 0 &&
+          std::strncmp(*e, "SHMSTREAM_END=", 14) != 0 &&
+          std::strncmp(*e, "SHMSTREAM_RECORDS=", 18) != 0) {
+        env.push_back(*e);
+      }
+    }
+    env.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, p[0], STDIN_FILENO);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t defaults;
+    sigemptyset(&defaults);
+    sigaddset(&defaults, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attr, &defaults);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF);
+    const char* argv[] = {"/bin/sh", "-c", command_.c_str(), nullptr};
+    pid_t child = 0;
+    int rc = posix_spawn(&child, "/bin/sh", &actions, &attr, const_cast<char**>(argv), env.data());
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(p[0]);
+    if (rc != 0) {
+      ::close(p[1]);
+      fail(std::string("cannot run /bin/sh for --exec: ") + std::strerror(rc));
+    }
+    // EPIPE: the command stopped reading; its exit status decides.
+    (void)write_all(p[1], bytes);
+    ::close(p[1]);
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+    const char* abbrev = WIFSIGNALED(status) ? sigabbrev_np(WTERMSIG(status)) : nullptr;
+    const std::string how =
+        WIFEXITED(status) ? "exited with status " + std::to_string(WEXITSTATUS(status))
+                          : "was killed by signal " + std::to_string(WTERMSIG(status)) +
+                                (abbrev != nullptr ? std::string(" (SIG") + abbrev + ")" : "");
+    const std::string what = records != 0 ? std::to_string(records) + " record(s)"
+                                          : std::to_string(end - first) + " bytes";
+    fail("stream \"" + reader_.name() + "\": --exec command " + how + " on " + what +
+         " at offsets " + std::to_string(first) + " to " + std::to_string(end) +
+         (cursor_.empty() ? std::string()
+                          : "; cursor \"" + cursor_ + "\" stays at " + std::to_string(first) +
+                                ", the next run delivers them again"));
+  }
+
+  shmstream::Reader& reader_;
+  std::string command_;
+  std::string cursor_;
 };
 
 // Whether `s` is valid UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
@@ -139,55 +242,61 @@ After on_read_error(shmstream::Reader& reader, const shmstream::Status& status, 
 }
 
 // Copies the stream to stdout straight from the mapping; into a pipe, an unbounded stream's
-// bytes are not even copied (vmsplice).
-// With a named cursor (`cursor`), what reached stdout is committed after each write: a cat
-// killed at any moment and started again repeats at most its last write (at least once).
-int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, bool cursor,
+// bytes are not even copied (vmsplice). With --exec, each command run gets what was committed
+// when it started (up to kChunk bytes).
+// With a named cursor, what reached stdout (or a command that exited 0) is committed after each
+// write: a cat killed at any moment and started again repeats at most its last write.
+int cat_bytes(shmstream::Reader& reader, uint64_t stop_at, bool splice, Sink& sink,
               const Pace& pace, Progress& progress) {
   uint64_t start = reader.position();
   while (reader.position() < stop_at) {
     progress.update(reader.position() - start);
+    const uint64_t first = reader.position();
     auto view = reader.next(
         static_cast<size_t>(std::min<uint64_t>(kChunk, stop_at - reader.position())), pace.idle);
     if (!view.ok() && on_read_error(reader, view.status(), pace) == After::kGoOn) continue;
     if (!view.ok()) break;     // idle: a clean end
     if (view->empty()) break;  // clean end of stream
-    if (!(splice ? vmsplice_all(STDOUT_FILENO, *view) : write_all(STDOUT_FILENO, *view))) {
-      if (errno == EPIPE) return 0;
-      fail(std::string("writing stdout: ") + std::strerror(errno));
+    if (splice) {
+      if (!vmsplice_all(STDOUT_FILENO, *view)) {
+        if (errno == EPIPE) return 0;
+        fail(std::string("writing stdout: ") + std::strerror(errno));
+      }
+      sink.deliver({}, first, reader.position(), 0);  // commits
+    } else {
+      sink.deliver(*view, first, reader.position(), 0);
     }
-    if (cursor) check(reader.commit());
   }
   progress.finish(reader.position() - start);
   return 0;
 }
 
-// Prints each record as a line, or length-framed; output is batched into kChunk writes, and
-// flushed whenever the reader would wait (so a live stream's records appear at once).
-// With a named cursor, each flush commits the records it wrote (see cat_bytes()).
-int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool cursor,
-                const Pace& pace, Progress& progress) {
+// Prints each record as a line, or length-framed; output is batched into kChunk writes (with
+// --exec: `batch` records per command), and delivered whenever the reader would wait (so a live
+// stream's records appear at once). With a named cursor, each delivery commits its records.
+int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, Sink& sink,
+                uint64_t batch, const Pace& pace, Progress& progress) {
   uint64_t start = reader.position();
   std::vector<std::byte> out;
-  out.reserve(kChunk);
-  uint64_t written_to = reader.position();  // the records in `out` end here
+  out.reserve(sink.execs() ? 0 : kChunk);
+  uint64_t batch_from = reader.position();  // the records in `out` start here
+  uint64_t written_to = reader.position();  // and end here
+  uint64_t in_batch = 0;                    // how many there are
   auto flush = [&] {
-    if (!write_all(STDOUT_FILENO, out)) {
-      if (errno == EPIPE) std::exit(0);
-      fail(std::string("writing stdout: ") + std::strerror(errno));
-    }
+    sink.deliver(out, batch_from, written_to, in_batch);
     out.clear();
-    if (cursor) check(reader.commit(written_to, 0));
+    batch_from = written_to;
+    in_batch = 0;
   };
   for (uint64_t count = 0; reader.position() < stop_at && count < pace.max_records; ++count) {
     progress.update(reader.position() - start);
-    // Nothing more committed yet: show what we have before waiting.
-    if (!out.empty() && reader.committed() <= reader.position()) flush();
+    // Nothing more committed yet: deliver what we have before waiting.
+    if (in_batch != 0 && reader.committed() <= reader.position()) flush();
     auto record = reader.next_record(pace.idle);
     if (!record.ok()) {
-      flush();
+      if (in_batch != 0) flush();
       if (on_read_error(reader, record.status(), pace) == After::kStop) break;
-      written_to = reader.position();
+      batch_from = written_to = reader.position();
       --count;  // nothing delivered
       continue;
     }
@@ -211,15 +320,16 @@ int cat_records(shmstream::Reader& reader, uint64_t stop_at, Format format, bool
     // A drop-oldest ring may have overwritten the record while we copied it.
     if (!reader.intact(**record)) {
       out.resize(mark);
-      flush();
+      if (in_batch != 0) flush();
       fail("stream \"" + reader.name() + "\": record at offset " +
            std::to_string((*record)->offset) + " was overwritten while read (oldest now " +
            std::to_string(reader.oldest()) + ")");
     }
     written_to = reader.position();
-    if (out.size() >= kChunk) flush();
+    ++in_batch;
+    if (sink.execs() ? in_batch >= batch : out.size() >= kChunk) flush();
   }
-  flush();
+  if (in_batch != 0) flush();
   progress.finish(reader.position() - start);
   return 0;
 }
@@ -251,6 +361,9 @@ int cmd_cat(shmstream::Client& client, const CatOptions& c) {
   if (c.max_records && !info.records) {
     fail("--max-records applies to records streams; \"" + name + "\" carries bytes");
   }
+  if (c.batch_given && !info.records) {
+    fail("--batch applies to records streams; \"" + name + "\" carries bytes");
+  }
   if (offset) {
     // Past the end of a stream that ended, nothing will ever come: say so.
     if (info.state != shmstream::StreamState::kOpen && *offset > reader.committed()) {
@@ -268,7 +381,7 @@ int cmd_cat(shmstream::Client& client, const CatOptions& c) {
   }
   pace.max_records = c.max_records.value_or(UINT64_MAX);
   pace.skip_overrun = c.skip_overrun;
-  bool with_cursor = !cursor.empty();
+  Sink sink(reader, c.exec, cursor);
   uint64_t stop_at = no_follow ? reader.committed() : UINT64_MAX;
   // Best effort: a bigger pipe takes more of the stream per system call.
   if (is_pipe(STDOUT_FILENO)) (void)fcntl(STDOUT_FILENO, F_SETPIPE_SZ, static_cast<int>(kChunk));
@@ -276,11 +389,12 @@ int cmd_cat(shmstream::Client& client, const CatOptions& c) {
   Progress progress(name, "read", no_follow ? stop_at - std::min(stop_at, reader.position()) : 0);
   if (isatty(STDOUT_FILENO) == 1) progress.disable();
   if (info.records) {
-    return cat_records(reader, stop_at, c.json ? Format::kJson : c.format, with_cursor, pace,
+    return cat_records(reader, stop_at, c.json ? Format::kJson : c.format, sink, c.batch, pace,
                        progress);
   }
-  bool splice = is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
-  return cat_bytes(reader, stop_at, splice, with_cursor, pace, progress);
+  bool splice =
+      !sink.execs() && is_pipe(STDOUT_FILENO) && info.retention == shmstream::Retention::kUnbounded;
+  return cat_bytes(reader, stop_at, splice, sink, pace, progress);
 }
 
 }  // namespace
@@ -315,7 +429,20 @@ Command add_cat(CLI::App& app) {
                 "Records as JSON lines: offset, length, time read and the payload (\"data\", or "
                 "\"data_base64\" when it is not UTF-8)")
       ->excludes(format);
-  auto prepare = [c, format] { c->format_given = format->count() != 0; };
+  auto* exec = cat->add_option(
+      "--exec", c->exec,
+      "Run CMD (with sh -c) for each record, or each --batch of them, on its stdin, instead of "
+      "writing stdout; with --cursor, commit after CMD exits 0, stop (committing nothing more) "
+      "when it fails. CMD sees SHMSTREAM_STREAM, SHMSTREAM_OFFSET, SHMSTREAM_END and "
+      "SHMSTREAM_RECORDS");
+  exec->type_name("CMD");
+  auto* batch = cat->add_option("--batch", c->batch, "With --exec: up to N records per CMD run")
+                    ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 32))
+                    ->needs(exec);
+  auto prepare = [c, format, batch] {
+    c->format_given = format->count() != 0;
+    c->batch_given = batch->count() != 0;
+  };
   return Command{cat, prepare, [c](shmstream::Client& client) { return cmd_cat(client, *c); }};
 }
 

@@ -18,7 +18,7 @@ Command add_top(CLI::App& app);
 Command add_rm(CLI::App& app);
 Command add_gc(CLI::App& app);
 // `daemon status`.
-Command add_daemon(CLI::App& app);
+std::vector<Command> add_daemon(CLI::App& app);
 // `bridge out` and `bridge in`, under `bridge`.
 std::vector<Command> add_bridge(CLI::App& app);
 

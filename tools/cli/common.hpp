@@ -41,6 +41,8 @@ struct Command {
   std::function<int()> run_alone;
   // Whether it may start a daemon when none answers (read-only commands say none runs).
   bool starts_daemon = true;
+  // With no daemon running, it has nothing to do: it says so and exits 0 (daemon stop).
+  bool none_is_done = false;
 };
 
 // A command that only looks: it never starts a daemon (ls, stat, top, daemon status).

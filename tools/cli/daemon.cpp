@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
@@ -77,10 +78,20 @@ int cmd_status(shmstream::Client& client, bool json) {
   return 0;
 }
 
+int cmd_stop(shmstream::Client& client, double timeout_s) {
+  auto info = take(client.daemon_info());
+  check(client.stop_daemon(
+      std::chrono::duration_cast<shmstream::Timeout>(std::chrono::duration<double>(timeout_s))));
+  std::fprintf(stderr,
+               "shmstream: stopped shmstreamd (pid %u) at %s; its streams stay for the next one\n",
+               info.pid, info.socket.c_str());
+  return 0;
+}
+
 }  // namespace
 
-Command add_daemon(CLI::App& app) {
-  auto* daemon = app.add_subcommand("daemon", "The daemon itself: `daemon status`");
+std::vector<Command> add_daemon(CLI::App& app) {
+  auto* daemon = app.add_subcommand("daemon", "The daemon itself: `daemon status`, `daemon stop`");
   daemon->require_subcommand(1);
   auto* status = daemon->add_subcommand(
       "status",
@@ -88,8 +99,20 @@ Command add_daemon(CLI::App& app) {
       "limits and what it holds; never starts one");
   auto json = std::make_shared<bool>(false);
   status->add_flag("--json", *json, "Print a JSON object");
-  return looking(Command{status, nullptr,
-                         [json](shmstream::Client& client) { return cmd_status(client, *json); }});
+  auto* stop = daemon->add_subcommand(
+      "stop",
+      "Stop the daemon (yours, or any as root) and wait until it exited; streams in memory stay "
+      "for the next daemon. With none running, says so and exits 0");
+  auto timeout = std::make_shared<double>(30.0);
+  stop->add_option("--timeout", *timeout, "Seconds to wait for it to exit (then exit 1)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  Command stopping = looking(Command{
+      stop, nullptr, [timeout](shmstream::Client& client) { return cmd_stop(client, *timeout); }});
+  stopping.none_is_done = true;
+  return {looking(Command{status, nullptr,
+                          [json](shmstream::Client& client) { return cmd_status(client, *json); }}),
+          stopping};
 }
 
 }  // namespace shmstream_cli

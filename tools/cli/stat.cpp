@@ -1,13 +1,31 @@
 // `shmstream stat NAME`: one stream in full (or a JSON object).
 #include <cstdio>
 #include <ctime>
+#include <string>
 
 #include "cli/commands.hpp"
 #include "cli/common.hpp"
 #include "cli/stream_info.hpp"
+#include "terminal.hpp"
 
 namespace shmstream_cli {
 namespace {
+
+// "0.3 s ago", "12 s ago", "4 min ago", "3.5 h ago".
+std::string seconds_ago(std::chrono::milliseconds age) {
+  const double s = static_cast<double>(age.count()) / 1000;
+  char out[48];
+  if (s < 10) {
+    std::snprintf(out, sizeof(out), "%.1f s ago", s);
+  } else if (s < 600) {
+    std::snprintf(out, sizeof(out), "%.0f s ago", s);
+  } else if (s < 36000) {
+    std::snprintf(out, sizeof(out), "%.0f min ago", s / 60);
+  } else {
+    std::snprintf(out, sizeof(out), "%.1f h ago", s / 3600);
+  }
+  return out;
+}
 
 int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
   auto info = take(client.stat(name));
@@ -30,8 +48,15 @@ int cmd_stat(shmstream::Client& client, const std::string& name, bool json) {
   std::printf("owner:         %s (uid %u), group %s (gid %u)\nmode:          %s\n",
               shmstream::owner_name(info).c_str(), info.owner_uid,
               shmstream::group_name(info).c_str(), info.owner_gid, shmstream::to_string(info.mode));
-  std::printf("stored in:     %s\n",
-              info.directory.empty() ? "shared memory" : info.directory.c_str());
+  std::printf("stored in:     %s, taking %s\n",
+              info.directory.empty() ? "shared memory" : info.directory.c_str(),
+              human_bytes(static_cast<double>(info.allocated_bytes)).c_str());
+  if (info.records) {
+    std::printf("records:       %llu\n", static_cast<unsigned long long>(info.record_count));
+  }
+  std::printf("writing:       %s/s; %s\n", human_bytes(info.write_rate_bytes_per_s).c_str(),
+              info.last_write_age ? ("last write " + seconds_ago(*info.last_write_age)).c_str()
+                                  : "no write seen by this daemon");
   if (info.resume_grace.count() != 0) {
     std::printf("resume grace:  %lld ms%s\n", static_cast<long long>(info.resume_grace.count()),
                 info.awaiting_producer ? " (its producer died: awaiting a successor)" : "");

@@ -124,6 +124,11 @@ struct StreamInfo {
   uint64_t producer_waits_for = UINT64_MAX;
   std::chrono::milliseconds stalled{0};
   std::optional<AbortReason> abort_reason;  // an aborted stream's: why (see abort_reason.hpp)
+  uint64_t record_count = 0;          // a records stream's records committed so far (0 for bytes)
+  double write_rate_bytes_per_s = 0;  // over about the last second, as the daemon samples it
+  // Since the daemon last saw it grow (within 50 ms); none if it has not seen it grow.
+  std::optional<std::chrono::milliseconds> last_write_age;
+  uint64_t allocated_bytes = 0;  // memory (disk, for a persistent stream) its files take
 };
 // The state as `ls` shows it: "corrupt" for a stream whose files are damaged, "removing" for a
 // removed stream still held, "orphaned" for an open one awaiting a successor, else
@@ -140,8 +145,9 @@ std::string group_name(const StreamInfo& info);
 // "mode", "stream_id", "max_bytes", "created_unix_ns", "retention", "ring_capacity", "oldest",
 // "records", "max_readers", "slowest_reader", "directory", "origin", "resume_grace_ms",
 // "awaiting_producer", "damage", "stall_limit_ms", "producer_waits_for" (null unless it waits),
-// "stalled_ms", "held_by" [descriptions, as stall_holders()], "cursors" [{"name", "position",
-// "lag", "reader_pid"}] and "attached"
+// "stalled_ms", "record_count", "write_rate_bytes_per_s", "last_write_age_ms" (null if none
+// seen), "allocated_bytes", "held_by" [descriptions, as stall_holders()], "cursors" [{"name",
+// "position", "lag", "reader_pid"}] and "attached"
 // [{"pid", "position", "cursor"}].
 std::string to_json(const StreamInfo& info);
 
@@ -402,6 +408,10 @@ class Client {
   Result<StreamInfo> stat(std::string_view name);
   // The daemon's identity, configuration, limits and holdings.
   Result<DaemonInfo> daemon_info();
+  // Stops the daemon (only its own user or root may) and waits until its process has exited,
+  // up to `timeout` (kTimeout past it). Streams in memory stay for the next daemon. This
+  // client is disconnected afterwards.
+  Status stop_daemon(Timeout timeout = std::chrono::seconds(30));
   // Removes a stream. Without force, current readers may finish; with force, everyone using it
   // fails at once with kCancelled.
   Status remove(std::string_view name, bool force = false);
