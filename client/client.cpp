@@ -327,6 +327,8 @@ Reader::~Reader() = default;
 
 const std::string& Reader::name() const { return impl_->name; }
 
+bool Reader::records() const { return impl_->core.segment().records(); }
+
 Result<size_t> Reader::read(std::span<std::byte> buf, Timeout timeout, const Cancellation* cancel) {
   return impl_->rearm_if_empty(impl_->core.read(buf, deadline_after(timeout), cancel));
 }

@@ -1,6 +1,7 @@
 #include "client/connection.hpp"
 
 #include <capnp/rpc-twoparty.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <kj/async-io.h>
@@ -31,7 +32,7 @@ namespace {
 constexpr int kSpinMicros = 200;
 
 // Where to find shmstreamd when autostarting: explicit, $SHMSTREAMD, beside this program,
-// the install prefix, then PATH.
+// beside this library (its install prefix's bin/), the configured install prefix, then PATH.
 std::string find_daemon(const std::string& configured) {
   if (!configured.empty()) return configured;
   if (const char* env = std::getenv("SHMSTREAMD"); env != nullptr && *env != '\0') return env;
@@ -40,6 +41,19 @@ std::string find_daemon(const std::string& configured) {
   if (!ec) {
     auto sibling = self.parent_path() / "shmstreamd";
     if (access(sibling.c_str(), X_OK) == 0) return sibling.string();
+  }
+  // The daemon installed with this library: PREFIX/lib[/ARCH]/libshmstream.so.0 ->
+  // PREFIX/bin/shmstreamd (whatever prefix `cmake --install --prefix` was given).
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&find_daemon), &info) != 0 && info.dli_fname != nullptr) {
+    auto library = std::filesystem::canonical(info.dli_fname, ec);
+    if (!ec) {
+      auto lib_dir = library.parent_path();
+      for (const auto& prefix : {lib_dir.parent_path(), lib_dir.parent_path().parent_path()}) {
+        auto installed = prefix / "bin" / "shmstreamd";
+        if (access(installed.c_str(), X_OK) == 0) return installed.string();
+      }
+    }
   }
 #ifdef SHMSTREAM_INSTALL_BINDIR
   std::string installed = std::string(SHMSTREAM_INSTALL_BINDIR) + "/shmstreamd";

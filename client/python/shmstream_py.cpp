@@ -1,4 +1,5 @@
-// The Python module `shmstream`: the C++ client for Python, with zero-copy reads.
+// shmstream._core: the C++ client for Python, with zero-copy reads (the package `shmstream`,
+// client/python/shmstream/, re-exports it and adds asyncio iteration).
 //
 // Reader.next(), next_record() and view() return read-only memoryviews of the stream's own
 // mapping: no byte is copied (numpy.frombuffer wraps them without copying either). Each view
@@ -28,6 +29,8 @@ namespace {
 // shmstream.Error. A plain reference, never released: the module lives until the interpreter
 // ends, and a py::object destroyed after that would crash at exit.
 PyObject* error_class = nullptr;
+// shmstream.Timeout: a subclass of shmstream.Error and of the built-in TimeoutError.
+PyObject* timeout_class = nullptr;
 
 // Runs `f` without the GIL (a call that may block). Python objects may not be touched in it.
 template <typename F>
@@ -37,10 +40,16 @@ auto released(F f) {
 }
 
 [[noreturn]] void raise(const Status& status) {
-  py::object error = py::reinterpret_borrow<py::object>(error_class)(status.message());
+  PyObject* type = status.code() == ErrorCode::kTimeout ? timeout_class : error_class;
+  py::object error = py::reinterpret_borrow<py::object>(type)(status.message());
   error.attr("code") = std::string(shmstream::error_code_name(status.code()));
   error.attr("offset") = status.offset();
-  PyErr_SetObject(error_class, error.ptr());
+  PyErr_SetObject(type, error.ptr());
+  throw py::error_already_set();
+}
+
+[[noreturn]] void raise_buffer_error(const std::string& message) {
+  PyErr_SetString(PyExc_BufferError, message.c_str());
   throw py::error_already_set();
 }
 
@@ -78,8 +87,9 @@ struct ReaderBox {
   explicit ReaderBox(shmstream::Reader r) : reader(std::move(r)) {}
   shmstream::Reader reader;
   std::mutex busy;
-  std::atomic<int> views{0};  // live View objects (memoryviews of the mapping)
-  bool closed = false;
+  std::atomic<int> views{0};     // live View objects (memoryviews of the mapping)
+  bool closed = false;           // no more reads (under the GIL)
+  bool release_pending = false;  // closed while views lived: the last one releases the mapping
 };
 
 // The exporter behind each memoryview: bytes of the mapping, and a hold on it.
@@ -88,7 +98,13 @@ struct View {
       : box(std::move(b)), data(d), size(n) {
     box->views.fetch_add(1, std::memory_order_relaxed);  // counted only; no data published
   }
-  ~View() { box->views.fetch_sub(1, std::memory_order_relaxed); }
+  ~View() {
+    // Under the GIL, as `with reader:`'s exit that set release_pending.
+    if (box->views.fetch_sub(1, std::memory_order_relaxed) == 1 && box->release_pending) {
+      box->release_pending = false;
+      box->reader.close();
+    }
+  }
   View(const View&) = delete;
   View& operator=(const View&) = delete;
   std::shared_ptr<ReaderBox> box;
@@ -120,6 +136,14 @@ class PyReader {
     if (!record) return py::none();
     return memoryview_of(box_, record->data);
   }
+  // What iteration yields: the next record (records streams) or chunk; None at the clean end.
+  py::object next_item(std::optional<double> timeout) {
+    if (records()) return next_record(timeout);
+    py::memoryview chunk = next(1 << 20, timeout);
+    if (py::len(chunk) == 0) return py::none();
+    return chunk;
+  }
+  bool records() { return box_->reader.records(); }
   py::bytes read(size_t max, std::optional<double> timeout) {
     Busy busy(box_->busy, "this Reader");
     auto& reader = open();
@@ -147,10 +171,13 @@ class PyReader {
     Busy busy(box_->busy, "this Reader");
     return unwrap(open().event_fd());
   }
-  void commit() {
+  void commit(std::optional<uint64_t> offset, uint64_t token) {
     Busy busy(box_->busy, "this Reader");
-    check(open().commit());
+    auto& reader = open();
+    check(reader.commit(offset.value_or(reader.position()), token));
   }
+  uint64_t cursor_position() { return box_->closed ? 0 : box_->reader.cursor_position(); }
+  uint64_t cursor_token() { return box_->closed ? 0 : box_->reader.cursor_token(); }
   bool intact(uint64_t offset) { return !box_->closed && box_->reader.intact(offset); }
   uint64_t position() { return box_->closed ? 0 : box_->reader.position(); }
   uint64_t committed() { return box_->closed ? 0 : box_->reader.committed(); }
@@ -174,6 +201,17 @@ class PyReader {
     py::gil_scoped_release release;
     box_->reader.close();
     box_->closed = true;
+  }
+  // Leaving `with reader:`: no more reads from now on; the mapping goes with the last view (the
+  // loop variable of a `for` inside the `with` may hold one), never from under it.
+  void exit() {
+    if (box_->closed) return;
+    if (box_->views.load(std::memory_order_relaxed) == 0) {
+      close();
+      return;
+    }
+    box_->closed = true;
+    box_->release_pending = true;
   }
 
  private:
@@ -210,30 +248,87 @@ class PyProducer {
     check(released([&] { return producer_.publish(bytes, timeout_of(timeout)); }));
   }
   // Zero-copy writes: a writable memoryview at the end of the stream; fill it, then commit(n).
+  // The view is revoked by commit() (and by the next reserve(), close() and abort()): after it,
+  // nothing can write the committed bytes through it.
   py::memoryview reserve(size_t size, std::optional<double> timeout) {
     Busy busy(mutex_, "this Producer");
+    revoke_room("reserve()");
     auto room = unwrap(released([&] { return producer_.reserve(size, timeout_of(timeout)); }));
-    return py::memoryview::from_memory(room.data(), static_cast<ssize_t>(room.size()),
-                                       /*readonly=*/false);
+    room_ = py::cast(std::make_unique<Room>(room.data(), room.size()));
+    py::memoryview view(room_);
+    room_view_ = view;
+    return view;
   }
   void commit(size_t size) {
     Busy busy(mutex_, "this Producer");
+    revoke_room("commit()");
     check(producer_.commit(size));
   }
   void close() {
     Busy busy(mutex_, "this Producer");
+    revoke_room("close()");
     check(producer_.close());
   }
   void abort(const std::string& reason) {
     Busy busy(mutex_, "this Producer");
+    revoke_room("abort()");
     check(producer_.abort(reason));
   }
   uint64_t committed() { return producer_.committed(); }
   const std::string& name() { return producer_.name(); }
 
+  // The exporter behind reserve()'s memoryview: the reserved bytes, writable.
+  struct Room {
+    Room(std::byte* d, size_t n) : data(d), size(n) {}
+    std::byte* data;
+    size_t size;
+  };
+
  private:
+  // Releases reserve()'s memoryview; BufferError (nothing done) while anything derived from it
+  // (a numpy array, a slice, its .obj) still holds the reserved bytes.
+  void revoke_room(const char* what) {
+    if (room_.is_none()) return;
+    try {
+      room_view_.attr("release")();
+    } catch (py::error_already_set& e) {
+      if (!e.matches(PyExc_BufferError)) throw;
+    }
+    // Ours is the one reference left once every buffer on it was released.
+    if (Py_REFCNT(room_.ptr()) > 1) {
+      raise_buffer_error(std::string(what) +
+                         ": the reserved bytes are still referenced (a numpy array, a slice or "
+                         "another view of reserve()'s memoryview): release them first (del, "
+                         ".release()), so that nothing can write them once committed");
+    }
+    room_ = py::none();
+    room_view_ = py::none();
+  }
+
   shmstream::Producer producer_;
   std::mutex mutex_;
+  py::object room_ = py::none();       // the Room of the last reserve(), until revoked
+  py::object room_view_ = py::none();  // and the memoryview handed out on it
+};
+
+// A connection to shmstreamd that close() (or leaving `with client:`) ends.
+class PyClient {
+ public:
+  explicit PyClient(shmstream::Client client)
+      : client_(std::make_unique<shmstream::Client>(std::move(client))) {}
+  shmstream::Client& get() {
+    if (!client_) raise(Status(ErrorCode::kInvalidArgument, "client closed"));
+    return *client_;
+  }
+  // Readers and producers it made stay usable (they hold the connection they need).
+  void close() {
+    py::gil_scoped_release release;
+    client_.reset();
+  }
+  bool closed() const { return !client_; }
+
+ private:
+  std::unique_ptr<shmstream::Client> client_;
 };
 
 // The library's own names (shmstream::parse_retention, parse_mode); a ValueError otherwise.
@@ -252,10 +347,11 @@ py::dict info_dict(const shmstream::StreamInfo& info) {
 
 }  // namespace
 
-PYBIND11_MODULE(shmstream, m) {
+PYBIND11_MODULE(_core, m) {
   m.doc() =
-      "shmstream: shared-memory streams. One producer appends; any number of readers, in any "
-      "processes, read the same bytes zero-copy (memoryviews of a read-only mapping).";
+      "shmstream's compiled core; use the package `shmstream`, which re-exports it: shared-memory "
+      "streams, one producer appends, any number of readers in any processes read the same "
+      "bytes zero-copy (memoryviews of a read-only mapping).";
   m.attr("__version__") = shmstream::version();
   error_class = PyErr_NewExceptionWithDoc(
       "shmstream.Error",
@@ -264,60 +360,101 @@ PYBIND11_MODULE(shmstream, m) {
       nullptr, nullptr);
   if (error_class == nullptr) throw py::error_already_set();
   m.attr("Error") = py::reinterpret_borrow<py::object>(error_class);
+  {
+    py::tuple bases = py::make_tuple(py::reinterpret_borrow<py::object>(error_class),
+                                     py::reinterpret_borrow<py::object>(PyExc_TimeoutError));
+    timeout_class = PyErr_NewExceptionWithDoc(
+        "shmstream.Timeout",
+        "A wait's deadline passed (code 'timeout'): a shmstream.Error and a TimeoutError.",
+        bases.ptr(), nullptr);
+    if (timeout_class == nullptr) throw py::error_already_set();
+    m.attr("Timeout") = py::reinterpret_borrow<py::object>(timeout_class);
+  }
 
   py::class_<View>(m, "_View", py::buffer_protocol()).def_buffer([](View& v) {
     return py::buffer_info(const_cast<std::byte*>(v.data), 1,
                            py::format_descriptor<uint8_t>::format(), 1,
                            {static_cast<ssize_t>(v.size)}, {1}, /*readonly=*/true);
   });
+  py::class_<PyProducer::Room>(m, "_Room", py::buffer_protocol())
+      .def_buffer([](PyProducer::Room& r) {
+        return py::buffer_info(r.data, 1, py::format_descriptor<uint8_t>::format(), 1,
+                               {static_cast<ssize_t>(r.size)}, {1}, /*readonly=*/false);
+      });
 
-  py::class_<PyReader>(m, "Reader", "Reads one stream at its own position (Client.open).")
+  py::class_<PyReader>(
+      m, "Reader",
+      "Reads one stream at its own position (Client.open). Iterating yields records (records "
+      "streams) or chunks as zero-copy memoryviews until the stream's clean end; `async for` "
+      "does the same on asyncio. A context manager: leaving `with` ends the reads.")
       .def("next", &PyReader::next, py::arg("max") = 1 << 20, py::arg("timeout") = py::none(),
            "Waits for bytes at the position; returns a read-only memoryview of up to `max` of "
-           "them (zero-copy) and moves past them. Empty at the clean end of the stream.")
+           "them (zero-copy) and moves past them. Empty at the clean end of the stream. "
+           "`timeout`: seconds (None: forever); past it, shmstream.Timeout.")
       .def("next_record", &PyReader::next_record, py::arg("timeout") = py::none(),
            "Records streams: the next record as a zero-copy memoryview; None at the clean end.")
+      .def("next_item", &PyReader::next_item, py::arg("timeout") = py::none(),
+           "What iteration yields: the next record (records streams) or chunk; None at the "
+           "clean end.")
       .def("read", &PyReader::read, py::arg("max") = 1 << 20, py::arg("timeout") = py::none(),
            "As next(), but copies into a new bytes object.")
       .def("view", &PyReader::view, py::arg("offset"), py::arg("length"),
            "Zero-copy memoryview of committed bytes [offset, offset + length); never waits.")
       .def("wait", &PyReader::wait, py::arg("length"), py::arg("timeout") = py::none(),
            "Waits until the committed length reaches `length`.")
-      .def("seek", &PyReader::seek, py::arg("offset"), py::arg("whence") = 0)
+      .def("seek", &PyReader::seek, py::arg("offset"), py::arg("whence") = 0,
+           "Moves the position: from the start (whence 0), the position (1) or the committed "
+           "end (2).")
       .def("fileno", &PyReader::fileno,
            "A descriptor that polls readable when next() need not wait (selectors, asyncio's "
-           "add_reader). Read with timeout=0 until it raises Error('timeout'); that re-arms it.")
-      .def("commit", &PyReader::commit, "Named cursors: commits the position.")
-      .def("intact", &PyReader::intact, py::arg("offset"))
+           "add_reader). Read with timeout=0 until it raises Timeout; that re-arms it.")
+      .def("commit", &PyReader::commit, py::arg("offset") = py::none(), py::arg("token") = 0,
+           "Named cursors: commits `offset` (default: the position) with a 64-bit token of "
+           "yours, stored atomically with it: record there how far your output got, and a "
+           "restart can undo a half-done step (exactly once). See cursor_token.")
+      .def("intact", &PyReader::intact, py::arg("offset"),
+           "Rings: whether what was read at `offset` was not overwritten since (check after "
+           "using a view).")
       .def("close", &PyReader::close,
            "Wakes blocked reads in other threads and releases the mapping. BufferError while "
            "memoryviews of it are alive.")
       .def("__enter__", [](py::object self) { return self; })
-      .def("__exit__", [](PyReader& r, py::args) { r.close(); })
+      .def("__exit__", [](PyReader& r, py::args) { r.exit(); })
       .def("__iter__", [](py::object self) { return self; })
       .def("__next__",
            [](PyReader& r) {
-             py::memoryview v = r.next(1 << 20, std::nullopt);
-             if (py::len(v) == 0) throw py::stop_iteration();
-             return v;
+             py::object item = r.next_item(std::nullopt);
+             if (item.is_none()) throw py::stop_iteration();
+             return item;
            })
       .def_property_readonly("name", &PyReader::name)
+      .def_property_readonly("records", &PyReader::records,
+                             "Whether the stream carries framed records")
       .def_property_readonly("position", &PyReader::position)
       .def_property_readonly("committed", &PyReader::committed)
       .def_property_readonly("oldest", &PyReader::oldest)
       .def_property_readonly("state", &PyReader::state)
+      .def_property_readonly("cursor_position", &PyReader::cursor_position,
+                             "A named cursor's committed position (at open: where it started)")
+      .def_property_readonly("cursor_token", &PyReader::cursor_token,
+                             "A named cursor's committed token (see commit())")
       .def_property_readonly("live_views", &PyReader::live_views,
                              "memoryviews of the mapping still referenced");
 
-  py::class_<PyProducer>(m, "Producer", "Appends to one stream (Client.create).")
+  py::class_<PyProducer>(
+      m, "Producer",
+      "Appends to one stream (Client.create). A context manager: a clean exit closes the "
+      "stream, an exception aborts it with the exception as the reason.")
       .def("append", &PyProducer::append, py::arg("data"), py::arg("timeout") = py::none(),
            "Copies a bytes-like object to the end of the stream and publishes it.")
       .def("publish", &PyProducer::publish, py::arg("data"), py::arg("timeout") = py::none(),
            "Records streams: publishes one record.")
       .def("reserve", &PyProducer::reserve, py::arg("size"), py::arg("timeout") = py::none(),
-           "Zero-copy: a writable memoryview at the end of the stream; fill it, then commit(n). "
-           "Do not use it after commit().")
-      .def("commit", &PyProducer::commit, py::arg("size"))
+           "Zero-copy: a writable memoryview at the end of the stream; fill it, then "
+           "commit(n). commit() revokes it (BufferError while a numpy array or slice of it "
+           "still exists), so committed bytes cannot change.")
+      .def("commit", &PyProducer::commit, py::arg("size"),
+           "Publishes the first `size` bytes of the last reserve().")
       .def("close", &PyProducer::close, "Ends the stream cleanly.")
       .def("abort", &PyProducer::abort, py::arg("reason") = "",
            "Ends the stream as failed: readers get ProducerDied, whose message ends "
@@ -337,19 +474,22 @@ PYBIND11_MODULE(shmstream, m) {
       .def_property_readonly("committed", &PyProducer::committed)
       .def_property_readonly("name", &PyProducer::name);
 
-  py::class_<shmstream::Client>(m, "Client", "A connection to shmstreamd (started if none).")
+  py::class_<PyClient>(m, "Client",
+                       "A connection to shmstreamd (started if none answers, unless "
+                       "autostart=False). A context manager; close() ends the connection "
+                       "(readers and producers it made go on).")
       .def(py::init([](std::optional<std::string> socket_path, bool autostart) {
              shmstream::ClientOptions options;
              if (socket_path) options.socket_path = *socket_path;
              options.autostart = autostart;
-             return unwrap(released([&] { return shmstream::Client::connect(options); }));
+             return PyClient(unwrap(released([&] { return shmstream::Client::connect(options); })));
            }),
            py::arg("socket_path") = py::none(), py::arg("autostart") = true)
       .def(
           "create",
-          [](shmstream::Client& c, const std::string& name, bool records,
-             const std::string& retention, uint64_t ring_capacity, uint64_t max_bytes,
-             const std::string& mode, double resume_grace, double stall_limit) {
+          [](PyClient& pc, const std::string& name, bool records, const std::string& retention,
+             uint64_t ring_capacity, uint64_t max_bytes, const std::string& mode,
+             double resume_grace, double stall_limit) {
             if (!(resume_grace >= 0 && resume_grace <= 86400)) {
               throw py::value_error("resume_grace must be 0 to 86400 seconds");
             }
@@ -366,16 +506,21 @@ PYBIND11_MODULE(shmstream, m) {
                 std::chrono::milliseconds(static_cast<int64_t>(resume_grace * 1000));
             options.stall_limit =
                 std::chrono::milliseconds(static_cast<int64_t>(stall_limit * 1000));
+            auto& c = pc.get();
             return std::make_unique<PyProducer>(
                 unwrap(released([&] { return c.create(name, options); })));
           },
           py::arg("name"), py::kw_only(), py::arg("records") = false,
           py::arg("retention") = "unbounded", py::arg("ring_capacity") = 0,
           py::arg("max_bytes") = 0, py::arg("mode") = "owner", py::arg("resume_grace") = 0.0,
-          py::arg("stall_limit") = 0.0)
+          py::arg("stall_limit") = 0.0,
+          "Creates stream `name`, you its producer. records: framed records; retention: "
+          "'unbounded', 'drop-oldest' or 'block' (a ring of ring_capacity bytes); mode: "
+          "'owner', 'group' or 'everyone'; resume_grace, stall_limit: seconds.")
       .def(
           "resume",
-          [](shmstream::Client& c, const std::string& name) {
+          [](PyClient& pc, const std::string& name) {
+            auto& c = pc.get();
             return std::make_unique<PyProducer>(unwrap(released([&] { return c.resume(name); })));
           },
           py::arg("name"),
@@ -383,22 +528,38 @@ PYBIND11_MODULE(shmstream, m) {
           "committed end.")
       .def(
           "open",
-          [](shmstream::Client& c, const std::string& name, std::optional<std::string> cursor) {
+          [](PyClient& pc, const std::string& name, std::optional<std::string> cursor,
+             const std::string& commit) {
             shmstream::OpenOptions options;
             if (cursor) options.cursor = *cursor;
+            if (commit == "explicit") {
+              options.commit = shmstream::CommitMode::kExplicit;
+            } else if (commit != "auto") {
+              throw py::value_error("commit must be 'auto' or 'explicit', not '" + commit + "'");
+            }
+            auto& c = pc.get();
             return PyReader(unwrap(released([&] { return c.open(name, options); })));
           },
-          py::arg("name"), py::kw_only(), py::arg("cursor") = py::none())
-      .def("list",
-           [](shmstream::Client& c) {
-             auto streams = unwrap(released([&] { return c.list(); }));
-             py::list out;
-             for (const auto& s : streams) out.append(info_dict(s));
-             return out;
-           })
+          py::arg("name"), py::kw_only(), py::arg("cursor") = py::none(),
+          py::arg("commit") = "auto",
+          "Opens stream `name` for reading from offset 0, or as named cursor `cursor` from "
+          "where it committed. commit='auto' commits each record as the next is asked for (at "
+          "least once); 'explicit' only on Reader.commit(offset, token) (exactly once with a "
+          "token).")
+      .def(
+          "list",
+          [](PyClient& pc) {
+            auto& c = pc.get();
+            auto streams = unwrap(released([&] { return c.list(); }));
+            py::list out;
+            for (const auto& s : streams) out.append(info_dict(s));
+            return out;
+          },
+          "Every stream, as dicts with the keys of `shmstream ls --json`.")
       .def(
           "daemon_info",
-          [](shmstream::Client& c) {
+          [](PyClient& pc) {
+            auto& c = pc.get();
             auto info = unwrap(released([&] { return c.daemon_info(); }));
             return py::module_::import("json")
                 .attr("loads")(shmstream::to_json(info))
@@ -406,15 +567,24 @@ PYBIND11_MODULE(shmstream, m) {
           },
           "The daemon's identity, configuration, limits and holdings: the keys of "
           "`shmstream daemon status --json`.")
-      .def("stat",
-           [](shmstream::Client& c, const std::string& name) {
-             return info_dict(unwrap(released([&] { return c.stat(name); })));
-           })
+      .def(
+          "stat",
+          [](PyClient& pc, const std::string& name) {
+            auto& c = pc.get();
+            return info_dict(unwrap(released([&] { return c.stat(name); })));
+          },
+          py::arg("name"), "One stream, as a dict with the keys of `shmstream stat --json`.")
       .def(
           "remove",
-          [](shmstream::Client& c, const std::string& name, bool force) {
+          [](PyClient& pc, const std::string& name, bool force) {
+            auto& c = pc.get();
             check(released([&] { return c.remove(name, force); }));
           },
-          py::arg("name"), py::arg("force") = false)
-      .def_property_readonly("socket_path", &shmstream::Client::socket_path);
+          py::arg("name"), py::arg("force") = false,
+          "Removes stream `name`; current readers may finish (force: they fail at once).")
+      .def("close", &PyClient::close, "Ends the connection (idempotent).")
+      .def("__enter__", [](py::object self) { return self; })
+      .def("__exit__", [](PyClient& c, py::args) { c.close(); })
+      .def_property_readonly("closed", &PyClient::closed)
+      .def_property_readonly("socket_path", [](PyClient& c) { return c.get().socket_path(); });
 }

@@ -656,6 +656,35 @@ TEST_F(Cli, StatShowsRecordCountsWriteRateLastWriteAndMemory) {
   EXPECT_THAT(idle_json, HasSubstr("\"last_write_age_ms\":null,"));
 }
 
+// deploy/bash-completion/shmstream: commands, subcommands, options (from --help), option values
+// and the daemon's stream names.
+TEST_F(Cli, BashCompletionOffersCommandsOptionsValuesAndStreamNames) {
+  auto alpha = client_->create("alpha").value();
+  auto beta = client_->create("beta").value();
+  // The words of a command line, the last one being completed; returns the sorted offers.
+  auto offers = [&](std::vector<std::string> words) {
+    std::string array;
+    for (const auto& w : words) array += " '" + w + "'";
+    const std::string script = std::string("source ") + SHMSTREAM_SOURCE_DIR +
+                               "/deploy/bash-completion/shmstream; COMP_WORDS=('" + bin_dir() +
+                               "/shmstream'" + array +
+                               "); COMP_CWORD=" + std::to_string(words.size()) +
+                               "; _shmstream; printf '%s\\n' \"${COMPREPLY[@]}\" | sort";
+    Child bash = Child::spawn({"/bin/bash", "--norc", "-c", script}, false, true, daemon_.env());
+    std::string out = read_all(bash.stdout_fd());
+    EXPECT_TRUE(exited_with(bash.wait(30s), 0)) << script;
+    return out;
+  };
+  EXPECT_EQ(offers({"c"}), "cat\n");
+  EXPECT_EQ(offers({"daemon", "s"}), "status\nstop\n");
+  EXPECT_EQ(offers({"cat", "--from-"}), "--from-end\n");
+  EXPECT_EQ(offers({"cat", "--ex"}), "--exec\n");
+  EXPECT_EQ(offers({"write", "x", "--retention", "d"}), "drop-oldest\n");
+  EXPECT_EQ(offers({"cat", ""}), "alpha\nbeta\n");
+  EXPECT_EQ(offers({"rm", "alpha", "b"}), "beta\n");
+  EXPECT_EQ(offers({"--no-autostart", "stat", "al"}), "alpha\n");
+}
+
 // `cat --cursor ID --exec CMD`: a CMD that fails, and one killed midway, commit nothing; the
 // next run delivers their records again. Every record reaches a CMD that succeeded exactly once,
 // in order, none lost; --batch hands several records to one run.

@@ -4,12 +4,14 @@ readers, records, errors, the event-loop descriptor and mapping lifetime.
 Run by ctest: PYTHONPATH holds the built module, SHMSTREAM_TEST_BIN the built executables.
 Each test class starts a private shmstreamd on a fresh socket and stops it after.
 """
+import asyncio
 import hashlib
 import json
 import os
 import selectors
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -128,6 +130,11 @@ class PythonModuleTest(unittest.TestCase):
                                  env=self.daemon.env, capture_output=True, check=True, text=True)
             from_cli = json.loads(cli.stdout)
             from_python = self.client.stat("keys")
+            # Measured at each call (the daemon samples writes between them): same keys, and
+            # every other value the same.
+            for moving in ("last_write_age_ms", "write_rate_bytes_per_s"):
+                from_python.pop(moving)
+                from_cli.pop(moving)
             self.assertEqual(from_python, from_cli)
             self.assertEqual(from_python["owner_uid"], os.getuid())
             self.assertEqual(from_python["retention"], "drop-oldest")
@@ -148,6 +155,121 @@ class PythonModuleTest(unittest.TestCase):
         producer.close()
         reader = self.client.open("reserve")
         self.assertEqual(bytes(reader.next()), b"in-place")
+
+    def test_the_package_comes_from_the_virtual_environment(self):
+        if not os.environ.get("SHMSTREAM_EXPECT_VENV"):
+            self.skipTest("run from the build tree, not from a pip-installed venv")
+        self.assertNotEqual(sys.prefix, sys.base_prefix, "not in a virtual environment")
+        self.assertTrue(shmstream.__file__.startswith(sys.prefix), shmstream.__file__)
+        self.assertTrue(os.path.exists(os.path.join(os.path.dirname(shmstream.__file__),
+                                                    "py.typed")))
+
+    def test_iterating_a_records_stream_yields_its_records(self):
+        records = [b"a\nb", b"", b"x" * 5000, b"last"]
+        with self.client.create("framed", records=True) as producer:
+            for record in records:
+                producer.publish(record)
+        with self.client.open("framed") as reader:
+            self.assertTrue(reader.records)
+            got = [bytes(record) for record in reader]
+        self.assertEqual(got, records)
+
+    def test_leaving_with_while_a_loop_holds_a_view_raises_nothing(self):
+        with self.client.create("held") as producer:
+            producer.append(b"0123456789" * 1000)
+        with self.client.open("held") as reader:
+            for chunk in reader:
+                last = chunk
+        # The loop variable still holds a view: it stays valid, reads are over.
+        self.assertEqual(bytes(last[:10]), b"0123456789")
+        self.assertEqual(reader.live_views, 1)
+        with self.assertRaises(shmstream.Error) as caught:
+            reader.next(timeout=0)
+        self.assertIn("reader closed", str(caught.exception))
+        del last, chunk
+        self.assertEqual(reader.live_views, 0)
+        self.assertEqual(reader.state, "closed-reader")
+
+    def test_a_reserved_view_cannot_write_once_committed(self):
+        producer = self.client.create("revoked")
+        room = producer.reserve(4)
+        room[:] = b"abcd"
+        producer.commit(4)
+        with self.assertRaises(ValueError):  # a released memoryview
+            room[0] = ord("z")
+        # Something derived from the view (a numpy array) holds it: commit refuses, commits
+        # nothing, and goes ahead once it is gone.
+        array = np.frombuffer(producer.reserve(4), dtype=np.uint8)
+        array[:] = 7
+        with self.assertRaises(BufferError):
+            producer.commit(4)
+        self.assertEqual(producer.committed, 4)
+        del array
+        producer.commit(4)
+        producer.close()
+        reader = self.client.open("revoked")
+        self.assertEqual(bytes(reader.read()), b"abcd\x07\x07\x07\x07")
+
+    def test_async_for_reads_without_blocking_the_event_loop(self):
+        producer = self.client.create("async", records=True)
+        reader = self.client.open("async")
+
+        async def main():
+            got = []
+
+            async def consume():
+                async for record in reader:
+                    got.append(bytes(record))
+
+            task = asyncio.create_task(consume())
+            # The loop stays ours while consume() waits for records: we produce them here.
+            for i in range(50):
+                await asyncio.sleep(0)
+                producer.publish(b"record %d" % i)
+            producer.close()
+            await asyncio.wait_for(task, 30)
+            return got
+
+        self.assertEqual(asyncio.run(main()), [b"record %d" % i for i in range(50)])
+
+    def test_timeouts_are_timeout_errors(self):
+        producer = self.client.create("quiet")
+        reader = self.client.open("quiet")
+        with self.assertRaises(TimeoutError) as caught:
+            reader.next(timeout=0.01)
+        self.assertIsInstance(caught.exception, shmstream.Timeout)
+        self.assertIsInstance(caught.exception, shmstream.Error)
+        self.assertEqual(caught.exception.code, "timeout")
+        producer.close()
+
+    def test_a_client_is_a_context_manager(self):
+        with shmstream.Client(self.daemon.socket, autostart=False) as client:
+            producer = client.create("scoped")
+            reader = client.open("scoped")
+        self.assertTrue(client.closed)
+        with self.assertRaises(shmstream.Error):
+            client.list()
+        # What it made goes on.
+        producer.append(b"still")
+        producer.close()
+        self.assertEqual(bytes(reader.next()), b"still")
+        client.close()  # again: nothing
+
+    def test_explicit_commits_carry_a_token_exactly_once(self):
+        with self.client.create("ledger", records=True) as producer:
+            for i in range(5):
+                producer.publish(b"entry %d" % i)
+        reader = self.client.open("ledger", cursor="books", commit="explicit")
+        self.assertEqual(bytes(reader.next_record()), b"entry 0")
+        self.assertEqual(bytes(reader.next_record()), b"entry 1")
+        reader.commit(reader.position, token=2)  # "two entries are in my ledger"
+        self.assertEqual(bytes(reader.next_record()), b"entry 2")  # read, never committed
+        reader.close()
+        again = self.client.open("ledger", cursor="books", commit="explicit")
+        self.assertEqual(again.cursor_token, 2)
+        self.assertEqual(bytes(again.next_record()), b"entry 2")
+        with self.assertRaises(ValueError):
+            self.client.open("ledger", commit="sometimes")
 
     def test_python_reads_a_cpp_producer_live(self):
         # The C++ CLI writes 8 MiB; Python reads it while it is written, zero-copy.

@@ -3,8 +3,10 @@
 # (find_package) and with pkg-config, and runs every program against a live daemon of the same
 # installation. Fails on the first thing that does not hold.
 #
-#   check_install.sh SOURCE_DIR tree BUILD_DIR  # `cmake --install BUILD_DIR` into a temporary
-#                                               # prefix, and use that
+#   check_install.sh SOURCE_DIR tree BUILD_DIR  # `cmake --install BUILD_DIR --prefix ~/.local`
+#                                               # for a throwaway $HOME, and use that (the
+#                                               # Python package from the user site, the
+#                                               # user units where systemd --user looks)
 #   check_install.sh SOURCE_DIR system          # use what is installed in /usr (the .deb)
 set -euo pipefail
 src=$(realpath "$1")
@@ -20,25 +22,45 @@ fail() { echo "check_install: FAIL: $*" >&2; exit 1; }
 
 case "$mode" in
   tree)
-    prefix=$work/prefix
+    export HOME=$work/home
+    prefix=$HOME/.local
     cmake --install "$3" --prefix "$prefix" >/dev/null
     pc=$(find "$prefix" -name shmstream.pc)
     [ -n "$pc" ] || fail "no shmstream.pc installed under $prefix"
     export PKG_CONFIG_PATH=$(dirname "$pc")
-    export PYTHONPATH=$prefix/lib/python3/dist-packages PATH=$prefix/bin:$PATH
+    unset PYTHONPATH PYTHONNOUSERSITE
+    export PATH=$prefix/bin:$PATH
     cmake_prefix=(-DCMAKE_PREFIX_PATH="$prefix")
+    user_units=share/systemd/user
     ;;
   system)
     prefix=/usr
     cmake_prefix=()
+    user_units=lib/systemd/user
     ;;
   *) echo "usage: check_install.sh SOURCE_DIR tree BUILD_DIR | SOURCE_DIR system" >&2; exit 2 ;;
 esac
 for f in bin/shmstream bin/shmstreamd include/shmstream/client.hpp include/shmstream/shmstream.h \
-         lib/systemd/system/shmstreamd.service lib/systemd/user/shmstreamd.socket \
-         lib/systemd/user/shmstream-bridge-out@.service lib/systemd/user/shmstream-bridge-in@.service \
-         lib/tmpfiles.d/shmstream.conf; do
+         lib/systemd/system/shmstreamd.service "$user_units/shmstreamd.socket" \
+         "$user_units/shmstreamd.service" "$user_units/shmstream-bridge-out@.service" \
+         "$user_units/shmstream-bridge-in@.service" lib/tmpfiles.d/shmstream.conf \
+         share/man/man1/shmstream.1 share/man/man8/shmstreamd.8 \
+         share/bash-completion/completions/shmstream share/doc/shmstream/copyright \
+         share/doc/libshmstream0/copyright; do
   [ -e "$prefix/$f" ] || fail "$prefix/$f was not installed"
+done
+# The units start this installation's daemon, from where systemd --user looks for them.
+grep -qx "ExecStart=$prefix/bin/shmstreamd --foreground --socket %t/shmstream/control.sock" \
+  "$prefix/$user_units/shmstreamd.service" ||
+  fail "the user unit does not start $prefix/bin/shmstreamd: $(grep ExecStart "$prefix/$user_units/shmstreamd.service")"
+if command -v systemd-analyze >/dev/null; then
+  systemd-analyze --user unit-paths 2>/dev/null | grep -qx "$prefix/$user_units" ||
+    fail "systemd --user does not look in $prefix/$user_units"
+fi
+for page in "$prefix/share/man/man1/shmstream.1" "$prefix/share/man/man8/shmstreamd.8"; do
+  if command -v man >/dev/null; then
+    MANWIDTH=80 man -l "$page" 2>&1 | grep -q "^NAME" || fail "man -l $page renders no NAME section"
+  fi
 done
 libdir=$(pkg-config --variable=libdir shmstream) || fail "pkg-config does not find shmstream"
 libdir=$(realpath "$libdir")
@@ -93,6 +115,17 @@ uses_installed_library "$work/pc_cpp"
 uses_installed_library "$work/pc_c"
 run "$work/pc_cpp"
 run "$work/pc_c"
+
+echo "check_install: the library autostarts the daemon installed with it"
+(
+  export SHMSTREAM_SOCKET=$work/autostart/ctl.sock
+  mkdir -m 0700 "$work/autostart"
+  PATH=/usr/bin:/bin run "$work/pc_c"
+  started=$(head -1 "$SHMSTREAM_SOCKET.lock")
+  [ "$(readlink "/proc/$started/exe")" = "$(realpath "$prefix/bin/shmstreamd")" ] ||
+    fail "the autostarted daemon is $(readlink "/proc/$started/exe"), not $prefix/bin/shmstreamd"
+  "$prefix/bin/shmstream" --no-autostart daemon stop >/dev/null || fail "daemon stop"
+)
 
 echo "check_install: Python module (import shmstream), reading what the installed CLI wrote"
 /usr/bin/python3 - <<'PY' || fail "the installed Python module"

@@ -12,8 +12,14 @@
 namespace shmstream_cli {
 namespace {
 
-int cmd_ls(shmstream::Client& client, bool json, bool raw_bytes) {
+int cmd_ls(shmstream::Client& client, bool json, bool raw_bytes, bool names) {
   auto streams = take(client.list());
+  if (names) {  // for scripts and shell completion: live names only
+    for (const auto& s : streams) {
+      if (!s.removing) std::printf("%s\n", s.name.c_str());
+    }
+    return 0;
+  }
   if (json) {
     std::string out = "[";
     for (size_t i = 0; i < streams.size(); ++i) {
@@ -69,8 +75,12 @@ Command add_ls(CLI::App& app) {
   auto raw = std::make_shared<bool>(false);
   ls->add_flag("--json", *json, "Print a JSON array");
   ls->add_flag("--bytes", *raw, "Sizes in bytes, not human units");
-  return looking(Command{
-      ls, nullptr, [json, raw](shmstream::Client& client) { return cmd_ls(client, *json, *raw); }});
+  auto names = std::make_shared<bool>(false);
+  ls->add_flag("--names", *names, "Only the names of the live streams, one per line (scripts)")
+      ->excludes("--json");
+  return looking(Command{ls, nullptr, [json, raw, names](shmstream::Client& client) {
+                           return cmd_ls(client, *json, *raw, *names);
+                         }});
 }
 
 }  // namespace shmstream_cli

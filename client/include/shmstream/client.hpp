@@ -311,6 +311,8 @@ class Reader {
   ~Reader();
 
   const std::string& name() const;
+  // Whether the stream carries framed records (read them with next_record()).
+  bool records() const;
   // Blocks until bytes at the position are committed, copies up to buf.size() of them and
   // advances. Returns 0 at the clean end of the stream. Errors: kTimeout, kInterrupted (the
   // Cancellation fired or the reader was closed), kProducerDied, kCancelled. The bytes came
