@@ -54,12 +54,14 @@ grep -qx "ExecStart=$prefix/bin/shmstreamd --foreground --socket %t/shmstream/co
   "$prefix/$user_units/shmstreamd.service" ||
   fail "the user unit does not start $prefix/bin/shmstreamd: $(grep ExecStart "$prefix/$user_units/shmstreamd.service")"
 if command -v systemd-analyze >/dev/null; then
-  systemd-analyze --user unit-paths 2>/dev/null | grep -qx "$prefix/$user_units" ||
+  # (Whole outputs into grep: grep -q leaving early would break a writer's pipe.)
+  grep -qx "$prefix/$user_units" <<<"$(systemd-analyze --user unit-paths 2>/dev/null)" ||
     fail "systemd --user does not look in $prefix/$user_units"
 fi
 for page in "$prefix/share/man/man1/shmstream.1" "$prefix/share/man/man8/shmstreamd.8"; do
   if command -v man >/dev/null; then
-    MANWIDTH=80 man -l "$page" 2>&1 | grep -q "^NAME" || fail "man -l $page renders no NAME section"
+    grep -q "^NAME" <<<"$(MANWIDTH=80 man -l "$page" 2>&1)" ||
+      fail "man -l $page renders no NAME section"
   fi
 done
 libdir=$(pkg-config --variable=libdir shmstream) || fail "pkg-config does not find shmstream"

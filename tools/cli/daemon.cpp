@@ -101,8 +101,8 @@ std::vector<Command> add_daemon(CLI::App& app) {
   status->add_flag("--json", *json, "Print a JSON object");
   auto* stop = daemon->add_subcommand(
       "stop",
-      "Stop the daemon (yours, or any as root) and wait until it exited; streams in memory stay "
-      "for the next daemon. With none running, says so and exits 0");
+      "Stop the daemon (your own; the system-wide one as root) and wait until it exited; its "
+      "streams in memory stay for the next daemon. With none running, says so and exits 0");
   auto timeout = std::make_shared<double>(30.0);
   stop->add_option("--timeout", *timeout, "Seconds to wait for it to exit (then exit 1)")
       ->capture_default_str()
