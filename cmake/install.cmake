@@ -41,8 +41,20 @@ install(CODE "set(shmstream_part units)
               include(\"${PROJECT_SOURCE_DIR}/cmake/install_by_prefix.cmake\")"
         COMPONENT tools)
 install(FILES deploy/tmpfiles.d/shmstream.conf DESTINATION lib/tmpfiles.d COMPONENT tools)
-install(FILES docs/man/shmstream.1 DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT tools)
-install(FILES docs/man/shmstreamd.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8 COMPONENT tools)
+# Man pages, compressed as Debian installs them (gzip -n: the same bytes on every build).
+set(man_pages)
+foreach(page shmstream.1 shmstreamd.8)
+  set(compressed ${CMAKE_CURRENT_BINARY_DIR}/man/${page}.gz)
+  add_custom_command(OUTPUT ${compressed}
+    COMMAND ${CMAKE_COMMAND} -E make_directory ${CMAKE_CURRENT_BINARY_DIR}/man
+    COMMAND sh -c "gzip -9n -c \"$1\" > \"$2\"" gzip ${PROJECT_SOURCE_DIR}/docs/man/${page}
+            ${compressed}
+    DEPENDS ${PROJECT_SOURCE_DIR}/docs/man/${page} VERBATIM)
+  string(REGEX REPLACE ".*\\." "" section ${page})
+  install(FILES ${compressed} DESTINATION ${CMAKE_INSTALL_MANDIR}/man${section} COMPONENT tools)
+  list(APPEND man_pages ${compressed})
+endforeach()
+add_custom_target(man_pages ALL DEPENDS ${man_pages})
 install(FILES deploy/bash-completion/shmstream
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions COMPONENT tools)
 install(FILES README.md LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR} COMPONENT tools)

@@ -44,7 +44,7 @@ for f in bin/shmstream bin/shmstreamd include/shmstream/client.hpp include/shmst
          lib/systemd/system/shmstreamd.service "$user_units/shmstreamd.socket" \
          "$user_units/shmstreamd.service" "$user_units/shmstream-bridge-out@.service" \
          "$user_units/shmstream-bridge-in@.service" lib/tmpfiles.d/shmstream.conf \
-         share/man/man1/shmstream.1 share/man/man8/shmstreamd.8 \
+         share/man/man1/shmstream.1.gz share/man/man8/shmstreamd.8.gz \
          share/bash-completion/completions/shmstream share/doc/shmstream/copyright \
          share/doc/libshmstream0/copyright; do
   [ -e "$prefix/$f" ] || fail "$prefix/$f was not installed"
@@ -58,7 +58,7 @@ if command -v systemd-analyze >/dev/null; then
   grep -qx "$prefix/$user_units" <<<"$(systemd-analyze --user unit-paths 2>/dev/null)" ||
     fail "systemd --user does not look in $prefix/$user_units"
 fi
-for page in "$prefix/share/man/man1/shmstream.1" "$prefix/share/man/man8/shmstreamd.8"; do
+for page in "$prefix/share/man/man1/shmstream.1.gz" "$prefix/share/man/man8/shmstreamd.8.gz"; do
   if command -v man >/dev/null; then
     grep -q "^NAME" <<<"$(MANWIDTH=80 man -l "$page" 2>&1)" ||
       fail "man -l $page renders no NAME section"
