@@ -23,23 +23,23 @@
 namespace shmstream::daemon {
 namespace {
 
+// What file `fd` takes on its file system (0 if it cannot say).
+uint64_t allocated_bytes_of(int fd) {
+  struct stat st {};
+  if (fd < 0 || fstat(fd, &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
 // What the stream's segment file takes on its file system (0 if it has none).
 uint64_t allocated_bytes(const Stream& stream) {
-  struct stat st {};
-  if (!stream.segment.valid() || fstat(stream.segment.fd(), &st) != 0) return 0;
-  return static_cast<uint64_t>(st.st_blocks) * 512;
+  return stream.segment.valid() ? allocated_bytes_of(stream.segment.fd()) : 0;
 }
 
 // What all the stream's files take: segment, reader table and reader pages.
 uint64_t files_allocated_bytes(const Stream& stream) {
   uint64_t total = allocated_bytes(stream);
-  struct stat st {};
-  if (stream.table_fd && stream.table_fd->get() >= 0 && fstat(stream.table_fd->get(), &st) == 0) {
-    total += static_cast<uint64_t>(st.st_blocks) * 512;
-  }
-  for (const auto& [slot, page] : stream.pages) {
-    if (fstat(page.fd.get(), &st) == 0) total += static_cast<uint64_t>(st.st_blocks) * 512;
-  }
+  if (stream.table_fd) total += allocated_bytes_of(stream.table_fd->get());
+  for (const auto& [slot, page] : stream.pages) total += allocated_bytes_of(page.fd.get());
   return total;
 }
 
@@ -1033,10 +1033,7 @@ void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
 }
 
 uint64_t stalled_ms_since(uint64_t since_ns) {
-  timespec now{};
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  const uint64_t now_ns =
-      static_cast<uint64_t>(now.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(now.tv_nsec);
+  const uint64_t now_ns = monotonic_ns();
   return now_ns > since_ns ? (now_ns - since_ns) / 1'000'000 : 0;
 }
 
@@ -1132,7 +1129,7 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
   if (s.records) s.record_count = h.records_committed.load(std::memory_order_relaxed);
   s.write_rate = stream.writes.rate_bytes_per_s;
   if (stream.writes.changed_ns != 0) {
-    s.last_write_age_ms = (monotonic_ns() - stream.writes.changed_ns) / 1000000;
+    s.last_write_age_ms = stalled_ms_since(stream.writes.changed_ns);
   }
   s.allocated_bytes = files_allocated_bytes(stream);
   if (!s.damage.empty() && !stream.damage_reported) {

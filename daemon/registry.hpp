@@ -191,7 +191,8 @@ struct StreamSnapshot {
 // What is wrong with a stream's files, found without trusting them (a fault recovered in the
 // daemon's mappings, sizes by fstat): empty when nothing is. Its readers get kCorrupt.
 std::string damage_of(const Stream& stream);
-// Milliseconds since `since_ns` (CLOCK_MONOTONIC, as a producer stores stalled_since_ns).
+// Milliseconds since `since_ns` (CLOCK_MONOTONIC, as a producer stores stalled_since_ns and
+// the daemon Stream::Writes::changed_ns).
 uint64_t stalled_ms_since(uint64_t since_ns);
 
 // What a reader holds (see Registry::open).
