@@ -28,9 +28,6 @@ extern char** environ;
 namespace shmstream {
 namespace {
 
-// How long a request polls for its reply before it sleeps (Connection::spin_until).
-constexpr int kSpinMicros = 200;
-
 // Where to find shmstreamd when autostarting: explicit, $SHMSTREAMD, beside this program,
 // beside this library (its install prefix's bin/), the configured install prefix, then PATH.
 std::string find_daemon(const std::string& configured) {
@@ -334,18 +331,6 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
   }
   std::lock_guard lock(mutex_);
   stopping_ = true;  // in case the loop died on its own: later submits fail fast
-}
-
-void Connection::spin_until(const std::atomic<bool>& flag) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      // Acquire: pairs with the release store in run()'s store().
-      if (flag.load(std::memory_order_acquire)) return;
-      __builtin_ia32_pause();
-    }
-    if (std::chrono::steady_clock::now() >= until) return;
-  }
 }
 
 bool Connection::submit(Job job) {

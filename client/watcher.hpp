@@ -1,14 +1,15 @@
 // client/watcher.hpp — turns a reader's futex wait into a file descriptor for event loops.
 //
-// A futex cannot be polled, so a thread sleeps in the futex on the loop's behalf and signals an
-// eventfd when the reader has something to deliver. The reader re-arms it each time it finds
-// nothing at its position (a read that would block), which also clears the eventfd.
+// The descriptor is an eventfd. Where the kernel has io_uring futex waits (Linux >= 6.7), a
+// FutexRing's wait sleeps in the kernel and the producer's wake signals the eventfd itself: one
+// wake-up per message, as for a blocking read. Elsewhere (or with SHMSTREAM_EVENT_FD=relay in
+// the environment) a relay thread sleeps in the futex on the loop's behalf and signals the
+// eventfd: two wake-ups per message. Either way the reader re-arms the descriptor each time it
+// finds nothing at its position (a read that would block), which also clears it.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
-#include <thread>
 
 #include "shm/reader_core.hpp"
 #include "shmstream/status.hpp"
@@ -20,28 +21,16 @@ class ReadyWatcher {
   // Starts watching `core` for bytes at `position`. `core` must outlive the watcher, and be
   // closed before the watcher is destroyed only through ReaderCore::close() (which wakes it).
   static Result<std::unique_ptr<ReadyWatcher>> start(shm::ReaderCore& core, uint64_t position);
-  ~ReadyWatcher();
-  ReadyWatcher(const ReadyWatcher&) = delete;
-  ReadyWatcher& operator=(const ReadyWatcher&) = delete;
+  virtual ~ReadyWatcher() = default;
 
-  // The eventfd: readable while bytes at the watched position are committed (or the stream
-  // ended, or the reader closed).
-  int fd() const { return event_fd_; }
-  // The owner's thread found nothing at `position`: clears the eventfd and watches that
+  // Readable while bytes at the watched position are committed (or the stream ended, or the
+  // reader closed); now and then without them (the reader's read then re-arms it).
+  virtual int fd() const = 0;
+  // The owner's thread found nothing at `position`: clears the descriptor and watches that
   // position. Publishes the reader's position first (a blocking ring may wait for it).
-  void rearm(uint64_t position);
-
- private:
-  ReadyWatcher(shm::ReaderCore& core, int event_fd, uint64_t position);
-  void run();
-  void signal();
-
-  shm::ReaderCore& core_;
-  int event_fd_;
-  std::atomic<uint64_t> target_;      // the offset + 1 whose commit makes the fd readable
-  std::atomic<uint32_t> arm_seq_{0};  // private futex word: bumped by every re-arm and stop
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
+  virtual void rearm(uint64_t position) = 0;
+  // "io_uring" or "relay".
+  virtual const char* kind() const = 0;
 };
 
 }  // namespace shmstream

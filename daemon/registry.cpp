@@ -97,6 +97,14 @@ bool names_file(int dir_fd, const std::string& file, int fd) {
          by_fd.st_ino == by_name.st_ino && by_fd.st_dev == by_name.st_dev;
 }
 
+// Whether two descriptors are of one file.
+bool same_file(int a, int b) {
+  struct stat sa {};
+  struct stat sb {};
+  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_ino == sb.st_ino &&
+         sa.st_dev == sb.st_dev;
+}
+
 Made create_whole(int dir_fd, const std::string& file, mode_t mode, bool lock,
                   const std::function<Status(int)>& fill, const std::string& what) {
   Made made;
@@ -135,7 +143,7 @@ Made create_whole(int dir_fd, const std::string& file, mode_t mode, bool lock,
       kj::AutoCloseFd(openat(dir_fd, file.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (made.fd.get() < 0) {
     made.status = from_errno(errno, what + ": reopening " + file);
-  } else if (!names_file(dir_fd, file, fd) || !names_file(dir_fd, file, made.fd.get())) {
+  } else if (!same_file(fd, made.fd.get())) {  // what the name opened is the file we made
     made.status = Status(ErrorCode::kIo, what + ": " + file + " was replaced as it was named");
   } else if (lock && flock(made.fd.get(), LOCK_SH | LOCK_NB) != 0) {
     made.status = from_errno(errno, what + ": locking it");
@@ -335,9 +343,11 @@ Result<uint64_t> Registry::make_page(Stream& stream, uint32_t slot, uint64_t sta
 void Registry::unlink_files(const Stream& stream) {
   // The side files first, the segment last: a daemon killed half-way leaves a stream its
   // successor adopts (and removes again when asked), never side files of no stream.
-  // Its reader pages, those it knows and any left by a crash: "<segment>.r<N>".
+  // Its reader pages: those it knows, and for an adopted stream any an earlier daemon left
+  // ("<segment>.r<N>").
+  for (const auto& [slot, page] : stream.pages) unlink_page(stream, page.number);
   const std::string prefix = stream.file_name + ".r";
-  int dir = fcntl(stream.dir_fd, F_DUPFD_CLOEXEC, 0);
+  int dir = stream.stray_pages_possible ? fcntl(stream.dir_fd, F_DUPFD_CLOEXEC, 0) : -1;
   if (DIR* listing = dir >= 0 ? fdopendir(dir) : nullptr) {
     rewinddir(listing);  // a dup shares the directory's offset, left at its end by earlier scans
     while (dirent* entry = readdir(listing)) {

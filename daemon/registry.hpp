@@ -109,6 +109,10 @@ struct Stream {
     kj::AutoCloseFd fd;
   };
   std::map<uint32_t, PageFile> pages;
+  // Adopted from an earlier daemon, which may have left reader pages this one never knew: its
+  // removal then looks for them in the directory. (A stream this daemon made has its pages
+  // all in `pages`: removing it needs no scan of a directory of thousands of files.)
+  bool stray_pages_possible = false;
   std::string damage_note;  // why it takes no new readers (an unusable reader table), if so
   Owner owner;  // the creator (from its socket): owner and group of the files, and its mode
   uint32_t readers = 0;  // live Reader capabilities

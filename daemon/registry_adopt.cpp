@@ -160,6 +160,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
     stream->name = segment->name();
     stream->id = segment->header().stream_id;
     stream->file_name = file;
+    stream->stray_pages_possible = true;
     stream->dir_fd = dir_fd;
     stream->dir_holder = holder;
     stream->directory = directory;

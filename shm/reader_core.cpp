@@ -409,6 +409,40 @@ ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uin
   }
 }
 
+ReaderCore::ArmResult ReaderCore::arm_watch(uint64_t target, uint32_t& seen, bool keep_seen) {
+  OpGuard guard(this);
+  if (!guard.admitted() || page_ == nullptr) return ArmResult::kReady;
+  const SegmentHeader& h = segment_.header();
+  // Acquire: pairs with the release fetch_add in commit()/end_stream(), as in wait_admitted():
+  // loaded before the length and state below.
+  if (!keep_seen) seen = h.wait_word.load(std::memory_order_acquire);
+  if (load_committed(h) >= target || load_state(h) != StreamState::kOpen) return ArmResult::kReady;
+  WakeRequest& request = page_->wake[kWakeWatcher];
+  request.seen_word.store(seen, std::memory_order_relaxed);  // published by the release below
+  // Release: pairs with the producer's acquire load in anyone_wants(); seen_word comes with it.
+  request.wanted.store(target, std::memory_order_release);
+  // Dekker with the producer's fence in commit(), as in sleep_for_commit().
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Acquire: pairs with leave_light_mode()'s release store, as in sleep_for_commit().
+  bool sure = h.light_producer.load(std::memory_order_acquire) == 0 || heavy_barrier();
+  // Acquire: pairs with commit()'s release store (and close()'s of the state).
+  if (load_committed(h) >= target || load_state(h) != StreamState::kOpen) return ArmResult::kReady;
+  return sure ? ArmResult::kArmed : ArmResult::kUnsure;
+}
+
+std::array<FutexWatch, 2> ReaderCore::watch_words(uint32_t seen) const {
+  return {FutexWatch{&segment_.header().wait_word, seen, true}, FutexWatch{&closing_, 0, false}};
+}
+
+void ReaderCore::disarm_watch(uint32_t seen) {
+  OpGuard guard(this);
+  if (!guard.admitted() || page_ == nullptr) return;
+  // Relaxed, as in sleep_for_commit(): a stale value costs at most one spurious wake-up.
+  if (segment_.header().wait_word.load(std::memory_order_relaxed) == seen) {
+    page_->wake[kWakeWatcher].wanted.store(kNobody, std::memory_order_relaxed);
+  }
+}
+
 void ReaderCore::publish_position_now() {
   OpGuard guard(this);
   if (guard.admitted()) publish_position(position_, /*now=*/true);

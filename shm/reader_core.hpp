@@ -16,6 +16,7 @@
 // may call while another is blocked in it, and watch(), for one watcher thread.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -104,6 +105,19 @@ class ReaderCore {
   // Touches neither the position nor the slot.
   enum class WatchResult { kReady, kRearmed, kClosed };
   WatchResult watch(uint64_t target, const std::atomic<uint32_t>* word, uint32_t seen);
+  // Event loops without a thread (a kernel-side futex wait, FutexRing): registers `target` in
+  // the watcher's wake request, for the wait word's current value (stored in `seen`) or, with
+  // `keep_seen`, for the value already in `seen` (a wait on it is still queued), so that the
+  // producer wakes the word once it commits the target. kReady: nothing to wait for (the length
+  // reached the target, the stream is not open, or the reader closed); kArmed: a wait on
+  // watch_words(seen) will be woken; kUnsure: a light producer could not be made to see the
+  // request (no membarrier): wait for a short while only.
+  enum class ArmResult { kReady, kArmed, kUnsure };
+  ArmResult arm_watch(uint64_t target, uint32_t& seen, bool keep_seen);
+  // What an armed watch sleeps on: the stream's wait word while it holds `seen`, and close().
+  std::array<FutexWatch, 2> watch_words(uint32_t seen) const;
+  // The armed wait completed: withdraws the request unless the producer's wake made it stale.
+  void disarm_watch(uint32_t seen);
   // Stores the position in our slot now: a reader about to wait elsewhere (in an event loop)
   // must not hold a blocking ring's producer back with a lazily published position.
   void publish_position_now();

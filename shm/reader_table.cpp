@@ -40,24 +40,20 @@ Status format_reader_table(int fd, uint64_t stream_id, uint32_t max_readers) {
         fmt::format("maximum readers {} is out of range (1 to {})", max_readers, kMaxReadersLimit));
   }
   const uint64_t size = table_file_size(max_readers);
-  // Every page allocated before any is touched: a full file system is kNoSpace here, not a
-  // SIGBUS when the first reader comes.
+  // Every page allocated first: a full file system is kNoSpace here, not a SIGBUS when the
+  // first reader comes.
   if (Status s = reserve_file(fd, 0, size); !s.ok()) return s.with_context("the reader table");
-  void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) return from_errno(errno, "mapping the reader table");
-  FaultGuard guard(base, size, PROT_READ | PROT_WRITE);
-  // New and not handed out yet: plain initialisation; the fd's hand-over publishes it. The
-  // slots are zero (free), as a new file's pages are.
-  auto* page = new (base) TablePage{};
+  // New and not handed out yet; the slots are zero (free), as a new file's pages are. The
+  // first page is built in private memory and written with one pwrite (no mapping of a file
+  // that could shrink under us, no mmap/munmap pair); the fd's hand-over publishes it.
+  alignas(TablePage) std::byte raw[kTablePageSize];
+  std::memset(raw, 0, sizeof(raw));
+  auto* page = new (raw) TablePage{};
   page->magic = kTableMagic;
   page->layout_version = kLayoutVersion;
   page->max_readers = max_readers;
   page->stream_id = stream_id;
-  const bool faulted = guard.faulted();
-  guard.reset();
-  munmap(base, size);
-  if (faulted) return Status(ErrorCode::kCorrupt, "the reader table shrank while being formatted");
-  return Status();
+  return write_at(fd, raw, sizeof(raw), 0, "writing the reader table");
 }
 
 Result<ReaderTable> ReaderTable::map(int fd, uint64_t stream_id, Access access,

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -84,17 +85,14 @@ Status format_segment(int fd, const SegmentParams& params) {
         ErrorCode::kInvalidArgument,
         fmt::format("stream \"{}\": only a ring can block its producer when full", params.name));
   }
-  // Allocated before it is touched: a full file system is kNoSpace here, not a SIGBUS below.
+  // Allocated first: a full file system is kNoSpace here, for the header as for the ring.
   if (Status s = reserve_file(fd, 0, kHeaderSize); !s.ok()) {
     return s.with_context(fmt::format("stream \"{}\": allocating its header", params.name));
   }
-  void* base = mmap(nullptr, kHeaderSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    return from_errno(errno, fmt::format("stream \"{}\": mapping the new segment", params.name));
-  }
-  // A file in a user's directory may be truncated by them while we write it.
-  FaultGuard guard(base, kHeaderSize, PROT_READ | PROT_WRITE);
-  // The file is new and nobody else has it yet: plain initialisation is race-free.
+  // Built in private memory and written with one pwrite: no mapping of a file its owner may
+  // truncate meanwhile (and no mmap/munmap pair, which costs a TLB shoot-down).
+  alignas(SegmentHeader) std::byte base[kHeaderSize];
+  std::memset(base, 0, sizeof(base));  // reserved bytes and padding are zero, as on a new page
   auto* header = new (base) SegmentHeader{};
   header->magic = kMagic;
   header->layout_version = kLayoutVersion;
@@ -145,13 +143,16 @@ Status format_segment(int fd, const SegmentParams& params) {
       header->data_file_size.store(ring, std::memory_order_relaxed);  // as above
     }
   }
-  if (guard.faulted()) {
-    status =
-        Status(ErrorCode::kCorrupt,
-               fmt::format("stream \"{}\": its file shrank while being formatted", params.name));
+  if (status.ok()) {
+    ssize_t written = pwrite(fd, base, kHeaderSize, 0);
+    if (written != static_cast<ssize_t>(kHeaderSize)) {
+      status =
+          written < 0
+              ? from_errno(errno, fmt::format("stream \"{}\": writing its header", params.name))
+              : Status(ErrorCode::kNoSpace,
+                       fmt::format("stream \"{}\": its header was written short", params.name));
+    }
   }
-  guard.reset();
-  munmap(base, kHeaderSize);
   return status;
 }
 
@@ -532,7 +533,9 @@ void wake_readers(SegmentHeader& header) {
   futex_wake_all(&header.wait_word, /*shared=*/true);
 }
 
-void current_boot_id(std::byte (&out)[16]) {
+namespace {
+
+void read_boot_id(std::byte (&out)[16]) {
   std::memset(out, 0, sizeof(out));
   int fd = ::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
@@ -552,6 +555,20 @@ void current_boot_id(std::byte (&out)[16]) {
       half = -1;
     }
   }
+}
+
+}  // namespace
+
+void current_boot_id(std::byte (&out)[16]) {
+  // A process lives within one boot: read once (a function-local static: thread-safe).
+  static const std::array<std::byte, 16> id = [] {
+    std::byte raw[16];
+    read_boot_id(raw);
+    std::array<std::byte, 16> copy;
+    std::memcpy(copy.data(), raw, sizeof(raw));
+    return copy;
+  }();
+  std::memcpy(out, id.data(), sizeof(out));
 }
 
 bool created_this_boot(const SegmentHeader& header) {
