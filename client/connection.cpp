@@ -271,6 +271,18 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
       void taskFailed(kj::Exception&&) override {}  // run() already stored the error
     } ignore;
     kj::TaskSet tasks(ignore);
+    // Runs the queued jobs; whether the connection is stopping.
+    auto run_jobs = [&]() {
+      std::deque<Job> batch;
+      bool stopping;
+      {
+        std::lock_guard lock(mutex_);
+        batch.swap(jobs_);
+        stopping = stopping_;
+      }
+      for (auto& job : batch) tasks.add(job(state));
+      return stopping;
+    };
     // When the daemon goes away: reconnect, with a growing pause between attempts (the
     // daemon may be restarting), then reattach. Requests meanwhile fail with kUnavailable.
     std::function<kj::Promise<void>(kj::Duration)> reconnect;
@@ -298,6 +310,7 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
       }
       sessions.push_back(open_session(io, *fd, state));
       reconnections_.fetch_add(1, std::memory_order_relaxed);  // a counter: no data published
+      run_jobs();  // what remember() queued without waking us belongs in the reattachment
       return reattach_all(state).then([&]() { return watch(); });
     };
     tasks.add(watch());
@@ -309,15 +322,7 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
         uint64_t count;
         while (::read(wake_fd_, &count, sizeof(count)) > 0) {
         }
-        std::deque<Job> batch;
-        bool stopping;
-        {
-          std::lock_guard lock(mutex_);
-          batch.swap(jobs_);
-          stopping = stopping_;
-        }
-        for (auto& job : batch) tasks.add(job(state));
-        if (stopping) return kj::READY_NOW;
+        if (run_jobs()) return kj::READY_NOW;
         return pump();
       });
     };
@@ -333,12 +338,13 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
   stopping_ = true;  // in case the loop died on its own: later submits fail fast
 }
 
-bool Connection::submit(Job job) {
+bool Connection::submit(bool wake, Job job) {
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return false;
     jobs_.push_back(std::move(job));
   }
+  if (!wake) return true;
   uint64_t one = 1;
   return ::write(wake_fd_, &one, sizeof(one)) == sizeof(one);
 }
@@ -357,7 +363,7 @@ Connection::~Connection() {
 }
 
 void Connection::release(uint64_t handle) {
-  submit([handle](LoopState& loop) {
+  submit(/*wake=*/true, [handle](LoopState& loop) {
     loop.capabilities.erase(handle);
     loop.reattach.erase(handle);
     return kj::Promise<void>(kj::READY_NOW);
@@ -365,7 +371,9 @@ void Connection::release(uint64_t handle) {
 }
 
 void Connection::remember(uint64_t handle, std::optional<Reattach> how) {
-  submit([handle, how = std::move(how)](LoopState& loop) {
+  // Only a reconnection reads it: queued without waking the loop thread (one wake-up less per
+  // create and open); the next job, or a reconnection, runs it first.
+  submit(/*wake=*/false, [handle, how = std::move(how)](LoopState& loop) {
     if (!how) {
       loop.reattach.erase(handle);
     } else if (loop.capabilities.count(handle) != 0) {

@@ -75,8 +75,9 @@ class Connection {
   using Job = std::function<kj::Promise<void>(LoopState&)>;
   Connection() = default;
   Status exception_status(const char* what, const kj::Exception& e) const;
-  // Queues a job for the loop thread; false if the loop has ended.
-  bool submit(Job job);
+  // Queues a job for the loop thread, waking it (or not: the job then runs with the next one
+  // or on a reconnection); false if the loop has ended.
+  bool submit(bool wake, Job job);
   void thread_main(int fd, std::promise<void>* ready);
 
   std::string socket_path_;
@@ -101,7 +102,7 @@ Result<T> Connection::run(const char* what, std::function<kj::Promise<T>(LoopSta
     slot.emplace(std::move(value));
     done_.notify_all();
   };
-  bool queued = submit([&](LoopState& loop) {
+  bool queued = submit(/*wake=*/true, [&](LoopState& loop) {
     return kj::evalNow([&] { return fn(loop); })
         .then([&](T value) { store(Result<T>(std::move(value))); },
               [&](kj::Exception&& e) { store(Result<T>(exception_status(what, e))); });
