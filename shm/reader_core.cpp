@@ -365,16 +365,20 @@ void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_po
   // Dekker with the producer's fence in commit(): our registration is ordered before the
   // re-check below, so either we see its new length or it sees our offset and wakes us.
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  // A streaming producer often committed meanwhile: then no sleep, and no heavy barrier (which
+  // interrupts every CPU, the producer's included: 8,061 of them for 10 M records of a reader
+  // keeping up, 3,058 with this check). Acquire: pairs with commit()'s release store.
+  bool sleep = load_committed(h) < target;
   // A light producer has no fence there: make it execute one now (asymmetric Dekker). If we
   // cannot, sleep in short slices so that a missed wake-up costs at most one slice.
   // Acquire: pairs with leave_light_mode()'s release store (a 0 read here means every light
   // commit is visible to the re-check below); a 1 is Dekker with enter_light_mode()'s fence.
   Clock::time_point sleep_until = deadline;
-  if (h.light_producer.load(std::memory_order_acquire) != 0 && !heavy_barrier()) {
+  if (sleep && h.light_producer.load(std::memory_order_acquire) != 0 && !heavy_barrier()) {
     sleep_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
   }
   // Acquire: pairs with commit()'s release store.
-  if (load_committed(h) < target) {
+  if (sleep && load_committed(h) < target) {
     FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
     size_t count = 2;
     if (also.word != nullptr) watches[count++] = also;
