@@ -370,8 +370,13 @@ class Reader {
   // the descriptor. Reading its 8-byte counter yourself only clears it (Asio's async_read_some
   // does, which makes a wake-up that came before the wait impossible to miss).
   // The Reader owns the descriptor (valid until the Reader is destroyed; do not close it).
-  // The first call starts a thread that sleeps in the futex for the loop: a wake-up costs a
-  // thread hand-off more than a blocking read (measured in the README).
+  // It is an eventfd. Where the kernel has io_uring futex waits (Linux >= 6.7), the wait sleeps
+  // in the kernel and the producer's wake-up signals it: one wake-up per message, as for a
+  // blocking read. The completion is posted by task work in the thread that last read (re-armed)
+  // the reader, which interrupts an epoll_wait of that thread once (EINTR, as a signal would:
+  // retry, as every event loop does; poll() and select() restart by themselves). Elsewhere, or
+  // with SHMSTREAM_EVENT_FD=relay in the environment, the first call starts a thread that sleeps
+  // in the futex for the loop: a thread hand-off more per message (measured in the README).
   Result<int> event_fd();
 
   // Any thread: wakes reads blocked in other threads (they return kInterrupted), then

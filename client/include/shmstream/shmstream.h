@@ -179,7 +179,9 @@ int shmstream_intact(const shmstream_reader* reader, uint64_t offset);
 /* Event loops: *fd polls readable (POLLIN) once a read at the position need not wait (bytes
  * committed there, the stream ended, or the reader closed). Then read with timeout 0 until a
  * read returns SHMSTREAM_TIMEOUT: that clears *fd and watches the new position. The reader owns
- * *fd (do not close it); the first call starts a thread that waits in the futex for the loop. */
+ * *fd (do not close it). Linux >= 6.7: a kernel-side (io_uring) futex wait signals it, and an
+ * epoll_wait in the reading thread may return EINTR once first (retry); elsewhere, or with
+ * SHMSTREAM_EVENT_FD=relay, the first call starts a thread that waits in the futex for it. */
 int shmstream_reader_fd(shmstream_reader* reader, int* fd);
 /* Any thread: wakes reads blocked in other threads (SHMSTREAM_INTERRUPTED). Free it after. */
 void shmstream_reader_close(shmstream_reader* reader);
