@@ -461,12 +461,12 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
                               shm::kMaxReadersLimit));
   }
   // Streams removed but still held count too: their memory is still taken.
-  size_t owned = 0, held = 0;
-  for (const auto& [other, stream] : live_) {
-    owned += stream->owner.uid == peer.uid ? 1 : 0;
-  }
-  for (const auto& stream : removing_) held += stream->owner.uid == peer.uid ? 1 : 0;
-  if (owned + held >= config_.max_streams_per_user) {
+  const auto counted = streams_of_.find(peer.uid);
+  if (const size_t total = counted != streams_of_.end() ? counted->second : 0;
+      total >= config_.max_streams_per_user) {
+    size_t held = 0;
+    for (const auto& stream : removing_) held += stream->owner.uid == peer.uid ? 1 : 0;
+    const size_t owned = total - held;
     return Status(
         ErrorCode::kLimitExceeded,
         fmt::format(
@@ -574,6 +574,7 @@ Result<ProducerAccess> Registry::create(const std::string& name, const CreatePar
   }
   stream->writes.window_ns = monotonic_ns();  // empty now: every byte from here is a write seen
   live_.emplace(name, stream);
+  ++streams_of_[stream->owner.uid];
   spdlog::info("stream \"{}\": created by pid {} uid {} (segment {})", name, peer.pid, peer.uid,
                stream->file_name);
   return ProducerAccess{std::move(stream), kj::mv(producer_fd)};
@@ -1037,6 +1038,10 @@ void Registry::flush(const Stream& stream) const {
 void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
   if (stream->removed && stream->readers == 0 && !stream->producer_attached) {
     if (removing_.erase(stream) != 0) {
+      if (auto counted = streams_of_.find(stream->owner.uid);
+          counted != streams_of_.end() && --counted->second == 0) {
+        streams_of_.erase(counted);
+      }
       spdlog::info("stream \"{}\": released (segment {})", stream->name, stream->file_name);
     }
   }

@@ -374,8 +374,11 @@ class Registry {
   bool shutting_down_ = false;
   std::map<std::string, std::shared_ptr<Stream>> live_;  // by name
   std::set<std::shared_ptr<Stream>> removing_;           // removed, still held
-  uint64_t removals_ = 0;                                // streams removed so far
-  uint64_t quarantined_ = 0;                             // files moved aside at adoption
+  // Streams per owner, live and removing (what --max-streams-per-user counts): kept as they
+  // come (into live_) and go (out of removing_), so that a create does not walk every stream.
+  std::map<uid_t, size_t> streams_of_;
+  uint64_t removals_ = 0;     // streams removed so far
+  uint64_t quarantined_ = 0;  // files moved aside at adoption
 };
 
 }  // namespace shmstream::daemon

@@ -205,6 +205,7 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
     spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name, shm::load_committed(h),
                  shm::state_name(shm::load_state(h)));
     adopted.insert(file);
+    ++streams_of_[stream->owner.uid];
     live_.emplace(stream->name, std::move(stream));
   }
   for (const auto& file : side_files) {
