@@ -19,6 +19,13 @@ namespace shmstream {
 
 namespace {
 
+// Makes eventfd `fd` readable.
+void signal_eventfd(int fd) {
+  uint64_t one = 1;
+  while (::write(fd, &one, sizeof one) < 0 && errno == EINTR) {
+  }
+}
+
 // A thread sleeps in the futex (ReaderCore::watch()) and signals an eventfd.
 class RelayWatcher final : public ReadyWatcher {
  public:
@@ -26,11 +33,9 @@ class RelayWatcher final : public ReadyWatcher {
   ~RelayWatcher() override;
   int fd() const override { return event_fd_; }
   void rearm(uint64_t position) override;
-  const char* kind() const override { return "relay"; }
 
  private:
   void run();
-  void signal();
 
   shm::ReaderCore& core_;
   int event_fd_;
@@ -52,7 +57,6 @@ class RingWatcher final : public ReadyWatcher {
   }
   int fd() const override { return event_fd_; }
   void rearm(uint64_t position) override;
-  const char* kind() const override { return "io_uring"; }
   // Queues what makes the descriptor readable once bytes at `position` are committed.
   void arm(uint64_t position);
 
@@ -62,20 +66,12 @@ class RingWatcher final : public ReadyWatcher {
   // A light producer we could not make see the request is polled this often.
   static constexpr auto kPollInterval = std::chrono::milliseconds(1);
 
-  void signal();
-
   shm::ReaderCore& core_;
   int event_fd_;
   shm::FutexRing ring_;
   bool waiting_ = false;  // a futex wait is queued in the kernel, on wait-word value seen_
   uint32_t seen_ = 0;
 };
-
-void RingWatcher::signal() {
-  uint64_t one = 1;
-  while (::write(event_fd_, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
 
 void RingWatcher::rearm(uint64_t position) {
   if (ring_.consume(kWaitTag) > 0 && waiting_) {
@@ -103,7 +99,7 @@ void RingWatcher::arm(uint64_t position) {
   }
   // A ring that takes no more requests (short of kernel memory): readable now, so that the
   // loop reads again rather than never hearing of the bytes.
-  if (!status.ok()) signal();
+  if (!status.ok()) signal_eventfd(event_fd_);
 }
 
 }  // namespace
@@ -161,12 +157,6 @@ void RelayWatcher::rearm(uint64_t position) {
   shm::futex_wake_all(&arm_seq_, /*shared=*/false);
 }
 
-void RelayWatcher::signal() {
-  uint64_t one = 1;
-  while (::write(event_fd_, &one, sizeof one) < 0 && errno == EINTR) {
-  }
-}
-
 void RelayWatcher::run() {
   // Acquire: pairs with rearm()'s release increment; target_ read after it is current.
   uint32_t seq = arm_seq_.load(std::memory_order_acquire);
@@ -176,7 +166,7 @@ void RelayWatcher::run() {
     uint64_t target = target_.load(std::memory_order_relaxed);
     auto result = core_.watch(target, &arm_seq_, seq);
     if (result != shm::ReaderCore::WatchResult::kRearmed) {
-      signal();  // bytes at the target, the stream's end, or the reader closed
+      signal_eventfd(event_fd_);  // bytes at the target, the stream's end, or the reader closed
       // Sleep until the owner re-arms (it found nothing more to read) or we stop.
       shm::FutexWatch rearmed{&arm_seq_, seq, false};
       // Acquire: as above.

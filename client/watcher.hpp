@@ -29,8 +29,6 @@ class ReadyWatcher {
   // The owner's thread found nothing at `position`: clears the descriptor and watches that
   // position. Publishes the reader's position first (a blocking ring may wait for it).
   virtual void rearm(uint64_t position) = 0;
-  // "io_uring" or "relay".
-  virtual const char* kind() const = 0;
 };
 
 }  // namespace shmstream

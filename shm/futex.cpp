@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
@@ -12,16 +13,20 @@
 
 namespace shmstream::shm {
 
+size_t to_waitv(std::span<const FutexWatch> watches, std::span<::futex_waitv> out) {
+  const size_t n = std::min(watches.size(), out.size());
+  for (size_t i = 0; i < n; ++i) {
+    out[i] = {};
+    out[i].val = watches[i].expected;
+    out[i].uaddr = reinterpret_cast<uintptr_t>(watches[i].word);
+    out[i].flags = FUTEX_32 | (watches[i].shared ? 0 : FUTEX_PRIVATE_FLAG);
+  }
+  return n;
+}
+
 FutexWaitResult futex_wait(std::span<const FutexWatch> watches, Clock::time_point deadline) {
   futex_waitv waiters[FUTEX_WAITV_MAX] = {};
-  size_t n = 0;
-  for (const FutexWatch& w : watches) {
-    if (n == FUTEX_WAITV_MAX) break;
-    waiters[n].val = w.expected;
-    waiters[n].uaddr = reinterpret_cast<uintptr_t>(w.word);
-    waiters[n].flags = FUTEX_32 | (w.shared ? 0 : FUTEX_PRIVATE_FLAG);
-    ++n;
-  }
+  const size_t n = to_waitv(watches, waiters);
   timespec abs{};
   timespec* timeout = nullptr;
   if (deadline != kNoDeadline) {

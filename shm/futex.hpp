@@ -29,6 +29,16 @@ struct FutexWatch {
 
 enum class FutexWaitResult { kWoken, kValueChanged, kTimedOut };
 
+}  // namespace shmstream::shm
+
+struct futex_waitv;  // <linux/futex.h>
+
+namespace shmstream::shm {
+
+// Writes `watches` (at most out.size() of them) as the kernel's futex_waitv entries, for
+// futex_waitv(2) and io_uring's FUTEX_WAITV; returns how many were written.
+size_t to_waitv(std::span<const FutexWatch> watches, std::span<::futex_waitv> out);
+
 // Sleeps while every watched word holds its expected value, until one is woken or `deadline`
 // (CLOCK_MONOTONIC) passes. Spurious returns are possible: callers re-check their condition.
 FutexWaitResult futex_wait(std::span<const FutexWatch> watches, Clock::time_point deadline);

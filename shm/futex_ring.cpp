@@ -188,13 +188,7 @@ Status FutexRing::wait(std::span<const FutexWatch> watches, uint64_t tag) {
   }
   Sqe* sqe = next_sqe();
   if (sqe == nullptr) return Status(ErrorCode::kIo, "io_uring: submission queue full");
-  for (size_t i = 0; i < watches.size(); ++i) {
-    futex_waitv& w = waitv_->waiters[i];
-    w.val = watches[i].expected;
-    w.uaddr = reinterpret_cast<uintptr_t>(watches[i].word);
-    w.flags = FUTEX_32 | (watches[i].shared ? 0 : FUTEX_PRIVATE_FLAG);
-    w.__reserved = 0;
-  }
+  to_waitv(watches, waitv_->waiters);
   sqe->opcode = kOpFutexWaitv;
   sqe->addr = reinterpret_cast<uintptr_t>(waitv_->waiters);
   sqe->len = static_cast<uint32_t>(watches.size());

@@ -40,9 +40,6 @@ class FutexRing {
   FutexRing& operator=(FutexRing&& other) noexcept;
   ~FutexRing();
 
-  bool valid() const { return fd_ >= 0; }
-  int fd() const { return fd_; }
-
   // Queues a wait that completes when one of the words is woken or holds another value than
   // expected (at most kMaxRingWatches words). `tag` comes back with its completion.
   Status wait(std::span<const FutexWatch> watches, uint64_t tag);

@@ -349,18 +349,14 @@ Status ReaderCore::wait_admitted(uint64_t target, Clock::time_point deadline,
   }
 }
 
-void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
-                                  FutexWatch also, int who) {
+ReaderCore::Announced ReaderCore::announce_wait(int who, uint64_t target, uint32_t seen) {
   const SegmentHeader& h = segment_.header();
   // Tell the producer, in our page, the offset we sleep for and the word value we sleep on.
-  // Without a page nobody would wake us: sleep in short slices instead.
   if (page_ != nullptr) {
     WakeRequest& request = page_->wake[who];
     request.seen_word.store(seen, std::memory_order_relaxed);  // published by the release below
     // Release: pairs with the producer's acquire load in anyone_wants(); seen_word comes with it.
     request.wanted.store(target, std::memory_order_release);
-  } else {
-    deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
   }
   // Dekker with the producer's fence in commit(): our registration is ordered before the
   // re-check below, so either we see its new length or it sees our offset and wakes us.
@@ -368,22 +364,18 @@ void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_po
   // A streaming producer often committed meanwhile: then no sleep, and no heavy barrier (which
   // interrupts every CPU, the producer's included: 8,061 of them for 10 M records of a reader
   // keeping up, 3,058 with this check). Acquire: pairs with commit()'s release store.
-  bool sleep = load_committed(h) < target;
+  if (load_committed(h) >= target) return Announced::kSatisfied;
   // A light producer has no fence there: make it execute one now (asymmetric Dekker). If we
-  // cannot, sleep in short slices so that a missed wake-up costs at most one slice.
+  // cannot, the caller sleeps in short slices so that a missed wake-up costs at most one.
   // Acquire: pairs with leave_light_mode()'s release store (a 0 read here means every light
-  // commit is visible to the re-check below); a 1 is Dekker with enter_light_mode()'s fence.
-  Clock::time_point sleep_until = deadline;
-  if (sleep && h.light_producer.load(std::memory_order_acquire) != 0 && !heavy_barrier()) {
-    sleep_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+  // commit is visible to the caller's re-check); a 1 is Dekker with enter_light_mode()'s fence.
+  if (h.light_producer.load(std::memory_order_acquire) != 0 && !heavy_barrier()) {
+    return Announced::kUnsure;
   }
-  // Acquire: pairs with commit()'s release store.
-  if (sleep && load_committed(h) < target) {
-    FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
-    size_t count = 2;
-    if (also.word != nullptr) watches[count++] = also;
-    futex_wait(std::span(watches, count), sleep_until);
-  }
+  return Announced::kSure;
+}
+
+void ReaderCore::withdraw_wait(int who, uint32_t seen) {
   // Awake, we want nothing until we register again. A producer that woke us moved the word
   // past our seen_word, which makes the request match nothing: clearing it then would only
   // take its line back from the producer on the way to our next read. Otherwise (a timeout,
@@ -391,9 +383,29 @@ void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_po
   // the word once more for nobody.
   // Relaxed: a stale value costs at most one spurious wake-up, never a missed one (the next
   // registration stores both fields before its fence).
-  if (page_ != nullptr && h.wait_word.load(std::memory_order_relaxed) == seen) {
+  if (page_ != nullptr && segment_.header().wait_word.load(std::memory_order_relaxed) == seen) {
     page_->wake[who].wanted.store(kNobody, std::memory_order_relaxed);
   }
+}
+
+void ReaderCore::sleep_for_commit(uint64_t target, uint32_t seen, Clock::time_point deadline,
+                                  FutexWatch also, int who) {
+  const SegmentHeader& h = segment_.header();
+  // Without a page nobody would wake us: sleep in short slices instead.
+  if (page_ == nullptr) deadline = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+  const Announced announced = announce_wait(who, target, seen);
+  Clock::time_point sleep_until = deadline;
+  if (announced == Announced::kUnsure) {
+    sleep_until = std::min(deadline, Clock::now() + std::chrono::milliseconds(1));
+  }
+  // Acquire: pairs with commit()'s release store.
+  if (announced != Announced::kSatisfied && load_committed(h) < target) {
+    FutexWatch watches[3] = {{&h.wait_word, seen, true}, {&closing_, 0, false}};
+    size_t count = 2;
+    if (also.word != nullptr) watches[count++] = also;
+    futex_wait(std::span(watches, count), sleep_until);
+  }
+  withdraw_wait(who, seen);
 }
 
 ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uint32_t>* word,
@@ -421,17 +433,13 @@ ReaderCore::ArmResult ReaderCore::arm_watch(uint64_t target, uint32_t& seen, boo
   // loaded before the length and state below.
   if (!keep_seen) seen = h.wait_word.load(std::memory_order_acquire);
   if (load_committed(h) >= target || load_state(h) != StreamState::kOpen) return ArmResult::kReady;
-  WakeRequest& request = page_->wake[kWakeWatcher];
-  request.seen_word.store(seen, std::memory_order_relaxed);  // published by the release below
-  // Release: pairs with the producer's acquire load in anyone_wants(); seen_word comes with it.
-  request.wanted.store(target, std::memory_order_release);
-  // Dekker with the producer's fence in commit(), as in sleep_for_commit().
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  // Acquire: pairs with leave_light_mode()'s release store, as in sleep_for_commit().
-  bool sure = h.light_producer.load(std::memory_order_acquire) == 0 || heavy_barrier();
+  const Announced announced = announce_wait(kWakeWatcher, target, seen);
   // Acquire: pairs with commit()'s release store (and close()'s of the state).
-  if (load_committed(h) >= target || load_state(h) != StreamState::kOpen) return ArmResult::kReady;
-  return sure ? ArmResult::kArmed : ArmResult::kUnsure;
+  if (announced == Announced::kSatisfied || load_committed(h) >= target ||
+      load_state(h) != StreamState::kOpen) {
+    return ArmResult::kReady;
+  }
+  return announced == Announced::kSure ? ArmResult::kArmed : ArmResult::kUnsure;
 }
 
 std::array<FutexWatch, 2> ReaderCore::watch_words(uint32_t seen) const {
@@ -440,11 +448,7 @@ std::array<FutexWatch, 2> ReaderCore::watch_words(uint32_t seen) const {
 
 void ReaderCore::disarm_watch(uint32_t seen) {
   OpGuard guard(this);
-  if (!guard.admitted() || page_ == nullptr) return;
-  // Relaxed, as in sleep_for_commit(): a stale value costs at most one spurious wake-up.
-  if (segment_.header().wait_word.load(std::memory_order_relaxed) == seen) {
-    page_->wake[kWakeWatcher].wanted.store(kNobody, std::memory_order_relaxed);
-  }
+  if (guard.admitted()) withdraw_wait(kWakeWatcher, seen);
 }
 
 void ReaderCore::publish_position_now() {

@@ -126,6 +126,14 @@ class ReaderCore {
   class OpGuard;
   // wait_until() for a caller that already holds an admitted OpGuard.
   Status wait_admitted(uint64_t target, Clock::time_point deadline, const Cancellation* cancel);
+  // Registers `target` (for wait-word value `seen`) in our page's wake request `who`, then the
+  // Dekker fence: kSatisfied if the length reached the target meanwhile (no sleep needed);
+  // else kSure if the producer will see the request (a heavy barrier if it is light), kUnsure
+  // if it might not (no membarrier: sleep in short slices).
+  enum class Announced { kSatisfied, kSure, kUnsure };
+  Announced announce_wait(int who, uint64_t target, uint32_t seen);
+  // Awake: clears request `who` unless the producer's wake made it stale.
+  void withdraw_wait(int who, uint32_t seen);
   // Sleeps (at most until `deadline`) unless the committed length reached `target`, after
   // registering `target` with the producer in our page's wake request `who` (kWakeOwn, or
   // kWakeWatcher for watch(), which may sleep while the owner thread does); wakes when the
