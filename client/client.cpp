@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "client/connection.hpp"
+#include "client/testing.hpp"
 #include "client/watcher.hpp"
 #include "shm/naming.hpp"
 #include "shm/producer_core.hpp"
@@ -162,6 +163,7 @@ struct Grant {
   int side_fd = -1;
   uint32_t slot = 0;              // readers: their slot in the reader table
   std::string segment_path = {};  // producers: where their readers' pages lie (beside it)
+  uint64_t session = 0;           // LoopState::session the reply came in
 };
 
 // The fd that rode along with `cap`, duplicated: the received one is owned by the capability's
@@ -182,14 +184,18 @@ kj::Promise<Grant> take_grant(LoopState& loop, Status status, capnp::Capability:
                               capnp::Capability::Client side_file, uint32_t slot = 0,
                               std::string segment_path = {}) {
   if (!status.ok()) return Grant{status};
+  // The reply came over this session (before any disconnection that follows it).
+  const uint64_t session = loop.session;
   auto fds = kj::heapArrayBuilder<kj::Promise<int>>(2);
   fds.add(take_fd(cap));
   fds.add(take_fd(kj::mv(side_file)));
   return kj::joinPromises(fds.finish())
-      .then([&loop, cap = kj::mv(cap), slot,
+      .then([&loop, cap = kj::mv(cap), slot, session,
              path = std::move(segment_path)](kj::Array<int> got) mutable -> Grant {
         if (got[0] >= 0 && got[1] >= 0) {
-          return Grant{Status(), loop.hold(kj::mv(cap)), got[0], got[1], slot, std::move(path)};
+          return Grant{
+              Status(), loop.hold(kj::mv(cap), session), got[0], got[1], slot, std::move(path),
+              session};
         }
         for (int fd : got) {
           if (fd >= 0) ::close(fd);
@@ -226,7 +232,7 @@ struct Producer::Impl {
     // Tell the daemon too, so that dropping the capability later is not taken for a death.
     auto remote =
         connection->run<Answer>(clean ? "close" : "abort", [this, clean](LoopState& loop) {
-          auto cap = loop.capabilities.at(handle).castAs<proto::Producer>();
+          auto cap = loop.capabilities.at(handle).cap.castAs<proto::Producer>();
           auto finish = [](auto response) { return Answer{from_proto(response.getStatus())}; };
           if (clean) return cap.closeRequest().send().then(kj::mv(finish));
           return cap.abortRequest().send().then(kj::mv(finish));
@@ -431,6 +437,7 @@ struct Granted {
   shm::ReaderSet readers;   // a producer's
   shm::ReaderPageMap page;  // a reader's
   uint32_t slot;
+  uint64_t session;  // LoopState::session it was granted in
 };
 
 // The owner of a file the daemon sent as `what`, checked: a regular file, owned by one of
@@ -452,6 +459,11 @@ Result<uid_t> received_file_owner(int fd, const std::string& described, const ch
   return Status(ErrorCode::kProtocol,
                 fmt::format("{}: the daemon sent a {} owned by uid {}, not by the stream's owner",
                             described, what, st.st_uid));
+}
+
+std::function<void()>& after_grant_hook() {
+  static std::function<void()> hook;
+  return hook;
 }
 
 // Sends a create or open request (built by `send`), keeps the capability of the reply and maps
@@ -482,7 +494,8 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
                      ? shm::Segment::map(grant->fd, access, shm::MapExtent::kWhole, described)
                      : Result<shm::Segment>(received);
   Status side = segment.status();
-  Granted out{grant->handle, shm::Segment(), shm::ReaderSet(), shm::ReaderPageMap(), grant->slot};
+  Granted out{grant->handle,        shm::Segment(), shm::ReaderSet(),
+              shm::ReaderPageMap(), grant->slot,    grant->session};
   if (segment.ok()) {
     const uint64_t id = segment->header().stream_id;
     if (access == shm::Access::kReadWrite) {
@@ -506,10 +519,13 @@ Result<Granted> acquire(Connection& connection, const char* what, const std::str
     return side;
   }
   out.segment = std::move(segment).value();
+  if (after_grant_hook()) after_grant_hook()();
   return out;
 }
 
 }  // namespace
+
+void testing::set_after_grant(std::function<void()> hook) { after_grant_hook() = std::move(hook); }
 
 Result<Producer> Client::create(std::string_view name, const CreateOptions& options) {
   return acquire_producer(name, &options);
@@ -563,7 +579,8 @@ Result<Producer> Client::acquire_producer(std::string_view name, const CreateOpt
                          shm::Access::kReadWrite, send);
   if (!granted.ok()) return naming_daemon(granted.status(), *connection_);
   connection_->remember(granted->handle,
-                        Reattach{true, owned, granted->segment.header().stream_id, 0});
+                        Reattach{true, owned, granted->segment.header().stream_id, 0},
+                        granted->session);
   return Producer(std::make_unique<Producer::Impl>(connection_, granted->handle, owned,
                                                    std::move(granted->segment),
                                                    std::move(granted->readers)));
@@ -587,7 +604,8 @@ Result<Reader> Client::open(std::string_view name, const OpenOptions& options) {
   });
   if (!granted.ok()) return naming_daemon(granted.status(), *connection_);
   connection_->remember(granted->handle,
-                        Reattach{false, owned, granted->segment.header().stream_id, granted->slot});
+                        Reattach{false, owned, granted->segment.header().stream_id, granted->slot},
+                        granted->session);
   return Reader(std::make_unique<Reader::Impl>(
       connection_, granted->handle, owned, std::move(granted->segment), std::move(granted->page),
       !options.cursor.empty(), options.commit == CommitMode::kAuto));

@@ -218,38 +218,50 @@ kj::Own<Session> open_session(kj::AsyncIoContext& io, int fd, LoopState& state) 
   auto host = message.initRoot<capnp::rpc::twoparty::VatId>();
   host.setSide(capnp::rpc::twoparty::Side::SERVER);
   state.control = session->rpc->bootstrap(host).castAs<proto::Control>();
+  ++state.session;
   return session;
 }
 
-// Takes back, from a new daemon, each capability remembered for reattachment; a capability
-// the daemon refuses (its stream was removed meanwhile) stays broken: calls on it fail.
+// Takes capability `handle` back from the daemon of the current session; one the daemon
+// refuses (its stream was removed meanwhile) stays broken: calls on it fail.
+kj::Promise<void> reattach_one(LoopState& state, uint64_t handle, const Reattach& how) {
+  auto held = state.capabilities.find(handle);
+  if (held == state.capabilities.end()) return kj::READY_NOW;
+  held->second.session = state.session;  // asked for in this session: not again in it
+  // Puts the capability of a granted reply (status code 0) in place of the broken one.
+  auto replace = [&state, handle](bool granted, capnp::Capability::Client cap) {
+    auto it = state.capabilities.find(handle);
+    if (granted && it != state.capabilities.end()) it->second.cap = kj::mv(cap);
+  };
+  if (how.producer) {
+    auto request = state.control.reattachProducerRequest();
+    request.setName(how.name);
+    request.setStreamId(how.stream_id);
+    return request.send().then(
+        [replace](auto response) {
+          replace(response.getStatus().getCode() == 0, response.getProducer());
+        },
+        [](kj::Exception&&) {});
+  }
+  auto request = state.control.reattachReaderRequest();
+  request.setName(how.name);
+  request.setStreamId(how.stream_id);
+  request.setSlot(how.slot);
+  return request.send().then(
+      [replace](auto response) {
+        replace(response.getStatus().getCode() == 0, response.getReader());
+      },
+      [](kj::Exception&&) {});
+}
+
+// Takes back, from a new daemon, each capability remembered for reattachment that this
+// session does not hold yet.
 kj::Promise<void> reattach_all(LoopState& state) {
   auto requests = kj::heapArrayBuilder<kj::Promise<void>>(state.reattach.size());
   for (const auto& [handle, how] : state.reattach) {
-    // Puts the capability of a granted reply (status code 0) in place of the broken one.
-    auto replace = [&state, handle = handle](bool granted, capnp::Capability::Client cap) {
-      auto it = state.capabilities.find(handle);
-      if (granted && it != state.capabilities.end()) it->second = kj::mv(cap);
-    };
-    if (how.producer) {
-      auto request = state.control.reattachProducerRequest();
-      request.setName(how.name);
-      request.setStreamId(how.stream_id);
-      requests.add(request.send().then(
-          [replace](auto response) {
-            replace(response.getStatus().getCode() == 0, response.getProducer());
-          },
-          [](kj::Exception&&) {}));
-    } else {
-      auto request = state.control.reattachReaderRequest();
-      request.setName(how.name);
-      request.setStreamId(how.stream_id);
-      request.setSlot(how.slot);
-      requests.add(request.send().then(
-          [replace](auto response) {
-            replace(response.getStatus().getCode() == 0, response.getReader());
-          },
-          [](kj::Exception&&) {}));
+    auto held = state.capabilities.find(handle);
+    if (held != state.capabilities.end() && held->second.session != state.session) {
+      requests.add(reattach_one(state, handle, how));
     }
   }
   return kj::joinPromises(requests.finish());
@@ -279,6 +291,7 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
         std::lock_guard lock(mutex_);
         batch.swap(jobs_);
         stopping = stopping_;
+        session_ = state.session;  // remember() decides by it whether to wake us
       }
       for (auto& job : batch) tasks.add(job(state));
       return stopping;
@@ -338,11 +351,15 @@ void Connection::thread_main(int fd, std::promise<void>* ready) {
   stopping_ = true;  // in case the loop died on its own: later submits fail fast
 }
 
-bool Connection::submit(bool wake, Job job) {
+bool Connection::submit(Job job, uint64_t quiet_in) {
+  bool wake;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return false;
     jobs_.push_back(std::move(job));
+    // Under the lock that run_jobs() takes after a reconnection made a new session: either it
+    // finds this job queued, or we find the new session here.
+    wake = quiet_in == 0 || quiet_in != session_;
   }
   if (!wake) return true;
   uint64_t one = 1;
@@ -363,24 +380,33 @@ Connection::~Connection() {
 }
 
 void Connection::release(uint64_t handle) {
-  submit(/*wake=*/true, [handle](LoopState& loop) {
+  submit([handle](LoopState& loop) {
     loop.capabilities.erase(handle);
     loop.reattach.erase(handle);
     return kj::Promise<void>(kj::READY_NOW);
   });
 }
 
-void Connection::remember(uint64_t handle, std::optional<Reattach> how) {
-  // Only a reconnection reads it: queued without waking the loop thread (one wake-up less per
-  // create and open); the next job, or a reconnection, runs it first.
-  submit(/*wake=*/false, [handle, how = std::move(how)](LoopState& loop) {
-    if (!how) {
-      loop.reattach.erase(handle);
-    } else if (loop.capabilities.count(handle) != 0) {
-      loop.reattach[handle] = *how;
-    }
-    return kj::Promise<void>(kj::READY_NOW);
-  });
+void Connection::remember(uint64_t handle, std::optional<Reattach> how, uint64_t granted_in) {
+  // Only a reconnection reads it: queued without waking the loop thread while the session it
+  // was granted in lasts (one wake-up less per create and open); the next job, or a
+  // reconnection, runs it first.
+  const uint64_t quiet_in = how ? granted_in : 0;
+  submit(
+      [handle, how = std::move(how)](LoopState& loop) {
+        auto held = loop.capabilities.find(handle);
+        if (!how) {
+          loop.reattach.erase(handle);
+        } else if (held != loop.capabilities.end()) {
+          loop.reattach[handle] = *how;
+          // The daemon that granted it died between its reply and now, and the reconnection's
+          // reattachment went by without it: taken back now, or the new daemon lets its slot go
+          // (a block ring's producer would then overwrite what this reader has yet to read).
+          if (held->second.session != loop.session) return reattach_one(loop, handle, *how);
+        }
+        return kj::Promise<void>(kj::READY_NOW);
+      },
+      quiet_in);
 }
 
 Status Connection::exception_status(const char* what, const kj::Exception& e) const {

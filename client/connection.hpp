@@ -35,14 +35,22 @@ struct Reattach {
   uint32_t slot = 0;  // readers
 };
 
+// A capability the loop holds, and the connection to the daemon it belongs to.
+struct Held {
+  capnp::Capability::Client cap;
+  uint64_t session = 0;  // LoopState::session when it was granted or last reattached
+};
+
 // What the loop thread owns; touched only on that thread.
 struct LoopState {
   proto::Control::Client control{nullptr};
-  std::map<uint64_t, capnp::Capability::Client> capabilities;
+  uint64_t session = 0;  // the connection to the daemon now, counted from 1
+  std::map<uint64_t, Held> capabilities;
   std::map<uint64_t, Reattach> reattach;  // by capability handle
   uint64_t next_handle = 1;
-  uint64_t hold(capnp::Capability::Client cap) {
-    capabilities.emplace(next_handle, kj::mv(cap));
+  // Keeps `cap`, granted over connection `granted_in`, under a new handle.
+  uint64_t hold(capnp::Capability::Client cap, uint64_t granted_in) {
+    capabilities.emplace(next_handle, Held{kj::mv(cap), granted_in});
     return next_handle++;
   }
 };
@@ -65,8 +73,10 @@ class Connection {
   // Drops a capability held by handle (its server-side effects: reader uncounted, etc.).
   // Does not wait.
   void release(uint64_t handle);
-  // Reattaches capability `handle` after a reconnection, or (nullopt) no longer.
-  void remember(uint64_t handle, std::optional<Reattach> how);
+  // Reattaches capability `handle` after a reconnection, or (nullopt) no longer. `granted_in`
+  // is the session it was granted in (LoopState::session): if the connection was lost and
+  // made again since, the reconnection went by without it and it is reattached at once.
+  void remember(uint64_t handle, std::optional<Reattach> how, uint64_t granted_in = 0);
   // Reconnections so far (for tests and diagnostics).
   uint64_t reconnections() const { return reconnections_.load(std::memory_order_relaxed); }
   const std::string& socket_path() const { return socket_path_; }
@@ -75,9 +85,10 @@ class Connection {
   using Job = std::function<kj::Promise<void>(LoopState&)>;
   Connection() = default;
   Status exception_status(const char* what, const kj::Exception& e) const;
-  // Queues a job for the loop thread, waking it (or not: the job then runs with the next one
-  // or on a reconnection); false if the loop has ended.
-  bool submit(bool wake, Job job);
+  // Queues a job for the loop thread and wakes it; or, while the connection is still session
+  // `quiet_in` (LoopState::session; 0 is none), leaves it to run with the next job or first
+  // thing on a reconnection. False if the loop has ended.
+  bool submit(Job job, uint64_t quiet_in = 0);
   void thread_main(int fd, std::promise<void>* ready);
 
   std::string socket_path_;
@@ -90,6 +101,7 @@ class Connection {
   std::condition_variable done_;  // signalled when a job's result is stored
   std::deque<Job> jobs_;
   bool stopping_ = false;
+  uint64_t session_ = 0;  // LoopState::session as of the loop's last look at jobs_
 };
 
 template <typename T>
@@ -102,7 +114,7 @@ Result<T> Connection::run(const char* what, std::function<kj::Promise<T>(LoopSta
     slot.emplace(std::move(value));
     done_.notify_all();
   };
-  bool queued = submit(/*wake=*/true, [&](LoopState& loop) {
+  bool queued = submit([&](LoopState& loop) {
     return kj::evalNow([&] { return fn(loop); })
         .then([&](T value) { store(Result<T>(std::move(value))); },
               [&](kj::Exception&& e) { store(Result<T>(exception_status(what, e))); });

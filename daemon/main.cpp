@@ -221,6 +221,10 @@ int main(int argc, char** argv) {
   app.add_option("--stall-limit-ms", limits.stall_limit_ms,
                  "Drop a client that leaves a reply unread this long")
       ->capture_default_str();
+  app.add_option("--reattach-grace-ms", limits.reattach_grace_ms,
+                 "After a restart, how long the readers of the previous daemon have to come "
+                 "back before their ring slots are freed")
+      ->capture_default_str();
   uint64_t log_max_bytes = 10 << 20;
   app.add_option("--log-max-bytes", log_max_bytes,
                  "Without --foreground: past this size the log file becomes SOCKET.log.1 "

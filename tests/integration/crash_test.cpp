@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "client/testing.hpp"
 #include "shmstream/client.hpp"
 #include "support/harness.hpp"
 
@@ -159,6 +160,63 @@ TEST(DaemonCrash, AReaderThatDiesWhileNoDaemonRunsFreesItsSlot) {
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(producer.append(buf, 5s).ok()) << i;
   ASSERT_TRUE(producer.close().ok());
   ASSERT_TRUE(client.remove("ring").ok());
+}
+
+// The daemon dies after it granted an open (or a create) and before the client remembered the
+// grant for reattachment: the client's reconnection has already taken back what it knew, without
+// this one. The client still takes it back from the new daemon; otherwise the daemon lets the
+// reader's slot go after its grace, and a block ring's producer overwrites what the reader has
+// yet to read (the soak found this under ASan).
+TEST(DaemonCrash, AGrantRepliedJustBeforeTheDaemonDiedIsStillTakenBack) {
+  // Each new daemon frees unclaimed slots of the last one's readers after 2 s.
+  TestDaemon daemon({"--reattach-grace-ms", "2000"});
+  auto client = connect_to(daemon);
+  auto other = connect_to(daemon);  // the client whose grants race the crash
+  CreateOptions ring;
+  ring.retention = Retention::kBlock;
+  ring.ring_capacity = 64 * 1024;
+  auto producer = client.create("ring", ring).value();
+  int crashes = 0;
+  testing::set_after_grant([&] {
+    ++crashes;
+    daemon.crash_and_restart();
+    // Our reconnection, with its reattachment, is done once a request goes through again.
+    EXPECT_TRUE(eventually([&] { return other.list().ok(); }, 15s));
+  });
+  auto reader = other.open("ring");
+  ASSERT_EQ(crashes, 1);
+  ASSERT_TRUE(reader.ok()) << reader.status().to_string();
+  ASSERT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
+  // The new daemon counts the reader again: it took its slot back.
+  EXPECT_TRUE(eventually(
+      [&] {
+        auto info = client.stat("ring");
+        return info.ok() && info->readers == 1;
+      },
+      5s));
+  // And the producer holds back for it: a ring's worth fits, one byte more waits, past the
+  // grace (which would have freed the slot of a reader that never came back).
+  std::vector<std::byte> buf(64 * 1024);
+  fill_random(kSeed, 0, buf.data(), buf.size());
+  ASSERT_TRUE(producer.append(buf, 5s).ok());
+  const std::byte one[1] = {};
+  EXPECT_EQ(producer.append(one, 2500ms).code(), ErrorCode::kTimeout);
+  EXPECT_EQ(client.stat("ring").value().readers, 1u);
+  std::vector<std::byte> got(buf.size());
+  auto n = reader->read(got, 5s);
+  ASSERT_TRUE(n.ok()) << n.status().to_string();
+  EXPECT_EQ(std::memcmp(got.data(), buf.data(), *n), 0);
+  // A producer granted just before a crash takes its role back too: a removal waits for its close.
+  auto late = other.create("late");
+  testing::set_after_grant(nullptr);
+  ASSERT_EQ(crashes, 2);
+  ASSERT_TRUE(late.ok()) << late.status().to_string();
+  ASSERT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
+  ASSERT_TRUE(client.remove("late").ok());
+  EXPECT_TRUE(
+      eventually([&] { return client.stat("late").ok() && client.stat("late")->removing; }));
+  ASSERT_TRUE(late->close().ok());
+  EXPECT_TRUE(eventually([&] { return !client.stat("late").ok(); }));
 }
 
 }  // namespace
