@@ -57,6 +57,19 @@ bool register_light_barriers() {
   return registered;
 }
 
+bool register_process_barriers() {
+  static const bool registered = [] {
+    long commands = membarrier(MEMBARRIER_CMD_QUERY);
+    return commands > 0 && (commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 &&
+           membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
+  }();
+  return registered;
+}
+
+bool process_barrier() {
+  return register_process_barriers() && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0;
+}
+
 bool heavy_barriers_available() {
   static const bool available = [] {
     long commands = membarrier(MEMBARRIER_CMD_QUERY);

@@ -60,5 +60,10 @@ bool heavy_barriers_available();
 // The rare side's barrier; false if unavailable (the caller must then not rely on it).
 bool heavy_barrier();
 inline void light_barrier() { std::atomic_signal_fence(std::memory_order_seq_cst); }
+// The same within this process (MEMBARRIER_CMD_PRIVATE_EXPEDITED, Linux >= 4.14): registers it
+// (once); true if process_barrier() may be relied on.
+bool register_process_barriers();
+// Makes every running thread of this process execute a full barrier; false if it could not.
+bool process_barrier();
 
 }  // namespace shmstream::shm

@@ -26,15 +26,37 @@ inline void cpu_relax() {
 }  // namespace
 
 // Counts an operation in progress; close() waits until none is. Refuses once close() began.
+// kOwner: an operation of the thread using the reader, counted in owner_active_ (see there).
 class ReaderCore::OpGuard {
  public:
-  explicit OpGuard(ReaderCore* reader) : reader_(reader) {
+  enum Lane { kAny, kOwner };
+  explicit OpGuard(ReaderCore* reader, Lane lane = kAny)
+      : reader_(reader), owner_(lane == kOwner && reader->owner_lane_) {
+    if (owner_) {
+      std::atomic<uint32_t>& n = reader_->owner_active_;
+      // Relaxed: only this thread counts here now. Then a compiler barrier that close()'s
+      // process barrier turns into a full fence: Dekker with close(), as below.
+      n.store(n.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      light_barrier();
+      admitted_ = reader_->closing_.load(std::memory_order_relaxed) == 0;
+      return;
+    }
     // seq_cst with closing_'s load: either close() sees this operation in active_, or this
     // operation sees closing_ set (Dekker pairing with close()).
     reader_->active_.fetch_add(1, std::memory_order_seq_cst);
     admitted_ = reader_->closing_.load(std::memory_order_seq_cst) == 0;
   }
   ~OpGuard() {
+    if (owner_) {
+      std::atomic<uint32_t>& n = reader_->owner_active_;
+      // Release: pairs with close()'s acquire load; our last touch of the mapping precedes unmap.
+      n.store(n.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+      // Relaxed: a hint; close() also re-checks every millisecond (it may miss this wake-up).
+      if (reader_->closing_.load(std::memory_order_relaxed) != 0) {
+        futex_wake_all(&n, /*shared=*/false);
+      }
+      return;
+    }
     // Release: pairs with close()'s acquire load; our last touch of the mapping precedes unmap.
     if (reader_->active_.fetch_sub(1, std::memory_order_release) == 1) {
       reader_->active_.notify_all();
@@ -44,6 +66,7 @@ class ReaderCore::OpGuard {
 
  private:
   ReaderCore* reader_;
+  bool owner_;
   bool admitted_;
 };
 
@@ -53,7 +76,8 @@ ReaderCore::ReaderCore(Segment segment, ReaderPageMap page, bool cursor)
       describe_(segment_.describe()),
       max_data_size_(segment_.max_data_size()),
       ring_(segment_.ring_capacity()),
-      block_ring_(segment_.block_when_full()) {
+      block_ring_(segment_.block_when_full()),
+      owner_lane_(register_process_barriers()) {
   if (page_map_.valid()) {
     page_ = &page_map_.page();
     // Relaxed: our own page; the daemon wrote it before handing it to us.
@@ -88,6 +112,17 @@ void ReaderCore::close() {
   for (int n = active_.load(std::memory_order_acquire); n != 0;
        n = active_.load(std::memory_order_acquire)) {
     active_.wait(n, std::memory_order_acquire);
+  }
+  // Every thread of ours runs a full fence: an owner operation that did not see closing_ is
+  // now seen in owner_active_ (Dekker with OpGuard's compiler barrier). It was registered when
+  // owner_lane_ was set, so it does not fail; if it ever did, the wait below is all we have.
+  if (owner_lane_) process_barrier();
+  // Acquire: pairs with OpGuard's release store. Its wake-up may come before we sleep: we
+  // look again every millisecond.
+  for (uint32_t n = owner_active_.load(std::memory_order_acquire); n != 0;
+       n = owner_active_.load(std::memory_order_acquire)) {
+    const FutexWatch watch{&owner_active_, n, false};
+    futex_wait(std::span(&watch, 1), Clock::now() + std::chrono::milliseconds(1));
   }
   segment_.reset();
   page_map_ = ReaderPageMap();
@@ -459,7 +494,7 @@ void ReaderCore::publish_position_now() {
 Result<size_t> ReaderCore::read_at(uint64_t offset, std::span<std::byte> buf,
                                    Clock::time_point deadline, const Cancellation* cancel) {
   if (buf.empty()) return Status(ErrorCode::kInvalidArgument, describe_ + ": empty buffer");
-  OpGuard guard(this);
+  OpGuard guard(this, OpGuard::kOwner);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
   Status s = wait_admitted(offset + 1, deadline, cancel);
   if (s.code() == ErrorCode::kEndOfStream) return size_t{0};
@@ -515,7 +550,7 @@ Result<std::span<const std::byte>> ReaderCore::next(size_t max, Clock::time_poin
 
 Result<std::span<const std::byte>> ReaderCore::next_once(size_t max, Clock::time_point deadline,
                                                          const Cancellation* cancel) {
-  OpGuard guard(this);
+  OpGuard guard(this, OpGuard::kOwner);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
   if (auto_commit_) commit_delivered();
   // The previous view is done with: the producer of a blocking ring may reuse it.
@@ -560,7 +595,7 @@ Result<std::optional<RecordView>> ReaderCore::next_record_once(Clock::time_point
   if (!segment_.records()) {
     return Status(ErrorCode::kInvalidArgument, describe_ + ": a byte stream has no records");
   }
-  OpGuard guard(this);
+  OpGuard guard(this, OpGuard::kOwner);
   if (!guard.admitted()) return Status(ErrorCode::kInterrupted, describe_ + ": reader closed");
   if (auto_commit_) commit_delivered();
   // The previous record is done with: the producer of a blocking ring may reuse it.

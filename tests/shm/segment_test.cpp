@@ -300,6 +300,45 @@ TEST_F(SegmentTest, ClosingTheReaderWakesABlockedReadInAnotherThread) {
   EXPECT_EQ(r.view(0, 0).status().code(), ErrorCode::kInterrupted);
 }
 
+// The reading thread's operations are counted without locked instructions (close() pays a
+// process-wide barrier instead): close() from another thread in the middle of a stream of
+// reads that never block must still wait for the read in progress, then refuse the next. Under
+// AddressSanitizer a read let through after the unmapping would fault.
+TEST_F(SegmentTest, ClosingTheReaderWhileAnotherThreadReadsWithoutPauseIsSafe) {
+  format();
+  auto p = producer();
+  ASSERT_TRUE(p.append(bytes_of("bytes to read again and again")).ok());
+  for (int round = 0; round < 200; ++round) {
+    auto r = reader();
+    std::atomic<uint64_t> reads{0};
+    Status status;
+    std::thread t([&] {
+      for (;;) {
+        // A copy: a view into the mapping would not outlive the close.
+        char buf[5] = {};
+        auto n = r.read_at(0, std::as_writable_bytes(std::span(buf)), kNoDeadline, nullptr);
+        if (!n.ok()) {
+          status = n.status();
+          return;
+        }
+        if (*n != sizeof(buf) || std::memcmp(buf, "bytes", sizeof(buf)) != 0) {
+          status = Status(ErrorCode::kCorrupt, "wrong bytes");
+          return;
+        }
+        reads.fetch_add(1, std::memory_order_release);
+      }
+    });
+    // Let the reader get going (it never blocks), then close under it.
+    while (reads.load(std::memory_order_acquire) < static_cast<uint64_t>(round % 7) + 1) {
+      std::this_thread::yield();
+    }
+    r.close();
+    t.join();
+    ASSERT_EQ(status.code(), ErrorCode::kInterrupted) << round << ": " << status.to_string();
+    EXPECT_FALSE(r.segment().valid());
+  }
+}
+
 TEST_F(SegmentTest, AbortKeepsCommittedBytesReadableThenReportsItsReason) {
   format();
   auto p = producer();
