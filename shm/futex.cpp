@@ -48,6 +48,12 @@ namespace {
 
 long membarrier(int cmd) { return syscall(SYS_membarrier, cmd, 0u, 0); }
 
+// Whether the kernel offers every membarrier command in `commands` (asked once per process).
+bool membarrier_offers(long commands) {
+  static const long offered = membarrier(MEMBARRIER_CMD_QUERY);
+  return offered > 0 && (offered & commands) == commands;
+}
+
 }  // namespace
 
 bool register_light_barriers() {
@@ -58,11 +64,9 @@ bool register_light_barriers() {
 }
 
 bool register_process_barriers() {
-  static const bool registered = [] {
-    long commands = membarrier(MEMBARRIER_CMD_QUERY);
-    return commands > 0 && (commands & MEMBARRIER_CMD_PRIVATE_EXPEDITED) != 0 &&
-           membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
-  }();
+  static const bool registered = membarrier_offers(MEMBARRIER_CMD_PRIVATE_EXPEDITED |
+                                                   MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) &&
+                                 membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0;
   return registered;
 }
 
@@ -71,12 +75,8 @@ bool process_barrier() {
 }
 
 bool heavy_barriers_available() {
-  static const bool available = [] {
-    long commands = membarrier(MEMBARRIER_CMD_QUERY);
-    return commands > 0 && (commands & MEMBARRIER_CMD_GLOBAL_EXPEDITED) != 0 &&
-           (commands & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) != 0;
-  }();
-  return available;
+  return membarrier_offers(MEMBARRIER_CMD_GLOBAL_EXPEDITED |
+                           MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED);
 }
 
 bool heavy_barrier() {
