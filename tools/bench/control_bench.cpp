@@ -1,6 +1,7 @@
 // Scenario: the control plane. Latency of create, open and close through the daemon, against
-// the floor of any daemon request (a bare request/reply over a Unix socket to another process),
-// and the time to list 4,000 streams, through the API and through `shmstream ls`.
+// the floor of any daemon request (a bare request/reply over a Unix socket to another process)
+// and against a request of ours with nothing to do (stat of a missing name), and the time to
+// list 4,000 streams, through the API and through `shmstream ls`.
 #include <sys/socket.h>
 
 #include <filesystem>
@@ -44,8 +45,9 @@ std::vector<double> socket_round_trips(int count) {
 
 struct ControlSamples {
   std::vector<double> create, close_producer, open, close_reader, remove;
-  double list_ms = 0;    // Client::list() with every stream live
-  double cli_ls_ms = 0;  // `shmstream ls` (a new process: connect, list, print)
+  std::vector<double> request;  // stat of a missing name: a daemon request with nothing to do
+  double list_ms = 0;           // Client::list() with every stream live
+  double cli_ls_ms = 0;         // `shmstream ls` (a new process: connect, list, print)
   size_t listed = 0;
 };
 
@@ -90,6 +92,16 @@ void control_run(const Options& o, int count, ControlSamples* out) {
     }  // the Reader's destructor detaches it from the daemon
     out->close_reader.push_back(since_us(t0));
   }
+  // The floor of any request, in the same state of the daemon: stat of a missing name, with
+  // nothing left over from an earlier request (a reader's release, say) for it to wait behind.
+  for (int i = 0; i < count; ++i) {
+    auto t0 = Clock::now();
+    auto missing = client.stat("ctl-missing");
+    out->request.push_back(since_us(t0));
+    if (missing.ok() || missing.status().code() != shmstream::ErrorCode::kNotFound) {
+      die("stat of a missing stream: " + missing.status().to_string());
+    }
+  }
   auto t0 = Clock::now();
   auto list = take(client.list(), "list");
   out->list_ms = since_us(t0) / 1e3;
@@ -110,7 +122,7 @@ void scenario_control(const Options& o) {
   const int count = o.quick ? 1000 : 4000;
   // The samples come back from the child through shared memory: sized for `count` each.
   const size_t per = static_cast<size_t>(count);
-  SharedSamples shared(per * 5 + 4);
+  SharedSamples shared(per * 6 + 4);
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
@@ -122,9 +134,10 @@ void scenario_control(const Options& o) {
     std::copy(s.open.begin(), s.open.end(), d + 2 * per);
     std::copy(s.close_reader.begin(), s.close_reader.end(), d + 3 * per);
     std::copy(s.remove.begin(), s.remove.end(), d + 4 * per);
-    d[5 * per] = s.list_ms;
-    d[5 * per + 1] = s.cli_ls_ms;
-    d[5 * per + 2] = static_cast<double>(s.listed);
+    std::copy(s.request.begin(), s.request.end(), d + 5 * per);
+    d[6 * per] = s.list_ms;
+    d[6 * per + 1] = s.cli_ls_ms;
+    d[6 * per + 2] = static_cast<double>(s.listed);
     _exit(0);
   }
   int status = 0;
@@ -136,8 +149,8 @@ void scenario_control(const Options& o) {
   };
   Percentiles floor = percentiles(socket_round_trips(count));
   std::string params = "\"streams\":" + std::to_string(count);
-  const char* names[] = {"create", "close_producer", "open", "close_reader", "remove"};
-  for (int i = 0; i < 5; ++i) {
+  const char* names[] = {"create", "close_producer", "open", "close_reader", "remove", "request"};
+  for (int i = 0; i < 6; ++i) {
     Percentiles p = percentiles(slice(i));
     report(o, {"control_plane", std::string(names[i]) + "_p50", "us", p.p50, "unix_round_trip",
                floor.p50, false, params});
@@ -146,10 +159,17 @@ void scenario_control(const Options& o) {
   }
   Percentiles open = percentiles(slice(2));
   report(o, {"control_plane", "open_p50", "us", open.p50, "limit", 100.0, false, params});
-  if (all[5 * per + 2] != count) die("list() did not return every stream");
-  report(o, {"control_plane", "list_all", "ms", all[5 * per], "limit", 1000.0, false, params});
+  // What a request with nothing to do already costs (the client's loop thread, Cap'n Proto, the
+  // daemon's loop): the rest of each figure is the request's own work.
+  Percentiles request = percentiles(slice(5));
+  for (int i : {0, 2, 4}) {
+    report(o, {"control_plane", std::string(names[i]) + "_p50", "us", percentiles(slice(i)).p50,
+               "request_p50", request.p50, false, params});
+  }
+  if (all[6 * per + 2] != count) die("list() did not return every stream");
+  report(o, {"control_plane", "list_all", "ms", all[6 * per], "limit", 1000.0, false, params});
   report(o,
-         {"control_plane", "cli_ls_all", "ms", all[5 * per + 1], "limit", 1000.0, false, params});
+         {"control_plane", "cli_ls_all", "ms", all[6 * per + 1], "limit", 1000.0, false, params});
 }
 
 }  // namespace shmstream::bench

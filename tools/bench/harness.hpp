@@ -287,19 +287,91 @@ inline void report(const Options& o, const Figure& f) {
 }
 
 // Runs each measurement `repeat` times, alternating between them (so that a noisy phase of the
-// machine hits all of them alike), and returns each one's median.
-inline std::vector<double> medians(const Options& o,
-                                   const std::vector<std::function<double()>>& runs) {
+// machine hits all of them alike), and returns each one's figures in the order they ran.
+inline std::vector<std::vector<double>> alternating_runs(
+    const Options& o, const std::vector<std::function<double()>>& runs) {
   std::vector<std::vector<double>> samples(runs.size());
   for (int r = 0; r < o.repeat; ++r) {
     for (size_t i = 0; i < runs.size(); ++i) samples[i].push_back(runs[i]());
   }
+  return samples;
+}
+
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// alternating_runs(), reduced to each measurement's median.
+inline std::vector<double> medians(const Options& o,
+                                   const std::vector<std::function<double()>>& runs) {
   std::vector<double> out;
-  for (auto& v : samples) {
-    std::sort(v.begin(), v.end());
-    out.push_back(v[v.size() / 2]);
+  for (auto& v : alternating_runs(o, runs)) out.push_back(median(std::move(v)));
+  return out;
+}
+
+// Where the host has put the guest's two vCPUs decides the figures of transfers between them:
+// the one-way latency of a cache line between two processes, median of 2,000 (latency_bench.cpp).
+// This guest shows two values, 65-70 ns (near) and 255-275 ns (far), and moves between them.
+double line_latency_ns();
+inline constexpr double kNearLineNs = 150;
+
+// alternating_runs() with the placement measured just before each run.
+struct PlacedRuns {
+  std::vector<std::vector<double>> figures;  // [measurement][run]
+  std::vector<std::vector<double>> line_ns;  // line_latency_ns() before each of them
+};
+
+inline PlacedRuns placed_runs(const Options& o, const std::vector<std::function<double()>>& runs) {
+  PlacedRuns out{std::vector<std::vector<double>>(runs.size()),
+                 std::vector<std::vector<double>>(runs.size())};
+  for (int r = 0; r < o.repeat; ++r) {
+    for (size_t i = 0; i < runs.size(); ++i) {
+      out.line_ns[i].push_back(line_latency_ns());
+      out.figures[i].push_back(runs[i]());
+    }
   }
   return out;
+}
+
+// The figures of measurement `i` in runs whose vCPUs were near (or far) apart.
+inline std::vector<double> placed(const PlacedRuns& runs, size_t i, bool near) {
+  std::vector<double> out;
+  for (size_t r = 0; r < runs.figures[i].size(); ++r) {
+    if ((runs.line_ns[i][r] < kNearLineNs) == near) out.push_back(runs.figures[i][r]);
+  }
+  return out;
+}
+
+// A JSON array of figures, for a report's params ("name":[1.5,2.25]).
+inline std::string json_array(const std::string& name, const std::vector<double>& values) {
+  std::string out = "\"" + name + "\":[";
+  for (size_t i = 0; i < values.size(); ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%s%.4g", i == 0 ? "" : ",", values[i]);
+    out += buf;
+  }
+  return out + "]";
+}
+
+// Reports f.scenario + "_near_cpus" and "_far_cpus": the median of measurement `value` over the
+// runs of that placement, against measurement `baseline` over the same placement's runs (or all
+// of its runs, if none had it). A placement no run of `value` had is left out.
+inline void report_by_placement(const Options& o, const Figure& f, const PlacedRuns& runs,
+                                size_t value, size_t baseline) {
+  for (bool near : {true, false}) {
+    std::vector<double> mine = placed(runs, value, near);
+    if (mine.empty()) continue;
+    std::vector<double> theirs = placed(runs, baseline, near);
+    if (theirs.empty()) theirs = runs.figures[baseline];
+    Figure g = f;
+    g.scenario += near ? "_near_cpus" : "_far_cpus";
+    g.value = median(mine);
+    g.baseline_value = median(theirs);
+    g.params +=
+        (g.params.empty() ? "" : ",") + std::string("\"runs\":") + std::to_string(mine.size());
+    report(o, g);
+  }
 }
 
 inline double gbps(uint64_t bytes, double seconds) {
@@ -362,5 +434,10 @@ void scenario_memory(const Options& o);              // memory_bench.cpp
 void scenario_iceoryx(const Options& o);
 void scenario_control(const Options& o);
 void scenario_bridge(const Options& o);
+
+// The shared-memory floor (floor_bench.cpp): the same transfers through a bare ring in shared
+// memory, no library. Bytes: GB/s to `readers` readers; records: records per second.
+double floor_fanout(const Options& o, int readers);
+double floor_records(const Options& o, uint64_t count, size_t record_bytes);
 
 }  // namespace shmstream::bench

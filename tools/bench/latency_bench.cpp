@@ -188,11 +188,10 @@ std::vector<double> futex_pingpong(const Options& o) {
 }
 
 // Baseline for busy-polling: two processes bounce a counter through two shared cache lines.
-std::vector<double> spin_pingpong(const Options& o) {
+std::vector<double> spin_pingpong(int n) {
   void* page = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   auto* ping = new (page) std::atomic<uint64_t>{0};
   auto* pong = new (static_cast<char*>(page) + 128) std::atomic<uint64_t>{0};
-  const int n = o.latency_samples;
   SharedSamples samples(n);
   std::vector<std::function<double(int)>> bodies;
   bodies.push_back([&](int go_fd) {
@@ -222,10 +221,12 @@ std::vector<double> spin_pingpong(const Options& o) {
 
 }  // namespace
 
+double line_latency_ns() { return percentiles(spin_pingpong(2000)).p50; }
+
 void scenario_latency_spin(const Options& o) {
   std::string params = "\"samples\":" + std::to_string(o.latency_samples) + ",\"message\":8";
   auto shm = percentiles(dumped(o, "busy_poll_shmstream", stream_pingpong(o, PingWait::kSpin)));
-  auto raw = percentiles(dumped(o, "busy_poll_cacheline", spin_pingpong(o)));
+  auto raw = percentiles(dumped(o, "busy_poll_cacheline", spin_pingpong(o.latency_samples)));
   report(o, {"latency_busy_poll", "one_way_p50", "us", shm.p50 / 1e3, "cacheline_pingpong",
              raw.p50 / 1e3, false, params});
   report(o, {"latency_busy_poll", "one_way_p99", "us", shm.p99 / 1e3, "cacheline_pingpong",
