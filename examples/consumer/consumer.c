@@ -46,8 +46,9 @@ int main(void) {
     }
   }
   shmstream_reader_free(reader);
-  check(shmstream_remove(client, name, 0), "remove");
+  int removed = check(shmstream_remove(client, name, 0), "remove");
   shmstream_client_free(client);
+  if (!removed) return 1;
   printf("consumer_c: %zu bytes written and read back intact\n", got);
   return got == kTotal ? 0 : 1;
 }

@@ -27,7 +27,10 @@ int main() {
       return 1;
     }
   }
-  producer->close();
+  if (auto s = producer->close(); !s.ok()) {
+    std::fprintf(stderr, "consumer_cpp: %s\n", s.to_string().c_str());
+    return 1;
+  }
 
   auto reader = client->open(name);
   if (!reader) {
@@ -50,7 +53,10 @@ int main() {
       ++got;
     }
   }
-  client->remove(name);
+  if (auto s = client->remove(name); !s.ok()) {
+    std::fprintf(stderr, "consumer_cpp: %s\n", s.to_string().c_str());
+    return 1;
+  }
   std::printf("consumer_cpp: %zu bytes written and read back intact\n", got);
   return got == total ? 0 : 1;
 }
