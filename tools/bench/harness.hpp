@@ -286,15 +286,32 @@ inline void report(const Options& o, const Figure& f) {
   std::fflush(stdout);
 }
 
+// Where the host has put the guest's two vCPUs decides the figures of transfers between them:
+// the one-way latency of a cache line between two processes, median of 2,000 (latency_bench.cpp).
+// This guest shows two ranges, 55-75 ns (near) and 195-290 ns (far), and moves between them.
+double line_latency_ns();
+inline constexpr double kNearLineNs = 150;
+
+// Each measurement's figures in the order they ran and, if asked for, the placement measured
+// just before each run.
+struct Runs {
+  std::vector<std::vector<double>> figures;  // [measurement][run]
+  std::vector<std::vector<double>> line_ns;  // line_latency_ns() before each (with `placement`)
+};
+
 // Runs each measurement `repeat` times, alternating between them (so that a noisy phase of the
-// machine hits all of them alike), and returns each one's figures in the order they ran.
-inline std::vector<std::vector<double>> alternating_runs(
-    const Options& o, const std::vector<std::function<double()>>& runs) {
-  std::vector<std::vector<double>> samples(runs.size());
+// machine hits all of them alike).
+inline Runs alternating_runs(const Options& o, const std::vector<std::function<double()>>& runs,
+                             bool placement = false) {
+  Runs out{std::vector<std::vector<double>>(runs.size()),
+           std::vector<std::vector<double>>(runs.size())};
   for (int r = 0; r < o.repeat; ++r) {
-    for (size_t i = 0; i < runs.size(); ++i) samples[i].push_back(runs[i]());
+    for (size_t i = 0; i < runs.size(); ++i) {
+      if (placement) out.line_ns[i].push_back(line_latency_ns());
+      out.figures[i].push_back(runs[i]());
+    }
   }
-  return samples;
+  return out;
 }
 
 inline double median(std::vector<double> v) {
@@ -306,36 +323,12 @@ inline double median(std::vector<double> v) {
 inline std::vector<double> medians(const Options& o,
                                    const std::vector<std::function<double()>>& runs) {
   std::vector<double> out;
-  for (auto& v : alternating_runs(o, runs)) out.push_back(median(std::move(v)));
-  return out;
-}
-
-// Where the host has put the guest's two vCPUs decides the figures of transfers between them:
-// the one-way latency of a cache line between two processes, median of 2,000 (latency_bench.cpp).
-// This guest shows two values, 65-70 ns (near) and 255-275 ns (far), and moves between them.
-double line_latency_ns();
-inline constexpr double kNearLineNs = 150;
-
-// alternating_runs() with the placement measured just before each run.
-struct PlacedRuns {
-  std::vector<std::vector<double>> figures;  // [measurement][run]
-  std::vector<std::vector<double>> line_ns;  // line_latency_ns() before each of them
-};
-
-inline PlacedRuns placed_runs(const Options& o, const std::vector<std::function<double()>>& runs) {
-  PlacedRuns out{std::vector<std::vector<double>>(runs.size()),
-                 std::vector<std::vector<double>>(runs.size())};
-  for (int r = 0; r < o.repeat; ++r) {
-    for (size_t i = 0; i < runs.size(); ++i) {
-      out.line_ns[i].push_back(line_latency_ns());
-      out.figures[i].push_back(runs[i]());
-    }
-  }
+  for (auto& v : alternating_runs(o, runs).figures) out.push_back(median(std::move(v)));
   return out;
 }
 
 // The figures of measurement `i` in runs whose vCPUs were near (or far) apart.
-inline std::vector<double> placed(const PlacedRuns& runs, size_t i, bool near) {
+inline std::vector<double> placed(const Runs& runs, size_t i, bool near) {
   std::vector<double> out;
   for (size_t r = 0; r < runs.figures[i].size(); ++r) {
     if ((runs.line_ns[i][r] < kNearLineNs) == near) out.push_back(runs.figures[i][r]);
@@ -354,11 +347,18 @@ inline std::string json_array(const std::string& name, const std::vector<double>
   return out + "]";
 }
 
+// Measurement `i`'s figures and placements, for a report's params ("<name>_runs":[...],
+// "<name>_line_ns":[...]).
+inline std::string json_runs(const std::string& name, const Runs& runs, size_t i) {
+  return json_array(name + "_runs", runs.figures[i]) + "," +
+         json_array(name + "_line_ns", runs.line_ns[i]);
+}
+
 // Reports f.scenario + "_near_cpus" and "_far_cpus": the median of measurement `value` over the
 // runs of that placement, against measurement `baseline` over the same placement's runs (or all
 // of its runs, if none had it). A placement no run of `value` had is left out.
-inline void report_by_placement(const Options& o, const Figure& f, const PlacedRuns& runs,
-                                size_t value, size_t baseline) {
+inline void report_by_placement(const Options& o, const Figure& f, const Runs& runs, size_t value,
+                                size_t baseline) {
   for (bool near : {true, false}) {
     std::vector<double> mine = placed(runs, value, near);
     if (mine.empty()) continue;

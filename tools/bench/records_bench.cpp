@@ -161,19 +161,18 @@ void scenario_records(const Options& o) {
   const uint64_t count = o.quick ? 2'000'000 : 20'000'000;
   std::string params =
       "\"records\":" + std::to_string(count) + ",\"record_bytes\":" + std::to_string(kRecordSize);
-  auto runs = placed_runs(o, {[&] { return stream_records(o, count) / 1e6; },
-                              [&] { return seqpacket_records(count) / 1e6; },
-                              [&] { return floor_records(o, count, kRecordSize) / 1e6; }});
+  auto runs = alternating_runs(o,
+                               {[&] { return stream_records(o, count) / 1e6; },
+                                [&] { return seqpacket_records(count) / 1e6; },
+                                [&] { return floor_records(o, count, kRecordSize) / 1e6; }},
+                               /*placement=*/true);
   double shm = median(runs.figures[0]), seqpacket = median(runs.figures[1]),
          floor = median(runs.figures[2]);
   report(o,
          {"records_64B", "records_per_s", "M/s", shm, "unix_seqpacket", seqpacket, true, params});
   // Each run's figures and placement, in the order they ran, then each placement on its own.
   report(o, {"records_64B", "records_per_s", "M/s", shm, "shared_ring_floor", floor, true,
-             params + "," + json_array("shmstream_runs", runs.figures[0]) + "," +
-                 json_array("shmstream_line_ns", runs.line_ns[0]) + "," +
-                 json_array("floor_runs", runs.figures[2]) + "," +
-                 json_array("floor_line_ns", runs.line_ns[2])});
+             params + "," + json_runs("shmstream", runs, 0) + "," + json_runs("floor", runs, 2)});
   report_by_placement(
       o, {"records_64B", "records_per_s", "M/s", 0, "shared_ring_floor", 0, true, params}, runs, 0,
       2);

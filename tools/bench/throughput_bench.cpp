@@ -149,9 +149,12 @@ void scenario_throughput(const Options& o) {
   std::string params = "\"bytes\":" + std::to_string(o.bytes) +
                        ",\"chunk\":" + std::to_string(o.chunk) + ",\"readers\":1" +
                        ",\"repeat\":" + std::to_string(o.repeat);
-  auto runs = placed_runs(o, {[&] { return stream_fanout(o, 1, "bench-1x1"); },
-                              [&] { return pipe_fanout(o, 1); }, [&] { return socket_1x1(o); },
-                              [&] { return memcpy_1core(o); }, [&] { return floor_fanout(o, 1); }});
+  auto runs =
+      alternating_runs(o,
+                       {[&] { return stream_fanout(o, 1, "bench-1x1"); },
+                        [&] { return pipe_fanout(o, 1); }, [&] { return socket_1x1(o); },
+                        [&] { return memcpy_1core(o); }, [&] { return floor_fanout(o, 1); }},
+                       /*placement=*/true);
   double shm = median(runs.figures[0]), pipe = median(runs.figures[1]),
          sock = median(runs.figures[2]), mem = median(runs.figures[3]),
          floor = median(runs.figures[4]);
@@ -162,10 +165,7 @@ void scenario_throughput(const Options& o) {
   // What the library costs (against a bare shared ring), and what the machine's cross-core
   // transfer costs (the bare ring against memcpy within one core), each run's figures kept.
   report(o, {"1x1_throughput", "bytes_per_s", "GB/s", shm, "shared_ring_floor", floor, true,
-             params + "," + json_array("shmstream_runs", runs.figures[0]) + "," +
-                 json_array("shmstream_line_ns", runs.line_ns[0]) + "," +
-                 json_array("floor_runs", runs.figures[4]) + "," +
-                 json_array("floor_line_ns", runs.line_ns[4])});
+             params + "," + json_runs("shmstream", runs, 0) + "," + json_runs("floor", runs, 4)});
   report(o, {"1x1_floor", "bytes_per_s", "GB/s", floor, "memcpy_1core", mem, true, params});
   report_by_placement(
       o, {"1x1_throughput", "bytes_per_s", "GB/s", 0, "memcpy_1core", 0, true, params}, runs, 0, 3);
@@ -177,18 +177,16 @@ void scenario_fanout(const Options& o) {
   std::string params = "\"bytes\":" + std::to_string(o.bytes) +
                        ",\"chunk\":" + std::to_string(o.chunk) + ",\"readers\":4";
   auto runs =
-      placed_runs(o, {[&] { return stream_fanout(o, 4, "bench-1x4"); },
-                      [&] { return pipe_fanout(o, 4); }, [&] { return floor_fanout(o, 4); }});
+      alternating_runs(o,
+                       {[&] { return stream_fanout(o, 4, "bench-1x4"); },
+                        [&] { return pipe_fanout(o, 4); }, [&] { return floor_fanout(o, 4); }},
+                       /*placement=*/true);
   double shm = median(runs.figures[0]), tee = median(runs.figures[1]),
          floor = median(runs.figures[2]);
   report(o, {"1x4_fanout", "stream_bytes_per_s", "GB/s", shm, "tee_into_4_pipes", tee, true,
-             params + "," + json_array("shmstream_runs", runs.figures[0]) + "," +
-                 json_array("shmstream_line_ns", runs.line_ns[0]) + "," +
-                 json_array("tee_runs", runs.figures[1]) + "," +
-                 json_array("tee_line_ns", runs.line_ns[1])});
+             params + "," + json_runs("shmstream", runs, 0) + "," + json_runs("tee", runs, 1)});
   report(o, {"1x4_fanout", "stream_bytes_per_s", "GB/s", shm, "shared_ring_floor", floor, true,
-             params + "," + json_array("floor_runs", runs.figures[2]) + "," +
-                 json_array("floor_line_ns", runs.line_ns[2])});
+             params + "," + json_runs("floor", runs, 2)});
   report(o,
          {"1x4_floor", "stream_bytes_per_s", "GB/s", floor, "tee_into_4_pipes", tee, true, params});
   report_by_placement(
