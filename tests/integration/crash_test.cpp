@@ -211,7 +211,9 @@ TEST(DaemonCrash, AGrantRepliedJustBeforeTheDaemonDiedIsStillTakenBack) {
   testing::set_after_grant(nullptr);
   ASSERT_EQ(crashes, 2);
   ASSERT_TRUE(late.ok()) << late.status().to_string();
-  ASSERT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
+  // The grant's reattachment is queued on `other`'s connection ahead of this request, and the
+  // daemon answers one connection's requests in order: once it answers, the role is back.
+  ASSERT_TRUE(eventually([&] { return other.list().ok(); }, 15s));
   ASSERT_TRUE(client.remove("late").ok());
   EXPECT_TRUE(
       eventually([&] { return client.stat("late").ok() && client.stat("late")->removing; }));
