@@ -212,8 +212,10 @@ TEST(DaemonCrash, AGrantRepliedJustBeforeTheDaemonDiedIsStillTakenBack) {
   ASSERT_EQ(crashes, 2);
   ASSERT_TRUE(late.ok()) << late.status().to_string();
   // The grant's reattachment is queued on `other`'s connection ahead of this request, and the
-  // daemon answers one connection's requests in order: once it answers, the role is back.
+  // daemon answers one connection's requests in order: once it answers, the role is back. Then
+  // the remover's own connection must be back too.
   ASSERT_TRUE(eventually([&] { return other.list().ok(); }, 15s));
+  ASSERT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
   ASSERT_TRUE(client.remove("late").ok());
   EXPECT_TRUE(
       eventually([&] { return client.stat("late").ok() && client.stat("late")->removing; }));
