@@ -718,7 +718,10 @@ Status Registry::remove(const std::string& name, bool force, const Peer& peer) {
   live_.erase(name);
   retire(stream, force);
   spdlog::info("stream \"{}\": removed{} ({} readers, producer {})", name, force ? " by force" : "",
-               stream->readers, stream->producer_attached ? "attached" : "gone");
+               stream->readers,
+               stream->producer_attached    ? "attached"
+               : stream->producer_unclaimed ? "still to reattach"
+                                            : "gone");
   release_if_unheld(stream);
   return Status();
 }
@@ -787,11 +790,13 @@ Result<std::shared_ptr<Stream>> Registry::find_live(const std::string& name) con
 Result<std::shared_ptr<Stream>> Registry::find_reattachable(const std::string& name,
                                                             uint64_t stream_id) const {
   auto it = live_.find(name);
-  if (it == live_.end() || it->second->id != stream_id) {
-    return Status(ErrorCode::kNotFound,
-                  fmt::format("stream \"{}\": gone (removed while the daemon restarted)", name));
+  if (it != live_.end() && it->second->id == stream_id) return it->second;
+  // Removed since this daemon adopted it: still held for what reattaches (see release_if_unheld).
+  for (const auto& stream : removing_named(name)) {
+    if (stream->id == stream_id) return stream;
   }
-  return it->second;
+  return Status(ErrorCode::kNotFound,
+                fmt::format("stream \"{}\": gone (removed while the daemon restarted)", name));
 }
 
 Result<std::shared_ptr<Stream>> Registry::reattach_producer(const std::string& name,
@@ -806,6 +811,7 @@ Result<std::shared_ptr<Stream>> Registry::reattach_producer(const std::string& n
         fmt::format("stream \"{}\": pid {} is not its unattached producer", name, peer.pid));
   }
   stream->producer_attached = true;
+  stream->producer_unclaimed = false;
   ++stream->producer_epoch;
   spdlog::info("stream \"{}\": producer pid {} reattached", name, peer.pid);
   return stream;
@@ -849,6 +855,7 @@ void Registry::orphan_reader_exited(const std::shared_ptr<Stream>& stream, uint3
   if (forget_orphan(*stream, slot, pid)) {
     spdlog::info("stream \"{}\": reader pid {} exited before reattaching; slot {} let go",
                  stream->name, pid, slot);
+    release_if_unheld(stream);
   }
 }
 
@@ -857,15 +864,33 @@ void Registry::expire_orphans() {
     if (forget_orphan(*orphan.stream, orphan.slot, orphan.pid)) {
       spdlog::info("stream \"{}\": reader pid {} did not reattach in time; slot {} let go",
                    orphan.stream->name, orphan.pid, orphan.slot);
+      release_if_unheld(orphan.stream);
     }
+  }
+}
+
+void Registry::release_ended_unclaimed() {
+  std::vector<std::shared_ptr<Stream>> ended;
+  for (const auto& stream : removing_) {
+    if (stream->producer_unclaimed &&
+        shm::load_state(stream->segment.header()) != shm::StreamState::kOpen) {
+      ended.push_back(stream);
+    }
+  }
+  for (const auto& stream : ended) {
+    stream->producer_unclaimed = false;
+    spdlog::info("stream \"{}\": its producer ended it without reattaching", stream->name);
+    release_if_unheld(stream);
   }
 }
 
 std::vector<Registry::Orphan> Registry::orphan_readers() const {
   std::vector<Orphan> out;
-  for (const auto& [name, stream] : live_) {
+  auto add = [&out](const std::shared_ptr<Stream>& stream) {
     for (const auto& [slot, pid] : stream->orphans) out.push_back(Orphan{stream, slot, pid});
-  }
+  };
+  for (const auto& [name, stream] : live_) add(stream);
+  for (const auto& stream : removing_) add(stream);  // removed since adoption, held for them
   return out;
 }
 
@@ -923,6 +948,7 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
   if (shm::producer_pid_now(h) != static_cast<uint32_t>(pid) || stream->awaiting_producer) {
     return false;  // a predecessor's exit, or already seen
   }
+  stream->producer_unclaimed = false;  // it will not reattach now
   if (stream->resume_grace_ms() != 0 && shm::load_state(h) == shm::StreamState::kOpen) {
     // Its capability is gone with it (if the socket's end is not handled yet, it will be:
     // producer_detached() then sees a new epoch only if a successor came first).
@@ -938,6 +964,7 @@ bool Registry::producer_exited(const std::shared_ptr<Stream>& stream, pid_t pid)
     spdlog::warn("stream \"{}\": producer pid {} exited without closing; aborted", stream->name,
                  pid);
   }
+  release_if_unheld(stream);  // a removed stream only its unclaimed producer held
   return false;
 }
 
@@ -1036,7 +1063,11 @@ void Registry::flush(const Stream& stream) const {
 }
 
 void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
-  if (stream->removed && stream->readers == 0 && !stream->producer_attached) {
+  // Held by its readers, its producer, and what an earlier daemon's clients may still take back:
+  // an unclaimed producer (until it reattaches, ends the stream or exits) and adopted reader
+  // slots (until they reattach, exit or outlast the grace).
+  if (stream->removed && stream->readers == 0 && !stream->producer_attached &&
+      !stream->producer_unclaimed && stream->orphans.empty()) {
     if (removing_.erase(stream) != 0) {
       if (auto counted = streams_of_.find(stream->owner.uid);
           counted != streams_of_.end() && --counted->second == 0) {

@@ -117,6 +117,9 @@ struct Stream {
   Owner owner;  // the creator (from its socket): owner and group of the files, and its mode
   uint32_t readers = 0;  // live Reader capabilities
   bool producer_attached = false;
+  // Adopted open, its producer's process alive but not reattached yet: it holds a removed stream
+  // as an attached producer does, until it reattaches, ends the stream or exits.
+  bool producer_unclaimed = false;
   // Bumped each time a producer takes the stream (create, reattach, resume): what a producer
   // capability or a timer saw, so that a predecessor's late news is told apart.
   uint64_t producer_epoch = 0;
@@ -262,6 +265,9 @@ class Registry {
   // Frees the adopted slots not reattached yet (their process lives, but no longer holds the
   // reader: it let go while no daemon ran, or cannot reconnect).
   void expire_orphans();
+  // Releases each removed stream held only by an unclaimed producer that has ended it (closed
+  // or aborted through its mapping, without reattaching). Called periodically by the server.
+  void release_ended_unclaimed();
 
   // Another process takes over stream `name`, open and awaiting a producer (its producer
   // died; it has a resume grace): a read-write segment fd for it. Owner or root only.

@@ -201,6 +201,8 @@ void Registry::adopt_existing_segments(int dir_fd, const std::shared_ptr<kj::Aut
         spdlog::info("stream \"{}\": producer pid {} died while no daemon ran; aborted",
                      stream->name, producer);
       }
+    } else if (shm::load_state(h) == shm::StreamState::kOpen) {
+      stream->producer_unclaimed = true;  // to reattach; the server watches its pid
     }
     spdlog::info("stream \"{}\": adopted ({} bytes, {})", stream->name, shm::load_committed(h),
                  shm::state_name(shm::load_state(h)));

@@ -458,9 +458,11 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
 }
 
 kj::Promise<void> Server::watch_stalls() {
-  // Every 50 ms: a stall limit is kept to within that.
+  // Every 50 ms: a stall limit is kept to within that, and a removed stream that only an
+  // unclaimed producer held is released that soon after the producer ended it.
   return io_.provider->getTimer().afterDelay(50 * kj::MILLISECONDS).then([this]() {
     registry_.enforce_stall_limits();
+    registry_.release_ended_unclaimed();
     registry_.sample_writes();
     if (++stall_ticks_ % 20 == 0) registry_.enforce_byte_quotas();  // every second
     return watch_stalls();

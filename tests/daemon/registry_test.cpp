@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 
 #include "shm/naming.hpp"
 #include "support/status_matchers.hpp"
@@ -304,6 +305,59 @@ TEST_F(RegistryTest, AnAdoptedReaderThatExitsBeforeReattachingLetsGoOfItsSlot) {
   restarted.orphan_reader_exited(orphans[0].stream, orphans[0].slot, orphans[0].pid);
   EXPECT_TRUE(restarted.orphan_readers().empty());
   EXPECT_THAT(restarted.open("s", "", peer_), IsOk());
+}
+
+// A stream adopted after a restart and removed before its clients reattached (their processes
+// live): it is held, as "removing", for them to take back, and released once the last of them
+// lets go, whichever way: reattaching and closing, ending it through its mapping, exiting.
+TEST_F(RegistryTest, ARemovalBeforeTheClientsReattachIsHeldUntilTheyLetGo) {
+  {
+    Registry registry(config_);
+    for (const char* name : {"a", "b", "c"}) {
+      ASSERT_THAT(registry.create(name, {}, peer_), IsOk());
+      ASSERT_THAT(registry.open(name, "", peer_), IsOk());
+    }
+    registry.set_shutting_down();
+  }
+  Registry restarted(config_);
+  std::map<std::string, Registry::Orphan> orphans;
+  for (auto& orphan : restarted.orphan_readers()) orphans.emplace(orphan.stream->name, orphan);
+  ASSERT_EQ(orphans.size(), 3u);
+  for (const char* name : {"a", "b", "c"})
+    ASSERT_THAT(restarted.remove(name, false, peer_), IsOk());
+  EXPECT_EQ(files(), 0u);  // unlinked at once, as any removal
+  for (const char* name : {"a", "b", "c"}) {
+    auto held = restarted.stat(name);
+    ASSERT_THAT(held, IsOk());
+    EXPECT_TRUE(held->removing);
+    EXPECT_EQ(held->state, shm::StreamState::kOpen);
+  }
+  // "a": both reattach, then let go as attached clients do.
+  const auto& a = orphans.at("a");
+  auto producer = restarted.reattach_producer("a", a.stream->id, peer_);
+  ASSERT_THAT(producer, IsOk());
+  auto reader = restarted.reattach_reader("a", a.stream->id, a.slot, peer_);
+  ASSERT_THAT(reader, IsOk());
+  shm::end_stream(a.stream->segment.mutable_header(), shm::StreamState::kClosed);
+  restarted.producer_detached(a.stream, /*closed_cleanly=*/true, a.stream->producer_epoch);
+  EXPECT_TRUE(restarted.stat("a")->removing);  // its reader still holds it
+  restarted.reader_detached(a.stream, reader->grant);
+  EXPECT_THAT(restarted.stat("a"), StatusIs(ErrorCode::kNotFound));
+  // "b": the producer closes through its mapping without reattaching; the reader exits.
+  const auto& b = orphans.at("b");
+  shm::end_stream(b.stream->segment.mutable_header(), shm::StreamState::kClosed);
+  restarted.orphan_reader_exited(b.stream, b.slot, b.pid);
+  EXPECT_TRUE(restarted.stat("b")->removing);  // the daemon has not looked at the state yet
+  restarted.release_ended_unclaimed();
+  EXPECT_THAT(restarted.stat("b"), StatusIs(ErrorCode::kNotFound));
+  // "c": the producer's process exits (the stream is aborted, as a dead producer's), and the
+  // reader outlasts the grace.
+  const auto& c = orphans.at("c");
+  EXPECT_FALSE(restarted.producer_exited(c.stream, getpid()));
+  EXPECT_EQ(restarted.stat("c")->state, shm::StreamState::kAborted);
+  EXPECT_TRUE(restarted.stat("c")->removing);
+  restarted.expire_orphans();
+  EXPECT_THAT(restarted.stat("c"), StatusIs(ErrorCode::kNotFound));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // through their mappings, reconnect by themselves to the restarted daemon and take their roles
 // back; the new daemon lists every stream with its state; nothing is left in /dev/shm.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -220,6 +221,105 @@ TEST(DaemonCrash, AGrantRepliedJustBeforeTheDaemonDiedIsStillTakenBack) {
   EXPECT_TRUE(
       eventually([&] { return client.stat("late").ok() && client.stat("late")->removing; }));
   ASSERT_TRUE(late->close().ok());
+  EXPECT_TRUE(eventually([&] { return !client.stat("late").ok(); }));
+}
+
+// The clients of stream "late", in their own processes, stopped (SIGSTOP) across a daemon crash
+// so that they cannot reattach before the test removes the stream: a producer that wrote 4096
+// bytes and holds the stream open, and a `shmstream cat` that has read them.
+struct StoppedClients {
+  Child producer;
+  Child cat;
+};
+
+// Reads `n` bytes from `fd`, waiting at most `timeout` for each piece: fewer if it runs out.
+std::string read_exactly(int fd, size_t n, std::chrono::milliseconds timeout) {
+  std::string out(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(timeout.count())) != 1) break;
+    ssize_t r = read(fd, out.data() + got, n - got);
+    if (r <= 0) break;
+    got += static_cast<size_t>(r);
+  }
+  out.resize(got);
+  return out;
+}
+
+StoppedClients crash_with_clients_stopped(TestDaemon& daemon, Client& client) {
+  StoppedClients out;
+  out.producer = Child::spawn(
+      {bin_dir() + "/producer_helper", daemon.socket_path(), "late", "4096", "9", "4096", "hold"},
+      true, true);
+  EXPECT_TRUE(out.producer.wait_for_line("created", 30s));
+  EXPECT_EQ(write(out.producer.stdin_fd(), "go\n", 3), 3);
+  EXPECT_TRUE(out.producer.wait_for_line("written", 30s));
+  out.cat = Child::spawn({bin_dir() + "/shmstream", "--no-autostart", "cat", "late"}, false, true,
+                         daemon.env());
+  // Past its start (which asks the daemon more than the open): it has passed the bytes on.
+  std::string passed = read_exactly(out.cat.stdout_fd(), 4096, 30s);
+  EXPECT_EQ(passed.size(), 4096u);
+  Digest digest;
+  digest.update(passed.data(), passed.size());
+  EXPECT_EQ(digest.value(), digest_of_random(9, 4096));
+  for (Child* child : {&out.producer, &out.cat}) {
+    child->kill(SIGSTOP);
+    siginfo_t info{};  // stopped for sure before the daemon dies (WNOWAIT: still to be reaped)
+    EXPECT_EQ(waitid(P_PID, static_cast<id_t>(child->pid()), &info, WSTOPPED | WNOWAIT), 0);
+  }
+  daemon.kill_without_restart();
+  daemon.start_again();
+  EXPECT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
+  return out;
+}
+
+// Removed after a restart, before its producer and reader reattached: the stream is held for
+// them, as it would be had they been attached. They take it back, the reader reads to the
+// producer's close, and only then is the stream released.
+TEST(DaemonCrash, ARemovalBeforeTheClientsReattachWaitsForThem) {
+  TestDaemon daemon;
+  auto client = connect_to(daemon);
+  StoppedClients stopped = crash_with_clients_stopped(daemon, client);
+  ASSERT_TRUE(client.remove("late").ok());
+  auto held = client.stat("late");
+  ASSERT_TRUE(held.ok()) << held.status().to_string();
+  EXPECT_TRUE(held->removing);
+  stopped.producer.kill(SIGCONT);
+  stopped.cat.kill(SIGCONT);
+  // The reader's slot was kept: it counts again once taken back.
+  EXPECT_TRUE(eventually([&] { return client.stat("late").value().readers == 1; }, 15s));
+  stopped.producer.close_stdin();
+  EXPECT_TRUE(stopped.producer.wait_for_line("closed", 30s));
+  int status = stopped.producer.wait(10s);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  // The reader sees the clean end, after the bytes it had passed on.
+  status = stopped.cat.wait(10s);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(read_all(stopped.cat.stdout_fd()), "");
+  EXPECT_TRUE(eventually([&] { return !client.stat("late").ok(); }));
+  EXPECT_TRUE(eventually([&] { return daemon.segment_files().empty(); }));
+}
+
+// The attack on the removal above: the producer dies before it reattaches. The daemon still
+// watches it and aborts the stream, so its reader ends with an error instead of waiting forever
+// on a stream nobody would end.
+TEST(DaemonCrash, AProducerThatDiesBeforeReattachingEndsItsRemovedStream) {
+  TestDaemon daemon;
+  auto client = connect_to(daemon);
+  StoppedClients stopped = crash_with_clients_stopped(daemon, client);
+  ASSERT_TRUE(client.remove("late").ok());
+  stopped.producer.kill(SIGKILL);
+  stopped.producer.wait(10s);
+  EXPECT_TRUE(eventually([&] {
+    auto info = client.stat("late");
+    return info.ok() && info->state == StreamState::kAborted;
+  }));
+  stopped.cat.kill(SIGCONT);
+  int status = stopped.cat.wait(10s);
+  ASSERT_NE(status, -1) << "the reader of a removed stream whose producer died still waits";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
+  EXPECT_EQ(read_all(stopped.cat.stdout_fd()), "");
   EXPECT_TRUE(eventually([&] { return !client.stat("late").ok(); }));
 }
 
