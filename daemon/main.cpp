@@ -223,7 +223,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--reattach-grace-ms", limits.reattach_grace_ms,
                  "After a restart, how long the readers of the previous daemon have to come "
-                 "back before their ring slots are freed")
+                 "back before their slots are freed (one back later has its reads fail, "
+                 "saying so)")
       ->capture_default_str();
   uint64_t log_max_bytes = 10 << 20;
   app.add_option("--log-max-bytes", log_max_bytes,

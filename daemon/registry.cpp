@@ -838,7 +838,7 @@ Result<ReaderAccess> Registry::reattach_reader(const std::string& name, uint64_t
   return ReaderAccess{stream, kj::AutoCloseFd(), std::move(out_grant), kj::AutoCloseFd()};
 }
 
-bool Registry::forget_orphan(Stream& stream, uint32_t slot, pid_t pid) {
+bool Registry::forget_orphan(Stream& stream, uint32_t slot, pid_t pid, bool tell) {
   auto orphan = stream.orphans.find(slot);
   if (orphan == stream.orphans.end() || orphan->second != pid) return false;  // reattached
   stream.orphans.erase(orphan);
@@ -846,13 +846,21 @@ bool Registry::forget_orphan(Stream& stream, uint32_t slot, pid_t pid) {
   for (auto& [name, c] : stream.cursors) {
     if (c.slot == slot) cursor = &c;
   }
+  // A live reader's slot let go: unwoken from now on (the producer no longer reads its page), it
+  // must learn it, even asleep; else it would wait on, unseen, for as long as the stream is open.
+  auto page = stream.pages.find(slot);
+  const bool told = tell && page != stream.pages.end() &&
+                    shm::mark_page_evicted(page->second.fd.get(), shm::kEvictedUnclaimed).ok();
   let_go(stream, slot, cursor);
+  // Woken after the pwrite (a system call: ordered before this release increment), the reader
+  // re-checks its page (acquire) and finds why.
+  if (told) shm::wake_readers(stream.segment.mutable_header());
   return true;
 }
 
 void Registry::orphan_reader_exited(const std::shared_ptr<Stream>& stream, uint32_t slot,
                                     pid_t pid) {
-  if (forget_orphan(*stream, slot, pid)) {
+  if (forget_orphan(*stream, slot, pid, /*tell=*/false)) {
     spdlog::info("stream \"{}\": reader pid {} exited before reattaching; slot {} let go",
                  stream->name, pid, slot);
     release_if_unheld(stream);
@@ -861,7 +869,7 @@ void Registry::orphan_reader_exited(const std::shared_ptr<Stream>& stream, uint3
 
 void Registry::expire_orphans() {
   for (const auto& orphan : orphan_readers()) {
-    if (forget_orphan(*orphan.stream, orphan.slot, orphan.pid)) {
+    if (forget_orphan(*orphan.stream, orphan.slot, orphan.pid, /*tell=*/true)) {
       spdlog::info("stream \"{}\": reader pid {} did not reattach in time; slot {} let go",
                    orphan.stream->name, orphan.pid, orphan.slot);
       release_if_unheld(orphan.stream);
@@ -1228,7 +1236,9 @@ void Registry::enforce_stall_limits() {
         position = state->position;  // what the producer waits for (a cursor: its commit)
       }
       if (position >= wanted) continue;
-      if (page != stream->pages.end()) (void)shm::mark_page_evicted(page->second.fd.get());
+      if (page != stream->pages.end()) {
+        (void)shm::mark_page_evicted(page->second.fd.get(), shm::kEvictedStall);
+      }
       shm::evict_slot(stream->table, h, slot.index);
       spdlog::warn(
           "stream \"{}\": evicted {} at offset {}: it held the producer longer than the "

@@ -330,7 +330,9 @@ class Registry {
   // other slot is freed (a blocked producer may go on).
   void let_go(Stream& stream, uint32_t slot, Cursor* cursor);
   // Lets go of adopted slot `slot` if it is still kept for `pid`; false if it was reattached.
-  bool forget_orphan(Stream& stream, uint32_t slot, pid_t pid);
+  // With `tell` (its process lives), marks its page so that its reader's reads fail saying so,
+  // and wakes it.
+  bool forget_orphan(Stream& stream, uint32_t slot, pid_t pid, bool tell);
   // The live stream of that name; kNotFound if there is none (or it was removed).
   Result<std::shared_ptr<Stream>> find_live(const std::string& name) const;
   // remove() of a name with no live stream: `not_found`, unless streams of that name are being

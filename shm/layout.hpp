@@ -178,8 +178,9 @@
 //  192    4 commit_seq        reader                  see "Cursor commits"
 //  200   16 committed[0]      reader                  {position, token}
 //  216   16 committed[1]      reader                  {position, token}
-//  256    4 evicted           daemon (pwrite)         the stall limit evicted this reader; its
-//                                                     reads fail from then on (acquire load)
+//  256    4 evicted           daemon (pwrite)         why the daemon let go of this reader
+//                                                     (kEvicted*); its reads fail from then on
+//                                                     (acquire load)
 //
 // Nothing in a page is trusted by anyone but its reader: the producer bounds-checks what it
 // reads there (a page may claim any position), and a page that faults is ignored.
@@ -430,6 +431,11 @@ struct WakeRequest {
 };
 inline constexpr int kWakeOwn = 0;      // the reader's own waits
 inline constexpr int kWakeWatcher = 1;  // its event-loop relay thread (ReaderCore::watch())
+
+// ReaderPage::evicted: why the daemon let go of the page's reader (0: it did not).
+inline constexpr uint32_t kEvictedStall = 1;  // it held a blocking ring's producer too long
+// A restarted daemon kept its slot for the reattachment grace, and it did not reattach in time.
+inline constexpr uint32_t kEvictedUnclaimed = 2;
 
 struct alignas(kReaderPageSize) ReaderPage {
   uint64_t magic;

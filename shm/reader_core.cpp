@@ -194,8 +194,16 @@ Result<uint64_t> ReaderCore::available_from(uint64_t offset, uint64_t committed)
 
 Status ReaderCore::check_readable(uint64_t committed, StreamState state) const {
   if (Status s = check_mapping(); !s.ok()) return s;
-  // Acquire: pairs with nothing we rely on (the daemon's pwrite); a plain flag.
-  if (page_ != nullptr && page_->evicted.load(std::memory_order_acquire) != 0) {
+  const uint32_t evicted = evicted_why();
+  if (evicted == kEvictedUnclaimed) {
+    return Status(ErrorCode::kUnavailable,
+                  fmt::format("{}: let go by the restarted daemon: it kept this reader's slot for "
+                              "its reattachment grace (shmstreamd --reattach-grace-ms), which ran "
+                              "out first; the reader holds nothing back and is woken by nobody "
+                              "now: open the stream again at its position to read on",
+                              describe_));
+  }
+  if (evicted != 0) {
     return Status(ErrorCode::kOverrun,
                   fmt::format("{}: evicted: this reader held the producer longer than the "
                               "stream's stall limit ({} ms); it holds nothing back any more, "
@@ -453,6 +461,7 @@ ReaderCore::WatchResult ReaderCore::watch(uint64_t target, const std::atomic<uin
     uint32_t seen_word = h.wait_word.load(std::memory_order_acquire);
     if (load_committed(h) >= target) return WatchResult::kReady;
     if (load_state(h) != StreamState::kOpen) return WatchResult::kReady;
+    if (evicted_why() != 0) return WatchResult::kReady;  // its read says why
     // Acquire: pairs with the owner's release increment of *word (its new target is visible).
     if (word->load(std::memory_order_acquire) != seen) return WatchResult::kRearmed;
     if (closing_.load(std::memory_order_acquire) != 0) return WatchResult::kClosed;
@@ -467,7 +476,9 @@ ReaderCore::ArmResult ReaderCore::arm_watch(uint64_t target, uint32_t& seen, boo
   // Acquire: pairs with the release fetch_add in commit()/end_stream(), as in wait_admitted():
   // loaded before the length and state below.
   if (!keep_seen) seen = h.wait_word.load(std::memory_order_acquire);
-  if (load_committed(h) >= target || load_state(h) != StreamState::kOpen) return ArmResult::kReady;
+  if (load_committed(h) >= target || load_state(h) != StreamState::kOpen || evicted_why() != 0) {
+    return ArmResult::kReady;
+  }
   const Announced announced = announce_wait(kWakeWatcher, target, seen);
   // Acquire: pairs with commit()'s release store (and close()'s of the state).
   if (announced == Announced::kSatisfied || load_committed(h) >= target ||

@@ -124,6 +124,12 @@ class ReaderCore {
 
  private:
   class OpGuard;
+  // Why the daemon let go of us (kEvicted*, from our page), or 0.
+  uint32_t evicted_why() const {
+    // Acquire: pairs with the daemon's wake-up after its pwrite (Registry::forget_orphan());
+    // otherwise a plain flag.
+    return page_ != nullptr ? page_->evicted.load(std::memory_order_acquire) : 0;
+  }
   // wait_until() for a caller that already holds an admitted OpGuard.
   Status wait_admitted(uint64_t target, Clock::time_point deadline, const Cancellation* cancel);
   // Registers `target` (for wait-word value `seen`) in our page's wake request `who`, then the

@@ -255,9 +255,8 @@ Result<PageState> read_reader_page(int fd, uint64_t stream_id, uint32_t slot, ui
   return out;
 }
 
-Status mark_page_evicted(int fd) {
-  const uint32_t one = 1;
-  return write_at(fd, &one, sizeof(one), offsetof(ReaderPage, evicted), "evicting a reader");
+Status mark_page_evicted(int fd, uint32_t why) {
+  return write_at(fd, &why, sizeof(why), offsetof(ReaderPage, evicted), "evicting a reader");
 }
 
 Result<ReaderPageMap> ReaderPageMap::map(int fd, Access access, uint64_t stream_id, uint32_t slot,

@@ -129,8 +129,8 @@ struct PageState {
   bool evicted = false;
 };
 Result<PageState> read_reader_page(int fd, uint64_t stream_id, uint32_t slot, uint64_t page);
-// Tells the page's reader it was evicted (pwrite).
-Status mark_page_evicted(int fd);
+// Tells the page's reader it was evicted, and why (kEvicted*; pwrite).
+Status mark_page_evicted(int fd, uint32_t why);
 
 // A validated mapping of one reader page: its reader's (read-write) or the producer's
 // (read-only), checked to be slot `slot`'s of stream `stream_id` (and number `page`, unless 0).

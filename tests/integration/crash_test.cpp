@@ -1,6 +1,7 @@
 // The daemon killed with SIGKILL while producers and readers are attached: they keep working
 // through their mappings, reconnect by themselves to the restarted daemon and take their roles
 // back; the new daemon lists every stream with its state; nothing is left in /dev/shm.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -321,6 +322,37 @@ TEST(DaemonCrash, AProducerThatDiesBeforeReattachingEndsItsRemovedStream) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
   EXPECT_EQ(read_all(stopped.cat.stdout_fd()), "");
   EXPECT_TRUE(eventually([&] { return !client.stat("late").ok(); }));
+}
+
+// A reader whose process comes back only after the restarted daemon's reattachment grace: its
+// slot was freed, so no producer wakes it any more. It is told (its read fails saying why) at
+// once, rather than sleeping on unseen while the stream goes on.
+TEST(DaemonCrash, AReaderBackAfterTheGraceIsToldItWasLetGo) {
+  TestDaemon daemon({"--reattach-grace-ms", "300"});
+  auto client = connect_to(daemon);
+  auto producer = client.create("s").value();
+  produce(producer, 0, 4096);
+  // Its stderr comes through its stdout pipe, after the bytes.
+  Child cat = Child::spawn(
+      {"/bin/sh", "-c", "exec \"$0\" --no-autostart cat s 2>&1", bin_dir() + "/shmstream"}, false,
+      true, daemon.env());
+  ASSERT_EQ(read_exactly(cat.stdout_fd(), 4096, 30s).size(), 4096u);
+  cat.kill(SIGSTOP);
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(cat.pid()), &info, WSTOPPED | WNOWAIT), 0);
+  daemon.kill_without_restart();
+  daemon.start_again();
+  ASSERT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
+  // The grace runs out: the slot kept for it is freed.
+  ASSERT_TRUE(eventually([&] { return client.stat("s").value().attached.empty(); }, 15s));
+  cat.kill(SIGCONT);
+  // Nothing new is written: only being told can end its wait.
+  int status = cat.wait(10s);
+  ASSERT_NE(status, -1) << "a reader let go after the grace still sleeps";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << status;
+  EXPECT_THAT(read_all(cat.stdout_fd()), ::testing::HasSubstr("let go by the restarted daemon"));
+  ASSERT_TRUE(producer.close().ok());
+  ASSERT_TRUE(client.remove("s").ok());
 }
 
 }  // namespace

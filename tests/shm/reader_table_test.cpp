@@ -118,7 +118,7 @@ TEST_F(ReaderTableTest, APageIsWrittenAndReadBackWithoutAMappingAndRefusedIfFore
   // Truncated by its reader: a clear error for the daemon's pread, not a SIGBUS.
   ASSERT_EQ(ftruncate(pages_[77], 100), 0);
   EXPECT_THAT(read_reader_page(pages_[77], kStreamId, slot, 77), StatusIs(ErrorCode::kCorrupt));
-  ASSERT_THAT(mark_page_evicted(pages_[77]), IsOk());
+  ASSERT_THAT(mark_page_evicted(pages_[77], kEvictedStall), IsOk());
 }
 
 TEST_F(ReaderTableTest, ATornCursorCommitLeavesTheLastWholeEntryCurrent) {

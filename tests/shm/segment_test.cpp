@@ -287,6 +287,36 @@ TEST_F(SegmentTest, CancellationWakesABlockedRead) {
   EXPECT_LT(Clock::now() - start, 1s);
 }
 
+// What a restarted daemon does to a reader that did not reattach within its grace (its page
+// marked, its slot freed, the readers woken): the reader, asleep, wakes and is told; its reads
+// and its event-loop watches fail or report ready from then on, even with bytes to read.
+TEST_F(SegmentTest, AReaderTheDaemonLetGoIsWokenAndToldSo) {
+  format();
+  auto p = producer();
+  uint32_t slot = 0;
+  auto r = reader(&slot);
+  ASSERT_TRUE(p.append(bytes_of("abc"), kNoDeadline, nullptr).ok());
+  char buf[4];
+  ASSERT_EQ(r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr).value(), 3u);
+  Status status;
+  std::thread t = test::blocked_thread([&] {
+    status = r.read(std::as_writable_bytes(std::span(buf)), kNoDeadline, nullptr).status();
+  });
+  ASSERT_TRUE(mark_page_evicted(page_fds_.at(pages_by_slot_.at(slot)), kEvictedUnclaimed).ok());
+  release(slot);
+  wake_readers(raw_header());
+  t.join();
+  EXPECT_EQ(status.code(), ErrorCode::kUnavailable) << status.to_string();
+  EXPECT_THAT(status.message(), HasSubstr("reattachment grace"));
+  ASSERT_TRUE(p.append(bytes_of("more"), kNoDeadline, nullptr).ok());
+  EXPECT_EQ(r.read(std::as_writable_bytes(std::span(buf)), in(1s), nullptr).status().code(),
+            ErrorCode::kUnavailable);
+  uint32_t seen = 0;
+  EXPECT_EQ(r.arm_watch(p.committed() + 1, seen, false), ReaderCore::ArmResult::kReady);
+  std::atomic<uint32_t> word{0};
+  EXPECT_EQ(r.watch(p.committed() + 1, &word, 0), ReaderCore::WatchResult::kReady);
+}
+
 TEST_F(SegmentTest, ClosingTheReaderWakesABlockedReadInAnotherThread) {
   format();
   auto p = producer();
