@@ -2,9 +2,10 @@
 // reading its replies cannot make the daemon buffer them without bound.
 //
 // Before reading a client's next request, the daemon looks at how many reply bytes that client
-// has left unread in the socket (SIOCOUTQ). Over `backlog_limit`, it reads nothing more from it
-// until they drain: its replies stop growing. If they do not drain within `stall_limit`, the
-// connection fails ("stalled"), which drops it and its capabilities, and fails any write stuck
+// has left unread in the socket (SIOCOUTQ; only once it may have reached the limit: what the last
+// look found plus what was written since bounds it). Over `backlog_limit`, it reads nothing more
+// from it until they drain: its replies stop growing. If they do not drain within `stall_limit`,
+// the connection fails ("stalled"), which drops it and its capabilities, and fails any write stuck
 // on it. Nothing here blocks the event loop: other clients are never affected.
 #pragma once
 
@@ -56,6 +57,8 @@ class PacedStream final : public kj::AsyncCapabilityStream {
   PacedStream(kj::Own<kj::AsyncCapabilityStream> inner, kj::Timer& timer, size_t backlog_limit,
               kj::Duration stall_limit, std::function<void()> on_stall,
               kj::PromiseFulfillerPair<void> stall);
+  // Adds what a write hands the socket to unread_bound_.
+  void count_written(size_t first, kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> more);
   // Resolves once the client's unread replies are under the limit; fails once it stalled.
   kj::Promise<void> ready_to_read();
   // `operation`, failing instead if the connection stalls first.
@@ -68,6 +71,9 @@ class PacedStream final : public kj::AsyncCapabilityStream {
   size_t backlog_limit_;
   kj::Duration stall_limit_;
   std::function<void()> on_stall_;
+  // Reply bytes the client may have left unread: what SIOCOUTQ said last, plus what was written
+  // since (an upper bound: only the client takes bytes out). Under the limit, nobody asks.
+  size_t unread_bound_ = 0;
   kj::Maybe<kj::TimePoint> backlogged_since_;
   bool stalled_ = false;
   // Rejected on a stall: fails every read and write in progress (a stuck write would otherwise
