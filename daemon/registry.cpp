@@ -1082,6 +1082,10 @@ void Registry::release_if_unheld(const std::shared_ptr<Stream>& stream) {
         streams_of_.erase(counted);
       }
       spdlog::info("stream \"{}\": released (segment {})", stream->name, stream->file_name);
+      if (schedule_burial_) {
+        released_.push_back(stream);
+        if (released_.size() == 1) schedule_burial_();
+      }
     }
   }
 }

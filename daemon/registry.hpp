@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -308,6 +309,11 @@ class Registry {
   uint64_t memory_held_by(uid_t uid) const;
   // While shutting down, detached producers do not abort their streams (they keep writing).
   void set_shutting_down() { shutting_down_ = true; }
+  // Once set, a released stream's mappings and descriptors are let go of only when the server
+  // calls bury_released(), which `schedule` (called as the first of them is released) arranges:
+  // after the reply that released it is written. Unset, at once.
+  void defer_releases(std::function<void()> schedule) { schedule_burial_ = std::move(schedule); }
+  void bury_released() { released_.clear(); }
   // `shmstreamd --ephemeral` exiting: every stream in shared memory is cancelled (its readers
   // and producer wake and stop) and its files unlinked. Persistent streams stay: they are on
   // disk because their creator asked for it. Returns how many were removed.
@@ -385,8 +391,10 @@ class Registry {
   // Streams per owner, live and removing (what --max-streams-per-user counts): kept as they
   // come (into live_) and go (out of removing_), so that a create does not walk every stream.
   std::map<uid_t, size_t> streams_of_;
-  uint64_t removals_ = 0;     // streams removed so far
-  uint64_t quarantined_ = 0;  // files moved aside at adoption
+  std::function<void()> schedule_burial_;
+  std::vector<std::shared_ptr<Stream>> released_;  // to be let go of (defer_releases())
+  uint64_t removals_ = 0;                          // streams removed so far
+  uint64_t quarantined_ = 0;                       // files moved aside at adoption
 };
 
 }  // namespace shmstream::daemon

@@ -436,6 +436,10 @@ Server::Server(kj::AsyncIoContext& io, Registry& registry, int listen_fd, Server
       limits_(limits),
       listen_observer_(io.unixEventPort, listen_fd, kj::UnixEventPort::FdObserver::OBSERVE_READ),
       tasks_(*this) {
+  // A released stream's munmap and last close (which frees its tmpfs pages) wait until the reply
+  // is written: remove p50 180 -> 150 us in the control bench (4 alternating pairs).
+  registry_.defer_releases(
+      [this]() { tasks_.add(kj::evalLast([this]() { registry_.bury_released(); })); });
   for (const auto& stream : registry_.unattached_open_streams()) {
     watch_producer(stream, static_cast<pid_t>(shm::producer_pid_now(stream->segment.header())));
   }

@@ -120,6 +120,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const auto& s : w.registry->list()) {
     if (!s.removing) (void)w.registry->remove(s.name, /*force=*/true, daemon::Peer{0, 0, 0, {}});
   }
+  w.io.waitScope.poll();  // released streams' descriptors go once the loop runs (evalLast)
   if (w.server->connection_count() != 0 || !w.registry->list().empty()) {
     std::fprintf(stderr, "control_fuzz: %zu connections, %zu streams left after the input\n",
                  w.server->connection_count(), w.registry->list().size());
