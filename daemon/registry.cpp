@@ -370,8 +370,7 @@ uint64_t Registry::memory_held_by(uid_t uid) const {
   auto add = [&](const Stream& stream) {
     if (stream.owner.uid == uid && stream.directory.empty()) bytes += allocated_bytes(stream);
   };
-  for (const auto& [name, stream] : live_) add(*stream);
-  for (const auto& stream : removing_) add(*stream);
+  each_stream([&](const std::shared_ptr<Stream>& stream) { add(*stream); });
   return bytes;
 }
 
@@ -419,30 +418,31 @@ Status Registry::may_take_memory(const std::string& name, const CreateParams& cr
 size_t Registry::enforce_byte_quotas() {
   if (config_.max_bytes_per_user == 0) return 0;
   std::map<uid_t, uint64_t> held;
-  for (const auto& [name, stream] : live_) {
+  // Removed streams too: their producers may still grow them (a removal must not lift a quota).
+  each_stream([&](const std::shared_ptr<Stream>& stream) {
     uid_t uid = stream->owner.uid;
     if (memory_limited(uid) && stream->directory.empty() && held.count(uid) == 0) {
       held[uid] = memory_held_by(uid);
     }
-  }
+  });
   size_t aborted = 0;
   for (const auto& [uid, bytes] : held) {
     if (bytes <= config_.max_bytes_per_user) continue;
     const AbortReason why{AbortKind::kQuota, 0,
                           fmt::format("uid {} holds {} bytes, its quota is {}", uid, bytes,
                                       config_.max_bytes_per_user)};
-    for (const auto& [name, stream] : live_) {
+    each_stream([&](const std::shared_ptr<Stream>& stream) {
       shm::SegmentHeader& h = stream->segment.mutable_header();
       if (stream->owner.uid != uid || !stream->directory.empty() || h.ring_capacity != 0 ||
           !shm::abort_stream(h, why, shm::Claimant::kDaemon)) {
-        continue;
+        return;
       }
       ++aborted;
       spdlog::warn(
           "stream \"{}\": aborted: uid {} holds {} bytes of memory in streams, past "
           "its quota of {} (shmstreamd --max-bytes-per-user)",
-          name, uid, bytes, config_.max_bytes_per_user);
-    }
+          stream->name, uid, bytes, config_.max_bytes_per_user);
+    });
   }
   return aborted;
 }
@@ -894,11 +894,10 @@ void Registry::release_ended_unclaimed() {
 
 std::vector<Registry::Orphan> Registry::orphan_readers() const {
   std::vector<Orphan> out;
-  auto add = [&out](const std::shared_ptr<Stream>& stream) {
+  // Removed streams too: removed since adoption, held for them.
+  each_stream([&out](const std::shared_ptr<Stream>& stream) {
     for (const auto& [slot, pid] : stream->orphans) out.push_back(Orphan{stream, slot, pid});
-  };
-  for (const auto& [name, stream] : live_) add(stream);
-  for (const auto& stream : removing_) add(stream);  // removed since adoption, held for them
+  });
   return out;
 }
 
@@ -1199,12 +1198,12 @@ StreamSnapshot Registry::snapshot(const Stream& stream) const {
 
 void Registry::sample_writes() {
   const uint64_t now = monotonic_ns();
-  for (const auto& [name, stream] : live_) {
+  each_stream([now](const std::shared_ptr<Stream>& stream) {
     Stream::Writes& w = stream->writes;
     const uint64_t bytes = shm::load_committed(stream->segment.header());
     if (w.window_ns == 0) {  // first sight: what it had is not a write seen
       w = Stream::Writes{bytes, 0, now, bytes, 0};
-      continue;
+      return;
     }
     if (bytes != w.bytes) w.changed_ns = now;
     w.bytes = bytes;
@@ -1217,18 +1216,19 @@ void Registry::sample_writes() {
       w.window_ns = now;
       w.window_bytes = bytes;
     }
-  }
+  });
 }
 
 void Registry::enforce_stall_limits() {
-  for (const auto& [name, stream] : live_) {
+  // Removed streams too: a removal does not free their producer from a stuck reader.
+  each_stream([](const std::shared_ptr<Stream>& stream) {
     const uint32_t limit = stream->segment.stall_limit_ms();
-    if (limit == 0 || !stream->table.valid()) continue;
+    if (limit == 0 || !stream->table.valid()) return;
     shm::SegmentHeader& h = stream->segment.mutable_header();
     // Relaxed: the producer's display fields (an owner lying there evicts its own readers).
     const uint64_t since = h.stalled_since_ns.load(std::memory_order_relaxed);
     const uint64_t wanted = h.space_wanted.load(std::memory_order_relaxed);
-    if (since == 0 || wanted == shm::kNobody || stalled_ms_since(since) <= limit) continue;
+    if (since == 0 || wanted == shm::kNobody || stalled_ms_since(since) <= limit) return;
     for (const shm::SlotInfo& slot : shm::slots_in_use(stream->table)) {
       if (slot.evicted) continue;
       uint64_t position = slot.hold;
@@ -1247,12 +1247,12 @@ void Registry::enforce_stall_limits() {
       spdlog::warn(
           "stream \"{}\": evicted {} at offset {}: it held the producer longer than the "
           "stall limit ({} ms)",
-          name,
+          stream->name,
           slot.cursor ? fmt::format("cursor \"{}\"", slot.name)
                       : fmt::format("reader pid {}", slot.pid),
           position, limit);
     }
-  }
+  });
 }
 
 std::vector<StreamSnapshot> Registry::list() const {

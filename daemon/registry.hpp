@@ -355,6 +355,13 @@ class Registry {
   Status give_to_owner(int fd, const Stream& stream, mode_t bits, const std::string& what) const;
   // Whether the byte quota and the reserve apply to `uid`: not to root nor the daemon's user.
   static bool memory_limited(uid_t uid) { return uid != 0 && uid != geteuid(); }
+  // Every stream the daemon serves: live ones, then removed ones still held (whose producer
+  // may still write, and whose readers may still hold it back).
+  template <typename F>
+  void each_stream(F&& f) const {
+    for (const auto& [name, stream] : live_) f(stream);
+    for (const auto& stream : removing_) f(stream);
+  }
   // Whether user `uid` may make stream `name` in memory (its quota, the reserve); lowers
   // *max_bytes to the quota.
   Status may_take_memory(const std::string& name, const CreateParams& create, uid_t uid,

@@ -225,6 +225,37 @@ TEST_F(RegistryTest, CursorsBelongToTheirMakerAndNoOtherUserTakesEverySlot) {
                              produced->stream->producer_epoch);
 }
 
+// The attack on --max-bytes-per-user: make streams while holding little (each may then grow to
+// the quota), remove them (their producers stay attached, and write on), and grow them all. The
+// periodic check counts and aborts removed streams as it does live ones (it looked only at live
+// ones: two removed streams held 12 MiB under an 8 MiB quota, unchecked).
+TEST_F(RegistryTest, RemovingItsStreamsDoesNotLiftAUsersMemoryQuota) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: the streams belong to a made-up user";
+  config_.max_bytes_per_user = 8 << 20;
+  Registry registry(config_);
+  const Peer alice{getpid(), 50001, 50001, {}};
+  auto a = registry.create("a", {}, alice);
+  ASSERT_THAT(a, IsOk());
+  auto b = registry.create("b", {}, alice);
+  ASSERT_THAT(b, IsOk());
+  for (const char* name : {"a", "b"}) ASSERT_THAT(registry.remove(name, false, alice), IsOk());
+  for (auto* access : {&a, &b}) {
+    ASSERT_EQ(fallocate((*access)->stream->segment.fd(), 0, 0, 6 << 20), 0);  // its producer writes
+  }
+  EXPECT_EQ(registry.memory_held_by(alice.uid), uint64_t{12} << 20);
+  EXPECT_EQ(registry.enforce_byte_quotas(), 2u);
+  for (const char* name : {"a", "b"}) {
+    auto info = registry.stat(name);
+    ASSERT_THAT(info, IsOk());
+    EXPECT_TRUE(info->removing);
+    EXPECT_EQ(info->state, shm::StreamState::kAborted);
+  }
+  for (auto* access : {&a, &b}) {
+    registry.producer_detached((*access)->stream, false, (*access)->stream->producer_epoch);
+  }
+  EXPECT_TRUE(registry.list().empty());
+}
+
 TEST_F(RegistryTest, AStreamWithAGraceAwaitsASuccessorOnlyItsOwnerMayResume) {
   Registry registry(config_);
   CreateParams params;

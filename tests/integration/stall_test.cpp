@@ -97,18 +97,38 @@ TEST(StallLimit, AnIdleCursorIsEvictedAndItsNextOpenSaysSoUntilRemoved) {
   ASSERT_THAT(producer->close(), IsOk());
 }
 
-TEST(StallLimit, WithoutALimitTheProducerWaitsAsLongAsItIsTold) {
+// A `block` ring with the given stall limit, full, and a reader that never reads: it holds
+// offset 0, so the producer's next append waits for it.
+struct FullRing {
+  explicit FullRing(std::chrono::milliseconds stall_limit)
+      : client(connect_to(daemon)),
+        producer(client.create("s", block_ring(stall_limit)).value()),
+        stuck(client.open("s").value()) {
+    EXPECT_THAT(producer.append(chunk), IsOk());
+    EXPECT_THAT(producer.append(chunk), IsOk());
+  }
   TestDaemon daemon;
-  auto client = connect_to(daemon);
-  auto producer = client.create("s", block_ring(0ms));
-  ASSERT_THAT(producer, IsOk());
-  auto stuck = client.open("s");
-  ASSERT_THAT(stuck, IsOk());
-  const std::vector<std::byte> chunk(kRing / 2);
-  ASSERT_THAT(producer->append(chunk), IsOk());
-  ASSERT_THAT(producer->append(chunk), IsOk());
-  EXPECT_THAT(producer->append(chunk, 600ms), StatusIs(ErrorCode::kTimeout));
-  auto next = stuck->next(1 << 20, 1s);
+  Client client;
+  Producer producer;
+  Reader stuck;
+  const std::vector<std::byte> chunk = std::vector<std::byte>(kRing / 2);
+};
+
+// Removing the stream changes nothing for its producer: still attached, it goes on writing, and
+// a reader that holds it back past the limit is evicted as before (it was not, once removed).
+TEST(StallLimit, AStuckReaderOfARemovedStreamIsEvictedToo) {
+  FullRing ring(300ms);
+  ASSERT_THAT(ring.client.remove("s"), IsOk());
+  ASSERT_TRUE(ring.client.stat("s").value().removing);
+  EXPECT_THAT(ring.producer.append(ring.chunk, 10s), IsOk());  // waits, until the eviction
+  EXPECT_THAT(ring.stuck.next(1 << 20, 1s), StatusIs(ErrorCode::kOverrun));
+  ASSERT_THAT(ring.producer.close(), IsOk());
+}
+
+TEST(StallLimit, WithoutALimitTheProducerWaitsAsLongAsItIsTold) {
+  FullRing ring(0ms);
+  EXPECT_THAT(ring.producer.append(ring.chunk, 600ms), StatusIs(ErrorCode::kTimeout));
+  auto next = ring.stuck.next(1 << 20, 1s);
   EXPECT_THAT(next, IsOk());  // still held for it: nothing lost
 }
 
