@@ -426,7 +426,10 @@ size_t Registry::enforce_byte_quotas() {
     }
   });
   size_t aborted = 0;
-  for (const auto& [uid, bytes] : held) {
+  for (const auto& [held_uid, held_bytes] : held) {
+    // Copies: clang before 16 lets no lambda capture a structured binding.
+    const uid_t uid = held_uid;
+    const uint64_t bytes = held_bytes;
     if (bytes <= config_.max_bytes_per_user) continue;
     const AbortReason why{AbortKind::kQuota, 0,
                           fmt::format("uid {} holds {} bytes, its quota is {}", uid, bytes,
@@ -745,6 +748,13 @@ std::vector<std::shared_ptr<Stream>> Registry::removing_named(const std::string&
 
 size_t Registry::remove_memory_streams_for_exit() {
   size_t removed = 0;
+  // Removed ones still held are cancelled too: with no daemon left, their producer's death would
+  // go unseen, and their readers would wait on forever.
+  for (const auto& stream : removing_) {
+    if (stream->directory.empty()) {
+      shm::end_stream(stream->segment.mutable_header(), shm::StreamState::kCancelled);
+    }
+  }
   for (auto it = live_.begin(); it != live_.end();) {
     std::shared_ptr<Stream> stream = it->second;
     if (!stream->directory.empty()) {

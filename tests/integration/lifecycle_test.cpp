@@ -347,7 +347,8 @@ TEST_F(Lifecycle, AClosedProducerNoLongerHoldsItsRemovedStream) {
 }
 
 // `shmstreamd --ephemeral` (tests, shmstream-bench): stopped, it cancels and removes every
-// stream in memory, waking a blocked reader; a persistent stream stays on disk.
+// stream in memory, waking a blocked reader (of a stream removed already, still held, too); a
+// persistent stream stays on disk.
 TEST(Ephemeral, AStoppedEphemeralDaemonLeavesNothingInMemory) {
   TestDaemon daemon({"--ephemeral"});
   auto client = connect_to(daemon);
@@ -360,13 +361,21 @@ TEST(Ephemeral, AStoppedEphemeralDaemonLeavesNothingInMemory) {
   ASSERT_TRUE(kept.close().ok());
   auto reader = client.open("gone").value();
   ASSERT_TRUE(reader.seek(10).ok());
+  auto removed_producer = client.create("removed").value();
+  auto removed_reader = client.open("removed").value();
+  ASSERT_TRUE(client.remove("removed").ok());
+  ASSERT_TRUE(client.stat("removed").value().removing);
   ASSERT_FALSE(daemon.segment_files().empty());
   Status status;
+  Status removed_status;
   std::thread t([&] { status = reader.next(16, 30s).status(); });
+  std::thread t2([&] { removed_status = removed_reader.next(16, 30s).status(); });
   int stopped = daemon.stop();
   t.join();
+  t2.join();
   EXPECT_TRUE(WIFEXITED(stopped) && WEXITSTATUS(stopped) == 0) << stopped;
   EXPECT_EQ(status.code(), ErrorCode::kCancelled) << status.to_string();
+  EXPECT_EQ(removed_status.code(), ErrorCode::kCancelled) << removed_status.to_string();
   EXPECT_TRUE(daemon.segment_files().empty());
   size_t on_disk_files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(daemon.persist_dir())) {
