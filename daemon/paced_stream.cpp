@@ -3,6 +3,7 @@
 #include <linux/sockios.h>
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <utility>
 
 namespace shmstream::daemon {
@@ -43,7 +44,7 @@ kj::Promise<void> PacedStream::ready_to_read() {
   int unread = 0;  // reply bytes in the socket that the client has not read
   if (fd_ < 0 || ioctl(fd_, SIOCOUTQ, &unread) != 0 ||
       static_cast<size_t>(unread) < backlog_limit_) {
-    unread_bound_ = fd_ >= 0 && unread > 0 ? static_cast<size_t>(unread) : 0;
+    unread_bound_ = static_cast<size_t>(std::max(unread, 0));  // 0 if the ioctl failed
     backlogged_since_ = nullptr;
     return kj::READY_NOW;
   }

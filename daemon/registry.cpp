@@ -367,10 +367,9 @@ void Registry::unlink_files(const Stream& stream) {
 
 uint64_t Registry::memory_held_by(uid_t uid) const {
   uint64_t bytes = 0;
-  auto add = [&](const Stream& stream) {
-    if (stream.owner.uid == uid && stream.directory.empty()) bytes += allocated_bytes(stream);
-  };
-  each_stream([&](const std::shared_ptr<Stream>& stream) { add(*stream); });
+  each_stream([&](const std::shared_ptr<Stream>& stream) {
+    if (stream->owner.uid == uid && stream->directory.empty()) bytes += allocated_bytes(*stream);
+  });
   return bytes;
 }
 
@@ -378,11 +377,9 @@ Registry::Holdings Registry::holdings() const {
   Holdings out;
   out.streams = live_.size();
   out.removing = removing_.size();
-  auto add = [&](const Stream& stream) {
-    (stream.directory.empty() ? out.memory_bytes : out.disk_bytes) += allocated_bytes(stream);
-  };
-  for (const auto& [name, stream] : live_) add(*stream);
-  for (const auto& stream : removing_) add(*stream);
+  each_stream([&](const std::shared_ptr<Stream>& stream) {
+    (stream->directory.empty() ? out.memory_bytes : out.disk_bytes) += allocated_bytes(*stream);
+  });
   return out;
 }
 
@@ -1268,8 +1265,7 @@ void Registry::enforce_stall_limits() {
 std::vector<StreamSnapshot> Registry::list() const {
   std::vector<StreamSnapshot> out;
   out.reserve(live_.size() + removing_.size());
-  for (const auto& [name, stream] : live_) out.push_back(snapshot(*stream));
-  for (const auto& stream : removing_) out.push_back(snapshot(*stream));
+  each_stream([&](const std::shared_ptr<Stream>& stream) { out.push_back(snapshot(*stream)); });
   std::stable_sort(out.begin(), out.end(),
                    [](const auto& a, const auto& b) { return a.name < b.name; });
   return out;

@@ -228,6 +228,13 @@ TEST(DaemonCrash, AGrantRepliedJustBeforeTheDaemonDiedIsStillTakenBack) {
 // The clients of stream "late", in their own processes, stopped (SIGSTOP) across a daemon crash
 // so that they cannot reattach before the test removes the stream: a producer that wrote 4096
 // bytes and holds the stream open, and a `shmstream cat` that has read them.
+// SIGSTOPs `child` and returns once it is stopped (WNOWAIT: still to be reaped).
+void stop_for_sure(Child& child) {
+  child.kill(SIGSTOP);
+  siginfo_t info{};
+  EXPECT_EQ(waitid(P_PID, static_cast<id_t>(child.pid()), &info, WSTOPPED | WNOWAIT), 0);
+}
+
 struct StoppedClients {
   Child producer;
   Child cat;
@@ -264,11 +271,8 @@ StoppedClients crash_with_clients_stopped(TestDaemon& daemon, Client& client) {
   Digest digest;
   digest.update(passed.data(), passed.size());
   EXPECT_EQ(digest.value(), digest_of_random(9, 4096));
-  for (Child* child : {&out.producer, &out.cat}) {
-    child->kill(SIGSTOP);
-    siginfo_t info{};  // stopped for sure before the daemon dies (WNOWAIT: still to be reaped)
-    EXPECT_EQ(waitid(P_PID, static_cast<id_t>(child->pid()), &info, WSTOPPED | WNOWAIT), 0);
-  }
+  stop_for_sure(out.producer);  // before the daemon dies
+  stop_for_sure(out.cat);
   daemon.kill_without_restart();
   daemon.start_again();
   EXPECT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
@@ -337,9 +341,7 @@ TEST(DaemonCrash, AReaderBackAfterTheGraceIsToldItWasLetGo) {
       {"/bin/sh", "-c", "exec \"$0\" --no-autostart cat s 2>&1", bin_dir() + "/shmstream"}, false,
       true, daemon.env());
   ASSERT_EQ(read_exactly(cat.stdout_fd(), 4096, 30s).size(), 4096u);
-  cat.kill(SIGSTOP);
-  siginfo_t info{};
-  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(cat.pid()), &info, WSTOPPED | WNOWAIT), 0);
+  stop_for_sure(cat);
   daemon.kill_without_restart();
   daemon.start_again();
   ASSERT_TRUE(eventually([&] { return client.list().ok(); }, 15s));
